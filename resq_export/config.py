@@ -1,0 +1,99 @@
+"""Frozen settings of the quantise stage, with per-method defaults and a schema version."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .errors import ConfigError
+
+SCHEMA_VERSION = 1
+METHODS = ("resq", "quarot", "rtn", "lqer", "fp")
+WEIGHT_ALGOS = ("gptq", "rtn")
+ROTATIONS = ("pca", "random", "none")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    method: str = "resq"
+    w_bits: int = 4
+    a_bits: int = 4  # 16: activations stay float (weight-only quantisation)
+    kv_bits: int = 4  # 16: float KV cache
+    high_bits: int = 8  # bits of the high-variance subspace (weights, activations, KV)
+    high_fraction: float = 0.125  # share of channels kept at high_bits (0: uniform)
+    rotation: str = "pca"  # pca (ResQ), random (QuaRot), none
+    online_hadamard: bool = True  # U_D on the down_proj input
+    weight_algo: str = "gptq"
+    group_size: int = 0  # channels per scale group along the input axis; 0: one group per precision part
+    lqer_rank: int = 0
+    lqer_bits: int = 8
+    clip_search: bool = True
+    gptq_damp: float = 0.01
+    gptq_block: int = 128
+    nsamples: int = 64
+    seqlen: int = 512
+    seed: int = 0
+
+    @classmethod
+    def for_method(cls, method: str, **overrides: Any) -> "QuantConfig":
+        """The method's defaults (the paper settings), then the given overrides (None means: default)."""
+        if method not in METHODS:
+            raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        presets: dict[str, dict[str, Any]] = {
+            "resq": {},
+            "quarot": {"rotation": "random", "high_fraction": 0.0},
+            "rtn": {"rotation": "none", "high_fraction": 0.0, "online_hadamard": False, "weight_algo": "rtn"},
+            "lqer": {"rotation": "none", "high_fraction": 0.0, "online_hadamard": False, "weight_algo": "rtn",
+                     "a_bits": 8, "kv_bits": 16, "lqer_rank": 32, "group_size": 128},
+            "fp": {"rotation": "none", "high_fraction": 0.0, "online_hadamard": False,
+                   "w_bits": 16, "a_bits": 16, "kv_bits": 16},
+        }
+        values = {"method": method, **presets[method]}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    @property
+    def quantizes_weights(self) -> bool:
+        return self.w_bits != 16
+
+    def validate(self) -> None:
+        if self.method == "fp":
+            if (self.w_bits, self.a_bits, self.kv_bits) != (16, 16, 16) or self.lqer_rank:
+                raise ConfigError("--method fp quantises nothing: leave the bit widths and --lqer-rank unset")
+            return
+        if self.w_bits not in (4, 8):
+            raise ConfigError(f"unsupported weight bit width {self.w_bits}; supported: 4, 8")
+        if self.a_bits not in (4, 8, 16):
+            raise ConfigError(f"unsupported activation bit width {self.a_bits}; supported: 4, 8, 16 (float)")
+        if self.kv_bits not in (4, 8, 16):
+            raise ConfigError(f"unsupported KV-cache bit width {self.kv_bits}; supported: 4, 8, 16 (float)")
+        if self.high_bits != 8:
+            raise ConfigError(f"unsupported high-precision bit width {self.high_bits}; supported: 8")
+        if not 0.0 <= self.high_fraction < 1.0:
+            raise ConfigError(f"--high-fraction must be in [0, 1), got {self.high_fraction}")
+        if self.rotation not in ROTATIONS:
+            raise ConfigError(f"unknown rotation {self.rotation!r}; choose one of {', '.join(ROTATIONS)}")
+        if self.weight_algo not in WEIGHT_ALGOS:
+            raise ConfigError(f"unknown weight algorithm {self.weight_algo!r}; choose gptq or rtn")
+        if self.lqer_rank < 0 or self.lqer_bits != 8:
+            raise ConfigError("--lqer-rank must be >= 0 and the LQER factors are 8-bit")
+        if self.group_size < 0 or self.group_size % 2:
+            raise ConfigError(f"--group-size must be 0 or a positive even number, got {self.group_size}")
+        if self.nsamples < 1 or self.seqlen < 2:
+            raise ConfigError("--nsamples must be >= 1 and --seqlen >= 2")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "QuantConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown quantisation settings: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def with_(self, **changes: Any) -> "QuantConfig":
+        return replace(self, **changes)

@@ -1,0 +1,251 @@
+"""Our own small decoder: the one forward pass used for the float model, the rotated model, calibration
+and the quantised reference executor. What differs between them is data (which linear objects, which
+online rotations, whether the KV cache quantises), never the code path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from .algo.hadamard import apply_kron
+from .algo.quant import dequantize_groups, quantize_groups
+from .models.config import ModelConfig
+
+
+class Linear(Protocol):
+    in_features: int
+    out_features: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class FloatLinear:
+    """y = x W^T + b in float32."""
+
+    weight: torch.Tensor  # [out, in]
+    bias: torch.Tensor | None = None
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+
+class Observer(Protocol):
+    """Calibration hooks; any method may raise StopForward to end the pass early."""
+
+    def linear_input(self, layer: int, role: str, x: torch.Tensor) -> None: ...
+    def values(self, layer: int, v: torch.Tensor) -> None: ...
+    def keys(self, layer: int, k: torch.Tensor) -> None: ...
+
+
+class StopForward(Exception):
+    """Raised by an observer that has seen what it needs."""
+
+
+@dataclass(frozen=True)
+class KVQuantizer:
+    """Per token per head asymmetric quantisation of K and V: the head_dim channels split into groups."""
+
+    group_sizes: tuple[int, ...]
+    bits: tuple[int, ...]
+
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return quantize_groups(x, self.group_sizes, self.bits)
+
+    def dequantize(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+        return dequantize_groups(q, scale, zero, self.group_sizes)
+
+
+@dataclass
+class Layer:
+    qkv: Linear
+    o: Linear
+    gate_up: Linear
+    down: Linear
+    attn_norm: torch.Tensor | None = None  # None once folded into the linears
+    mlp_norm: torch.Tensor | None = None
+    key_rotation: torch.Tensor | None = None  # U_C [head_dim, head_dim], applied online to q and k after RoPE
+    down_rotation: tuple[torch.Tensor, torch.Tensor] | None = None  # U_D = kron(left, right), online
+    o_input_perm: torch.Tensor | None = None  # column order of the o_proj input
+
+
+@dataclass
+class KVCache:
+    """Per layer: float K/V, or integer codes with scales and zero points. Shapes [B, n_kv, T, ...]."""
+
+    quantizer: KVQuantizer | None = None
+    keys: list[list[torch.Tensor]] = field(default_factory=list)
+    values: list[list[torch.Tensor]] = field(default_factory=list)
+
+    @property
+    def length(self) -> int:
+        return self.keys[0][0].shape[2] if self.keys else 0
+
+    def _store(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x] if self.quantizer is None else list(self.quantizer.quantize(x))
+
+    def _load(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return parts[0] if self.quantizer is None else self.quantizer.dequantize(*parts)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new (quantised) K/V and return the whole (dequantised) K/V of this layer."""
+        new_k, new_v = self._store(k), self._store(v)
+        if layer == len(self.keys):
+            self.keys.append(new_k)
+            self.values.append(new_v)
+        else:
+            self.keys[layer] = [torch.cat([a, b], 2) for a, b in zip(self.keys[layer], new_k)]
+            self.values[layer] = [torch.cat([a, b], 2) for a, b in zip(self.values[layer], new_v)]
+        return self._load(self.keys[layer]), self._load(self.values[layer])
+
+
+def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    scaling = config.rope_scaling
+    if scaling is None:
+        return inv_freq
+    factor = float(scaling["factor"])
+    if scaling["rope_type"] == "linear":
+        return inv_freq / factor
+    # llama3: long wavelengths scaled by `factor`, short ones kept, a smooth blend between.
+    low = float(scaling["low_freq_factor"])
+    high = float(scaling["high_freq_factor"])
+    old_ctx = float(scaling["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old_ctx / low, inv_freq / factor, inv_freq)
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_ctx / high) & (wavelen <= old_ctx / low)
+    return torch.where(medium, blended, scaled)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return y if weight is None else y * weight
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+@dataclass
+class Decoder:
+    config: ModelConfig
+    embed: torch.Tensor  # [vocab, hidden]
+    layers: list[Layer]
+    lm_head: Linear
+    final_norm: torch.Tensor | None = None
+    kv_quantizer: KVQuantizer | None = None
+
+    def __post_init__(self) -> None:
+        self.inv_freq = rope_inv_freq(self.config)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(self.kv_quantizer)
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed[input_ids].to(torch.float32)
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[..., None].to(torch.float32) * self.inv_freq
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return emb.cos()[:, None], emb.sin()[:, None]  # [B, 1, S, head_dim]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cache: KVCache | None = None,
+        observer: Observer | None = None,
+    ) -> torch.Tensor:
+        """input_ids [B, S] continuing the sequences held in `cache` (a fresh one if None) -> logits [B, S, V]."""
+        cache = self.new_cache() if cache is None else cache
+        past = cache.length
+        seq = input_ids.shape[1]
+        if self.config.sliding_window and past + seq > self.config.sliding_window:
+            raise ValueError(f"sequence of {past + seq} tokens exceeds the sliding window {self.config.sliding_window}")
+        positions = torch.arange(past, past + seq)[None].expand(input_ids.shape[0], -1)
+        h = self.embed_tokens(input_ids)
+        rope = self.rope(positions)
+        for i, layer in enumerate(self.layers):
+            h = self.layer_forward(i, layer, h, rope, cache, observer)
+        return self.lm_head(rms_norm(h, self.final_norm, self.config.rms_norm_eps))
+
+    __call__ = forward
+
+    def layer_forward(
+        self,
+        i: int,
+        layer: Layer,
+        h: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        cache: KVCache,
+        observer: Observer | None = None,
+    ) -> torch.Tensor:
+        cfg = self.config
+        bsz, seq, _ = h.shape
+        x = rms_norm(h, layer.attn_norm, cfg.rms_norm_eps)
+        if observer:
+            observer.linear_input(i, "attn_qkv", x)
+        qkv = layer.qkv(x)
+        nq, nkv, hd = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.head_dim
+        q = qkv[..., :nq].view(bsz, seq, cfg.num_heads, hd).transpose(1, 2)
+        k = qkv[..., nq:nq + nkv].view(bsz, seq, cfg.num_kv_heads, hd).transpose(1, 2)
+        v = qkv[..., nq + nkv:].view(bsz, seq, cfg.num_kv_heads, hd).transpose(1, 2)
+        if observer:
+            observer.values(i, v)
+        cos, sin = rope
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        if observer:
+            observer.keys(i, k)
+        if layer.key_rotation is not None:
+            q = q @ layer.key_rotation
+            k = k @ layer.key_rotation
+        k_all, v_all = cache.append(i, k, v)
+        attn = _attention(q, k_all, v_all, cfg.kv_group)
+        attn = attn.transpose(1, 2).reshape(bsz, seq, cfg.num_heads * hd)
+        if layer.o_input_perm is not None:
+            attn = attn[..., layer.o_input_perm]
+        if observer:
+            observer.linear_input(i, "attn_o", attn)
+        h = h + layer.o(attn)
+        x = rms_norm(h, layer.mlp_norm, cfg.rms_norm_eps)
+        if observer:
+            observer.linear_input(i, "mlp_gate_up", x)
+        gate, up = layer.gate_up(x).chunk(2, dim=-1)
+        act = F.silu(gate) * up
+        if layer.down_rotation is not None:
+            act = apply_kron(act, *layer.down_rotation)
+        if observer:
+            observer.linear_input(i, "mlp_down", act)
+        return h + layer.down(act)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int) -> torch.Tensor:
+    """Causal attention of the last S positions over all T cached positions (GQA by repetition)."""
+    seq, total = q.shape[2], k.shape[2]
+    if group > 1:
+        k = k.repeat_interleave(group, dim=1)
+        v = v.repeat_interleave(group, dim=1)
+    mask = torch.ones(seq, total, dtype=torch.bool).tril(diagonal=total - seq)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def linear_roles() -> Sequence[str]:
+    return ("attn_qkv", "attn_o", "mlp_gate_up", "mlp_down")

@@ -1,0 +1,101 @@
+"""Where each quantised linear's precision groups lie, and the KV-cache groups, for a model and settings.
+
+A linear's input channels are split into contiguous groups; each group has one weight scale per
+output channel and one activation scale/zero point per token. All 4-bit weight groups come first,
+then the 8-bit ones (the high-variance subspace is the last channels, see transforms/rotate.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .config import QuantConfig
+from .decoder import KVQuantizer
+from .errors import ConfigError
+from .models.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class LinearLayout:
+    group_sizes: tuple[int, ...]
+    w_bits: tuple[int, ...]
+    a_bits: tuple[int, ...]  # all 16 when activations stay float
+
+    def __post_init__(self) -> None:
+        if not (len(self.group_sizes) == len(self.w_bits) == len(self.a_bits)):
+            raise ConfigError("layout lists differ in length")
+        seen_8 = False
+        for bits in self.w_bits:
+            seen_8 |= bits == 8
+            if seen_8 and bits == 4:
+                raise ConfigError("4-bit weight groups must precede 8-bit ones")
+        if self.low_channels % 2:
+            raise ConfigError(f"{self.low_channels} 4-bit input channels cannot be packed two per byte")
+
+    @property
+    def in_features(self) -> int:
+        return sum(self.group_sizes)
+
+    @property
+    def low_channels(self) -> int:
+        """Input channels with 4-bit weights (a prefix of the input)."""
+        return sum(s for s, b in zip(self.group_sizes, self.w_bits) if b == 4)
+
+    @property
+    def float_activations(self) -> bool:
+        return all(b == 16 for b in self.a_bits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LinearLayout":
+        return cls(**{k: tuple(int(x) for x in v) for k, v in d.items()})
+
+
+def high_channels(dim: int, cfg: QuantConfig) -> int:
+    return int(dim * cfg.high_fraction)
+
+
+def _split(size: int, group_size: int) -> list[int]:
+    if group_size <= 0 or size <= group_size:
+        return [size] if size else []
+    if size % group_size:
+        raise ConfigError(f"{size} channels do not split into groups of {group_size}")
+    return [group_size] * (size // group_size)
+
+
+def _part_layout(parts: list[tuple[list[int], bool]], cfg: QuantConfig) -> LinearLayout:
+    sizes, w_bits, a_bits = [], [], []
+    for groups, high in parts:
+        for g in groups:
+            sizes.append(g)
+            w_bits.append(cfg.high_bits if high else cfg.w_bits)
+            a_bits.append(16 if cfg.a_bits == 16 else (max(cfg.high_bits, cfg.a_bits) if high else cfg.a_bits))
+    return LinearLayout(tuple(sizes), tuple(w_bits), tuple(a_bits))
+
+
+def role_layouts(model: ModelConfig, cfg: QuantConfig) -> dict[str, LinearLayout]:
+    hid, hd, nh = model.hidden_size, model.head_dim, model.num_heads
+    r_res, r_head = high_channels(hid, cfg), high_channels(hd, cfg)
+    g = cfg.group_size
+    residual = _part_layout([(_split(hid - r_res, g), False), (_split(r_res, g), True)], cfg)
+    # o_proj input, permuted: the low part of every head, then the high part of every head; one
+    # activation group per head part (per token per head quantisation).
+    o_parts = [([hd - r_head], False)] * nh + ([([r_head], True)] * nh if r_head else [])
+    return {
+        "attn_qkv": residual,
+        "attn_o": _part_layout(o_parts, cfg),
+        "mlp_gate_up": residual,
+        "mlp_down": _part_layout([(_split(model.intermediate_size, g), False)], cfg),
+    }
+
+
+def kv_quantizer(model: ModelConfig, cfg: QuantConfig) -> KVQuantizer | None:
+    if cfg.kv_bits == 16:
+        return None
+    r = high_channels(model.head_dim, cfg)
+    sizes = (model.head_dim - r, r) if r else (model.head_dim,)
+    bits = (cfg.kv_bits, cfg.high_bits) if r else (cfg.kv_bits,)
+    return KVQuantizer(sizes, bits)

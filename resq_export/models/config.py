@@ -1,0 +1,112 @@
+"""The model hyper-parameters the quantiser and the executors need, parsed from an HF config dict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ModelLoadError
+from .arch import arch_of_hf_config
+
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: dict[str, Any] | None = None
+    qkv_bias: bool = False
+    o_bias: bool = False
+    tie_word_embeddings: bool = False
+    sliding_window: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kv_group(self) -> int:
+        """Query heads per KV head (GQA)."""
+        return self.num_heads // self.num_kv_heads
+
+    @property
+    def qkv_out(self) -> int:
+        return (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        return cls(**d)
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any]) -> "ModelConfig":
+        spec = arch_of_hf_config(hf)
+        try:
+            hidden = int(hf["hidden_size"])
+            n_heads = int(hf["num_attention_heads"])
+            n_kv = int(hf.get("num_key_value_heads") or n_heads)
+            head_dim = int(hf.get("head_dim") or hidden // n_heads)
+            rope_theta, rope_scaling = _rope_settings(hf)
+            if hf.get("mlp_bias"):
+                raise ModelLoadError("models with biases on the MLP linears (mlp_bias=true) are not supported")
+            act = hf.get("hidden_act", "silu")
+            if act != "silu":
+                raise ModelLoadError(f"hidden_act {act!r} is not supported (only 'silu')")
+            sliding = hf.get("sliding_window") if hf.get("use_sliding_window", True) else None
+            cfg = cls(
+                architecture=spec.hf_architecture,
+                vocab_size=int(hf["vocab_size"]),
+                hidden_size=hidden,
+                num_layers=int(hf["num_hidden_layers"]),
+                num_heads=n_heads,
+                num_kv_heads=n_kv,
+                head_dim=head_dim,
+                intermediate_size=int(hf["intermediate_size"]),
+                rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+                rope_theta=rope_theta,
+                rope_scaling=rope_scaling,
+                qkv_bias=spec.qkv_bias_always or bool(hf.get("attention_bias", False)),
+                o_bias=(not spec.qkv_bias_always) and bool(hf.get("attention_bias", False)),
+                tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+                sliding_window=int(sliding) if sliding else None,
+                bos_token_id=hf.get("bos_token_id"),
+                eos_token_id=hf.get("eos_token_id"),
+            )
+        except KeyError as e:
+            raise ModelLoadError(f"config.json lacks the field {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise ModelLoadError(f"config.json has an invalid value: {e}") from None
+        if n_heads % n_kv:
+            raise ModelLoadError(f"num_attention_heads {n_heads} is not a multiple of num_key_value_heads {n_kv}")
+        if head_dim % 2:
+            raise ModelLoadError(f"head_dim {head_dim} must be even for RoPE")
+        return cfg
+
+
+def _rope_settings(hf: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    """Read RoPE settings from either the transformers-5 `rope_parameters` or the older fields."""
+    params = hf.get("rope_parameters")
+    if params:
+        theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
+    else:
+        theta = float(hf.get("rope_theta", 10000.0))
+        scaling = dict(hf.get("rope_scaling") or {})
+    rope_type = scaling.pop("rope_type", scaling.pop("type", "default")) or "default"
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise ModelLoadError(
+            f"RoPE type {rope_type!r} is not supported; supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
+        )
+    if rope_type == "default":
+        return theta, None
+    return theta, {"rope_type": rope_type, **scaling}

