@@ -88,12 +88,12 @@ class KVCache:
     """Per layer: float K/V, or integer codes with scales and zero points. Shapes [B, n_kv, T, ...]."""
 
     quantizer: KVQuantizer | None = None
-    keys: list[list[torch.Tensor]] = field(default_factory=list)
-    values: list[list[torch.Tensor]] = field(default_factory=list)
+    keys: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # by layer index
+    values: dict[int, list[torch.Tensor]] = field(default_factory=dict)
 
     @property
     def length(self) -> int:
-        return self.keys[0][0].shape[2] if self.keys else 0
+        return next(iter(self.keys.values()))[0].shape[2] if self.keys else 0
 
     def _store(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [x] if self.quantizer is None else list(self.quantizer.quantize(x))
@@ -104,9 +104,9 @@ class KVCache:
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the new (quantised) K/V and return the whole (dequantised) K/V of this layer."""
         new_k, new_v = self._store(k), self._store(v)
-        if layer == len(self.keys):
-            self.keys.append(new_k)
-            self.values.append(new_v)
+        if layer not in self.keys:
+            self.keys[layer] = new_k
+            self.values[layer] = new_v
         else:
             self.keys[layer] = [torch.cat([a, b], 2) for a, b in zip(self.keys[layer], new_k)]
             self.values[layer] = [torch.cat([a, b], 2) for a, b in zip(self.values[layer], new_v)]

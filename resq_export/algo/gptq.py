@@ -1,0 +1,56 @@
+"""GPTQ (Frantar et al. 2022) with fixed per-(row, group) scales and per-column bit widths.
+
+Scales are chosen before the sweep from the original weights (MSE clip search), so error feedback
+flows freely across group and precision boundaries (4-bit columns feed their error into the 8-bit
+ones, as ResQ does).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .quant import quantize_sym
+
+
+class HessianError(ValueError):
+    """The Hessian is not positive definite even after damping."""
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    col_scale: torch.Tensor,
+    col_bits: torch.Tensor,
+    damp: float = 0.01,
+    block: int = 128,
+) -> torch.Tensor:
+    """weight [out, K], hessian [K, K] (sum of x^T x), col_scale [out, K] (each column's scale),
+    col_bits [K] -> integer codes [out, K] (float64 holding integers)."""
+    w = weight.to(torch.float64).clone()
+    h = hessian.to(torch.float64).clone()
+    k = w.shape[1]
+    dead = torch.diagonal(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h += damp * torch.diagonal(h).mean() * torch.eye(k, dtype=torch.float64)
+    try:
+        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    except torch.linalg.LinAlgError as e:
+        raise HessianError(f"Hessian not positive definite after damping {damp}: {e}") from None
+    scale = col_scale.to(torch.float64)
+    q = torch.zeros_like(w)
+    for i1 in range(0, k, block):
+        i2 = min(i1 + block, k)
+        w1 = w[:, i1:i2].clone()
+        err1 = torch.zeros_like(w1)
+        hinv1 = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            s = scale[:, col]
+            qc = quantize_sym(w1[:, i], s, int(col_bits[col]))
+            q[:, col] = qc
+            err = (w1[:, i] - qc * s) / hinv1[i, i]
+            w1[:, i:] -= err[:, None] * hinv1[i, i:][None]
+            err1[:, i] = err
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return q

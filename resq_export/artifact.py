@@ -1,0 +1,179 @@
+"""The quantised checkpoint artifact: a folder with model.safetensors, config.json, manifest.json and
+the tokenizer. Written atomically; read back into a Decoder (the reference executor)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .algo.quant import pack_int4, unpack_int4
+from .config import SCHEMA_VERSION, QuantConfig
+from .decoder import Decoder, FloatLinear, KVQuantizer, Layer
+from .errors import ArtifactError
+from .fileio import atomic_directory
+from .layout import LinearLayout, high_channels, kv_quantizer, role_layouts
+from .models.config import ModelConfig
+from .reference import LqerBranch, QuantLinear
+from .transforms.rotate import o_input_permutation
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+ROLES = ("attn_qkv", "attn_o", "mlp_gate_up", "mlp_down")
+_ATTR = {"attn_qkv": "qkv", "attn_o": "o", "mlp_gate_up": "gate_up", "mlp_down": "down"}
+
+
+def _linear_tensors(prefix: str, lin: FloatLinear | QuantLinear) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(lin, FloatLinear):
+        out[prefix + "weight"] = lin.weight.float()
+    else:
+        low = lin.layout.low_channels
+        if low:
+            out[prefix + "qweight_low"] = pack_int4(lin.qweight[:, :low])
+        if low < lin.in_features:
+            out[prefix + "qweight_high"] = lin.qweight[:, low:].to(torch.int8)
+        out[prefix + "wscale"] = lin.wscale.float()
+        if lin.lqer is not None:
+            out[prefix + "lqer_a"] = lin.lqer.a_q.to(torch.int8)
+            out[prefix + "lqer_a_scale"] = lin.lqer.a_scale.float()
+            out[prefix + "lqer_b"] = lin.lqer.b_q.to(torch.int8)
+            out[prefix + "lqer_b_scale"] = lin.lqer.b_scale.float()
+    if lin.bias is not None:
+        out[prefix + "bias"] = lin.bias.float()
+    return out
+
+
+def write_artifact(
+    out_dir: Path, model: Decoder, quant: QuantConfig, tokenizer: Any, source: dict, stats: dict
+) -> None:
+    from safetensors.torch import save_file
+
+    embed_dtype = torch.float32 if quant.method == "fp" else torch.float16
+    tensors = {"embed": model.embed.to(embed_dtype).contiguous(),
+               "lm_head.weight": model.lm_head.weight.to(embed_dtype).contiguous()}
+    for i, layer in enumerate(model.layers):
+        for role in ROLES:
+            tensors.update(_linear_tensors(f"layers.{i}.{role}.", getattr(layer, _ATTR[role])))
+        if layer.key_rotation is not None:
+            tensors[f"layers.{i}.key_rotation"] = layer.key_rotation.float().contiguous()
+    if model.layers and model.layers[0].down_rotation is not None:
+        left, right = model.layers[0].down_rotation
+        tensors["down_rotation.left"] = left.float().contiguous()
+        tensors["down_rotation.right"] = right.float().contiguous()
+    config = {
+        "schema_version": SCHEMA_VERSION,
+        "model": model.config.to_dict(),
+        "quant": quant.to_dict(),
+        "layouts": {r: l.to_dict() for r, l in role_layouts(model.config, quant).items()}
+        if quant.quantizes_weights else None,
+    }
+    with atomic_directory(Path(out_dir)) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE),
+                  metadata={"format": "resq-export", "schema_version": str(SCHEMA_VERSION)})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": "resq-export",
+            "tool_version": __version__,
+            "source_model": source,
+            "files": {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+            "stats": stats,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(art_dir: Path) -> dict:
+    art_dir = Path(art_dir)
+    path = art_dir / "manifest.json"
+    if not path.is_file():
+        raise ArtifactError(f"{art_dir} is not a resq-export artifact (no manifest.json)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path} is corrupt: {e}") from None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{art_dir} has schema version {manifest.get('schema_version')}, this tool reads {SCHEMA_VERSION}"
+        )
+    return manifest
+
+
+def load_artifact(art_dir: Path, verify: bool = True) -> tuple[Decoder, QuantConfig, Any]:
+    """Artifact folder -> (reference Decoder, settings, tokenizer). verify: check every file's sha256."""
+    from safetensors import safe_open
+    from transformers import AutoTokenizer
+
+    art_dir = Path(art_dir)
+    manifest = read_manifest(art_dir)
+    for name, digest in manifest.get("files", {}).items():
+        f = art_dir / name
+        if not f.is_file():
+            raise ArtifactError(f"{f} is missing from the artifact")
+        if verify and _sha256(f) != digest:
+            raise ArtifactError(f"{f} is corrupt (its sha256 differs from the manifest)")
+    config = json.loads((art_dir / "config.json").read_text())
+    model_cfg = ModelConfig.from_dict(config["model"])
+    quant = QuantConfig.from_dict(config["quant"])
+    layouts = {r: LinearLayout.from_dict(d) for r, d in (config["layouts"] or {}).items()}
+    try:
+        with safe_open(str(art_dir / WEIGHTS_FILE), framework="pt") as f:
+            t = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise ArtifactError(f"cannot read {art_dir / WEIGHTS_FILE}: {e}") from None
+    try:
+        model = _decoder_from_tensors(model_cfg, quant, layouts, t)
+    except KeyError as e:
+        raise ArtifactError(f"{art_dir / WEIGHTS_FILE} lacks the tensor {e.args[0]}") from None
+    tokenizer = AutoTokenizer.from_pretrained(str(art_dir / "tokenizer"))
+    return model, quant, tokenizer
+
+
+def _linear_from_tensors(prefix: str, t: dict, layout: LinearLayout | None) -> FloatLinear | QuantLinear:
+    bias = t.get(prefix + "bias")
+    if layout is None:
+        return FloatLinear(t[prefix + "weight"].float(), bias)
+    parts = []
+    if layout.low_channels:
+        parts.append(unpack_int4(t[prefix + "qweight_low"], signed=True))
+    if layout.low_channels < layout.in_features:
+        parts.append(t[prefix + "qweight_high"].to(torch.int32))
+    lqer = None
+    if prefix + "lqer_a" in t:
+        lqer = LqerBranch(t[prefix + "lqer_a"].to(torch.int32), t[prefix + "lqer_a_scale"],
+                          t[prefix + "lqer_b"].to(torch.int32), t[prefix + "lqer_b_scale"])
+    return QuantLinear(layout, torch.cat(parts, 1), t[prefix + "wscale"], bias, lqer)
+
+
+def _decoder_from_tensors(cfg: ModelConfig, quant: QuantConfig, layouts: dict, t: dict) -> Decoder:
+    down_rot = None
+    if "down_rotation.left" in t:
+        down_rot = (t["down_rotation.left"], t["down_rotation.right"])
+    r_head = high_channels(cfg.head_dim, quant)
+    perm = o_input_permutation(cfg.num_heads, cfg.head_dim, r_head) if r_head else None
+    layers = []
+    for i in range(cfg.num_layers):
+        lin = {r: _linear_from_tensors(f"layers.{i}.{r}.", t, layouts.get(r)) for r in ROLES}
+        layers.append(Layer(
+            qkv=lin["attn_qkv"], o=lin["attn_o"], gate_up=lin["mlp_gate_up"], down=lin["mlp_down"],
+            key_rotation=t.get(f"layers.{i}.key_rotation"),
+            down_rotation=down_rot,
+            o_input_perm=perm,
+        ))
+    kvq: KVQuantizer | None = kv_quantizer(cfg, quant) if quant.quantizes_weights else None
+    return Decoder(cfg, t["embed"], layers, FloatLinear(t["lm_head.weight"].float()), None, kvq)

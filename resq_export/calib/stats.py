@@ -1,0 +1,70 @@
+"""Streaming accumulators (add_batch / finalize) and the observer that collects ResQ's statistics."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ResQError
+
+
+class NumericalError(ResQError):
+    """NaN/Inf in calibration activations, or a Hessian that damping cannot rescue."""
+
+
+def check_finite(x: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(x).all():
+        raise NumericalError(f"non-finite values (NaN/Inf) in {where}")
+
+
+class SecondMoment:
+    """Uncentred second moment sum(x^T x) / count over the last axis, accumulated in float64."""
+
+    def __init__(self, dim: int):
+        self.sum = torch.zeros(dim, dim, dtype=torch.float64)
+        self.count = 0
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
+        self.sum += x.T @ x
+        self.count += x.shape[0]
+
+    def finalize(self) -> torch.Tensor:
+        return self.sum / max(self.count, 1)
+
+
+class AbsMeanMax:
+    """LQER's activation scale: per channel mean |x| over each batch's tokens, max over batches."""
+
+    def __init__(self, dim: int):
+        self.value = torch.zeros(dim, dtype=torch.float64)
+
+    def add_batch(self, x: torch.Tensor) -> None:
+        mean = x.reshape(-1, x.shape[-1]).abs().to(torch.float64).mean(0)
+        self.value = torch.maximum(self.value, mean)
+
+    def finalize(self) -> torch.Tensor:
+        return self.value
+
+
+class BasisStatistics:
+    """Observer for one float pass: Σ_A over the q/up inputs of every layer, Σ_B per layer and KV
+    head over v_proj outputs, Σ_C per layer over keys after RoPE (all KV heads pooled)."""
+
+    def __init__(self, hidden: int, num_layers: int, num_kv_heads: int, head_dim: int):
+        self.residual = SecondMoment(hidden)
+        self.values_ = [[SecondMoment(head_dim) for _ in range(num_kv_heads)] for _ in range(num_layers)]
+        self.keys_ = [SecondMoment(head_dim) for _ in range(num_layers)]
+
+    def linear_input(self, layer: int, role: str, x: torch.Tensor) -> None:
+        check_finite(x, f"layer {layer} {role} input")
+        if role in ("attn_qkv", "mlp_gate_up"):
+            self.residual.add_batch(x)
+
+    def values(self, layer: int, v: torch.Tensor) -> None:  # [B, n_kv, S, hd]
+        check_finite(v, f"layer {layer} values")
+        for h, acc in enumerate(self.values_[layer]):
+            acc.add_batch(v[:, h])
+
+    def keys(self, layer: int, k: torch.Tensor) -> None:
+        check_finite(k, f"layer {layer} keys")
+        self.keys_[layer].add_batch(k)

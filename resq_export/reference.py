@@ -1,0 +1,104 @@
+"""The reference executor's quantised linear: the exact integer semantics every exported op and
+kernel must reproduce (docs/ops.md). Everything else of the executor is decoder.py with these
+linears and a quantising KV cache.
+
+y[t, o] = sum_g ((acc_g[t, o] - zx[t, g] * wsum_g[o]) * sx[t, g]) * sw[o, g]      (+ LQER) (+ bias)
+acc_g = sum_{c in g} qx[t, c] * qw[o, c]  (exact integers, int32 range), wsum_g[o] = sum_{c in g} qw[o, c].
+The float epilogue is float32, in that order, groups summed in ascending order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .algo.quant import expand_groups, group_bounds, int_matmul, quantize_groups, quantize_sym_per_token
+from .layout import LinearLayout
+
+LQER_BITS = 8
+
+
+def group_sums(q: torch.Tensor, group_sizes: tuple[int, ...]) -> torch.Tensor:
+    """[out, K] integers -> [out, G] int64 sums per input group."""
+    return torch.stack([q[:, a:b].sum(-1, dtype=torch.int64) for a, b in group_bounds(group_sizes)], -1)
+
+
+def grouped_int_gemm(
+    qx: torch.Tensor, sx: torch.Tensor, zx: torch.Tensor,
+    qw: torch.Tensor, sw: torch.Tensor, wsum: torch.Tensor,
+    layout: LinearLayout,
+) -> torch.Tensor:
+    """The integer GEMM with per-(token, group) activation and per-(output, group) weight scales."""
+    y = None
+    for g, (a, b) in enumerate(group_bounds(layout.group_sizes)):
+        acc = int_matmul(qx[:, a:b], qw[:, a:b], 2 ** layout.a_bits[g] - 1, 2 ** (layout.w_bits[g] - 1))
+        acc = acc - zx[:, g:g + 1].to(torch.int64) * wsum[None, :, g]
+        part = (acc.to(torch.float32) * sx[:, g:g + 1]) * sw[None, :, g]
+        y = part if y is None else y + part
+    return y
+
+
+@dataclass
+class LqerBranch:
+    """(x A) B with A^T [rank, in] and B^T [out, rank] in symmetric 8-bit, per-row scales."""
+
+    a_q: torch.Tensor  # int32 [rank, in]
+    a_scale: torch.Tensor  # float32 [rank]
+    b_q: torch.Tensor  # int32 [out, rank]
+    b_scale: torch.Tensor  # float32 [out]
+
+
+@dataclass
+class QuantLinear:
+    layout: LinearLayout
+    qweight: torch.Tensor  # int32 codes [out, in]
+    wscale: torch.Tensor  # float32 [out, G]
+    bias: torch.Tensor | None = None
+    lqer: LqerBranch | None = None
+    _wsum: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._wsum = group_sums(self.qweight, self.layout.group_sizes)
+        if self.lqer is not None:
+            self._asum = group_sums(self.lqer.a_q, self.layout.group_sizes)
+
+    @property
+    def in_features(self) -> int:
+        return self.qweight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.qweight.shape[0]
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return self.qweight.to(torch.float32) * expand_groups(self.wscale, self.layout.group_sizes)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1]).to(torch.float32)
+        if self.layout.float_activations:
+            y = x @ self.dequantized_weight().T
+            if self.lqer is not None:
+                a = self.lqer.a_q.to(torch.float32) * self.lqer.a_scale[:, None]
+                b = self.lqer.b_q.to(torch.float32) * self.lqer.b_scale[:, None]
+                y = y + (x @ a.T) @ b.T
+        else:
+            qx, sx, zx = quantize_groups(x, self.layout.group_sizes, self.layout.a_bits)
+            y = grouped_int_gemm(qx, sx, zx, self.qweight, self.wscale, self._wsum, self.layout)
+            if self.lqer is not None:
+                y = y + self._lqer_int(qx, sx, zx)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, -1)
+
+    def _lqer_int(self, qx: torch.Tensor, sx: torch.Tensor, zx: torch.Tensor) -> torch.Tensor:
+        """x A from the already-quantised x (A as an 8-bit 'weight'), re-quantised to 8-bit per token, times B."""
+        lq = self.lqer
+        a_layout = LinearLayout(self.layout.group_sizes, (LQER_BITS,) * len(self.layout.group_sizes),
+                                self.layout.a_bits)
+        a_scale = lq.a_scale[:, None].expand(-1, len(self.layout.group_sizes))
+        xa = grouped_int_gemm(qx, sx, zx, lq.a_q, a_scale, self._asum, a_layout)
+        qa, sa = quantize_sym_per_token(xa, LQER_BITS)
+        acc = int_matmul(qa, lq.b_q, 2 ** (LQER_BITS - 1), 2 ** (LQER_BITS - 1))
+        return (acc.to(torch.float32) * sa) * lq.b_scale[None]

@@ -1,0 +1,99 @@
+"""Weight surgery on a float Decoder, each step exactly output-preserving without quantisation.
+
+Linear weight W is [out, in] and y = x W^T: a basis U on the input side is W <- W U (the runtime
+feeds x U), on the output side W <- U^T W. Arithmetic in float64, stored back in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..algo.hadamard import apply_kron
+from ..decoder import Decoder, FloatLinear
+
+
+def _f64(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float64)
+
+
+def fold_norms(model: Decoder) -> None:
+    """Move every RMSNorm weight into the input columns of the linears that read it."""
+    for layer in model.layers:
+        layer.qkv.weight = (_f64(layer.qkv.weight) * _f64(layer.attn_norm)).float()
+        layer.gate_up.weight = (_f64(layer.gate_up.weight) * _f64(layer.mlp_norm)).float()
+        layer.attn_norm = layer.mlp_norm = None
+    model.lm_head.weight = (_f64(model.lm_head.weight) * _f64(model.final_norm)).float()
+    model.final_norm = None
+
+
+def _input_side(lin: FloatLinear, u: torch.Tensor) -> None:
+    lin.weight = (_f64(lin.weight) @ u).float()
+
+
+def _output_side(lin: FloatLinear, u: torch.Tensor) -> None:
+    lin.weight = (u.T @ _f64(lin.weight)).float()
+    if lin.bias is not None:
+        lin.bias = (_f64(lin.bias) @ u).float()
+
+
+def rotate_residual(model: Decoder, u: torch.Tensor) -> None:
+    """U_A on the residual stream (norms must be folded first: RMSNorm without weight commutes with U)."""
+    if model.final_norm is not None:
+        raise ValueError("fold the norms before rotating the residual stream")
+    model.embed = (_f64(model.embed) @ u).float()
+    for layer in model.layers:
+        _input_side(layer.qkv, u)
+        _input_side(layer.gate_up, u)
+        _output_side(layer.o, u)
+        _output_side(layer.down, u)
+    _input_side(model.lm_head, u)
+
+
+def rotate_values(model: Decoder, bases: list[torch.Tensor]) -> None:
+    """U_B per layer and KV head ([n_kv, hd, hd] each): v_proj rows <- U_B^T ., o_proj columns of
+    query head j <- . U_B[j // group]."""
+    cfg = model.config
+    hd, nq = cfg.head_dim, cfg.num_heads * cfg.head_dim
+    for layer, u in zip(model.layers, bases):
+        w, b = _f64(layer.qkv.weight), layer.qkv.bias
+        for h in range(cfg.num_kv_heads):
+            rows = slice(nq + cfg.num_kv_heads * hd + h * hd, nq + cfg.num_kv_heads * hd + (h + 1) * hd)
+            w[rows] = u[h].T @ w[rows]
+            if b is not None:
+                b = b.clone()
+                b[rows] = (_f64(b[rows]) @ u[h]).float()
+        layer.qkv.weight, layer.qkv.bias = w.float(), b
+        wo = _f64(layer.o.weight)
+        for j in range(cfg.num_heads):
+            cols = slice(j * hd, (j + 1) * hd)
+            wo[:, cols] = wo[:, cols] @ u[j // cfg.kv_group]
+        layer.o.weight = wo.float()
+
+
+def set_key_rotations(model: Decoder, bases: list[torch.Tensor]) -> None:
+    """U_C per layer, applied online to q and k after RoPE (RoPE sits between k_proj and the cache)."""
+    for layer, u in zip(model.layers, bases):
+        layer.key_rotation = u.float()
+
+
+def set_down_rotation(model: Decoder, left: torch.Tensor, right: torch.Tensor) -> None:
+    """U_D = kron(left, right) online on the down_proj input; the weight absorbs it: W <- W U_D."""
+    for layer in model.layers:
+        layer.down.weight = apply_kron(_f64(layer.down.weight), left, right).float()
+        layer.down_rotation = (left.float(), right.float())
+
+
+def o_input_permutation(num_heads: int, head_dim: int, high_per_head: int) -> torch.Tensor:
+    """[low parts of all heads | high parts of all heads]: the 8-bit channels of each head (its last
+    high_per_head) gathered at the end of the o_proj input."""
+    low = [j * head_dim + c for j in range(num_heads) for c in range(head_dim - high_per_head)]
+    high = [j * head_dim + c for j in range(num_heads) for c in range(head_dim - high_per_head, head_dim)]
+    return torch.tensor(low + high, dtype=torch.long)
+
+
+def permute_o_inputs(model: Decoder, high_per_head: int) -> None:
+    cfg = model.config
+    perm = o_input_permutation(cfg.num_heads, cfg.head_dim, high_per_head)
+    for layer in model.layers:
+        layer.o.weight = layer.o.weight[:, perm].contiguous()
+        layer.o_input_perm = perm
