@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_tokenizer
 
 from resq_export.calib.data import (
     DataError,
@@ -49,29 +50,6 @@ def long_paragraphs(text: str, min_chars: int = 30) -> set[str]:
         if len(norm) >= min_chars:
             out.add(norm)
     return out
-
-
-def tiny_tokenizer(training_text: str, bos: bool = True):
-    """A byte-level BPE tokenizer trained in-process, wrapped as a HF fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([training_text], trainer=trainer)
-    if bos:
-        # A post-processor that adds BOS lets us check add_special_tokens=False is honoured.
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
-        )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>")
 
 
 def load_make_corpus():

@@ -1,0 +1,102 @@
+"""Command line: parses flags into config objects and calls the stages; no algorithm code here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import METHODS, QuantConfig
+from .errors import ResQError
+
+
+class _Group(click.Group):
+    """Bad input of any stage becomes one clear line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ResQError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="resq-export")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
+def main(verbose: bool) -> None:
+    """ResQ / LQER mixed-precision quantisation of Llama and Qwen2 models."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--model", "model_source", required=True, help="HF folder, .gguf file or 'smollm2-135m'.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--method", type=click.Choice(METHODS), default="resq", show_default=True)
+@click.option("--weight-algo", type=click.Choice(["gptq", "rtn"]), default=None,
+              help="Weight rounding [default: gptq; rtn for --method rtn/lqer].")
+@click.option("--w-bits", type=int, default=None, help="Weight bits of the low-precision part [4].")
+@click.option("--a-bits", type=int, default=None, help="Activation bits; 16 keeps them float [4; 8 for lqer].")
+@click.option("--kv-bits", type=int, default=None, help="KV-cache bits; 16 keeps it float [4; 16 for lqer].")
+@click.option("--high-bits", type=int, default=None, help="Bits of the high-variance subspace [8].")
+@click.option("--high-fraction", type=float, default=None, help="Share of channels at --high-bits [0.125 for resq].")
+@click.option("--group-size", type=int, default=None, help="Input channels per scale group; 0: per part [0; 128 for lqer].")
+@click.option("--lqer-rank", type=int, default=None, help="Rank of the LQER correction; 0: none [0; 32 for lqer].")
+@click.option("--calib-data", multiple=True, type=click.Path(), help="Plain text or .jsonl files (repeatable).")
+@click.option("--nsamples", type=int, default=None, help="Calibration windows [64].")
+@click.option("--seqlen", type=int, default=None, help="Tokens per calibration window [512].")
+@click.option("--seed", type=int, default=None, help="Seed of rotations and window sampling [0].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def quantize(model_source, out_dir, method, weight_algo, w_bits, a_bits, kv_bits, high_bits, high_fraction,
+             group_size, lqer_rank, calib_data, nsamples, seqlen, seed, quiet) -> None:
+    """Calibrate, rotate and quantise a model into an artifact folder."""
+    from .quantize import quantize as run
+
+    cfg = QuantConfig.for_method(
+        method, weight_algo=weight_algo, w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits, high_bits=high_bits,
+        high_fraction=high_fraction, group_size=group_size, lqer_rank=lqer_rank, nsamples=nsamples,
+        seqlen=seqlen, seed=seed,
+    )
+    stats = run(model_source, cfg, out_dir, calib_data or None, progress=not quiet)
+    if not quiet:
+        click.echo(f"wrote {out_dir} ({stats['wall_time_s']:.1f} s, peak RSS {stats['peak_rss_mb']:.0f} MB)")
+
+
+@main.command("eval")
+@click.option("--artifact", type=click.Path(file_okay=False, path_type=Path), help="A quantised artifact folder.")
+@click.option("--model", "model_source", help="A float model (HF folder, .gguf or 'smollm2-135m').")
+@click.option("--text", "text_files", multiple=True, type=click.Path(),
+              help="Evaluation text (.txt or .jsonl, repeatable) [the packaged English eval text].")
+@click.option("--seqlen", type=int, default=512, show_default=True)
+@click.option("--max-tokens", type=int, default=None, help="Evaluate only the first N tokens' windows.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, quiet) -> None:
+    """Perplexity of an artifact (reference executor) or of a float model."""
+    from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
+    from .validate.ppl import perplexity
+
+    if (artifact is None) == (model_source is None):
+        raise click.UsageError("give exactly one of --artifact or --model")
+    if artifact is not None:
+        from .artifact import load_artifact
+
+        model, quant, tokenizer = load_artifact(artifact)
+        label = quant.method
+    else:
+        from .models.loader import load_model
+
+        loaded = load_model(model_source)
+        model, tokenizer, label = loaded.decoder, loaded.tokenizer, "fp"
+    texts = read_texts(list(text_files) or [default_eval_path()])
+    windows = eval_windows(tokenize_corpus(tokenizer, texts), seqlen, max_tokens)
+    result = {"method": label, "seqlen": seqlen, **perplexity(model, windows, progress=not quiet)}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"perplexity {result['ppl']:.4f} over {result['windows']} windows of {seqlen} tokens")

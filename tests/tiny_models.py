@@ -1,0 +1,78 @@
+"""Tiny random Llama / Mistral / Qwen2 models written as real HF folders, and a tiny real tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from resq_export.calib.data import default_calibration_path
+
+VOCAB = 400
+
+
+def tiny_tokenizer(training_text: str, bos: bool = True, vocab_size: int = VOCAB):
+    """A byte-level BPE tokenizer trained in-process, wrapped as a HF fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([training_text], trainer=trainer)
+    if bos:
+        # A post-processor that adds BOS lets us check add_special_tokens=False is honoured.
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+        )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>")
+
+
+# hidden 64 (8 high channels), 4 heads of 16 (2 high per head), GQA 2:1,
+# intermediate 96 = 12 * 8 (a non-power-of-two Hadamard).
+_COMMON = dict(
+    vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
+)
+
+FAMILIES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", dict(tie_word_embeddings=True, rope_theta=10000.0)),
+    "llama3": ("LlamaConfig", "LlamaForCausalLM", dict(
+        tie_word_embeddings=False,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 64})),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(tie_word_embeddings=False, sliding_window=None)),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
+}
+
+
+def make_tiny_model(folder: Path, family: str, seed: int = 0) -> Path:
+    """Random weights (norms and biases random too, so folding them is really tested), saved with
+    save_pretrained as safetensors, plus the tokenizer."""
+    import transformers
+
+    config_cls, model_cls, extra = FAMILIES[family]
+    torch.manual_seed(seed)
+    config = getattr(transformers, config_cls)(**_COMMON, **extra)
+    model = getattr(transformers, model_cls)(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.5 * torch.rand_like(p))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn_like(p))
+            else:
+                p.copy_(0.08 * torch.randn_like(p))
+    model.save_pretrained(str(folder))
+    tiny_tokenizer(calibration_text()).save_pretrained(str(folder))
+    return folder
+
+
+def calibration_text() -> str:
+    return default_calibration_path().read_text()[:60000]

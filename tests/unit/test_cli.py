@@ -1,0 +1,136 @@
+"""The CLI end to end on tiny random models, through click's test runner."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from resq_export.artifact import load_artifact
+from resq_export.cli import main
+
+SMALL = ["--nsamples", "4", "--seqlen", "32", "--quiet"]
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_dirs, calib_file, tmp_path_factory):
+    root = tmp_path_factory.mktemp("art")
+    runs = {
+        "resq": ("llama", []),
+        "resq_lqer": ("qwen2", ["--method", "resq", "--lqer-rank", "4"]),
+        "quarot": ("mistral", ["--method", "quarot"]),
+        "rtn": ("llama", ["--method", "rtn"]),
+        "lqer": ("llama3", ["--method", "lqer", "--lqer-rank", "4", "--group-size", "32"]),
+        "fp": ("qwen2", ["--method", "fp"]),
+    }
+    out = {}
+    for name, (family, extra) in runs.items():
+        result = _run("quantize", "--model", tiny_dirs[family], "--out", root / name,
+                      "--calib-data", calib_file, *SMALL, *extra)
+        assert result.exit_code == 0, result.output
+        out[name] = root / name
+    return out
+
+
+def test_artifact_contents(artifacts):
+    tensors = load_file(str(artifacts["resq"] / "model.safetensors"))
+    assert tensors["layers.0.attn_qkv.qweight_low"].dtype == torch.int8
+    assert tensors["layers.0.attn_qkv.qweight_low"].shape == (128, 28)  # 56 4-bit channels, two per byte
+    assert tensors["layers.0.attn_qkv.qweight_high"].shape == (128, 8)
+    assert tensors["layers.0.attn_o.wscale"].shape == (64, 8)  # 4 heads x (low, high)
+    assert tensors["embed"].dtype == torch.float16
+    assert "layers.1.key_rotation" in tensors and "down_rotation.left" in tensors
+    manifest = json.loads((artifacts["resq"] / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1 and len(manifest["source_model"]["sha256"]) == 64
+    assert "lqer_a" not in " ".join(tensors)
+    lqer = load_file(str(artifacts["resq_lqer"] / "model.safetensors"))
+    assert lqer["layers.0.mlp_down.lqer_a"].shape == (4, 96)
+    assert load_file(str(artifacts["fp"] / "model.safetensors"))["layers.0.attn_qkv.weight"].dtype == torch.float32
+
+
+def test_same_seed_gives_identical_tensors(tiny_dirs, calib_file, artifacts, tmp_path):
+    result = _run("quantize", "--model", tiny_dirs["llama"], "--out", tmp_path / "again",
+                  "--calib-data", calib_file, *SMALL)
+    assert result.exit_code == 0, result.output
+    a = load_file(str(artifacts["resq"] / "model.safetensors"))
+    b = load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", ["resq", "resq_lqer", "quarot", "rtn", "lqer", "fp"])
+def test_eval_json(artifacts, calib_file, name):
+    result = _run("eval", "--artifact", artifacts[name], "--text", calib_file, "--seqlen", "64",
+                  "--max-tokens", "256", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["tokens"] == 256 and report["windows"] == 4 and 1.0 < report["ppl"] < 1e4
+
+
+def test_quantised_decode_equals_recomputation(artifacts):
+    """Prefill + token-by-token decode through the 4+8-bit KV cache equals one full forward."""
+    model, quant, _ = load_artifact(artifacts["resq"])
+    assert model.kv_quantizer is not None and model.kv_quantizer.bits == (4, 8)
+    ids = torch.randint(0, 400, (1, 20), generator=torch.Generator().manual_seed(0))
+    full = model(ids)
+    cache = model.new_cache()
+    steps = [model(ids[:, :12], cache)] + [model(ids[:, t:t + 1], cache) for t in range(12, 20)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-4)
+    assert cache.keys[0][0].dtype == torch.int32 and cache.keys[0][0].max() <= 255
+
+
+def test_eval_float_model(tiny_dirs, calib_file):
+    result = _run("eval", "--model", tiny_dirs["llama"], "--text", calib_file, "--seqlen", "64",
+                  "--max-tokens", "128", "--json", "--quiet")
+    assert result.exit_code == 0 and json.loads(result.output)["method"] == "fp"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--w-bits", "3"], "unsupported weight bit width 3"),
+    (["--a-bits", "6"], "unsupported activation bit width 6"),
+    (["--kv-bits", "2"], "unsupported KV-cache bit width 2"),
+    (["--high-bits", "6"], "unsupported high-precision bit width 6"),
+    (["--group-size", "24"], "do not split into groups of 24"),
+])
+def test_bad_settings_fail_cleanly(tiny_dirs, calib_file, tmp_path, args, message):
+    result = CliRunner().invoke(main, ["quantize", "--model", str(tiny_dirs["llama"]), "--out",
+                                       str(tmp_path / "out"), "--calib-data", str(calib_file), *SMALL, *args])
+    assert result.exit_code == 1 and message in result.output
+    assert not (tmp_path / "out").exists() and not list(tmp_path.iterdir())
+
+
+def test_bad_inputs_fail_cleanly(tiny_dirs, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    for args, message in [
+        (["--model", str(bad)], "unsupported architecture 'BertModel'"),
+        (["--model", str(tmp_path / "missing")], "not found"),
+        (["--model", str(tiny_dirs["llama"]), "--calib-data", str(tmp_path / "none.txt")], "none.txt"),
+        (["--model", str(tiny_dirs["llama"]), "--nsamples", "10000"], "tokens"),
+    ]:
+        result = CliRunner().invoke(main, ["quantize", "--out", str(tmp_path / "out"), "--quiet", *args])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_or_foreign_artifact_is_refused(artifacts, tmp_path):
+    import shutil
+
+    art = shutil.copytree(artifacts["rtn"], tmp_path / "art")
+    data = bytearray((art / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (art / "model.safetensors").write_bytes(bytes(data))
+    result = CliRunner().invoke(main, ["eval", "--artifact", str(art), "--quiet"])
+    assert result.exit_code == 1 and "corrupt" in result.output
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["eval", "--artifact", str(art), "--quiet"])
+    assert result.exit_code == 1 and "schema version 99" in result.output
+    result = CliRunner().invoke(main, ["eval", "--artifact", str(tmp_path), "--quiet"])
+    assert result.exit_code == 1 and "not a resq-export artifact" in result.output

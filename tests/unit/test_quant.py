@@ -1,0 +1,148 @@
+"""Quantisation primitives and the reference linear's integer semantics."""
+
+import pytest
+import torch
+
+from resq_export.algo.gptq import gptq_quantize
+from resq_export.algo.lqer import lqer_factors
+from resq_export.algo.quant import (
+    dequantize_groups, expand_groups, int_matmul, mse_weight_scale, pack_int4, quantize_groups,
+    quantize_sym, unpack_int4, weight_scale,
+)
+from resq_export.layout import LinearLayout
+from resq_export.reference import LqerBranch, QuantLinear, group_sums
+
+G = torch.Generator().manual_seed(0)
+
+
+def test_int4_packing_round_trips_every_value():
+    signed = torch.arange(-8, 8).repeat(3, 4)
+    assert torch.equal(unpack_int4(pack_int4(signed), signed=True), signed)
+    unsigned = torch.arange(0, 16).repeat(2, 2)
+    packed = pack_int4(unsigned)
+    assert packed.dtype == torch.int8 and packed.shape == (2, 16)
+    assert torch.equal(unpack_int4(packed, signed=False), unsigned)
+    # layout: element 2j in the low nibble, 2j+1 in the high nibble
+    assert pack_int4(torch.tensor([1, 2])).item() == 0x21
+    with pytest.raises(ValueError):
+        pack_int4(torch.zeros(3))
+
+
+@pytest.mark.parametrize("k,a_max,b_max", [(504, 15, 8), (72, 255, 128), (1536, 255, 128)])
+def test_int_matmul_is_exact(k, a_max, b_max):
+    a = torch.randint(0, a_max + 1, (17, k), generator=G)
+    b = torch.randint(-b_max, b_max, (9, k), generator=G)
+    assert torch.equal(int_matmul(a, b, a_max, b_max), a.long() @ b.long().T)
+
+
+def test_activation_quantisation_contract():
+    x = torch.randn(64, 40, generator=G) * 3
+    x[:, 35:] *= 50  # outlier group
+    q, s, z = quantize_groups(x, (32, 8), (4, 8))
+    assert q[:, :32].min() >= 0 and q[:, :32].max() <= 15 and q[:, 32:].max() <= 255
+    assert torch.all((z[:, 0] >= 0) & (z[:, 0] <= 15))
+    err = (dequantize_groups(q, s, z, (32, 8)) - x).abs()
+    assert torch.all(err <= expand_groups(s, (32, 8)) / 2 + 1e-5)
+    zeros = quantize_groups(torch.zeros(2, 8), (8,), (4,))
+    assert torch.all(zeros[0] == 0) and torch.all(zeros[1] == 1.0)
+
+
+def test_mse_clip_search_beats_absmax():
+    w = torch.randn(32, 256, generator=G)
+    w[:, 0] *= 8
+    def err(scale):
+        return ((quantize_sym(w, scale, 4) * scale - w) ** 2).sum()
+    assert err(mse_weight_scale(w, 4)) < err(weight_scale(w, 4))
+
+
+def _random_quant_linear(layout, out=24, lqer_rank=0):
+    k = layout.in_features
+    bits = expand_groups(torch.tensor(layout.w_bits), layout.group_sizes)
+    q = torch.stack([torch.randint(-2 ** (b - 1), 2 ** (b - 1), (out,), generator=G) for b in bits.tolist()], 1)
+    wscale = torch.rand(out, len(layout.group_sizes), generator=G) * 0.05 + 0.01
+    lqer = None
+    if lqer_rank:
+        lqer = LqerBranch(torch.randint(-128, 128, (lqer_rank, k), generator=G), torch.rand(lqer_rank) * 0.01,
+                          torch.randint(-128, 128, (out, lqer_rank), generator=G), torch.rand(out) * 0.01)
+    return QuantLinear(layout, q.int(), wscale, torch.randn(out, generator=G), lqer)
+
+
+LAYOUTS = {
+    "resq": LinearLayout((56, 8), (4, 8), (4, 8)),
+    "o_proj": LinearLayout((14, 14, 14, 14, 2, 2, 2, 2), (4,) * 4 + (8,) * 4, (4,) * 4 + (8,) * 4),
+    "w4a8": LinearLayout((32, 32), (4, 4), (8, 8)),
+    "w4a16": LinearLayout((56, 8), (4, 8), (16, 16)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_reference_linear_equals_dequantise_then_float(name):
+    """Integer path == float64 (dequantised x) @ (dequantised W)^T: exact up to float32 epilogue rounding."""
+    layout = LAYOUTS[name]
+    lin = _random_quant_linear(layout)
+    x = torch.randn(3, 7, layout.in_features, generator=G)
+    y = lin(x)
+    x2 = x.reshape(-1, layout.in_features)
+    if not layout.float_activations:
+        q, s, z = quantize_groups(x2, layout.group_sizes, layout.a_bits)
+        x2 = dequantize_groups(q, s, z, layout.group_sizes)
+    ref = x2.double() @ lin.dequantized_weight().double().T + lin.bias.double()
+    torch.testing.assert_close(y.reshape(-1, y.shape[-1]).double(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_group_sums_and_zero_point_correction_are_integer_exact():
+    layout = LAYOUTS["o_proj"]
+    lin = _random_quant_linear(layout)
+    x = torch.randn(5, layout.in_features, generator=G)
+    q, _, z = quantize_groups(x, layout.group_sizes, layout.a_bits)
+    wsum = group_sums(lin.qweight, layout.group_sizes)
+    for g, (a, b) in enumerate(zip([0, 14, 28, 42, 56, 58, 60, 62], [14, 28, 42, 56, 58, 60, 62, 64])):
+        exact = (q[:, a:b].long() - z[:, g:g + 1].long()) @ lin.qweight[:, a:b].long().T
+        via_sum = int_matmul(q[:, a:b], lin.qweight[:, a:b], 255, 128) - z[:, g:g + 1].long() * wsum[None, :, g]
+        assert torch.equal(exact, via_sum)
+
+
+def test_lqer_branch_matches_float_computation():
+    layout = LAYOUTS["w4a8"]
+    lin = _random_quant_linear(layout, lqer_rank=4)
+    x = torch.randn(6, 64, generator=G)
+    y = lin(x)
+    q, s, z = quantize_groups(x, layout.group_sizes, layout.a_bits)
+    xd = dequantize_groups(q, s, z, layout.group_sizes).double()
+    a = lin.lqer.a_q.double() * lin.lqer.a_scale.double()[:, None]
+    b = lin.lqer.b_q.double() * lin.lqer.b_scale.double()[:, None]
+    xa = xd @ a.T
+    sa = xa.abs().amax(-1, keepdim=True) / 127
+    lr = (torch.clamp(torch.round(xa / sa), -128, 127) * sa) @ b.T
+    ref = xd @ lin.dequantized_weight().double().T + lr + lin.bias.double()
+    torch.testing.assert_close(y.double(), ref, rtol=1e-4, atol=1e-4)
+
+
+def _correlated_inputs(n=2048, k=64):
+    mix = torch.randn(k, k, generator=G) / k ** 0.5
+    return torch.randn(n, k, generator=G) @ mix + 0.1 * torch.randn(n, k, generator=G)
+
+
+def test_gptq_beats_rtn_on_correlated_inputs():
+    x = _correlated_inputs()
+    w = torch.randn(32, 64, generator=G)
+    scale = weight_scale(w, 4).expand(-1, 64)
+    h = x.double().T @ x.double()
+    q_gptq = gptq_quantize(w, h, scale, torch.full((64,), 4), block=16)
+    q_rtn = quantize_sym(w, scale, 4)
+    assert q_gptq.min() >= -8 and q_gptq.max() <= 7
+    err = lambda q: ((x.double() @ (q.double() * scale - w).T) ** 2).sum()
+    assert err(q_gptq) < 0.8 * err(q_rtn)
+
+
+def test_lqer_full_rank_recovers_error_and_l2qer_helps_at_low_rank():
+    x = _correlated_inputs() * torch.linspace(0.1, 5, 64)  # uneven channel magnitudes
+    w = torch.randn(48, 64, generator=G)
+    scale = weight_scale(w, 4)
+    w_q = quantize_sym(w, scale, 4) * scale
+    a, b = lqer_factors(w, w_q, 64)
+    torch.testing.assert_close((w_q.double() + (a @ b).T), w.double(), atol=1e-10, rtol=0)
+    err = lambda a, b: ((x.double() @ (w_q.double() + (a @ b).T - w.double()).T) ** 2).sum()
+    plain = err(*lqer_factors(w, w_q, 8))
+    scaled = err(*lqer_factors(w, w_q, 8, act_scale=x.abs().mean(0)))
+    assert scaled < plain < err(torch.zeros(64, 1, dtype=torch.float64), torch.zeros(1, 48, dtype=torch.float64))
