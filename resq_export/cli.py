@@ -100,3 +100,7 @@ def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, qu
         click.echo(json.dumps(result))
     else:
         click.echo(f"perplexity {result['ppl']:.4f} over {result['windows']} windows of {seqlen} tokens")
+
+
+if __name__ == "__main__":
+    main()

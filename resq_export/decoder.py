@@ -174,6 +174,18 @@ class Decoder:
         observer: Observer | None = None,
     ) -> torch.Tensor:
         """input_ids [B, S] continuing the sequences held in `cache` (a fresh one if None) -> logits [B, S, V]."""
+        h = self.hidden_states(input_ids, cache, observer)
+        return self.lm_head(rms_norm(h, self.final_norm, self.config.rms_norm_eps))
+
+    __call__ = forward
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        cache: KVCache | None = None,
+        observer: Observer | None = None,
+    ) -> torch.Tensor:
+        """The residual stream after the last layer (no head: calibration needs no logits)."""
         cache = self.new_cache() if cache is None else cache
         past = cache.length
         seq = input_ids.shape[1]
@@ -184,9 +196,7 @@ class Decoder:
         rope = self.rope(positions)
         for i, layer in enumerate(self.layers):
             h = self.layer_forward(i, layer, h, rope, cache, observer)
-        return self.lm_head(rms_norm(h, self.final_norm, self.config.rms_norm_eps))
-
-    __call__ = forward
+        return h
 
     def layer_forward(
         self,

@@ -53,7 +53,7 @@ def collect_basis_statistics(model: Decoder, calib: CalibrationSet, progress: bo
     cfg = model.config
     stats = BasisStatistics(cfg.hidden_size, cfg.num_layers, cfg.num_kv_heads, cfg.head_dim)
     for batch in tqdm(calib.batches(), desc="calibrate", disable=not progress):
-        model.forward(batch, observer=stats)
+        model.hidden_states(batch, observer=stats)
     return stats
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .algo.quant import expand_groups, group_bounds, int_matmul, quantize_groups, quantize_sym_per_token
+from .algo.quant import exact_float_dtype, expand_groups, group_bounds, int_matmul, quantize_groups, quantize_sym_per_token
 from .layout import LinearLayout
 
 LQER_BITS = 8
@@ -24,19 +24,28 @@ def group_sums(q: torch.Tensor, group_sizes: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([q[:, a:b].sum(-1, dtype=torch.int64) for a, b in group_bounds(group_sizes)], -1)
 
 
-def grouped_int_gemm(
-    qx: torch.Tensor, sx: torch.Tensor, zx: torch.Tensor,
-    qw: torch.Tensor, sw: torch.Tensor, wsum: torch.Tensor,
-    layout: LinearLayout,
-) -> torch.Tensor:
-    """The integer GEMM with per-(token, group) activation and per-(output, group) weight scales."""
-    y = None
-    for g, (a, b) in enumerate(group_bounds(layout.group_sizes)):
-        acc = int_matmul(qx[:, a:b], qw[:, a:b], 2 ** layout.a_bits[g] - 1, 2 ** (layout.w_bits[g] - 1))
-        acc = acc - zx[:, g:g + 1].to(torch.int64) * wsum[None, :, g]
-        part = (acc.to(torch.float32) * sx[:, g:g + 1]) * sw[None, :, g]
-        y = part if y is None else y + part
-    return y
+class GroupedIntWeights:
+    """Integer weight codes prepared for the grouped GEMM: per group, the codes transposed in a float
+    dtype that holds the whole accumulation exactly, and their sums for the zero-point correction."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, layout: LinearLayout):
+        self.layout = layout
+        self.scale = scale.to(torch.float32)  # [out, G]
+        sums = group_sums(codes, layout.group_sizes)
+        self.groups = []
+        for g, (a, b) in enumerate(group_bounds(layout.group_sizes)):
+            dtype = exact_float_dtype(b - a, 2 ** layout.a_bits[g] - 1, 2 ** (layout.w_bits[g] - 1))
+            self.groups.append((a, b, codes[:, a:b].T.to(dtype).contiguous(), sums[:, g].to(dtype)))
+
+    def matmul(self, qx: torch.Tensor, sx: torch.Tensor, zx: torch.Tensor) -> torch.Tensor:
+        """y[t, o] = sum_g float32(acc_g - zx * wsum_g) * sx[t, g] * scale[o, g]."""
+        y = None
+        qx = qx.to(torch.float32)
+        for g, (a, b, w_t, wsum) in enumerate(self.groups):
+            acc = qx[:, a:b].to(w_t.dtype) @ w_t - zx[:, g:g + 1].to(w_t.dtype) * wsum
+            part = (acc.to(torch.float32) * sx[:, g:g + 1]) * self.scale[None, :, g]
+            y = part if y is None else y + part
+        return y
 
 
 @dataclass
@@ -56,12 +65,16 @@ class QuantLinear:
     wscale: torch.Tensor  # float32 [out, G]
     bias: torch.Tensor | None = None
     lqer: LqerBranch | None = None
-    _wsum: torch.Tensor = field(init=False, repr=False)
+    _weights: GroupedIntWeights = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._wsum = group_sums(self.qweight, self.layout.group_sizes)
+        self._weights = GroupedIntWeights(self.qweight, self.wscale, self.layout)
         if self.lqer is not None:
-            self._asum = group_sums(self.lqer.a_q, self.layout.group_sizes)
+            # x A: A's codes act as an 8-bit weight with one scale per rank component
+            n_groups = len(self.layout.group_sizes)
+            a_layout = LinearLayout(self.layout.group_sizes, (LQER_BITS,) * n_groups, self.layout.a_bits)
+            a_scale = self.lqer.a_scale[:, None].expand(-1, n_groups)
+            self._lqer_a = GroupedIntWeights(self.lqer.a_q, a_scale, a_layout)
 
     @property
     def in_features(self) -> int:
@@ -85,7 +98,7 @@ class QuantLinear:
                 y = y + (x @ a.T) @ b.T
         else:
             qx, sx, zx = quantize_groups(x, self.layout.group_sizes, self.layout.a_bits)
-            y = grouped_int_gemm(qx, sx, zx, self.qweight, self.wscale, self._wsum, self.layout)
+            y = self._weights.matmul(qx, sx, zx)
             if self.lqer is not None:
                 y = y + self._lqer_int(qx, sx, zx)
         if self.bias is not None:
@@ -95,10 +108,7 @@ class QuantLinear:
     def _lqer_int(self, qx: torch.Tensor, sx: torch.Tensor, zx: torch.Tensor) -> torch.Tensor:
         """x A from the already-quantised x (A as an 8-bit 'weight'), re-quantised to 8-bit per token, times B."""
         lq = self.lqer
-        a_layout = LinearLayout(self.layout.group_sizes, (LQER_BITS,) * len(self.layout.group_sizes),
-                                self.layout.a_bits)
-        a_scale = lq.a_scale[:, None].expand(-1, len(self.layout.group_sizes))
-        xa = grouped_int_gemm(qx, sx, zx, lq.a_q, a_scale, self._asum, a_layout)
+        xa = self._lqer_a.matmul(qx, sx, zx)
         qa, sa = quantize_sym_per_token(xa, LQER_BITS)
         acc = int_matmul(qa, lq.b_q, 2 ** (LQER_BITS - 1), 2 ** (LQER_BITS - 1))
         return (acc.to(torch.float32) * sa) * lq.b_scale[None]

@@ -141,18 +141,21 @@ def unpack_int4(packed: torch.Tensor, signed: bool) -> torch.Tensor:
 
 # --- exact integer GEMM ------------------------------------------------------------------------
 
-_FLOAT32_EXACT = 2**24
+def exact_float_dtype(k: int, a_max: int, b_max: int) -> torch.dtype:
+    """A float dtype in which an integer GEMM of depth k (|a| <= a_max, |b| <= b_max) plus a
+    zero-point correction of the same bound is exact.
+
+    Every partial sum is an integer below 2 * k * a_max * b_max; float32 holds all integers below
+    2^24 exactly, whatever the summation order, float64 those below 2^53. This is how the CPU
+    reference computes the kernels' int32 accumulation quickly and exactly.
+    """
+    bound = 2 * k * a_max * b_max
+    if bound >= 2**31:
+        raise ValueError(f"integer GEMM of depth {k} may overflow int32 accumulation")
+    return torch.float32 if bound < 2**24 else torch.float64
 
 
 def int_matmul(a: torch.Tensor, b_t: torch.Tensor, a_max: int, b_max: int) -> torch.Tensor:
-    """Exact a @ b_t.T for integer tensors, returned as int64.
-
-    Runs as a float GEMM: when k * a_max * b_max < 2^24 every partial sum is an integer that float32
-    holds exactly, whatever the summation order, so the result is exact; otherwise float64 (exact
-    below 2^53). This is the int32-accumulation contract of the kernels, computed fast on a CPU.
-    """
-    k = a.shape[-1]
-    dtype = torch.float32 if k * a_max * b_max < _FLOAT32_EXACT else torch.float64
-    if k * a_max * b_max >= 2**31:
-        raise ValueError(f"integer GEMM of depth {k} may overflow int32 accumulation")
+    """Exact a @ b_t.T for integer tensors, returned as int64."""
+    dtype = exact_float_dtype(a.shape[-1], a_max, b_max)
     return torch.matmul(a.to(dtype), b_t.to(dtype).transpose(-1, -2)).to(torch.int64)
