@@ -64,9 +64,7 @@ def write_artifact(
         if layer.key_rotation is not None:
             tensors[f"layers.{i}.key_rotation"] = layer.key_rotation.float().contiguous()
     if model.layers and model.layers[0].down_rotation is not None:
-        left, right = model.layers[0].down_rotation
-        tensors["down_rotation.left"] = left.float().contiguous()
-        tensors["down_rotation.right"] = right.float().contiguous()
+        tensors["down_rotation.left"] = model.layers[0].down_rotation.float().contiguous()
     config = {
         "schema_version": SCHEMA_VERSION,
         "model": model.config.to_dict(),
@@ -163,7 +161,7 @@ def _linear_from_tensors(prefix: str, t: dict, layout: LinearLayout | None) -> F
 def _decoder_from_tensors(cfg: ModelConfig, quant: QuantConfig, layouts: dict, t: dict) -> Decoder:
     down_rot = None
     if "down_rotation.left" in t:
-        down_rot = (t["down_rotation.left"], t["down_rotation.right"])
+        down_rot = t["down_rotation.left"]
     r_head = high_channels(cfg.head_dim, quant)
     perm = o_input_permutation(cfg.num_heads, cfg.head_dim, r_head) if r_head else None
     layers = []

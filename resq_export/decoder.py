@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from .algo.hadamard import apply_kron
+from .algo.hadamard import apply_down_hadamard
 from .algo.quant import dequantize_groups, quantize_groups
 from .models.config import ModelConfig
 
@@ -79,7 +79,7 @@ class Layer:
     attn_norm: torch.Tensor | None = None  # None once folded into the linears
     mlp_norm: torch.Tensor | None = None
     key_rotation: torch.Tensor | None = None  # U_C [head_dim, head_dim], applied online to q and k after RoPE
-    down_rotation: tuple[torch.Tensor, torch.Tensor] | None = None  # U_D = kron(left, right), online
+    down_rotation: torch.Tensor | None = None  # left factor of U_D = kron(left, Sylvester), online
     o_input_perm: torch.Tensor | None = None  # column order of the o_proj input
 
 
@@ -241,7 +241,7 @@ class Decoder:
         gate, up = layer.gate_up(x).chunk(2, dim=-1)
         act = F.silu(gate) * up
         if layer.down_rotation is not None:
-            act = apply_kron(act, *layer.down_rotation)
+            act = apply_down_hadamard(act, layer.down_rotation)
         if observer:
             observer.linear_input(i, "mlp_down", act)
         return h + layer.down(act)

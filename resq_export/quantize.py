@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .algo.gptq import HessianError, gptq_quantize
-from .algo.hadamard import hadamard_factors, sylvester
+from .algo.hadamard import hadamard_left_factor, sylvester
 from .algo.lqer import lqer_factors
 from .algo.quant import expand_groups, group_bounds, mse_weight_scale, quantize_sym, weight_scale
 from .algo.rotation import haar_orthogonal, pca_basis, subspace_rotations
@@ -102,9 +102,10 @@ def apply_bases(model: Decoder, quant: QuantConfig, calib: CalibrationSet, progr
         rotate.rotate_values(model, u_b)
         rotate.set_key_rotations(model, u_c)
     if quant.online_hadamard:
-        left, right, is_hadamard = hadamard_factors(cfg.intermediate_size, quant.seed)
-        report["down_rotation"] = {"left": left.shape[0], "right": right.shape[0], "hadamard": is_hadamard}
-        rotate.set_down_rotation(model, left, right)
+        left, is_hadamard = hadamard_left_factor(cfg.intermediate_size, quant.seed)
+        report["down_rotation"] = {"left": left.shape[0], "walsh_hadamard": cfg.intermediate_size // left.shape[0],
+                                   "hadamard": is_hadamard}
+        rotate.set_down_rotation(model, left)
     if r_head:
         rotate.permute_o_inputs(model, r_head)
     return report

@@ -15,6 +15,8 @@ import operator
 
 import torch
 
+from .rotation import haar_orthogonal
+
 __all__ = ["sylvester", "paley", "hadamard_factors", "apply_kron"]
 
 # Largest Hadamard `left` factor hadamard_factors will try.  Applying `left`
@@ -151,52 +153,62 @@ def paley(order: int) -> torch.Tensor | None:
     return base
 
 
-def _random_orthogonal(m: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    g = torch.randn(m, m, generator=gen, dtype=torch.float64)
-    q, r = torch.linalg.qr(g)
-    # Fixing the signs of diag(R) makes Q Haar-distributed (QR alone is not).
-    d = torch.sign(torch.diagonal(r))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    # QR returns a column-major Q; torch.kron rejects some non-contiguous inputs.
-    return (q * d).contiguous()
+def hadamard_left_factor(n: int, seed: int = 0) -> tuple[torch.Tensor, bool]:
+    """The small factor of U_D = kron(left, S) / norms, S the Sylvester matrix of order n / len(left).
 
-
-def hadamard_factors(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Orthogonal factors (left, right, is_hadamard) with kron(left, right) of size n.
-
-    Both factors are float64 and normalised.  `right` is the largest possible
-    normalised Sylvester matrix; `left` is the smallest constructible
-    normalised Hadamard matrix (order m * 2^j, n = m * 2^k, m odd), or, when
-    none exists within _MAX_LEFT_ORDER, a Haar-random orthogonal matrix of
-    order m seeded by `seed` (is_hadamard False).
+    `left` (float64, normalised) is the smallest constructible Hadamard matrix of order m * 2^j
+    (n = m * 2^k, m odd) or, when none exists within _MAX_LEFT_ORDER, a Haar-random orthogonal
+    matrix of order m seeded by `seed` (is_hadamard False). The Sylvester part is never stored:
+    apply_down_hadamard runs it as a fast Walsh-Hadamard transform.
     """
     n = _as_order(n, "n")
     k = (n & -n).bit_length() - 1
     m = n >> k
-
-    left_order = None
     if m == 1:
-        left_order = 1
-    else:
-        for j in range(k + 1):
-            order = m << j
-            if order > _MAX_LEFT_ORDER:
-                break
-            if _paley_plan(order) is not None:
-                left_order = order
-                break
+        return torch.ones(1, 1, dtype=torch.float64), True
+    for j in range(k + 1):
+        order = m << j
+        if order > _MAX_LEFT_ORDER:
+            break
+        if _paley_plan(order) is not None:
+            return paley(order).div_(math.sqrt(order)), True
+    return haar_orthogonal(m, torch.Generator().manual_seed(seed)), False
 
-    if left_order is None:
-        left = _random_orthogonal(m, seed)
-        right = sylvester(n // m).div_(math.sqrt(n // m))
-        return left, right, False
 
-    right_order = n // left_order
-    left = paley(left_order).div_(math.sqrt(left_order))
+def hadamard_factors(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(left, right, is_hadamard) with kron(left, right) = U_D, right the dense normalised Sylvester
+    matrix (for tests and small sizes; the runtime uses apply_down_hadamard)."""
+    left, is_hadamard = hadamard_left_factor(n, seed)
+    right_order = n // left.shape[0]
     # In place: right can be 2^13 x 2^13 (512 MiB in float64).
-    right = sylvester(right_order).div_(math.sqrt(right_order))
-    return left, right, True
+    return left, sylvester(right_order).div_(math.sqrt(right_order)), is_hadamard
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """x @ S / sqrt(n) along the last axis (S the Sylvester matrix of order n, a power of two),
+    in n log n butterflies."""
+    n = x.shape[-1]
+    if not _is_power_of_two(n):
+        raise ValueError(f"the fast Walsh-Hadamard transform needs a power-of-two size, got {n}")
+    y = x.reshape(-1, n)
+    h = 1
+    while h < n:
+        y = y.view(-1, n // (2 * h), 2, h)
+        y = torch.stack([y[:, :, 0] + y[:, :, 1], y[:, :, 0] - y[:, :, 1]], dim=2)
+        h *= 2
+    return y.reshape(x.shape) / math.sqrt(n)
+
+
+def apply_down_hadamard(x: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """x @ kron(left, S/sqrt(b)) with b = n / len(left): the Walsh-Hadamard part by fwht."""
+    a = left.shape[0]
+    n = x.shape[-1]
+    if n % a:
+        raise ValueError(f"last dimension {n} is not a multiple of the left factor's order {a}")
+    y = fwht(x.reshape(*x.shape[:-1], a, n // a))
+    if a > 1:
+        y = torch.einsum("...pq,pi->...iq", y, left.to(x.dtype))
+    return y.reshape(x.shape)
 
 
 def apply_kron(x: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..algo.hadamard import apply_kron
+from ..algo.hadamard import apply_down_hadamard
 from ..decoder import Decoder, FloatLinear
 
 
@@ -76,11 +76,11 @@ def set_key_rotations(model: Decoder, bases: list[torch.Tensor]) -> None:
         layer.key_rotation = u.float()
 
 
-def set_down_rotation(model: Decoder, left: torch.Tensor, right: torch.Tensor) -> None:
-    """U_D = kron(left, right) online on the down_proj input; the weight absorbs it: W <- W U_D."""
+def set_down_rotation(model: Decoder, left: torch.Tensor) -> None:
+    """U_D = kron(left, Sylvester) online on the down_proj input; the weight absorbs it: W <- W U_D."""
     for layer in model.layers:
-        layer.down.weight = apply_kron(_f64(layer.down.weight), left, right).float()
-        layer.down_rotation = (left.float(), right.float())
+        layer.down.weight = apply_down_hadamard(_f64(layer.down.weight), left).float()
+        layer.down_rotation = left.float()
 
 
 def o_input_permutation(num_heads: int, head_dim: int, high_per_head: int) -> torch.Tensor:

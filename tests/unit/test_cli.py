@@ -44,7 +44,7 @@ def test_artifact_contents(artifacts):
     assert tensors["layers.0.attn_qkv.qweight_high"].shape == (128, 8)
     assert tensors["layers.0.attn_o.wscale"].shape == (64, 8)  # 4 heads x (low, high)
     assert tensors["embed"].dtype == torch.float16
-    assert "layers.1.key_rotation" in tensors and "down_rotation.left" in tensors
+    assert "layers.1.key_rotation" in tensors and tensors["down_rotation.left"].shape == (12, 12)
     manifest = json.loads((artifacts["resq"] / "manifest.json").read_text())
     assert manifest["schema_version"] == 1 and len(manifest["source_model"]["sha256"]) == 64
     assert "lqer_a" not in " ".join(tensors)

@@ -189,3 +189,22 @@ def test_apply_kron_rejects_bad_shapes():
         apply_kron(torch.randn(2, 24), left, right.flatten())
     with pytest.raises(ValueError):
         apply_kron(torch.tensor(1.0), left, right)
+
+
+@pytest.mark.parametrize("n", [1, 2, 64, 1024])
+def test_fwht_equals_sylvester_matmul(n):
+    from resq_export.algo.hadamard import fwht
+
+    x = torch.randn(3, 5, n, dtype=torch.float64)
+    torch.testing.assert_close(fwht(x), x @ sylvester(n) / n ** 0.5, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("n", [96, 1536, 2816, 11008 // 8])
+def test_apply_down_hadamard_equals_dense_kron(n):
+    from resq_export.algo.hadamard import apply_down_hadamard, hadamard_left_factor
+
+    left, _ = hadamard_left_factor(n, seed=3)
+    l2, right, _ = hadamard_factors(n, seed=3)
+    assert torch.equal(left, l2)
+    x = torch.randn(4, n, dtype=torch.float64)
+    torch.testing.assert_close(apply_down_hadamard(x, left), apply_kron(x, left, right), atol=1e-10, rtol=0)
