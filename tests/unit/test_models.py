@@ -82,3 +82,10 @@ def test_unsupported_rope_type(tiny_dirs, tmp_path):
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelLoadError, match="yarn"):
         load_model(d)
+
+
+def test_corrupt_gguf_is_refused(tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="cannot read GGUF file"):
+        load_model(bad)
