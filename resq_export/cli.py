@@ -102,5 +102,52 @@ def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, qu
         click.echo(f"perplexity {result['ppl']:.4f} over {result['windows']} windows of {seqlen} tokens")
 
 
+@main.command("export")
+@click.option("--artifact", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+def export_cmd(artifact, out_dir) -> None:
+    """Write the ONNX folder: model.onnx (ONNX Runtime) and model.trt.onnx (TensorRT plugins)."""
+    from .export.writer import export_onnx
+
+    meta = export_onnx(artifact, out_dir)
+    click.echo(f"wrote {out_dir} ({', '.join(f'{k} v{v}' for k, v in meta['ops'].items()) or 'standard ops only'})")
+
+
+@main.command()
+@click.option("--onnx", "onnx_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--artifact", type=click.Path(file_okay=False, path_type=Path),
+              help="The artifact the ONNX folder was exported from [the one recorded in export.json].")
+@click.option("--text", "text_files", multiple=True, type=click.Path(), help="Evaluation text [the packaged eval text].")
+@click.option("--seqlen", type=int, default=512, show_default=True)
+@click.option("--max-tokens", type=int, default=4096, show_default=True)
+@click.option("--decode-steps", type=int, default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True)
+def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, as_json, quiet) -> None:
+    """ONNX Runtime against the reference executor: perplexity, logits, top-1, decode through the cache.
+    Exit code 3 when a tolerance is broken."""
+    from .artifact import load_artifact
+    from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
+    from .validate.compare import TOLERANCES, compare
+    from .validate.ort_runner import OrtDecoder
+
+    ort_model = OrtDecoder(onnx_dir)
+    reference, _, tokenizer = load_artifact(artifact or Path(ort_model.meta["source_artifact"]["path"]))
+    windows = eval_windows(tokenize_corpus(tokenizer, read_texts(list(text_files) or [default_eval_path()])),
+                           seqlen, max_tokens)
+    result = compare(ort_model, reference, windows, decode_steps, progress=not quiet)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"perplexity ORT {result['ppl_ort']:.4f} reference {result['ppl_reference']:.4f} "
+                   f"(diff {100 * result['ppl_rel_diff']:.3f}%, tolerance {100 * TOLERANCES['ppl_rel_diff']:.1f}%)")
+        click.echo(f"top-1 agreement {100 * result['top1_agreement']:.2f}% (tolerance "
+                   f"{100 * TOLERANCES['top1_agreement']:.1f}%), max relative logit error {result['max_rel_err']:.2e}")
+        click.echo(f"decode through the KV cache ({decode_steps} steps) matches recomputation: {result['decode_match']}")
+    if not result["passed"]:
+        click.echo("error: validation failed: a tolerance is broken", err=True)
+        sys.exit(3)
+
+
 if __name__ == "__main__":
     main()

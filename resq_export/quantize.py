@@ -227,10 +227,10 @@ def quantize(
     role_layouts(model.config, quant) if quant.quantizes_weights else None  # shape errors before the work
     times = {"load": time.perf_counter() - t0}
     report: dict = {}
+    rotate.fold_norms(model)  # exact; the artifact then never carries norm weights
     if quant.quantizes_weights:
         t = time.perf_counter()
         calib = load_calibration(loaded.tokenizer, quant, calib_data)
-        rotate.fold_norms(model)
         report = apply_bases(model, quant, calib, progress)
         times["bases"] = time.perf_counter() - t
         t = time.perf_counter()

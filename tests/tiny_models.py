@@ -76,3 +76,14 @@ def make_tiny_model(folder: Path, family: str, seed: int = 0) -> Path:
 
 def calibration_text() -> str:
     return default_calibration_path().read_text()[:60000]
+
+
+SMALL = ["--nsamples", "4", "--seqlen", "32", "--quiet"]
+
+
+def run_cli(*args):
+    from click.testing import CliRunner
+
+    from resq_export.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)

@@ -17,6 +17,13 @@ ATTENTION_INPUTS = [i["name"] for i in op_spec("ResQKVCacheAttention")["inputs"]
 ATTENTION_OUTPUTS = [o["name"] for o in op_spec("ResQKVCacheAttention")["outputs"]]
 
 
+def _function(op: str, inputs: list[str], outputs: list[str], b: Builder, overload: str) -> onnx.FunctionProto:
+    """The body as a model-local function; it declares the spec's attributes so the nodes carry them
+    (the plugin attributes included) in both flavours."""
+    return helper.make_function(DOMAIN, op, inputs, outputs, b.nodes, [helper.make_opsetid("", OPSET)],
+                                attributes=list(op_spec(op)["attributes"]), overload=overload)
+
+
 def _quantize_asym(b: Builder, x: str, bits: int) -> tuple[str, str, str]:
     """(codes as float, scale, zero as float) over the last axis, range including 0."""
     zero = b.const(0.0)
@@ -145,7 +152,115 @@ def linear_function(sig: LinearSignature) -> onnx.FunctionProto:
         y = b.op("Add", y, "bias")
     out_shape = b.op("Concat", b.op("Slice", b.op("Shape", "X"), b.i64(0), b.i64(-1), b.i64(0)), b.i64(sig.n), axis=0)
     b.op("Reshape", y, out_shape, outputs=["Y"])
-    return helper.make_function(
-        DOMAIN, "ResQMixedLinear", LINEAR_INPUTS, ["Y"], b.nodes, [helper.make_opsetid("", OPSET)],
-        attributes=[], overload=sig.overload,
-    )
+    return _function("ResQMixedLinear", LINEAR_INPUTS, ["Y"], b, sig.overload)
+
+
+def hadamard_function(n: int, left_order: int) -> onnx.FunctionProto:
+    """X @ kron(left, S / sqrt(b)): Walsh-Hadamard butterflies over the last b = n / a channels, then left."""
+    b = Builder(prefix="f")
+    width = n // left_order
+    y = b.op("Reshape", "X", b.i64(-1, left_order, width))
+    h = 1
+    while h < width:
+        pairs = b.op("Reshape", y, b.i64(-1, left_order, width // (2 * h), 2, h))
+        x0, x1 = b.op("Split", pairs, axis=3, num_outputs=2, outputs=2)
+        y = b.op("Concat", b.op("Add", x0, x1), b.op("Sub", x0, x1), axis=3)
+        h *= 2
+    y = b.op("Div", b.op("Reshape", y, b.i64(-1, left_order, width)), b.const(float(np.sqrt(width))))
+    if left_order > 1:
+        y = b.op("Transpose", b.op("MatMul", b.op("Transpose", y, perm=[0, 2, 1]), "left"), perm=[0, 2, 1])
+    b.op("Reshape", y, b.op("Shape", "X"), outputs=["Y"])
+    return _function("ResQHadamard", ["X", "left"], ["Y"], b, f"n{n}_a{left_order}")
+
+
+@dataclass(frozen=True)
+class AttentionSignature:
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    high_channels: int
+    kv_bits: int
+    high_bits: int
+    key_rotation: bool
+
+    @property
+    def overload(self) -> str:
+        return (f"h{self.num_heads}_kv{self.num_kv_heads}_d{self.head_dim}_r{self.high_channels}"
+                f"_b{self.kv_bits}x{self.high_bits}{'_rot' if self.key_rotation else ''}")
+
+    @property
+    def parts(self) -> list[tuple[int, int, int]]:
+        """(start, width, bits) of each quantisation group of a head."""
+        low = self.head_dim - self.high_channels
+        out = [(0, low, self.kv_bits)]
+        if self.high_channels:
+            out.append((low, self.high_channels, self.high_bits))
+        return out
+
+
+def _quantize_kv(b: Builder, x: str, sig: AttentionSignature) -> tuple[str, str, str]:
+    codes, scales, zeros = [], [], []
+    for start, width, bits in sig.parts:
+        part = b.op("Slice", x, b.i64(start), b.i64(start + width), b.i64(3))
+        q, s, z = _quantize_asym(b, part, bits)
+        codes.append(q)
+        scales.append(s)
+        zeros.append(z)
+    cat = lambda xs: b.op("Concat", *xs, axis=3) if len(xs) > 1 else xs[0]  # noqa: E731
+    return b.op("Cast", cat(codes), to=UINT8), cat(scales), b.op("Cast", cat(zeros), to=UINT8)
+
+
+def _dequantize_kv(b: Builder, codes: str, scales: str, zeros: str, sig: AttentionSignature) -> str:
+    parts = []
+    for g, (start, width, _) in enumerate(sig.parts):
+        q = b.op("Cast", b.op("Slice", codes, b.i64(start), b.i64(start + width), b.i64(3)), to=INT32)
+        z = b.op("Cast", b.op("Slice", zeros, b.i64(g), b.i64(g + 1), b.i64(3)), to=INT32)
+        s = b.op("Slice", scales, b.i64(g), b.i64(g + 1), b.i64(3))
+        parts.append(b.op("Mul", b.op("Cast", b.op("Sub", q, z), to=FLOAT), s))
+    return b.op("Concat", *parts, axis=3) if len(parts) > 1 else parts[0]
+
+
+def _repeat_kv(b: Builder, x: str, num_heads: int, num_kv_heads: int, head_dim: int) -> str:
+    """[B, Hkv, T, D] -> [B, H, T, D]: query head j reads KV head j // (H / Hkv)."""
+    group = num_heads // num_kv_heads
+    if group == 1:
+        return x
+    shape = b.op("Shape", x)
+    bt = b.op("Gather", shape, b.i64(0), axis=0)
+    tt = b.op("Gather", shape, b.i64(2), axis=0)
+    expanded = b.op("Expand", b.op("Unsqueeze", x, b.i64(2)),
+                    b.op("Concat", bt, b.i64(num_kv_heads, group), tt, b.i64(head_dim), axis=0))
+    return b.op("Reshape", expanded, b.op("Concat", bt, b.i64(num_heads), tt, b.i64(head_dim), axis=0))
+
+
+def causal_attention(b: Builder, q: str, keys: str, values: str, num_heads: int, num_kv_heads: int,
+                     head_dim: int, output: str | None = None) -> str:
+    """Softmax attention of the last S positions over all T (a causal mask offset by T - S);
+    q [B, H, S, D], keys/values [B, Hkv, T, D] -> [B, S, H * D]."""
+    keys = _repeat_kv(b, keys, num_heads, num_kv_heads, head_dim)
+    values = _repeat_kv(b, values, num_heads, num_kv_heads, head_dim)
+    scores = b.op("Mul", b.op("MatMul", q, b.op("Transpose", keys, perm=[0, 1, 3, 2])),
+                  b.const(float(1.0 / np.sqrt(head_dim))))
+    s_len = b.op("Gather", b.op("Shape", q), b.i64(2), axis=0)
+    t_len = b.op("Gather", b.op("Shape", keys), b.i64(2), axis=0)
+    zero, one = b.const(0, np.int64), b.const(1, np.int64)
+    rows = b.op("Add", b.op("Range", zero, b.op("Squeeze", s_len), one), b.op("Squeeze", b.op("Sub", t_len, s_len)))
+    cols = b.op("Range", zero, b.op("Squeeze", t_len), one)
+    allowed = b.op("LessOrEqual", b.op("Unsqueeze", cols, b.i64(0)), b.op("Unsqueeze", rows, b.i64(1)))
+    scores = b.op("Where", allowed, scores, b.const(-np.inf))
+    out = b.op("Transpose", b.op("MatMul", b.op("Softmax", scores, axis=-1), values), perm=[0, 2, 1, 3])
+    return b.op("Reshape", out, b.i64(0, 0, num_heads * head_dim), outputs=[output] if output else 1)
+
+
+def attention_function(sig: AttentionSignature) -> onnx.FunctionProto:
+    b = Builder(prefix="f")
+    q, k = "Q", "K"
+    if sig.key_rotation:
+        q, k = b.op("MatMul", q, "key_rotation"), b.op("MatMul", k, "key_rotation")
+    present = []
+    for new, prefix in ((k, "key"), ("V", "value")):
+        for t, name in zip(_quantize_kv(b, new, sig), ("codes", "scales", "zeros")):
+            present.append(b.op("Concat", f"past_{prefix}_{name}", t, axis=2, outputs=[f"present_{prefix}_{name}"]))
+    keys, values = _dequantize_kv(b, *present[:3], sig), _dequantize_kv(b, *present[3:], sig)
+    causal_attention(b, q, keys, values, sig.num_heads, sig.num_kv_heads, sig.head_dim, output="Y")
+    return _function("ResQKVCacheAttention", ATTENTION_INPUTS, ATTENTION_OUTPUTS, b, sig.overload)

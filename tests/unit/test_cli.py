@@ -10,31 +10,7 @@ from safetensors.torch import load_file
 from resq_export.artifact import load_artifact
 from resq_export.cli import main
 
-SMALL = ["--nsamples", "4", "--seqlen", "32", "--quiet"]
-
-
-def _run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def artifacts(tiny_dirs, calib_file, tmp_path_factory):
-    root = tmp_path_factory.mktemp("art")
-    runs = {
-        "resq": ("llama", []),
-        "resq_lqer": ("qwen2", ["--method", "resq", "--lqer-rank", "4"]),
-        "quarot": ("mistral", ["--method", "quarot"]),
-        "rtn": ("llama", ["--method", "rtn"]),
-        "lqer": ("llama3", ["--method", "lqer", "--lqer-rank", "4", "--group-size", "32"]),
-        "fp": ("qwen2", ["--method", "fp"]),
-    }
-    out = {}
-    for name, (family, extra) in runs.items():
-        result = _run("quantize", "--model", tiny_dirs[family], "--out", root / name,
-                      "--calib-data", calib_file, *SMALL, *extra)
-        assert result.exit_code == 0, result.output
-        out[name] = root / name
-    return out
+from tiny_models import SMALL, run_cli as _run
 
 
 def test_artifact_contents(artifacts):
@@ -134,3 +110,12 @@ def test_corrupt_or_foreign_artifact_is_refused(artifacts, tmp_path):
     assert result.exit_code == 1 and "schema version 99" in result.output
     result = CliRunner().invoke(main, ["eval", "--artifact", str(tmp_path), "--quiet"])
     assert result.exit_code == 1 and "not a resq-export artifact" in result.output
+
+
+def test_fp_artifact_equals_the_source_model(artifacts, tiny_dirs):
+    from resq_export.models.loader import load_model
+
+    model, _, _ = load_artifact(artifacts["fp"])
+    source = load_model(tiny_dirs["qwen2"]).decoder
+    ids = torch.randint(0, 400, (1, 30), generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(model(ids), source(ids), rtol=1e-4, atol=1e-5)

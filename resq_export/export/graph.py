@@ -1,0 +1,190 @@
+"""Build the decoder ONNX graph straight from a loaded artifact (no tracing): one graph for prefill
+and decode, inputs input_ids, position_ids and the past KV of every layer; outputs logits and the
+present KV. Custom ops carry their standard-op bodies as model-local functions (ORT flavour)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper
+
+from ..algo.quant import pack_int4
+from ..config import QuantConfig
+from ..decoder import Decoder, FloatLinear, Layer
+from ..reference import QuantLinear
+from .builder import FLOAT, INT64, OPSET, UINT8, Builder
+from .functions import (
+    AttentionSignature, LinearSignature, attention_function, causal_attention, hadamard_function,
+    linear_function,
+)
+from .spec import DOMAIN, load_spec, op_version
+
+IR_VERSION = 10  # onnx 1.23 writes 14 by default, which ONNX Runtime rejects
+KV_TENSORS = ("codes", "scales", "zeros")
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+class GraphExporter:
+    def __init__(self, model: Decoder, quant: QuantConfig):
+        self.model, self.quant, self.cfg = model, quant, model.config
+        self.b = Builder(prefix="/model", inline_constants=False)
+        self.functions: dict[tuple[str, str], onnx.FunctionProto] = {}
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+
+    # --- custom op nodes ------------------------------------------------------------------------
+    def _custom(self, b: Builder, op: str, inputs: list[str], n_out: int, overload: str, fn, attrs: dict,
+                outputs: list[str] | None = None):
+        if (op, overload) not in self.functions:
+            self.functions[(op, overload)] = fn()
+        while inputs and inputs[-1] == "":
+            inputs.pop()
+        return b.op(op, *inputs, outputs=outputs or n_out, name=op, domain=DOMAIN, overload=overload,
+                    plugin_namespace=load_spec()["plugin_namespace"], plugin_version=str(op_version(op)), **attrs)
+
+    def linear(self, b: Builder, x: str, lin: FloatLinear | QuantLinear, name: str) -> str:
+        init = f"model.{name}"
+        if isinstance(lin, FloatLinear):
+            y = b.op("MatMul", x, self.b.initializer(f"{init}.weight_t", _np(lin.weight.T)), name="MatMul")
+            return y if lin.bias is None else b.op("Add", y, self.b.initializer(f"{init}.bias", _np(lin.bias)))
+        lay = lin.layout
+        low = lay.low_channels
+        n_low_groups = sum(1 for bits in lay.w_bits if bits == 4)
+        sig = LinearSignature(
+            k=lin.in_features, k_low=low, n=lin.out_features, low_groups=n_low_groups,
+            high_groups=len(lay.w_bits) - n_low_groups, a_bits_low=lay.a_bits[0], a_bits_high=lay.a_bits[-1],
+            lqer_rank=0 if lin.lqer is None else lin.lqer.a_q.shape[0], has_bias=lin.bias is not None,
+        )
+        if len(set(lay.group_sizes[:n_low_groups])) > 1 or len(set(lay.group_sizes[n_low_groups:])) > 1:
+            raise ValueError(f"{name}: groups within a precision part must have equal sizes")
+        t = {"qweight_low": pack_int4(lin.qweight[:, :low]), "wscale": lin.wscale, "bias": lin.bias}
+        if low < lin.in_features:
+            t["qweight_high"] = lin.qweight[:, low:].to(torch.int8)
+        if lin.lqer is not None:
+            t.update(lqer_a=lin.lqer.a_q.to(torch.int8), lqer_a_scale=lin.lqer.a_scale,
+                     lqer_b=lin.lqer.b_q.to(torch.int8), lqer_b_scale=lin.lqer.b_scale)
+        names = [x] + [self.b.initializer(f"{init}.{k}", _np(t[k])) if t.get(k) is not None else ""
+                       for k in ("qweight_low", "qweight_high", "wscale", "bias",
+                                 "lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale")]
+        attrs = dict(low_groups=sig.low_groups, high_groups=sig.high_groups, a_bits_low=sig.a_bits_low,
+                     a_bits_high=sig.a_bits_high, lqer_rank=sig.lqer_rank)
+        return self._custom(b, "ResQMixedLinear", names, 1, sig.overload, lambda: linear_function(sig), attrs)
+
+    # --- graph --------------------------------------------------------------------------------------
+    def _input(self, name: str, dtype: int, shape: list) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, dtype, shape))
+        return name
+
+    def _output(self, name: str, dtype: int, shape: list) -> None:
+        self.outputs.append(helper.make_tensor_value_info(name, dtype, shape))
+
+    def rms_norm(self, b: Builder, x: str) -> str:
+        ms = b.op("ReduceMean", b.op("Mul", x, x), b.i64(-1), keepdims=1)
+        return b.op("Mul", x, b.op("Reciprocal", b.op("Sqrt", b.op("Add", ms, b.const(self.cfg.rms_norm_eps)))))
+
+    def rope(self, positions: str) -> tuple[str, str]:
+        b = self.b.scope("/model/rope")
+        inv_freq = self.b.initializer("model.rope.inv_freq", _np(self.model.inv_freq.float()))
+        freqs = b.op("Mul", b.op("Unsqueeze", b.op("Cast", positions, to=FLOAT), b.i64(-1)), inv_freq)
+        emb = b.op("Unsqueeze", b.op("Concat", freqs, freqs, axis=-1), b.i64(1))  # [B, 1, S, D]
+        return b.op("Cos", emb), b.op("Sin", emb)
+
+    def apply_rope(self, b: Builder, x: str, cos: str, sin: str) -> str:
+        first, second = b.op("Split", x, axis=-1, num_outputs=2, outputs=2)
+        rotated = b.op("Concat", b.op("Neg", second), first, axis=-1)
+        return b.op("Add", b.op("Mul", x, cos), b.op("Mul", rotated, sin))
+
+    def attention(self, b: Builder, i: int, layer: Layer, q: str, k: str, v: str) -> str:
+        cfg = self.cfg
+        kv_dims = ["batch", cfg.num_kv_heads, "past_sequence", cfg.head_dim]
+        kvq = self.model.kv_quantizer
+        if kvq is None:
+            past, present = [], []
+            for kind in ("key", "value"):
+                past.append(self._input(f"past.{i}.{kind}", FLOAT, kv_dims))
+                present.append(f"present.{i}.{kind}")
+                self._output(present[-1], FLOAT, ["batch", cfg.num_kv_heads, "total_sequence", cfg.head_dim])
+            if layer.key_rotation is not None:
+                rot = self.b.initializer(f"model.layers.{i}.attn.key_rotation", _np(layer.key_rotation))
+                q, k = b.op("MatMul", q, rot), b.op("MatMul", k, rot)
+            keys = b.op("Concat", past[0], k, axis=2, outputs=[present[0]])
+            values = b.op("Concat", past[1], v, axis=2, outputs=[present[1]])
+            return causal_attention(b, q, keys, values, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
+        high = kvq.group_sizes[1] if len(kvq.group_sizes) > 1 else 0
+        sig = AttentionSignature(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, high, kvq.bits[0],
+                                 kvq.bits[-1] if high else 8, layer.key_rotation is not None)
+        groups = len(kvq.group_sizes)
+        inputs = [q, k, v, self.b.initializer(f"model.layers.{i}.attn.key_rotation", _np(layer.key_rotation))
+                  if layer.key_rotation is not None else ""]
+        outputs = [b.prefix + "/attn_out"]
+        for kind in ("key", "value"):
+            for t, dtype, last in (("codes", UINT8, cfg.head_dim), ("scales", FLOAT, groups), ("zeros", UINT8, groups)):
+                inputs.append(self._input(f"past.{i}.{kind}_{t}", dtype, kv_dims[:3] + [last]))
+                outputs.append(f"present.{i}.{kind}_{t}")
+                self._output(outputs[-1], dtype, ["batch", cfg.num_kv_heads, "total_sequence", last])
+        attrs = dict(num_heads=sig.num_heads, num_kv_heads=sig.num_kv_heads, head_dim=sig.head_dim,
+                     high_channels=sig.high_channels, kv_bits=sig.kv_bits, high_bits=sig.high_bits)
+        return self._custom(b, "ResQKVCacheAttention", inputs, 7, sig.overload,
+                            lambda: attention_function(sig), attrs, outputs=outputs)[0]
+
+    def layer(self, i: int, layer: Layer, h: str, cos: str, sin: str) -> str:
+        cfg = self.cfg
+        b = self.b.scope(f"/model/layers.{i}/attn")
+        qkv = self.linear(b.scope(b.prefix + "/qkv_proj"), self.rms_norm(b, h), layer.qkv, f"layers.{i}.attn.qkv_proj")
+        nq, nkv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        q, k, v = b.op("Split", qkv, b.i64(nq, nkv, nkv), axis=-1, outputs=3)
+
+        def heads(x: str, n: int) -> str:
+            return b.op("Transpose", b.op("Reshape", x, b.i64(0, 0, n, cfg.head_dim)), perm=[0, 2, 1, 3])
+
+        q = self.apply_rope(b, heads(q, cfg.num_heads), cos, sin)
+        k = self.apply_rope(b, heads(k, cfg.num_kv_heads), cos, sin)
+        attn = self.attention(b, i, layer, q, k, heads(v, cfg.num_kv_heads))
+        if layer.o_input_perm is not None:
+            perm = self.b.initializer(f"model.layers.{i}.attn.o_input_perm", _np(layer.o_input_perm))
+            attn = b.op("Gather", attn, perm, axis=2)
+        h = b.op("Add", h, self.linear(b.scope(b.prefix + "/o_proj"), attn, layer.o, f"layers.{i}.attn.o_proj"))
+        b = self.b.scope(f"/model/layers.{i}/mlp")
+        gu = self.linear(b.scope(b.prefix + "/gate_up_proj"), self.rms_norm(b, h), layer.gate_up,
+                         f"layers.{i}.mlp.gate_up_proj")
+        gate, up = b.op("Split", gu, axis=-1, num_outputs=2, outputs=2)
+        act = b.op("Mul", b.op("Mul", gate, b.op("Sigmoid", gate)), up)
+        if layer.down_rotation is not None:
+            n, a = cfg.intermediate_size, layer.down_rotation.shape[0]
+            left = self.b.initializer("model.down_rotation.left", _np(layer.down_rotation)) if i == 0 \
+                else "model.down_rotation.left"
+            act = self._custom(b.scope(b.prefix + "/down_hadamard"), "ResQHadamard", [act, left], 1,
+                               f"n{n}_a{a}", lambda: hadamard_function(n, a), {})
+        return b.op("Add", h, self.linear(b.scope(b.prefix + "/down_proj"), act, layer.down,
+                                          f"layers.{i}.mlp.down_proj"))
+
+    def build(self) -> onnx.ModelProto:
+        m, cfg = self.model, self.cfg
+        ids = self._input("input_ids", INT64, ["batch", "sequence"])
+        positions = self._input("position_ids", INT64, ["batch", "sequence"])
+        embed_dtype = torch.float16 if m.embed.dtype == torch.float16 else torch.float32
+        embed = self.b.initializer("model.embed_tokens.weight", _np(m.embed.to(embed_dtype)))
+        h = self.b.scope("/model/embed_tokens").op("Cast", self.b.op("Gather", embed, ids, axis=0), to=FLOAT)
+        cos, sin = self.rope(positions)
+        for i, layer in enumerate(m.layers):
+            h = self.layer(i, layer, h, cos, sin)
+        b = self.b.scope("/model/lm_head")
+        head = self.b.initializer("lm_head.weight", _np(m.lm_head.weight.to(embed_dtype)))
+        head_t = b.op("Transpose", b.op("Cast", head, to=FLOAT), perm=[1, 0])
+        b.op("MatMul", self.rms_norm(b, h), head_t, outputs=["logits"])
+        self._output("logits", FLOAT, ["batch", "sequence", cfg.vocab_size])
+        # the outputs in a stable order: logits first, then the present KV layer by layer
+        self.outputs.sort(key=lambda v: (v.name != "logits",))
+        graph = helper.make_graph(self.b.nodes, "resq_decoder", self.inputs, self.outputs, self.b.initializers)
+        opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, load_spec()["spec_version"])]
+        model = helper.make_model(graph, opset_imports=opsets, functions=list(self.functions.values()),
+                                  ir_version=IR_VERSION, producer_name="resq-export")
+        return model
+
+
+def build_onnx(model: Decoder, quant: QuantConfig) -> onnx.ModelProto:
+    return GraphExporter(model, quant).build()

@@ -1,0 +1,89 @@
+"""Write and read the ONNX folder: model.onnx (ORT flavour, with function bodies), model.trt.onnx
+(the same graph without them, for the TensorRT parser and the plugins) and export.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+
+from .. import __version__
+from ..artifact import load_artifact, read_manifest
+from ..errors import ArtifactError
+from ..fileio import atomic_directory
+from .graph import build_onnx
+from .spec import DOMAIN, load_spec, op_version
+
+ORT_FILE = "model.onnx"
+TRT_FILE = "model.trt.onnx"
+META_FILE = "export.json"
+WEIGHTS_FILE = "model.onnx.data"
+_EXTERNAL_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with room for the graph
+
+
+def tensorrt_flavour(model: onnx.ModelProto) -> onnx.ModelProto:
+    trt = onnx.ModelProto()
+    trt.CopyFrom(model)
+    del trt.functions[:]
+    for node in trt.graph.node:
+        node.overload = ""  # the plugin handles every layout; overloads only select function bodies
+    return trt
+
+
+def export_onnx(artifact: Path, out_dir: Path) -> dict:
+    model, quant, tokenizer = load_artifact(artifact)
+    proto = build_onnx(model, quant)
+    external = proto.ByteSize() > _EXTERNAL_THRESHOLD
+    custom = sorted({n.op_type for n in proto.graph.node if n.domain == DOMAIN})
+    meta = {
+        "tool": "resq-export", "tool_version": __version__, "method": quant.method,
+        "spec_version": load_spec()["spec_version"],
+        "ops": {op: op_version(op) for op in custom},
+        "source_artifact": {"path": str(artifact), "manifest_sha256_of_weights":
+                            read_manifest(artifact)["files"].get("model.safetensors")},
+        "external_data": external,
+        "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output],
+    }
+    onnx.checker.check_model(proto, full_check=not external)
+    with atomic_directory(Path(out_dir)) as tmp:
+        for name, m in ((ORT_FILE, proto), (TRT_FILE, tensorrt_flavour(proto))):
+            if external:  # both flavours share one weights file
+                onnx.save_model(m, str(tmp / name), save_as_external_data=True, all_tensors_to_one_file=True,
+                                location=WEIGHTS_FILE, size_threshold=1024)
+            else:
+                onnx.save_model(m, str(tmp / name))
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def check_onnx_folder(onnx_dir: Path) -> dict:
+    """Refuse folders that are not ours, corrupt, or from another op version, with a clear message."""
+    onnx_dir = Path(onnx_dir)
+    meta_path = onnx_dir / META_FILE
+    if not meta_path.is_file() or not (onnx_dir / ORT_FILE).is_file():
+        raise ArtifactError(f"{onnx_dir} is not a resq-export ONNX folder (needs {ORT_FILE} and {META_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{meta_path} is corrupt: {e}") from None
+    try:
+        proto = onnx.load(str(onnx_dir / ORT_FILE), load_external_data=False)
+    except Exception as e:
+        raise ArtifactError(f"{onnx_dir / ORT_FILE} is not a readable ONNX file: {e}") from None
+    for node in proto.graph.node:
+        if node.domain != DOMAIN:
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        found = attrs["plugin_version"].s.decode() if "plugin_version" in attrs else "none"
+        try:
+            expected = str(op_version(node.op_type))
+        except KeyError:
+            raise ArtifactError(f"{node.name}: unknown custom op {node.op_type!r}") from None
+        if found != expected:
+            raise ArtifactError(
+                f"{node.name}: {node.op_type} has op version {found}; this resq-export reads version {expected}; "
+                "re-export the model with this version"
+            )
+    return meta

@@ -1,0 +1,48 @@
+"""ONNX Runtime execution of an exported folder, with the (quantised) KV cache carried between calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..export.writer import ORT_FILE, check_onnx_folder
+
+
+class OrtDecoder:
+    def __init__(self, onnx_dir: Path, optimization: str = "basic", threads: int | None = None):
+        import onnxruntime as ort
+
+        self.meta = check_onnx_folder(onnx_dir)
+        so = ort.SessionOptions()
+        # "basic" folds the weight unpacking into constants but leaves MatMulInteger chains alone
+        # (extended fusions may change the float epilogue, see DESIGN.md)
+        so.graph_optimization_level = {
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[optimization]
+        if threads:
+            so.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(Path(onnx_dir) / ORT_FILE), so, providers=["CPUExecutionProvider"])
+        self.past_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past.")]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        past = {}
+        for inp in self.past_inputs:
+            shape = [batch if d == "batch" else 0 if d == "past_sequence" else d for d in inp.shape]
+            past[inp.name] = np.zeros(shape, dtype=np.uint8 if "uint8" in inp.type else np.float32)
+        return past
+
+    def forward(self, input_ids: np.ndarray, past: dict[str, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """input_ids [B, S] continuing `past` -> (logits [B, S, V], the new past)."""
+        batch, seq = input_ids.shape
+        past = self.empty_past(batch) if past is None else past
+        start = next(iter(past.values())).shape[2] if past else 0
+        feeds = {"input_ids": input_ids.astype(np.int64),
+                 "position_ids": np.tile(np.arange(start, start + seq, dtype=np.int64), (batch, 1)), **past}
+        outs = dict(zip(self.output_names, self.session.run(None, feeds)))
+        present = {name.replace("present.", "past.", 1): v for name, v in outs.items() if name.startswith("present.")}
+        return outs["logits"], present

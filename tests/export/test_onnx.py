@@ -1,0 +1,151 @@
+"""ONNX export: checker, ONNX Runtime against the reference executor, the KV cache, both flavours."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from resq_export.algo.quant import pack_int4
+from resq_export.artifact import load_artifact
+from resq_export.errors import ArtifactError
+from resq_export.export.functions import LinearSignature, linear_function
+from resq_export.export.writer import ORT_FILE, TRT_FILE, check_onnx_folder, export_onnx
+from resq_export.validate.compare import decode_check
+from resq_export.validate.ort_runner import OrtDecoder
+from tiny_models import run_cli
+
+ort = pytest.importorskip("onnxruntime")
+NAMES = ["resq", "resq_lqer", "quarot", "lqer", "fp", "w4a16"]
+
+
+@pytest.fixture(scope="module")
+def exported(artifacts, tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    return {name: (export_onnx(artifacts[name], root / name), root / name) for name in NAMES}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_full_checker_and_flavours(exported, name):
+    meta, folder = exported[name]
+    ort_model = onnx.load(str(folder / ORT_FILE))
+    onnx.checker.check_model(ort_model, full_check=True)
+    trt = onnx.load(str(folder / TRT_FILE))
+    assert len(trt.functions) == 0
+    custom = [n for n in trt.graph.node if n.domain == "resq"]
+    assert [n.name for n in custom] == [n.name for n in ort_model.graph.node if n.domain == "resq"]
+    for node in custom:
+        attrs = {a.name: a for a in node.attribute}
+        assert node.op_type.startswith("ResQ")
+        assert attrs["plugin_namespace"].s == b"resq" and attrs["plugin_version"].s == b"1"
+    expected = {"fp": set(), "lqer": {"ResQMixedLinear"}, "w4a16": {"ResQMixedLinear", "ResQHadamard"}}
+    assert set(meta["ops"]) == expected.get(name, {"ResQMixedLinear", "ResQHadamard", "ResQKVCacheAttention"})
+    assert any("/model/layers.1/attn/o_proj/" in n.name for n in ort_model.graph.node)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ort_equals_reference_executor(exported, artifacts, name):
+    """Logits within 1e-4 relative. A one-ULP difference in a float op before a quantiser (RMSNorm,
+    RoPE) can move one activation across a rounding boundary, so a rare position may differ by one
+    code; at least 95% of positions must match and the top-1 must agree almost everywhere."""
+    reference, _, _ = load_artifact(artifacts[name])
+    session = OrtDecoder(exported[name][1])
+    ids = torch.randint(0, 400, (3, 40), generator=torch.Generator().manual_seed(7))
+    got = session.forward(ids.numpy())[0]
+    want = reference(ids).numpy()
+    rel = np.abs(got - want).max(-1) / np.abs(want).max()
+    assert (rel <= 1e-4).mean() >= 0.95, rel
+    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.98
+
+
+@pytest.mark.parametrize("name", ["resq", "resq_lqer", "lqer", "fp"])
+def test_decode_through_cache_equals_recomputation(exported, artifacts, name):
+    session = OrtDecoder(exported[name][1])
+    prompt = np.array([5, 17, 42, 99, 3, 250, 31, 8])
+    check = decode_check(session, prompt, steps=10)
+    assert check["decode_match"] and check["decode_max_rel_err"] < 1e-4
+    # the cached decode also equals the reference executor's cached decode
+    reference, _, _ = load_artifact(artifacts[name])
+    cache = reference.new_cache()
+    ref_logits = reference(torch.from_numpy(prompt)[None], cache)
+    logits, past = session.forward(prompt[None])
+    np.testing.assert_allclose(logits, ref_logits.numpy(), rtol=0, atol=1e-4 * np.abs(logits).max())
+    for token in (11, 12, 13):
+        ref_step = reference(torch.tensor([[token]]), cache)
+        logits, past = session.forward(np.array([[token]]), past)
+        np.testing.assert_allclose(logits, ref_step.numpy(), rtol=0, atol=1e-4 * np.abs(logits).max())
+    if "past.0.key_codes" in past:
+        assert past["past.0.key_codes"].dtype == np.uint8 and past["past.0.key_codes"].shape[2] == 11
+        assert np.array_equal(past["past.0.key_codes"], cache.keys[0][0].numpy().astype(np.uint8))
+
+
+def _linear_model(lin, sig):
+    from onnx import TensorProto, helper, numpy_helper
+
+    low = sig.k_low
+    inits = {"qweight_low": pack_int4(lin.qweight[:, :low]), "wscale": lin.wscale, "bias": lin.bias}
+    if sig.high_groups:
+        inits["qweight_high"] = lin.qweight[:, low:].to(torch.int8)
+    order = ["X", "qweight_low", "qweight_high", "wscale", "bias"]
+    node = helper.make_node("ResQMixedLinear", [n if n == "X" or n in inits else "" for n in order], ["Y"],
+                            domain="resq")
+    node.overload = sig.overload
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["t", sig.k])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["t", sig.n])],
+                              [numpy_helper.from_array(v.contiguous().numpy(), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("resq", 1)],
+                             functions=[linear_function(sig)], ir_version=10)
+
+
+@pytest.mark.parametrize("a_bits", [4, 8])
+def test_mixed_linear_function_is_integer_exact(a_bits):
+    """Same float input -> the ONNX body's integer GEMMs equal the reference's: outputs identical
+    up to the order of the float group sum (ORT ReduceSum vs left to right)."""
+    from resq_export.layout import LinearLayout
+    from resq_export.reference import QuantLinear
+
+    g = torch.Generator().manual_seed(0)
+    layout = LinearLayout((56, 56, 8, 8), (4, 4, 8, 8), (a_bits, a_bits, 8, 8))
+    q = torch.cat([torch.randint(-8, 8, (24, 112), generator=g), torch.randint(-128, 128, (24, 16), generator=g)], 1)
+    lin = QuantLinear(layout, q.int(), torch.rand(24, 4, generator=g) * 0.05, torch.randn(24, generator=g))
+    sig = LinearSignature(128, 112, 24, 2, 2, a_bits, 8, 0, True)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(_linear_model(lin, sig).SerializeToString(), so,
+                                   providers=["CPUExecutionProvider"])
+    x = torch.randn(33, 128, generator=g) * 4
+    got = session.run(None, {"X": x.numpy()})[0]
+    np.testing.assert_allclose(got, lin(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_validate_cli_and_a_broken_tolerance(exported, artifacts, calib_file):
+    folder = exported["resq"][1]
+    result = run_cli("validate", "--onnx", folder, "--text", calib_file, "--seqlen", "64", "--max-tokens", "512",
+                     "--decode-steps", "6", "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert {"ppl_ort", "ppl_reference", "top1_agreement", "max_rel_err", "decode_match"} <= report.keys()
+    assert report["ppl_rel_diff"] < 0.005 and report["decode_match"]
+    # checked against another model's reference executor, the same ONNX must fail
+    wrong = run_cli("validate", "--onnx", folder, "--artifact", artifacts["rtn"], "--text", calib_file,
+                    "--seqlen", "64", "--max-tokens", "256", "--quiet")
+    assert wrong.exit_code == 3 and "tolerance is broken" in wrong.output
+
+
+def test_other_op_version_and_corrupt_files_are_refused(exported, tmp_path):
+    folder = shutil.copytree(exported["resq"][1], tmp_path / "onnx")
+    model = onnx.load(str(folder / ORT_FILE))
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.name == "plugin_version":
+                attr.s = b"2"
+    onnx.save(model, str(folder / ORT_FILE))
+    with pytest.raises(ArtifactError, match="op version 2.*reads version 1"):
+        check_onnx_folder(folder)
+    (folder / ORT_FILE).write_bytes(b"not a protobuf at all" * 10)
+    with pytest.raises(ArtifactError, match="not a readable ONNX file"):
+        check_onnx_folder(folder)
+    with pytest.raises(ArtifactError, match="not a resq-export ONNX folder"):
+        check_onnx_folder(tmp_path)
