@@ -34,37 +34,103 @@ def main(verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
-@main.command()
-@click.option("--model", "model_source", required=True, help="HF folder, .gguf file or 'smollm2-135m'.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--method", type=click.Choice(METHODS), default="resq", show_default=True)
-@click.option("--weight-algo", type=click.Choice(["gptq", "rtn"]), default=None,
-              help="Weight rounding [default: gptq; rtn for --method rtn/lqer].")
-@click.option("--w-bits", type=int, default=None, help="Weight bits of the low-precision part [4].")
-@click.option("--a-bits", type=int, default=None, help="Activation bits; 16 keeps them float [4; 8 for lqer].")
-@click.option("--kv-bits", type=int, default=None, help="KV-cache bits; 16 keeps it float [4; 16 for lqer].")
-@click.option("--high-bits", type=int, default=None, help="Bits of the high-variance subspace [8].")
-@click.option("--high-fraction", type=float, default=None, help="Share of channels at --high-bits [0.125 for resq].")
-@click.option("--group-size", type=int, default=None, help="Input channels per scale group; 0: per part [0; 128 for lqer].")
-@click.option("--lqer-rank", type=int, default=None, help="Rank of the LQER correction; 0: none [0; 32 for lqer].")
-@click.option("--calib-data", multiple=True, type=click.Path(), help="Plain text or .jsonl files (repeatable).")
-@click.option("--nsamples", type=int, default=None, help="Calibration windows [64].")
-@click.option("--seqlen", type=int, default=None, help="Tokens per calibration window [512].")
-@click.option("--seed", type=int, default=None, help="Seed of rotations and window sampling [0].")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def quantize(model_source, out_dir, method, weight_algo, w_bits, a_bits, kv_bits, high_bits, high_fraction,
-             group_size, lqer_rank, calib_data, nsamples, seqlen, seed, quiet) -> None:
-    """Calibrate, rotate and quantise a model into an artifact folder."""
-    from .quantize import quantize as run
+_QUANT_OPTIONS = [
+    click.option("--method", type=click.Choice(METHODS), default="resq", show_default=True),
+    click.option("--weight-algo", type=click.Choice(["gptq", "rtn"]), default=None,
+                 help="Weight rounding [default: gptq; rtn for --method rtn/lqer]."),
+    click.option("--w-bits", type=int, default=None, help="Weight bits of the low-precision part [4]."),
+    click.option("--a-bits", type=int, default=None, help="Activation bits; 16 keeps them float [4; 8 for lqer]."),
+    click.option("--kv-bits", type=int, default=None, help="KV-cache bits; 16 keeps it float [4; 16 for lqer]."),
+    click.option("--high-bits", type=int, default=None, help="Bits of the high-variance subspace [8]."),
+    click.option("--high-fraction", type=float, default=None, help="Share of channels at --high-bits [0.125 for resq]."),
+    click.option("--group-size", type=int, default=None, help="Input channels per scale group; 0: per part [0; 128 for lqer]."),
+    click.option("--lqer-rank", type=int, default=None, help="Rank of the LQER correction; 0: none [0; 32 for lqer]."),
+    click.option("--calib-data", multiple=True, type=click.Path(), help="Plain text or .jsonl files (repeatable)."),
+    click.option("--nsamples", type=int, default=None, help="Calibration windows [64]."),
+    click.option("--seqlen", type=int, default=None, help="Tokens per calibration window [512]."),
+    click.option("--seed", type=int, default=None, help="Seed of rotations and window sampling [0]."),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+]
 
-    cfg = QuantConfig.for_method(
+
+def quant_options(f):
+    for option in reversed(_QUANT_OPTIONS):
+        f = option(f)
+    return f
+
+
+def _quant_config(method, weight_algo, w_bits, a_bits, kv_bits, high_bits, high_fraction, group_size,
+                  lqer_rank, nsamples, seqlen, seed) -> QuantConfig:
+    return QuantConfig.for_method(
         method, weight_algo=weight_algo, w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits, high_bits=high_bits,
         high_fraction=high_fraction, group_size=group_size, lqer_rank=lqer_rank, nsamples=nsamples,
         seqlen=seqlen, seed=seed,
     )
-    stats = run(model_source, cfg, out_dir, calib_data or None, progress=not quiet)
+
+
+@main.command()
+@click.option("--model", "model_source", required=True, help="HF folder, .gguf file or 'smollm2-135m'.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@quant_options
+def quantize(model_source, out_dir, calib_data, quiet, **settings) -> None:
+    """Calibrate, rotate and quantise a model into an artifact folder."""
+    from .quantize import quantize as run
+
+    stats = run(model_source, _quant_config(**settings), out_dir, calib_data or None, progress=not quiet)
     if not quiet:
         click.echo(f"wrote {out_dir} ({stats['wall_time_s']:.1f} s, peak RSS {stats['peak_rss_mb']:.0f} MB)")
+
+
+@main.command()
+@click.option("--model", "model_source", required=True, help="HF folder, .gguf file or 'smollm2-135m'.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for artifact/, onnx/ and validation.json.")
+@click.option("--eval-max-tokens", type=int, default=4096, show_default=True, help="Tokens the validation reads.")
+@quant_options
+def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, **settings) -> None:
+    """quantize -> export -> validate in one command, with a summary at the end."""
+    import time
+
+    from .artifact import load_artifact
+    from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
+    from .export.writer import export_onnx
+    from .quantize import quantize as run
+    from .validate.compare import compare
+    from .validate.ort_runner import OrtDecoder
+
+    cfg = _quant_config(**settings)
+    rows = []
+
+    def stage(name: str, fn):
+        click.echo(f"[{len(rows) + 1}/3] {name} ...", err=True)
+        t = time.perf_counter()
+        out = fn()
+        rows.append((name, time.perf_counter() - t))
+        return out
+
+    art, onnx_dir = out_dir / "artifact", out_dir / "onnx"
+    stats = stage("quantize", lambda: run(model_source, cfg, art, calib_data or None, progress=not quiet))
+    stage("export", lambda: export_onnx(art, onnx_dir))
+
+    def check():
+        reference, _, tokenizer = load_artifact(art)
+        windows = eval_windows(tokenize_corpus(tokenizer, read_texts([default_eval_path()])), 512, eval_max_tokens)
+        return compare(OrtDecoder(onnx_dir), reference, windows, progress=not quiet)
+
+    result = stage("validate", check)
+    (out_dir / "validation.json").write_text(json.dumps(result, indent=2))
+    size = sum(f.stat().st_size for f in onnx_dir.glob("model.onnx*"))
+    click.echo(f"\n{'stage':<10} {'time':>9}")
+    for name, seconds in rows:
+        click.echo(f"{name:<10} {seconds:>8.1f}s")
+    click.echo(f"\nmethod {cfg.method}: artifact {art}, ONNX {onnx_dir / 'model.onnx'} ({size / 2**20:.1f} MiB), "
+               f"TensorRT flavour {onnx_dir / 'model.trt.onnx'}")
+    click.echo(f"perplexity ONNX Runtime {result['ppl_ort']:.3f}, reference {result['ppl_reference']:.3f}; "
+               f"top-1 agreement {100 * result['top1_agreement']:.2f}%; decode through the cache matches: "
+               f"{result['decode_match']}; quantisation peak RSS {stats['peak_rss_mb']:.0f} MB")
+    if not result["passed"]:
+        click.echo("error: validation failed: a tolerance is broken (see validation.json)", err=True)
+        sys.exit(3)
 
 
 @main.command("eval")
@@ -147,6 +213,26 @@ def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, a
     if not result["passed"]:
         click.echo("error: validation failed: a tolerance is broken", err=True)
         sys.exit(3)
+
+
+@main.command()
+@click.option("--onnx", "onnx_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--prompt", required=True)
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="0: greedy.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--chat", is_flag=True, help="Wrap the prompt in the tokenizer's chat template.")
+def generate(onnx_dir, prompt, max_new_tokens, temperature, seed, chat) -> None:
+    """Stream tokens from ONNX Runtime through the quantised KV cache."""
+    from .generate import load_tokenizer, stream
+    from .validate.ort_runner import OrtDecoder
+
+    if temperature < 0 or max_new_tokens < 1:
+        raise click.BadParameter("--temperature must be >= 0 and --max-new-tokens >= 1")
+    session = OrtDecoder(onnx_dir)
+    for piece in stream(session, load_tokenizer(onnx_dir), prompt, max_new_tokens, temperature, seed, chat):
+        click.echo(piece, nl=False)
+    click.echo()
 
 
 if __name__ == "__main__":

@@ -149,3 +149,23 @@ def test_other_op_version_and_corrupt_files_are_refused(exported, tmp_path):
         check_onnx_folder(folder)
     with pytest.raises(ArtifactError, match="not a resq-export ONNX folder"):
         check_onnx_folder(tmp_path)
+
+
+def test_build_runs_every_stage(tiny_dirs, calib_file, tmp_path):
+    result = run_cli("build", "--model", tiny_dirs["qwen2"], "--out", tmp_path / "b", "--calib-data", calib_file,
+                     "--nsamples", "4", "--seqlen", "32", "--quiet", "--eval-max-tokens", "1024")
+    assert result.exit_code == 0, result.output
+    for path in ("artifact/manifest.json", "onnx/model.onnx", "onnx/model.trt.onnx", "validation.json"):
+        assert (tmp_path / "b" / path).is_file(), path
+    assert "perplexity ONNX Runtime" in result.output and "quantize" in result.output
+    assert json.loads((tmp_path / "b" / "validation.json").read_text())["passed"] is True
+
+
+def test_generate_streams_greedy_and_seeded_samples(exported):
+    folder = exported["resq"][1]
+    greedy = [run_cli("generate", "--onnx", folder, "--prompt", "The function", "--max-new-tokens", "8").output
+              for _ in range(2)]
+    assert greedy[0] == greedy[1]
+    sampled = [run_cli("generate", "--onnx", folder, "--prompt", "The function", "--max-new-tokens", "8",
+                       "--temperature", "1.0", "--seed", str(s)).output for s in (1, 1, 2)]
+    assert sampled[0] == sampled[1] != sampled[2] and len(sampled[0].strip()) > 0

@@ -1,0 +1,51 @@
+"""Token streaming from an exported ONNX folder with ONNX Runtime and its (quantised) KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .validate.ort_runner import OrtDecoder
+
+
+def load_tokenizer(onnx_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(Path(onnx_dir) / "tokenizer"))
+
+
+def stream(session: OrtDecoder, tokenizer, prompt: str, max_new_tokens: int, temperature: float, seed: int,
+           chat: bool = False) -> Iterator[str]:
+    """Yield the decoded text piece by piece; greedy when temperature is 0."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    else:
+        ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if not ids:
+        raise ValueError("the prompt tokenises to nothing")
+    rng = np.random.default_rng(seed)
+    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    logits, past = session.forward(np.array([ids]))
+    generated: list[int] = []
+    shown = ""
+    for _ in range(max_new_tokens):
+        last = logits[0, -1].astype(np.float64)
+        if temperature > 0:
+            p = np.exp((last - last.max()) / temperature)
+            token = int(rng.choice(len(p), p=p / p.sum()))
+        else:
+            token = int(last.argmax())
+        if token in eos:
+            break
+        generated.append(token)
+        text = tokenizer.decode(generated, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+            yield text[len(shown):]
+            shown = text
+        logits, past = session.forward(np.array([[token]]), past)
+    rest = tokenizer.decode(generated, skip_special_tokens=True)[len(shown):]
+    if rest:
+        yield rest
