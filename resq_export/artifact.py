@@ -3,7 +3,6 @@ the tokenizer. Written atomically; read back into a Decoder (the reference execu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -16,7 +15,7 @@ from .algo.quant import pack_int4, unpack_int4
 from .config import SCHEMA_VERSION, QuantConfig
 from .decoder import Decoder, FloatLinear, KVQuantizer, Layer
 from .errors import ArtifactError
-from .fileio import atomic_directory
+from .fileio import atomic_directory, read_json, sha256_file
 from .layout import LinearLayout, high_channels, kv_quantizer, role_layouts
 from .models.config import ModelConfig
 from .reference import LqerBranch, QuantLinear
@@ -82,18 +81,10 @@ def write_artifact(
             "tool": "resq-export",
             "tool_version": __version__,
             "source_model": source,
-            "files": {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+            "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
             "stats": stats,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_manifest(art_dir: Path) -> dict:
@@ -101,10 +92,7 @@ def read_manifest(art_dir: Path) -> dict:
     path = art_dir / "manifest.json"
     if not path.is_file():
         raise ArtifactError(f"{art_dir} is not a resq-export artifact (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path} is corrupt: {e}") from None
+    manifest = read_json(path, ArtifactError)
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(
             f"{art_dir} has schema version {manifest.get('schema_version')}, this tool reads {SCHEMA_VERSION}"
@@ -123,7 +111,7 @@ def load_artifact(art_dir: Path, verify: bool = True) -> tuple[Decoder, QuantCon
         f = art_dir / name
         if not f.is_file():
             raise ArtifactError(f"{f} is missing from the artifact")
-        if verify and _sha256(f) != digest:
+        if verify and sha256_file(f) != digest:
             raise ArtifactError(f"{f} is corrupt (its sha256 differs from the manifest)")
     config = json.loads((art_dir / "config.json").read_text())
     model_cfg = ModelConfig.from_dict(config["model"])

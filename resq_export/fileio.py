@@ -1,8 +1,11 @@
-"""Atomic writes: output appears whole under its final name, or not at all."""
+"""File helpers: atomic writes (output appears whole under its final name, or not at all), hashing,
+JSON reading with a clear error."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -47,3 +50,19 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def sha256_file(path: Path, digest=None) -> str:
+    """sha256 of a file's bytes (or feed them into `digest` and return its hex so far)."""
+    digest = digest or hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_json(path: Path, error: type[Exception]):
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path} is corrupt (not valid JSON: {e})") from None

@@ -11,7 +11,7 @@ import onnx
 from .. import __version__
 from ..artifact import load_artifact, read_manifest
 from ..errors import ArtifactError
-from ..fileio import atomic_directory
+from ..fileio import atomic_directory, read_json
 from .graph import build_onnx
 from .spec import DOMAIN, load_spec, op_version
 
@@ -64,10 +64,7 @@ def check_onnx_folder(onnx_dir: Path) -> dict:
     meta_path = onnx_dir / META_FILE
     if not meta_path.is_file() or not (onnx_dir / ORT_FILE).is_file():
         raise ArtifactError(f"{onnx_dir} is not a resq-export ONNX folder (needs {ORT_FILE} and {META_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{meta_path} is corrupt: {e}") from None
+    meta = read_json(meta_path, ArtifactError)
     try:
         proto = onnx.load(str(onnx_dir / ORT_FILE), load_external_data=False)
     except Exception as e:

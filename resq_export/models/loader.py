@@ -19,7 +19,7 @@ import torch
 
 from ..decoder import Decoder, FloatLinear, Layer
 from ..errors import ModelLoadError
-from ..fileio import atomic_directory
+from ..fileio import atomic_directory, read_json, sha256_file
 from .arch import arch_of_hf_config, get_arch
 from .config import ModelConfig
 
@@ -58,9 +58,7 @@ def file_sha256(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for p in sorted(paths):
         digest.update(p.name.encode())
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
+        sha256_file(p, digest)
     return digest.hexdigest()
 
 
@@ -68,10 +66,7 @@ def _load_hf_folder(folder: Path, source: dict) -> LoadedModel:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelLoadError(f"{folder} has no config.json; is it a Hugging Face model folder?")
-    try:
-        hf_config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{config_path} is not valid JSON: {e}") from None
+    hf_config = read_json(config_path, ModelLoadError)
     config = ModelConfig.from_hf(hf_config)
     weight_files = _weight_files(folder)
     tensors = _SafetensorsReader(weight_files)
@@ -84,10 +79,10 @@ def _load_hf_folder(folder: Path, source: dict) -> LoadedModel:
 def _weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ModelLoadError(f"{index} is corrupt: {e}") from None
+        weight_map = read_json(index, ModelLoadError).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ModelLoadError(f"{index} is corrupt (no weight_map)")
+        names = sorted(set(weight_map.values()))
         files = [folder / n for n in names]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
