@@ -119,3 +119,18 @@ def test_fp_artifact_equals_the_source_model(artifacts, tiny_dirs):
     source = load_model(tiny_dirs["qwen2"]).decoder
     ids = torch.randint(0, 400, (1, 30), generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(model(ids), source(ids), rtol=1e-4, atol=1e-5)
+
+
+def test_nan_activations_are_named(tiny_dirs, calib_file, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder = shutil.copytree(tiny_dirs["llama"], tmp_path / "nan")
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors["model.layers.1.mlp.up_proj.weight"][3, 5] = float("nan")
+    save_file(tensors, str(folder / "model.safetensors"))
+    result = CliRunner().invoke(main, ["quantize", "--model", str(folder), "--out", str(tmp_path / "out"),
+                                       "--calib-data", str(calib_file), *SMALL])
+    assert result.exit_code == 1 and "non-finite values (NaN/Inf) in layer 1 mlp_down input" in result.output
+    assert not (tmp_path / "out").exists()
