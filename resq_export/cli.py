@@ -43,7 +43,7 @@ _QUANT_OPTIONS = [
     click.option("--kv-bits", type=int, default=None, help="KV-cache bits; 16 keeps it float [4; 16 for lqer]."),
     click.option("--high-bits", type=int, default=None, help="Bits of the high-variance subspace [8]."),
     click.option("--high-fraction", type=float, default=None, help="Share of channels at --high-bits [0.125 for resq]."),
-    click.option("--group-size", type=int, default=None, help="Input channels per scale group; 0: per part [0; 128 for lqer]."),
+    click.option("--group-size", type=int, default=None, help="Input channels per scale group; 0: per part [0; 64 for lqer]."),
     click.option("--lqer-rank", type=int, default=None, help="Rank of the LQER correction; 0: none [0; 32 for lqer]."),
     click.option("--calib-data", multiple=True, type=click.Path(), help="Plain text or .jsonl files (repeatable)."),
     click.option("--nsamples", type=int, default=None, help="Calibration windows [64]."),

@@ -44,7 +44,7 @@ class QuantConfig:
             "quarot": {"rotation": "random", "high_fraction": 0.0},
             "rtn": {"rotation": "none", "high_fraction": 0.0, "online_hadamard": False, "weight_algo": "rtn"},
             "lqer": {"rotation": "none", "high_fraction": 0.0, "online_hadamard": False, "weight_algo": "rtn",
-                     "a_bits": 8, "kv_bits": 16, "lqer_rank": 32, "group_size": 128},
+                     "a_bits": 8, "kv_bits": 16, "lqer_rank": 32, "group_size": 64},
             "fp": {"rotation": "none", "high_fraction": 0.0, "online_hadamard": False,
                    "w_bits": 16, "a_bits": 16, "kv_bits": 16},
         }

@@ -27,7 +27,7 @@ SETTINGS = [  # (label, quantize flags)
     ("ResQ W4A4KV4 (RTN weights)", ["--method", "resq", "--weight-algo", "rtn"]),
     ("ResQ W4A8KV8 (GPTQ)", ["--method", "resq", "--a-bits", "8", "--kv-bits", "8"]),
     ("ResQ W4A16KV16 (GPTQ)", ["--method", "resq", "--a-bits", "16", "--kv-bits", "16"]),
-    ("LQER W4A8 (L²QER rank 32, g128)", ["--method", "lqer"]),
+    ("LQER W4A8 (L²QER rank 32, g64)", ["--method", "lqer"]),
     ("ResQ + LQER rank 32 W4A4KV4 (GPTQ)", ["--method", "resq", "--lqer-rank", "32"]),
 ]
 
@@ -57,6 +57,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("out/results"))
     ap.add_argument("--max-tokens", type=int, default=16384)
     ap.add_argument("--only", nargs="*", help="labels (substring) of the settings to run")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep artifacts already in --workdir (their manifest holds the quantisation time and memory "
+                         "measured when they were made); every perplexity is measured again")
     args = ap.parse_args()
     eval_flags = ["--max-tokens", str(args.max_tokens), "--json", "--quiet"]
     rows = []
@@ -67,7 +70,8 @@ def main() -> None:
         if args.only and not any(o in label for o in args.only):
             continue
         art = args.workdir / f"setting{i}"
-        subprocess.run(cli() + ["quantize", "--model", MODEL, "--out", str(art), "--quiet", *flags], check=True)
+        if not (args.reuse and (art / "manifest.json").is_file()):
+            subprocess.run(cli() + ["quantize", "--model", MODEL, "--out", str(art), "--quiet", *flags], check=True)
         stats = json.loads((art / "manifest.json").read_text())["stats"]
         ev = run_json(["eval", "--artifact", str(art), *eval_flags])
         rows.append({"label": label, "flags": " ".join(flags), "ppl": ev["ppl"], "stats": stats})
@@ -81,7 +85,9 @@ def write_report(args, fp: dict, rows: list[dict], total_s: float) -> None:
         "",
         f"Produced by `.venv/bin/python tools/results.py --out {args.out} --max-tokens {args.max_tokens}` "
         f"on {datetime.date.today().isoformat()}; machine: {os.cpu_count()} cores ({cpu_name()}), "
-        f"Python {platform.python_version()}; whole run {total_s / 60:.1f} min.",
+        f"Python {platform.python_version()}; whole run {total_s / 60:.1f} min"
+        + (" (artifacts reused from an earlier invocation: their quantise time and memory are from when they were "
+           "made; every perplexity here, FP included, was measured in this invocation)." if args.reuse else "."),
         "",
         f"Perplexity: packaged eval text (`resq_export/data/eval_en.txt`, not used for calibration), first "
         f"{fp['windows']} non-overlapping windows of {fp['seqlen']} tokens ({fp['tokens']} tokens), "
