@@ -83,7 +83,8 @@ def write_report(args, fp: dict, rows: list[dict], total_s: float) -> None:
     lines = [
         "# Results: SmolLM2-135M on this machine",
         "",
-        f"Produced by `.venv/bin/python tools/results.py --out {args.out} --max-tokens {args.max_tokens}` "
+        f"Produced by `.venv/bin/python tools/results.py --out {args.out} --max-tokens {args.max_tokens}"
+        f"{' --reuse' if args.reuse else ''}` "
         f"on {datetime.date.today().isoformat()}; machine: {os.cpu_count()} cores ({cpu_name()}), "
         f"Python {platform.python_version()}; whole run {total_s / 60:.1f} min"
         + (" (artifacts reused from an earlier invocation: their quantise time and memory are from when they were "
