@@ -13,7 +13,7 @@ import torch
 from . import __version__
 from .algo.quant import pack_int4, unpack_int4
 from .config import SCHEMA_VERSION, QuantConfig
-from .decoder import Decoder, FloatLinear, KVQuantizer, Layer
+from .decoder import LINEAR_ROLES, Decoder, FloatLinear, KVQuantizer, Layer
 from .errors import ArtifactError
 from .fileio import atomic_directory, read_json, sha256_file
 from .layout import LinearLayout, high_channels, kv_quantizer, role_layouts
@@ -24,11 +24,9 @@ from .transforms.rotate import o_input_permutation
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
-ROLES = ("attn_qkv", "attn_o", "mlp_gate_up", "mlp_down")
-_ATTR = {"attn_qkv": "qkv", "attn_o": "o", "mlp_gate_up": "gate_up", "mlp_down": "down"}
 
 
-def _linear_tensors(prefix: str, lin: FloatLinear | QuantLinear) -> dict[str, torch.Tensor]:
+def linear_tensors(prefix: str, lin: FloatLinear | QuantLinear) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     if isinstance(lin, FloatLinear):
         out[prefix + "weight"] = lin.weight.float()
@@ -58,8 +56,8 @@ def write_artifact(
     tensors = {"embed": model.embed.to(embed_dtype).contiguous(),
                "lm_head.weight": model.lm_head.weight.to(embed_dtype).contiguous()}
     for i, layer in enumerate(model.layers):
-        for role in ROLES:
-            tensors.update(_linear_tensors(f"layers.{i}.{role}.", getattr(layer, _ATTR[role])))
+        for role, attr in LINEAR_ROLES.items():
+            tensors.update(linear_tensors(f"layers.{i}.{role}.", getattr(layer, attr)))
         if layer.key_rotation is not None:
             tensors[f"layers.{i}.key_rotation"] = layer.key_rotation.float().contiguous()
     if model.layers and model.layers[0].down_rotation is not None:
@@ -154,7 +152,7 @@ def _decoder_from_tensors(cfg: ModelConfig, quant: QuantConfig, layouts: dict, t
     perm = o_input_permutation(cfg.num_heads, cfg.head_dim, r_head) if r_head else None
     layers = []
     for i in range(cfg.num_layers):
-        lin = {r: _linear_from_tensors(f"layers.{i}.{r}.", t, layouts.get(r)) for r in ROLES}
+        lin = {r: _linear_from_tensors(f"layers.{i}.{r}.", t, layouts.get(r)) for r in LINEAR_ROLES}
         layers.append(Layer(
             qkv=lin["attn_qkv"], o=lin["attn_o"], gate_up=lin["mlp_gate_up"], down=lin["mlp_down"],
             key_rotation=t.get(f"layers.{i}.key_rotation"),

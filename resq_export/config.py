@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
@@ -94,6 +94,3 @@ class QuantConfig:
         if unknown:
             raise ConfigError(f"unknown quantisation settings: {', '.join(sorted(unknown))}")
         return cls(**d)
-
-    def with_(self, **changes: Any) -> "QuantConfig":
-        return replace(self, **changes)

@@ -6,7 +6,6 @@ online rotations, whether the KV cache quantises), never the code path.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -257,5 +256,5 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int) ->
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def linear_roles() -> Sequence[str]:
-    return ("attn_qkv", "attn_o", "mlp_gate_up", "mlp_down")
+# The quantised linears of a layer: role name (used in artifacts, layouts and logs) -> Layer attribute.
+LINEAR_ROLES = {"attn_qkv": "qkv", "attn_o": "o", "mlp_gate_up": "gate_up", "mlp_down": "down"}

@@ -17,11 +17,11 @@ from .algo.hadamard import hadamard_left_factor, sylvester
 from .algo.lqer import lqer_factors
 from .algo.quant import expand_groups, group_bounds, mse_weight_scale, quantize_sym, weight_scale
 from .algo.rotation import haar_orthogonal, pca_basis, subspace_rotations
-from .artifact import ROLES, _ATTR, write_artifact
+from .artifact import write_artifact
 from .calib.data import calibration_windows, default_calibration_path, read_texts, tokenize_corpus
 from .calib.stats import AbsMeanMax, BasisStatistics, NumericalError, SecondMoment, check_finite
 from .config import QuantConfig
-from .decoder import Decoder, FloatLinear, KVCache, StopForward
+from .decoder import LINEAR_ROLES, Decoder, FloatLinear, KVCache, StopForward
 from .layout import LinearLayout, high_channels, kv_quantizer, role_layouts
 from .models.loader import load_model
 from .reference import LqerBranch, QuantLinear
@@ -187,8 +187,8 @@ def quantize_weights(model: Decoder, quant: QuantConfig, calib: CalibrationSet, 
     ropes = [model.rope(torch.arange(b.shape[1])[None].expand(b.shape[0], -1)) for b in calib.batches()]
     for i, layer in enumerate(tqdm(model.layers, desc="quantize layers", disable=not progress)):
         quantized = {}
-        for role in ROLES:
-            lin = getattr(layer, _ATTR[role])
+        for role, attr in LINEAR_ROLES.items():
+            lin = getattr(layer, attr)
             hessian = absmean = None
             if needs_inputs:
                 capture = _InputCapture(i, role, lin.in_features, quant.lqer_rank > 0)
@@ -203,10 +203,10 @@ def quantize_weights(model: Decoder, quant: QuantConfig, calib: CalibrationSet, 
                 quantized[role] = quantize_linear(lin, layouts[role], quant, hessian, absmean)
             except HessianError as e:
                 raise NumericalError(f"layer {i} {role}: {e}") from None
-            setattr(layer, _ATTR[role], _effective_float(quantized[role]))
+            setattr(layer, attr, _effective_float(quantized[role]))
         hidden = [model.layer_forward(i, layer, h, rope, KVCache()) for h, rope in zip(hidden, ropes)]
         for role, q in quantized.items():
-            setattr(layer, _ATTR[role], q)
+            setattr(layer, LINEAR_ROLES[role], q)
     model.kv_quantizer = kv_quantizer(model.config, quant)
 
 
@@ -224,7 +224,8 @@ def quantize(
     t0 = time.perf_counter()
     loaded = load_model(source)
     model = loaded.decoder
-    role_layouts(model.config, quant) if quant.quantizes_weights else None  # shape errors before the work
+    if quant.quantizes_weights:
+        role_layouts(model.config, quant)  # shapes that do not fit fail here, before the long work
     times = {"load": time.perf_counter() - t0}
     report: dict = {}
     rotate.fold_norms(model)  # exact; the artifact then never carries norm weights

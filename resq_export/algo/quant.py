@@ -70,11 +70,6 @@ def dequantize_groups(
     return (q - expand_groups(zero, group_sizes)).to(torch.float32) * expand_groups(scale, group_sizes)
 
 
-def fake_quantize_groups(x: torch.Tensor, group_sizes: Sequence[int], bits: Sequence[int]) -> torch.Tensor:
-    q, s, z = quantize_groups(x, group_sizes, bits)
-    return dequantize_groups(q, s, z, group_sizes).to(x.dtype)
-
-
 def quantize_sym_per_token(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row quantisation (used for the LQER intermediate): (q int32, scale [...,1])."""
     qmax = 2 ** (bits - 1) - 1

@@ -9,7 +9,7 @@ import onnx
 import torch
 from onnx import helper
 
-from ..algo.quant import pack_int4
+from ..artifact import linear_tensors
 from ..config import QuantConfig
 from ..decoder import Decoder, FloatLinear, Layer
 from ..reference import QuantLinear
@@ -61,12 +61,7 @@ class GraphExporter:
         )
         if len(set(lay.group_sizes[:n_low_groups])) > 1 or len(set(lay.group_sizes[n_low_groups:])) > 1:
             raise ValueError(f"{name}: groups within a precision part must have equal sizes")
-        t = {"qweight_low": pack_int4(lin.qweight[:, :low]), "wscale": lin.wscale, "bias": lin.bias}
-        if low < lin.in_features:
-            t["qweight_high"] = lin.qweight[:, low:].to(torch.int8)
-        if lin.lqer is not None:
-            t.update(lqer_a=lin.lqer.a_q.to(torch.int8), lqer_a_scale=lin.lqer.a_scale,
-                     lqer_b=lin.lqer.b_q.to(torch.int8), lqer_b_scale=lin.lqer.b_scale)
+        t = linear_tensors("", lin)  # the artifact's own storage layout, packing included
         names = [x] + [self.b.initializer(f"{init}.{k}", _np(t[k])) if t.get(k) is not None else ""
                        for k in ("qweight_low", "qweight_high", "wscale", "bias",
                                  "lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale")]
