@@ -13,7 +13,7 @@ import torch
 from . import __version__
 from .algo.quant import pack_int4, unpack_int4
 from .config import SCHEMA_VERSION, QuantConfig
-from .decoder import LINEAR_ROLES, Decoder, FloatLinear, KVQuantizer, Layer
+from .decoder import LINEAR_ROLES, Decoder, FloatLinear, KVQuantizer, Layer, TiedHead
 from .errors import ArtifactError
 from .fileio import atomic_directory, read_json, sha256_file
 from .layout import LinearLayout, high_channels, kv_quantizer, role_layouts
@@ -53,8 +53,11 @@ def write_artifact(
     from safetensors.torch import save_file
 
     embed_dtype = torch.float32 if quant.method == "fp" else torch.float16
-    tensors = {"embed": model.embed.to(embed_dtype).contiguous(),
-               "lm_head.weight": model.lm_head.weight.to(embed_dtype).contiguous()}
+    tensors = {"embed": model.embed.to(embed_dtype).contiguous()}
+    if isinstance(model.lm_head, TiedHead):
+        tensors["lm_head.factor"] = model.lm_head.factor.float().contiguous()
+    else:
+        tensors["lm_head.weight"] = model.lm_head.weight.to(embed_dtype).contiguous()
     for i, layer in enumerate(model.layers):
         for role, attr in LINEAR_ROLES.items():
             tensors.update(linear_tensors(f"layers.{i}.{role}.", getattr(layer, attr)))
@@ -160,4 +163,5 @@ def _decoder_from_tensors(cfg: ModelConfig, quant: QuantConfig, layouts: dict, t
             o_input_perm=perm,
         ))
     kvq: KVQuantizer | None = kv_quantizer(cfg, quant) if quant.quantizes_weights else None
-    return Decoder(cfg, t["embed"], layers, FloatLinear(t["lm_head.weight"].float()), None, kvq)
+    head = TiedHead(t["lm_head.factor"]) if "lm_head.factor" in t else FloatLinear(t["lm_head.weight"].float())
+    return Decoder(cfg, t["embed"], layers, head, None, kvq)

@@ -43,6 +43,18 @@ class FloatLinear:
         return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
 
+@dataclass
+class TiedHead:
+    """The lm_head of a model that ties it to the embedding: head weight = embed @ factor, logits
+    (x factor^T) embed^T. The embedding is stored once; the [hidden, hidden] factor carries what the
+    transforms did to the head alone (the final norm's weight, U_A^T . U_A)."""
+
+    factor: torch.Tensor  # [hidden, hidden] float32
+
+    def logits(self, x: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
+        return (x @ self.factor.T) @ embed.to(torch.float32).T
+
+
 class Observer(Protocol):
     """Calibration hooks; any method may raise StopForward to end the pass early."""
 
@@ -133,9 +145,26 @@ def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
     return torch.where(medium, blended, scaled)
 
 
+# Float islands: every float computation that feeds a quantiser and involves a reduction or a
+# transcendental function runs in float64 and is rounded to float32 once. Its float32 result then
+# no longer depends on the summation order or the libm of the runtime (torch, ONNX Runtime), so a
+# value next to a 4-bit rounding boundary gets the same code everywhere; in float32 one-ulp
+# differences flip codes and the flips cascade through attention (docs/onnx.md).
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-    y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return y if weight is None else y * weight
+    x = x.double()
+    y = x * (1.0 / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
+    return (y if weight is None else y * weight.double()).float()
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    g = gate.double()
+    return (g * torch.sigmoid(g) * up.double()).float()
+
+
+def rotate_keys(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    return (x.double() @ rotation.double()).float()
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -148,7 +177,7 @@ class Decoder:
     config: ModelConfig
     embed: torch.Tensor  # [vocab, hidden]
     layers: list[Layer]
-    lm_head: Linear
+    lm_head: Linear | TiedHead
     final_norm: torch.Tensor | None = None
     kv_quantizer: KVQuantizer | None = None
 
@@ -162,9 +191,9 @@ class Decoder:
         return self.embed[input_ids].to(torch.float32)
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions[..., None].to(torch.float32) * self.inv_freq
+        freqs = positions[..., None].double() * self.inv_freq.double()
         emb = torch.cat([freqs, freqs], dim=-1)
-        return emb.cos()[:, None], emb.sin()[:, None]  # [B, 1, S, head_dim]
+        return emb.cos().float()[:, None], emb.sin().float()[:, None]  # [B, 1, S, head_dim]
 
     def forward(
         self,
@@ -173,8 +202,8 @@ class Decoder:
         observer: Observer | None = None,
     ) -> torch.Tensor:
         """input_ids [B, S] continuing the sequences held in `cache` (a fresh one if None) -> logits [B, S, V]."""
-        h = self.hidden_states(input_ids, cache, observer)
-        return self.lm_head(rms_norm(h, self.final_norm, self.config.rms_norm_eps))
+        x = rms_norm(self.hidden_states(input_ids, cache, observer), self.final_norm, self.config.rms_norm_eps)
+        return self.lm_head.logits(x, self.embed) if isinstance(self.lm_head, TiedHead) else self.lm_head(x)
 
     __call__ = forward
 
@@ -224,8 +253,8 @@ class Decoder:
         if observer:
             observer.keys(i, k)
         if layer.key_rotation is not None:
-            q = q @ layer.key_rotation
-            k = k @ layer.key_rotation
+            q = rotate_keys(q, layer.key_rotation)
+            k = rotate_keys(k, layer.key_rotation)
         k_all, v_all = cache.append(i, k, v)
         attn = _attention(q, k_all, v_all, cfg.kv_group)
         attn = attn.transpose(1, 2).reshape(bsz, seq, cfg.num_heads * hd)
@@ -238,22 +267,25 @@ class Decoder:
         if observer:
             observer.linear_input(i, "mlp_gate_up", x)
         gate, up = layer.gate_up(x).chunk(2, dim=-1)
-        act = F.silu(gate) * up
+        act = silu_mul(gate, up)
         if layer.down_rotation is not None:
-            act = apply_down_hadamard(act, layer.down_rotation)
+            act = apply_down_hadamard(act.double(), layer.down_rotation).float()
         if observer:
             observer.linear_input(i, "mlp_down", act)
         return h + layer.down(act)
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int) -> torch.Tensor:
-    """Causal attention of the last S positions over all T cached positions (GQA by repetition)."""
+    """Causal attention of the last S positions over all T cached positions (GQA by repetition),
+    a float island: float64 inside, float32 out."""
     seq, total = q.shape[2], k.shape[2]
+    q, k, v = q.double(), k.double(), v.double()
     if group > 1:
         k = k.repeat_interleave(group, dim=1)
         v = v.repeat_interleave(group, dim=1)
     mask = torch.ones(seq, total, dtype=torch.bool).tril(diagonal=total - seq)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    return (torch.softmax(scores.masked_fill(~mask, -math.inf), -1) @ v).float()
 
 
 # The quantised linears of a layer: role name (used in artifacts, layouts and logs) -> Layer attribute.

@@ -4,7 +4,8 @@ linears and a quantising KV cache.
 
 y[t, o] = sum_g ((acc_g[t, o] - zx[t, g] * wsum_g[o]) * sx[t, g]) * sw[o, g]      (+ LQER) (+ bias)
 acc_g = sum_{c in g} qx[t, c] * qw[o, c]  (exact integers, int32 range), wsum_g[o] = sum_{c in g} qw[o, c].
-The float epilogue is float32, in that order, groups summed in ascending order.
+The float epilogue is a float island (decoder.py): float64, rounded to float32 once at the end, so
+the order in which a runtime sums the groups cannot change the result.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class GroupedIntWeights:
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, layout: LinearLayout):
         self.layout = layout
-        self.scale = scale.to(torch.float32)  # [out, G]
+        self.scale = scale.to(torch.float32).double()  # [out, G]
         sums = group_sums(codes, layout.group_sizes)
         self.groups = []
         for g, (a, b) in enumerate(group_bounds(layout.group_sizes)):
@@ -38,12 +39,13 @@ class GroupedIntWeights:
             self.groups.append((a, b, codes[:, a:b].T.to(dtype).contiguous(), sums[:, g].to(dtype)))
 
     def matmul(self, qx: torch.Tensor, sx: torch.Tensor, zx: torch.Tensor) -> torch.Tensor:
-        """y[t, o] = sum_g float32(acc_g - zx * wsum_g) * sx[t, g] * scale[o, g]."""
+        """y[t, o] = sum_g (acc_g - zx * wsum_g) * sx[t, g] * scale[o, g], in float64."""
         y = None
         qx = qx.to(torch.float32)
+        sx = sx.double()
         for g, (a, b, w_t, wsum) in enumerate(self.groups):
             acc = qx[:, a:b].to(w_t.dtype) @ w_t - zx[:, g:g + 1].to(w_t.dtype) * wsum
-            part = (acc.to(torch.float32) * sx[:, g:g + 1]) * self.scale[None, :, g]
+            part = (acc.double() * sx[:, g:g + 1]) * self.scale[None, :, g]
             y = part if y is None else y + part
         return y
 
@@ -91,24 +93,26 @@ class QuantLinear:
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1]).to(torch.float32)
         if self.layout.float_activations:
-            y = x @ self.dequantized_weight().T
+            x = x.double()
+            y = x @ self.dequantized_weight().double().T
             if self.lqer is not None:
                 a = self.lqer.a_q.to(torch.float32) * self.lqer.a_scale[:, None]
                 b = self.lqer.b_q.to(torch.float32) * self.lqer.b_scale[:, None]
-                y = y + (x @ a.T) @ b.T
+                y = y + (x @ a.double().T) @ b.double().T
         else:
             qx, sx, zx = quantize_groups(x, self.layout.group_sizes, self.layout.a_bits)
             y = self._weights.matmul(qx, sx, zx)
             if self.lqer is not None:
                 y = y + self._lqer_int(qx, sx, zx)
         if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, -1)
+            y = y + self.bias.double()
+        return y.float().reshape(*lead, -1)
 
     def _lqer_int(self, qx: torch.Tensor, sx: torch.Tensor, zx: torch.Tensor) -> torch.Tensor:
-        """x A from the already-quantised x (A as an 8-bit 'weight'), re-quantised to 8-bit per token, times B."""
+        """x A from the already-quantised x (A as an 8-bit 'weight', rounded to float32), re-quantised to
+        8-bit per token, times B; float64."""
         lq = self.lqer
-        xa = self._lqer_a.matmul(qx, sx, zx)
+        xa = self._lqer_a.matmul(qx, sx, zx).float()
         qa, sa = quantize_sym_per_token(xa, LQER_BITS)
         acc = int_matmul(qa, lq.b_q, 2 ** (LQER_BITS - 1), 2 ** (LQER_BITS - 1))
-        return (acc.to(torch.float32) * sa) * lq.b_scale[None]
+        return (acc.double() * sa.double()) * lq.b_scale.double()[None]

@@ -8,8 +8,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 21
-FLOAT, INT8, UINT8, INT32, INT64 = (TensorProto.FLOAT, TensorProto.INT8, TensorProto.UINT8,
-                                    TensorProto.INT32, TensorProto.INT64)
+FLOAT, DOUBLE, INT8, UINT8, INT32, INT64 = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT8,
+                                            TensorProto.UINT8, TensorProto.INT32, TensorProto.INT64)
 
 
 class Builder:
@@ -51,6 +51,14 @@ class Builder:
         else:
             self.initializers.append(tensor)
         return out
+
+    def f64(self, x: str) -> str:
+        """Enter a float island (decoder.py): compute in float64 from here."""
+        return self.op("Cast", x, to=DOUBLE)
+
+    def f32(self, x: str) -> str:
+        """Leave a float island: one rounding to float32."""
+        return self.op("Cast", x, to=FLOAT)
 
     def i64(self, *values: int) -> str:
         return self.const(list(values), np.int64, "shape")

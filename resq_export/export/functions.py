@@ -3,13 +3,14 @@ MatMulInteger. One overload per distinct static layout, so every size is a const
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from .builder import FLOAT, INT8, INT32, OPSET, UINT8, Builder
+from .builder import DOUBLE, FLOAT, INT8, INT32, OPSET, UINT8, Builder
 from .spec import DOMAIN, op_spec
 
 LINEAR_INPUTS = [i["name"] for i in op_spec("ResQMixedLinear")["inputs"]]
@@ -90,11 +91,11 @@ def _part_weights(b: Builder, w_int8: str, rows: int, groups: int, width: int) -
     return _offset_u8(b, w), wsum
 
 
-def _grouped_gemm(b: Builder, q_u8: str, scale: str, zp: str, w: str, wsum: str, wscale: str) -> str:
-    """sum_g float32(acc_g - z * wsum_g) * sx * sw: q_u8 [G, T, g], w [G, g, N], wscale [G, 1, N] -> [T, N]."""
+def _grouped_gemm(b: Builder, q_u8: str, scale: str, zp: str, w: str, wsum: str, wscale64: str) -> str:
+    """sum_g (acc_g - z * wsum_g) * sx * sw in float64: q_u8 [G, T, g], w [G, g, N], wscale64 [G, 1, N] -> [T, N]."""
     acc = _matmul_int(b, q_u8, w)
     corr = b.op("Sub", acc, b.op("Mul", b.op("Cast", zp, to=INT32), wsum))
-    part = b.op("Mul", b.op("Mul", b.op("Cast", corr, to=FLOAT), scale), wscale)
+    part = b.op("Mul", b.op("Mul", b.op("Cast", corr, to=DOUBLE), b.f64(scale)), wscale64)
     return b.op("ReduceSum", part, b.i64(0), keepdims=0)
 
 
@@ -117,12 +118,13 @@ def linear_function(sig: LinearSignature) -> onnx.FunctionProto:
             deq = b.op("Mul", wf, sw)  # [groups, width, N]
             weights.append(b.op("Reshape", deq, b.i64(groups * width, sig.n)))
         w_all = b.op("Concat", *weights, axis=0) if len(weights) > 1 else weights[0]
-        y = b.op("MatMul", x2, w_all)
+        x64 = b.f64(x2)
+        y = b.op("MatMul", x64, b.f64(w_all))
         if sig.lqer_rank:
             a = b.op("Mul", b.op("Cast", "lqer_a", to=FLOAT), b.op("Unsqueeze", "lqer_a_scale", b.i64(1)))
             bm = b.op("Mul", b.op("Cast", "lqer_b", to=FLOAT), b.op("Unsqueeze", "lqer_b_scale", b.i64(1)))
-            xa = b.op("MatMul", x2, b.op("Transpose", a, perm=[1, 0]))
-            y = b.op("Add", y, b.op("MatMul", xa, b.op("Transpose", bm, perm=[1, 0])))
+            xa = b.op("MatMul", x64, b.f64(b.op("Transpose", a, perm=[1, 0])))
+            y = b.op("Add", y, b.op("MatMul", xa, b.f64(b.op("Transpose", bm, perm=[1, 0]))))
     else:
         y = None
         xa = None
@@ -132,44 +134,47 @@ def linear_function(sig: LinearSignature) -> onnx.FunctionProto:
             q, scale, zp = _quantize_asym(b, xs, bits)
             q_u8 = b.op("Cast", q, to=UINT8)
             wt, wsum = _part_weights(b, w, sig.n, groups, width)
-            sw = b.op("Slice", wscale_t, b.i64(g0), b.i64(g0 + groups), b.i64(0))
+            sw = b.f64(b.op("Slice", wscale_t, b.i64(g0), b.i64(g0 + groups), b.i64(0)))
             part = _grouped_gemm(b, q_u8, scale, zp, wt, wsum, sw)
             y = part if y is None else b.op("Add", y, part)
             if sig.lqer_rank:
                 a_part = b.op("Slice", "lqer_a", b.i64(start), b.i64(start + groups * width), b.i64(1))
                 at, asum = _part_weights(b, a_part, sig.lqer_rank, groups, width)
-                a_scale = b.op("Reshape", "lqer_a_scale", b.i64(1, 1, sig.lqer_rank))
+                a_scale = b.f64(b.op("Reshape", "lqer_a_scale", b.i64(1, 1, sig.lqer_rank)))
                 xa_part = _grouped_gemm(b, q_u8, scale, zp, at, asum, a_scale)
                 xa = xa_part if xa is None else b.op("Add", xa, xa_part)
         if sig.lqer_rank:
+            xa = b.f32(xa)
             sa = b.op("Div", b.op("ReduceMax", b.op("Abs", xa), b.i64(-1), keepdims=1), b.const(127.0))
             sa = b.op("Where", b.op("Greater", sa, b.const(0.0)), sa, b.const(1.0))
             qa = b.op("Cast", b.op("Clip", b.op("Round", b.op("Div", xa, sa)), b.const(-128.0), b.const(127.0)), to=INT8)
             acc = _matmul_int(b, _offset_u8(b, qa), _offset_u8(b, b.op("Transpose", "lqer_b", perm=[1, 0])), a_offset=True)
-            lr = b.op("Mul", b.op("Mul", b.op("Cast", acc, to=FLOAT), sa), b.op("Unsqueeze", "lqer_b_scale", b.i64(0)))
+            lr = b.op("Mul", b.op("Mul", b.op("Cast", acc, to=DOUBLE), b.f64(sa)),
+                      b.f64(b.op("Unsqueeze", "lqer_b_scale", b.i64(0))))
             y = b.op("Add", y, lr)
     if sig.has_bias:
-        y = b.op("Add", y, "bias")
+        y = b.op("Add", y, b.f64("bias"))
     out_shape = b.op("Concat", b.op("Slice", b.op("Shape", "X"), b.i64(0), b.i64(-1), b.i64(0)), b.i64(sig.n), axis=0)
-    b.op("Reshape", y, out_shape, outputs=["Y"])
+    b.op("Reshape", b.f32(y), out_shape, outputs=["Y"])
     return _function("ResQMixedLinear", LINEAR_INPUTS, ["Y"], b, sig.overload)
 
 
 def hadamard_function(n: int, left_order: int) -> onnx.FunctionProto:
-    """X @ kron(left, S / sqrt(b)): Walsh-Hadamard butterflies over the last b = n / a channels, then left."""
+    """X @ kron(left, S / sqrt(b)): Walsh-Hadamard butterflies over the last b = n / a channels, then
+    left; a float island."""
     b = Builder(prefix="f")
     width = n // left_order
-    y = b.op("Reshape", "X", b.i64(-1, left_order, width))
+    y = b.op("Reshape", b.f64("X"), b.i64(-1, left_order, width))
     h = 1
     while h < width:
         pairs = b.op("Reshape", y, b.i64(-1, left_order, width // (2 * h), 2, h))
         x0, x1 = b.op("Split", pairs, axis=3, num_outputs=2, outputs=2)
         y = b.op("Concat", b.op("Add", x0, x1), b.op("Sub", x0, x1), axis=3)
         h *= 2
-    y = b.op("Div", b.op("Reshape", y, b.i64(-1, left_order, width)), b.const(float(np.sqrt(width))))
+    y = b.op("Div", b.op("Reshape", y, b.i64(-1, left_order, width)), b.const(np.sqrt(width), np.float64))
     if left_order > 1:
-        y = b.op("Transpose", b.op("MatMul", b.op("Transpose", y, perm=[0, 2, 1]), "left"), perm=[0, 2, 1])
-    b.op("Reshape", y, b.op("Shape", "X"), outputs=["Y"])
+        y = b.op("Transpose", b.op("MatMul", b.op("Transpose", y, perm=[0, 2, 1]), b.f64("left")), perm=[0, 2, 1])
+    b.op("Reshape", b.f32(y), b.op("Shape", "X"), outputs=["Y"])
     return _function("ResQHadamard", ["X", "left"], ["Y"], b, f"n{n}_a{left_order}")
 
 
@@ -234,29 +239,41 @@ def _repeat_kv(b: Builder, x: str, num_heads: int, num_kv_heads: int, head_dim: 
 
 
 def causal_attention(b: Builder, q: str, keys: str, values: str, num_heads: int, num_kv_heads: int,
-                     head_dim: int, output: str | None = None) -> str:
+                     head_dim: int, output: str | None = None, float64: bool = True) -> str:
     """Softmax attention of the last S positions over all T (a causal mask offset by T - S);
-    q [B, H, S, D], keys/values [B, Hkv, T, D] -> [B, S, H * D]."""
+    q [B, H, S, D], keys/values [B, Hkv, T, D] -> [B, S, H * D]. A float island unless float64 is
+    False (float graphs and the TensorRT flavour, where nothing downstream quantises or where the
+    GPU computes in its own precision)."""
+    dtype = np.float64 if float64 else np.float32
+    if float64:
+        q, keys, values = b.f64(q), b.f64(keys), b.f64(values)
     keys = _repeat_kv(b, keys, num_heads, num_kv_heads, head_dim)
     values = _repeat_kv(b, values, num_heads, num_kv_heads, head_dim)
     scores = b.op("Mul", b.op("MatMul", q, b.op("Transpose", keys, perm=[0, 1, 3, 2])),
-                  b.const(float(1.0 / np.sqrt(head_dim))))
+                  b.const(1.0 / math.sqrt(head_dim), dtype))
     s_len = b.op("Gather", b.op("Shape", q), b.i64(2), axis=0)
     t_len = b.op("Gather", b.op("Shape", keys), b.i64(2), axis=0)
     zero, one = b.const(0, np.int64), b.const(1, np.int64)
     rows = b.op("Add", b.op("Range", zero, b.op("Squeeze", s_len), one), b.op("Squeeze", b.op("Sub", t_len, s_len)))
     cols = b.op("Range", zero, b.op("Squeeze", t_len), one)
     allowed = b.op("LessOrEqual", b.op("Unsqueeze", cols, b.i64(0)), b.op("Unsqueeze", rows, b.i64(1)))
-    scores = b.op("Where", allowed, scores, b.const(-np.inf))
+    scores = b.op("Where", allowed, scores, b.const(-np.inf, dtype))
     out = b.op("Transpose", b.op("MatMul", b.op("Softmax", scores, axis=-1), values), perm=[0, 2, 1, 3])
+    if float64:
+        out = b.f32(out)
     return b.op("Reshape", out, b.i64(0, 0, num_heads * head_dim), outputs=[output] if output else 1)
+
+
+def rotate_keys(b: Builder, x: str, rotation: str) -> str:
+    """x @ U_C, a float island."""
+    return b.f32(b.op("MatMul", b.f64(x), b.f64(rotation)))
 
 
 def attention_function(sig: AttentionSignature) -> onnx.FunctionProto:
     b = Builder(prefix="f")
     q, k = "Q", "K"
     if sig.key_rotation:
-        q, k = b.op("MatMul", q, "key_rotation"), b.op("MatMul", k, "key_rotation")
+        q, k = rotate_keys(b, q, "key_rotation"), rotate_keys(b, k, "key_rotation")
     present = []
     for new, prefix in ((k, "key"), ("V", "value")):
         for t, name in zip(_quantize_kv(b, new, sig), ("codes", "scales", "zeros")):

@@ -11,12 +11,12 @@ from onnx import helper
 
 from ..artifact import linear_tensors
 from ..config import QuantConfig
-from ..decoder import Decoder, FloatLinear, Layer
+from ..decoder import Decoder, FloatLinear, Layer, TiedHead
 from ..reference import QuantLinear
-from .builder import FLOAT, INT64, OPSET, UINT8, Builder
+from .builder import DOUBLE, FLOAT, INT64, OPSET, UINT8, Builder
 from .functions import (
     AttentionSignature, LinearSignature, attention_function, causal_attention, hadamard_function,
-    linear_function,
+    linear_function, rotate_keys,
 )
 from .spec import DOMAIN, load_spec, op_version
 
@@ -29,8 +29,14 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 class GraphExporter:
-    def __init__(self, model: Decoder, quant: QuantConfig):
+    """float_islands: compute the float islands of decoder.py (norms, RoPE's angles, silu, attention)
+    in float64 like the reference executor, so that ONNX Runtime reproduces its quantiser inputs bit
+    for bit. Off for float models (nothing downstream quantises) and for the TensorRT flavour (the
+    GPU computes those parts in its own precision)."""
+
+    def __init__(self, model: Decoder, quant: QuantConfig, float_islands: bool):
         self.model, self.quant, self.cfg = model, quant, model.config
+        self.islands = float_islands
         self.b = Builder(prefix="/model", inline_constants=False)
         self.functions: dict[tuple[str, str], onnx.FunctionProto] = {}
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -77,16 +83,26 @@ class GraphExporter:
     def _output(self, name: str, dtype: int, shape: list) -> None:
         self.outputs.append(helper.make_tensor_value_info(name, dtype, shape))
 
+    @property
+    def _float(self) -> tuple[int, type]:
+        return (DOUBLE, np.float64) if self.islands else (FLOAT, np.float32)
+
+    def _leave_island(self, b: Builder, x: str) -> str:
+        return b.f32(x) if self.islands else x
+
     def rms_norm(self, b: Builder, x: str) -> str:
+        x = b.f64(x) if self.islands else x
         ms = b.op("ReduceMean", b.op("Mul", x, x), b.i64(-1), keepdims=1)
-        return b.op("Mul", x, b.op("Reciprocal", b.op("Sqrt", b.op("Add", ms, b.const(self.cfg.rms_norm_eps)))))
+        rms = b.op("Sqrt", b.op("Add", ms, b.const(self.cfg.rms_norm_eps, self._float[1])))
+        return self._leave_island(b, b.op("Mul", x, b.op("Reciprocal", rms)))
 
     def rope(self, positions: str) -> tuple[str, str]:
         b = self.b.scope("/model/rope")
-        inv_freq = self.b.initializer("model.rope.inv_freq", _np(self.model.inv_freq.float()))
-        freqs = b.op("Mul", b.op("Unsqueeze", b.op("Cast", positions, to=FLOAT), b.i64(-1)), inv_freq)
+        dtype, np_dtype = self._float
+        inv_freq = self.b.initializer("model.rope.inv_freq", _np(self.model.inv_freq.float()).astype(np_dtype))
+        freqs = b.op("Mul", b.op("Unsqueeze", b.op("Cast", positions, to=dtype), b.i64(-1)), inv_freq)
         emb = b.op("Unsqueeze", b.op("Concat", freqs, freqs, axis=-1), b.i64(1))  # [B, 1, S, D]
-        return b.op("Cos", emb), b.op("Sin", emb)
+        return self._leave_island(b, b.op("Cos", emb)), self._leave_island(b, b.op("Sin", emb))
 
     def apply_rope(self, b: Builder, x: str, cos: str, sin: str) -> str:
         first, second = b.op("Split", x, axis=-1, num_outputs=2, outputs=2)
@@ -105,10 +121,14 @@ class GraphExporter:
                 self._output(present[-1], FLOAT, ["batch", cfg.num_kv_heads, "total_sequence", cfg.head_dim])
             if layer.key_rotation is not None:
                 rot = self.b.initializer(f"model.layers.{i}.attn.key_rotation", _np(layer.key_rotation))
-                q, k = b.op("MatMul", q, rot), b.op("MatMul", k, rot)
+                if self.islands:
+                    q, k = rotate_keys(b, q, rot), rotate_keys(b, k, rot)
+                else:
+                    q, k = b.op("MatMul", q, rot), b.op("MatMul", k, rot)
             keys = b.op("Concat", past[0], k, axis=2, outputs=[present[0]])
             values = b.op("Concat", past[1], v, axis=2, outputs=[present[1]])
-            return causal_attention(b, q, keys, values, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)
+            return causal_attention(b, q, keys, values, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+                                    float64=self.islands)
         high = kvq.group_sizes[1] if len(kvq.group_sizes) > 1 else 0
         sig = AttentionSignature(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, high, kvq.bits[0],
                                  kvq.bits[-1] if high else 8, layer.key_rotation is not None)
@@ -147,7 +167,9 @@ class GraphExporter:
         gu = self.linear(b.scope(b.prefix + "/gate_up_proj"), self.rms_norm(b, h), layer.gate_up,
                          f"layers.{i}.mlp.gate_up_proj")
         gate, up = b.op("Split", gu, axis=-1, num_outputs=2, outputs=2)
-        act = b.op("Mul", b.op("Mul", gate, b.op("Sigmoid", gate)), up)
+        if self.islands:
+            gate, up = b.f64(gate), b.f64(up)
+        act = self._leave_island(b, b.op("Mul", b.op("Mul", gate, b.op("Sigmoid", gate)), up))
         if layer.down_rotation is not None:
             n, a = cfg.intermediate_size, layer.down_rotation.shape[0]
             left = self.b.initializer("model.down_rotation.left", _np(layer.down_rotation)) if i == 0 \
@@ -168,9 +190,13 @@ class GraphExporter:
         for i, layer in enumerate(m.layers):
             h = self.layer(i, layer, h, cos, sin)
         b = self.b.scope("/model/lm_head")
-        head = self.b.initializer("lm_head.weight", _np(m.lm_head.weight.to(embed_dtype)))
-        head_t = b.op("Transpose", b.op("Cast", head, to=FLOAT), perm=[1, 0])
-        b.op("MatMul", self.rms_norm(b, h), head_t, outputs=["logits"])
+        x = self.rms_norm(b, h)
+        if isinstance(m.lm_head, TiedHead):  # the embedding stored once, read by the head too
+            head = embed
+            x = b.op("MatMul", x, self.b.initializer("lm_head.factor_t", _np(m.lm_head.factor.T)))
+        else:
+            head = self.b.initializer("lm_head.weight", _np(m.lm_head.weight.to(embed_dtype)))
+        b.op("MatMul", x, b.op("Transpose", b.op("Cast", head, to=FLOAT), perm=[1, 0]), outputs=["logits"])
         self._output("logits", FLOAT, ["batch", "sequence", cfg.vocab_size])
         # the outputs in a stable order: logits first, then the present KV layer by layer
         self.outputs.sort(key=lambda v: (v.name != "logits",))
@@ -181,5 +207,10 @@ class GraphExporter:
         return model
 
 
-def build_onnx(model: Decoder, quant: QuantConfig) -> onnx.ModelProto:
-    return GraphExporter(model, quant).build()
+def is_quantised(model: Decoder) -> bool:
+    return model.kv_quantizer is not None or any(isinstance(lay.qkv, QuantLinear) for lay in model.layers)
+
+
+def build_onnx(model: Decoder, quant: QuantConfig, float_islands: bool | None = None) -> onnx.ModelProto:
+    """float_islands defaults to on for quantised models (the ORT flavour)."""
+    return GraphExporter(model, quant, is_quantised(model) if float_islands is None else float_islands).build()

@@ -10,6 +10,8 @@ import onnx
 
 from .. import __version__
 from ..artifact import load_artifact, read_manifest
+from ..config import QuantConfig
+from ..decoder import Decoder
 from ..errors import ArtifactError
 from ..fileio import atomic_directory, read_json
 from .graph import build_onnx
@@ -22,9 +24,10 @@ WEIGHTS_FILE = "model.onnx.data"
 _EXTERNAL_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with room for the graph
 
 
-def tensorrt_flavour(model: onnx.ModelProto) -> onnx.ModelProto:
-    trt = onnx.ModelProto()
-    trt.CopyFrom(model)
+def tensorrt_flavour(model: Decoder, quant: QuantConfig) -> onnx.ModelProto:
+    """The graph in float32 throughout (no float64 islands: TensorRT has no float64 kernels), custom
+    nodes without function bodies."""
+    trt = build_onnx(model, quant, float_islands=False)
     del trt.functions[:]
     for node in trt.graph.node:
         node.overload = ""  # the plugin handles every layout; overloads only select function bodies
@@ -47,7 +50,7 @@ def export_onnx(artifact: Path, out_dir: Path) -> dict:
     }
     onnx.checker.check_model(proto, full_check=not external)
     with atomic_directory(Path(out_dir)) as tmp:
-        for name, m in ((ORT_FILE, proto), (TRT_FILE, tensorrt_flavour(proto))):
+        for name, m in ((ORT_FILE, proto), (TRT_FILE, tensorrt_flavour(model, quant))):
             if external:  # both flavours share one weights file
                 onnx.save_model(m, str(tmp / name), save_as_external_data=True, all_tensors_to_one_file=True,
                                 location=WEIGHTS_FILE, size_threshold=1024)

@@ -1,4 +1,4 @@
-"""Model sources -> a float Decoder (untied lm_head, fused qkv and gate_up) plus its tokenizer.
+"""Model sources -> a float Decoder (tied heads as TiedHead, fused qkv and gate_up) plus its tokenizer.
 
 Sources: a Hugging Face folder (config.json + safetensors + tokenizer), a .gguf file (dequantised
 by transformers), or the built-in name `smollm2-135m`.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..decoder import Decoder, FloatLinear, Layer
+from ..decoder import Decoder, FloatLinear, Layer, TiedHead
 from ..errors import ModelLoadError
 from ..fileio import atomic_directory, read_json, sha256_file
 from .arch import arch_of_hf_config, get_arch
@@ -163,17 +163,14 @@ def _build_decoder(config: ModelConfig, get: Callable[[str], torch.Tensor | None
         ))
     embed = need(spec.embed_name + ".weight", (c.vocab_size, hid))
     lm_head = get(spec.lm_head_name + ".weight")
-    if lm_head is None:
-        if not c.tie_word_embeddings:
-            raise ModelLoadError(f"the weights lack {spec.lm_head_name}.weight and the config does not tie embeddings")
-        lm_head = embed
-    # Untie before anything else: the head and the embedding are transformed differently.
-    lm_head = lm_head.clone()
+    if lm_head is None and not c.tie_word_embeddings:
+        raise ModelLoadError(f"the weights lack {spec.lm_head_name}.weight and the config does not tie embeddings")
+    tied = lm_head is None or (c.tie_word_embeddings and torch.equal(lm_head, embed))
     return Decoder(
         config=config,
         embed=embed,
         layers=layers,
-        lm_head=FloatLinear(lm_head),
+        lm_head=TiedHead(torch.eye(hid)) if tied else FloatLinear(lm_head.clone()),
         final_norm=need(spec.final_norm_name + ".weight", (hid,)),
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..algo.hadamard import apply_down_hadamard
-from ..decoder import Decoder, FloatLinear
+from ..decoder import Decoder, FloatLinear, TiedHead
 
 
 def _f64(t: torch.Tensor) -> torch.Tensor:
@@ -22,7 +22,11 @@ def fold_norms(model: Decoder) -> None:
         layer.qkv.weight = (_f64(layer.qkv.weight) * _f64(layer.attn_norm)).float()
         layer.gate_up.weight = (_f64(layer.gate_up.weight) * _f64(layer.mlp_norm)).float()
         layer.attn_norm = layer.mlp_norm = None
-    model.lm_head.weight = (_f64(model.lm_head.weight) * _f64(model.final_norm)).float()
+    head = model.lm_head
+    if isinstance(head, TiedHead):
+        head.factor = (_f64(head.factor) * _f64(model.final_norm)).float()
+    else:
+        head.weight = (_f64(head.weight) * _f64(model.final_norm)).float()
     model.final_norm = None
 
 
@@ -46,7 +50,11 @@ def rotate_residual(model: Decoder, u: torch.Tensor) -> None:
         _input_side(layer.gate_up, u)
         _output_side(layer.o, u)
         _output_side(layer.down, u)
-    _input_side(model.lm_head, u)
+    if isinstance(model.lm_head, TiedHead):
+        # embed @ factor @ U = (embed @ U) @ (U^T factor U)
+        model.lm_head.factor = (u.T @ _f64(model.lm_head.factor) @ u).float()
+    else:
+        _input_side(model.lm_head, u)
 
 
 def rotate_values(model: Decoder, bases: list[torch.Tensor]) -> None:

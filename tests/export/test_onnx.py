@@ -47,17 +47,27 @@ def test_full_checker_and_flavours(exported, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ort_equals_reference_executor(exported, artifacts, name):
-    """Logits within 1e-4 relative. A one-ULP difference in a float op before a quantiser (RMSNorm,
-    RoPE) can move one activation across a rounding boundary, so a rare position may differ by one
-    code; at least 95% of positions must match and the top-1 must agree almost everywhere."""
+    """Logits within 1e-4 relative at every position. The float islands (float64 before every
+    quantiser, in both) make each quantiser see the same bits, so no code flips."""
     reference, _, _ = load_artifact(artifacts[name])
     session = OrtDecoder(exported[name][1])
     ids = torch.randint(0, 400, (3, 40), generator=torch.Generator().manual_seed(7))
     got = session.forward(ids.numpy())[0]
     want = reference(ids).numpy()
     rel = np.abs(got - want).max(-1) / np.abs(want).max()
-    assert (rel <= 1e-4).mean() >= 0.95, rel
-    assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.98
+    assert rel.max() <= 1e-4, rel.max()
+    assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_tied_head_stores_the_embedding_once(exported, artifacts):
+    """Tiny Llama and Qwen2 tie the head: the artifact and the ONNX hold one embedding and a
+    [hidden, hidden] head factor, no second vocabulary-sized matrix."""
+    for name in ("resq", "fp"):
+        reference, _, _ = load_artifact(artifacts[name])
+        assert reference.lm_head.factor.shape == (64, 64)
+        names = {t.name: tuple(t.dims) for t in onnx.load(str(exported[name][1] / ORT_FILE)).graph.initializer}
+        assert "lm_head.weight" not in names and names["lm_head.factor_t"] == (64, 64)
+        assert sum(1 for dims in names.values() if 400 in dims) == 1
 
 
 @pytest.mark.parametrize("name", ["resq", "resq_lqer", "lqer", "fp"])
