@@ -85,24 +85,28 @@ def quantize(model_source, out_dir, calib_data, quiet, **settings) -> None:
 @click.option("--model", "model_source", required=True, help="HF folder, .gguf file or 'smollm2-135m'.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for artifact/, onnx/ and validation.json.")
-@click.option("--eval-max-tokens", type=int, default=4096, show_default=True, help="Tokens the validation reads.")
+@click.option("--eval-max-tokens", type=int, default=2048, show_default=True,
+              help="Tokens of the packaged evaluation text the validation and the FP baseline read.")
 @quant_options
 def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, **settings) -> None:
-    """quantize -> export -> validate in one command, with a summary at the end."""
+    """quantize -> export -> validate (ONNX Runtime against the reference executor, and the float
+    model's perplexity on the same windows as the baseline), with a summary at the end."""
     import time
 
     from .artifact import load_artifact
     from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
     from .export.writer import export_onnx
+    from .models.loader import load_model
     from .quantize import quantize as run
     from .validate.compare import compare
     from .validate.ort_runner import OrtDecoder
+    from .validate.ppl import perplexity
 
     cfg = _quant_config(**settings)
     rows = []
 
     def stage(name: str, fn):
-        click.echo(f"[{len(rows) + 1}/3] {name} ...", err=True)
+        click.echo(f"[{len(rows) + 1}/4] {name} ...", err=True)
         t = time.perf_counter()
         out = fn()
         rows.append((name, time.perf_counter() - t))
@@ -111,23 +115,24 @@ def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, **settings)
     art, onnx_dir = out_dir / "artifact", out_dir / "onnx"
     stats = stage("quantize", lambda: run(model_source, cfg, art, calib_data or None, progress=not quiet))
     stage("export", lambda: export_onnx(art, onnx_dir))
-
-    def check():
-        reference, _, tokenizer = load_artifact(art)
-        windows = eval_windows(tokenize_corpus(tokenizer, read_texts([default_eval_path()])), 512, eval_max_tokens)
-        return compare(OrtDecoder(onnx_dir), reference, windows, progress=not quiet)
-
-    result = stage("validate", check)
+    reference, _, tokenizer = load_artifact(art)
+    windows = eval_windows(tokenize_corpus(tokenizer, read_texts([default_eval_path()])), 512, eval_max_tokens)
+    result = stage("validate", lambda: compare(OrtDecoder(onnx_dir), reference, windows, progress=not quiet))
+    fp = stage("FP baseline", lambda: perplexity(load_model(model_source).decoder, windows, progress=not quiet))
+    result["ppl_fp"] = fp["ppl"]
     (out_dir / "validation.json").write_text(json.dumps(result, indent=2))
     size = sum(f.stat().st_size for f in onnx_dir.glob("model.onnx*"))
-    click.echo(f"\n{'stage':<10} {'time':>9}")
+    click.echo(f"\n{'stage':<12} {'time':>9}")
     for name, seconds in rows:
-        click.echo(f"{name:<10} {seconds:>8.1f}s")
+        click.echo(f"{name:<12} {seconds:>8.1f}s")
     click.echo(f"\nmethod {cfg.method}: artifact {art}, ONNX {onnx_dir / 'model.onnx'} ({size / 2**20:.1f} MiB), "
                f"TensorRT flavour {onnx_dir / 'model.trt.onnx'}")
-    click.echo(f"perplexity ONNX Runtime {result['ppl_ort']:.3f}, reference {result['ppl_reference']:.3f}; "
-               f"top-1 agreement {100 * result['top1_agreement']:.2f}%; decode through the cache matches: "
-               f"{result['decode_match']}; quantisation peak RSS {stats['peak_rss_mb']:.0f} MB")
+    click.echo(f"perplexity on {result['tokens']} tokens of the packaged evaluation text: FP {fp['ppl']:.3f}, "
+               f"ONNX Runtime {result['ppl_ort']:.3f} ({result['ppl_ort'] / fp['ppl']:.3f}x FP), "
+               f"reference executor {result['ppl_reference']:.3f}")
+    click.echo(f"ONNX Runtime vs reference: top-1 agreement {100 * result['top1_agreement']:.2f}%, max relative "
+               f"logit error {result['max_rel_err']:.1e}; decode through the cache matches: {result['decode_match']}; "
+               f"quantisation peak RSS {stats['peak_rss_mb']:.0f} MB")
     if not result["passed"]:
         click.echo("error: validation failed: a tolerance is broken (see validation.json)", err=True)
         sys.exit(3)

@@ -10,7 +10,8 @@ from ..export.writer import ORT_FILE, check_onnx_folder
 
 
 class OrtDecoder:
-    def __init__(self, onnx_dir: Path, optimization: str = "basic", threads: int | None = None):
+    def __init__(self, onnx_dir: Path, optimization: str = "basic", threads: int | None = None,
+                 profile_prefix: str | None = None):
         import onnxruntime as ort
 
         self.meta = check_onnx_folder(onnx_dir)
@@ -24,6 +25,9 @@ class OrtDecoder:
         }[optimization]
         if threads:
             so.intra_op_num_threads = threads
+        if profile_prefix:
+            so.enable_profiling = True
+            so.profile_file_prefix = profile_prefix
         self.session = ort.InferenceSession(str(Path(onnx_dir) / ORT_FILE), so, providers=["CPUExecutionProvider"])
         self.past_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past.")]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -167,8 +167,10 @@ def test_build_runs_every_stage(tiny_dirs, calib_file, tmp_path):
     assert result.exit_code == 0, result.output
     for path in ("artifact/manifest.json", "onnx/model.onnx", "onnx/model.trt.onnx", "validation.json"):
         assert (tmp_path / "b" / path).is_file(), path
-    assert "perplexity ONNX Runtime" in result.output and "quantize" in result.output
-    assert json.loads((tmp_path / "b" / "validation.json").read_text())["passed"] is True
+    assert "ONNX Runtime vs reference" in result.output and "FP baseline" in result.output
+    validation = json.loads((tmp_path / "b" / "validation.json").read_text())
+    assert validation["passed"] is True and validation["top1_agreement"] == 1.0
+    assert f"FP {validation['ppl_fp']:.3f}" in result.output
 
 
 def test_generate_streams_greedy_and_seeded_samples(exported):
