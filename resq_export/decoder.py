@@ -276,16 +276,12 @@ class Decoder:
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int) -> torch.Tensor:
-    """Causal attention of the last S positions over all T cached positions (GQA by repetition),
-    a float island: float64 inside, float32 out."""
+    """Causal attention of the last S positions over all T cached positions (GQA: query head j reads
+    KV head j // group), a float island: float64 inside, float32 out."""
     seq, total = q.shape[2], k.shape[2]
-    q, k, v = q.double(), k.double(), v.double()
-    if group > 1:
-        k = k.repeat_interleave(group, dim=1)
-        v = v.repeat_interleave(group, dim=1)
     mask = torch.ones(seq, total, dtype=torch.bool).tril(diagonal=total - seq)
-    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
-    return (torch.softmax(scores.masked_fill(~mask, -math.inf), -1) @ v).float()
+    return F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask,
+                                          enable_gqa=group > 1).float()
 
 
 # The quantised linears of a layer: role name (used in artifacts, layouts and logs) -> Layer attribute.
