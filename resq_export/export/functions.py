@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..algo.hadamard import sylvester
 from .builder import DOUBLE, FLOAT, INT8, INT32, OPSET, UINT8, Builder
 from .spec import DOMAIN, op_spec
 
@@ -159,19 +160,29 @@ def linear_function(sig: LinearSignature) -> onnx.FunctionProto:
     return _function("ResQMixedLinear", LINEAR_INPUTS, ["Y"], b, sig.overload)
 
 
+# Up to this order the Walsh-Hadamard part is one MatMul with the +-1 matrix (int8 in the file,
+# 256 KiB at 512): a handful of nodes instead of 5 per butterfly stage, which is what decode time
+# in ONNX Runtime is made of. Larger orders keep the n log n butterflies.
+DENSE_WALSH_MAX = 512
+
+
 def hadamard_function(n: int, left_order: int) -> onnx.FunctionProto:
-    """X @ kron(left, S / sqrt(b)): Walsh-Hadamard butterflies over the last b = n / a channels, then
-    left; a float island."""
+    """X @ kron(left, S / sqrt(b)) with b = n / a: the Walsh-Hadamard part S over the last b channels,
+    then left; a float island."""
     b = Builder(prefix="f")
     width = n // left_order
     y = b.op("Reshape", b.f64("X"), b.i64(-1, left_order, width))
-    h = 1
-    while h < width:
-        pairs = b.op("Reshape", y, b.i64(-1, left_order, width // (2 * h), 2, h))
-        x0, x1 = b.op("Split", pairs, axis=3, num_outputs=2, outputs=2)
-        y = b.op("Concat", b.op("Add", x0, x1), b.op("Sub", x0, x1), axis=3)
-        h *= 2
-    y = b.op("Div", b.op("Reshape", y, b.i64(-1, left_order, width)), b.const(np.sqrt(width), np.float64))
+    if width <= DENSE_WALSH_MAX:
+        y = b.op("MatMul", y, b.f64(b.const(sylvester(width).numpy(), np.int8, "sylvester")))
+    else:
+        h = 1
+        while h < width:
+            pairs = b.op("Reshape", y, b.i64(-1, left_order, width // (2 * h), 2, h))
+            x0, x1 = b.op("Split", pairs, axis=3, num_outputs=2, outputs=2)
+            y = b.op("Concat", b.op("Add", x0, x1), b.op("Sub", x0, x1), axis=3)
+            h *= 2
+        y = b.op("Reshape", y, b.i64(-1, left_order, width))
+    y = b.op("Div", y, b.const(np.sqrt(width), np.float64))
     if left_order > 1:
         y = b.op("Transpose", b.op("MatMul", b.op("Transpose", y, perm=[0, 2, 1]), b.f64("left")), perm=[0, 2, 1])
     b.op("Reshape", b.f32(y), b.op("Shape", "X"), outputs=["Y"])

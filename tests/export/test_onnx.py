@@ -111,8 +111,8 @@ def _linear_model(lin, sig):
 
 @pytest.mark.parametrize("a_bits", [4, 8])
 def test_mixed_linear_function_is_integer_exact(a_bits):
-    """Same float input -> the ONNX body's integer GEMMs equal the reference's: outputs identical
-    up to the order of the float group sum (ORT ReduceSum vs left to right)."""
+    """Same float input -> the ONNX body equals the reference bit for bit: integer GEMMs exact, the
+    epilogue a float64 island (the group-sum order of ORT's ReduceSum cannot show)."""
     from resq_export.layout import LinearLayout
     from resq_export.reference import QuantLinear
 
@@ -127,7 +127,31 @@ def test_mixed_linear_function_is_integer_exact(a_bits):
                                    providers=["CPUExecutionProvider"])
     x = torch.randn(33, 128, generator=g) * 4
     got = session.run(None, {"X": x.numpy()})[0]
-    np.testing.assert_allclose(got, lin(x).numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got, lin(x).numpy())
+
+
+@pytest.mark.parametrize("n, left_order", [(96, 12), (1536, 12), (2048, 1), (12288, 12)])
+def test_hadamard_function_equals_the_reference(n, left_order):
+    """Dense Walsh-Hadamard MatMul (width <= 512) and butterflies (larger) both give the
+    reference's FWHT result bit for bit after the float64 island."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from resq_export.algo.hadamard import apply_down_hadamard, hadamard_left_factor
+    from resq_export.export.functions import hadamard_function
+
+    left = hadamard_left_factor(n)[0].float() if left_order > 1 else torch.ones(1, 1)
+    assert left.shape[0] == left_order
+    node = helper.make_node("ResQHadamard", ["X", "left"], ["Y"], domain="resq")
+    node.overload = f"n{n}_a{left_order}"
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["t", n])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["t", n])],
+                              [numpy_helper.from_array(left.numpy(), "left")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("resq", 1)],
+                              functions=[hadamard_function(n, left_order)], ir_version=10)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.randn(7, n, generator=torch.Generator().manual_seed(n)) * 3
+    want = apply_down_hadamard(x.double(), left).float()
+    np.testing.assert_array_equal(session.run(None, {"X": x.numpy()})[0], want.numpy())
 
 
 def test_validate_cli_and_a_broken_tolerance(exported, artifacts, calib_file):
