@@ -164,4 +164,4 @@ def _decoder_from_tensors(cfg: ModelConfig, quant: QuantConfig, layouts: dict, t
         ))
     kvq: KVQuantizer | None = kv_quantizer(cfg, quant) if quant.quantizes_weights else None
     head = TiedHead(t["lm_head.factor"]) if "lm_head.factor" in t else FloatLinear(t["lm_head.weight"].float())
-    return Decoder(cfg, t["embed"], layers, head, None, kvq)
+    return Decoder(cfg, t["embed"], layers, head, None, kvq, float_islands=True)  # the reference executor

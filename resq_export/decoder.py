@@ -146,25 +146,27 @@ def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
 
 
 # Float islands: every float computation that feeds a quantiser and involves a reduction or a
-# transcendental function runs in float64 and is rounded to float32 once. Its float32 result then
-# no longer depends on the summation order or the libm of the runtime (torch, ONNX Runtime), so a
-# value next to a 4-bit rounding boundary gets the same code everywhere; in float32 one-ulp
-# differences flip codes and the flips cascade through attention (docs/onnx.md).
+# transcendental function runs in the island dtype and is rounded to float32 once. With float64
+# (the reference executor: Decoder.float_islands) its float32 result no longer depends on the
+# summation order or the libm of the runtime (torch, ONNX Runtime), so a value next to a 4-bit
+# rounding boundary gets the same code everywhere; in float32 one-ulp differences flip codes and
+# the flips cascade through attention (docs/onnx.md). Calibration needs no such agreement and runs
+# the islands in float32, about twice as fast.
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
-    x = x.double()
+def rms_norm(x: torch.Tensor, weight: torch.Tensor | None, eps: float, island: torch.dtype) -> torch.Tensor:
+    x = x.to(island)
     y = x * (1.0 / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
-    return (y if weight is None else y * weight.double()).float()
+    return (y if weight is None else y * weight.to(island)).float()
 
 
-def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    g = gate.double()
-    return (g * torch.sigmoid(g) * up.double()).float()
+def silu_mul(gate: torch.Tensor, up: torch.Tensor, island: torch.dtype) -> torch.Tensor:
+    g = gate.to(island)
+    return (g * torch.sigmoid(g) * up.to(island)).float()
 
 
-def rotate_keys(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    return (x.double() @ rotation.double()).float()
+def rotate_keys(x: torch.Tensor, rotation: torch.Tensor, island: torch.dtype) -> torch.Tensor:
+    return (x.to(island) @ rotation.to(island)).float()
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -180,6 +182,11 @@ class Decoder:
     lm_head: Linear | TiedHead
     final_norm: torch.Tensor | None = None
     kv_quantizer: KVQuantizer | None = None
+    float_islands: bool = False  # float64 islands: on for the reference executor of an artifact
+
+    @property
+    def island(self) -> torch.dtype:
+        return torch.float64 if self.float_islands else torch.float32
 
     def __post_init__(self) -> None:
         self.inv_freq = rope_inv_freq(self.config)
@@ -202,7 +209,8 @@ class Decoder:
         observer: Observer | None = None,
     ) -> torch.Tensor:
         """input_ids [B, S] continuing the sequences held in `cache` (a fresh one if None) -> logits [B, S, V]."""
-        x = rms_norm(self.hidden_states(input_ids, cache, observer), self.final_norm, self.config.rms_norm_eps)
+        h = self.hidden_states(input_ids, cache, observer)
+        x = rms_norm(h, self.final_norm, self.config.rms_norm_eps, self.island)
         return self.lm_head.logits(x, self.embed) if isinstance(self.lm_head, TiedHead) else self.lm_head(x)
 
     __call__ = forward
@@ -237,7 +245,7 @@ class Decoder:
     ) -> torch.Tensor:
         cfg = self.config
         bsz, seq, _ = h.shape
-        x = rms_norm(h, layer.attn_norm, cfg.rms_norm_eps)
+        x = rms_norm(h, layer.attn_norm, cfg.rms_norm_eps, self.island)
         if observer:
             observer.linear_input(i, "attn_qkv", x)
         qkv = layer.qkv(x)
@@ -253,34 +261,34 @@ class Decoder:
         if observer:
             observer.keys(i, k)
         if layer.key_rotation is not None:
-            q = rotate_keys(q, layer.key_rotation)
-            k = rotate_keys(k, layer.key_rotation)
+            q = rotate_keys(q, layer.key_rotation, self.island)
+            k = rotate_keys(k, layer.key_rotation, self.island)
         k_all, v_all = cache.append(i, k, v)
-        attn = _attention(q, k_all, v_all, cfg.kv_group)
+        attn = _attention(q, k_all, v_all, cfg.kv_group, self.island)
         attn = attn.transpose(1, 2).reshape(bsz, seq, cfg.num_heads * hd)
         if layer.o_input_perm is not None:
             attn = attn[..., layer.o_input_perm]
         if observer:
             observer.linear_input(i, "attn_o", attn)
         h = h + layer.o(attn)
-        x = rms_norm(h, layer.mlp_norm, cfg.rms_norm_eps)
+        x = rms_norm(h, layer.mlp_norm, cfg.rms_norm_eps, self.island)
         if observer:
             observer.linear_input(i, "mlp_gate_up", x)
         gate, up = layer.gate_up(x).chunk(2, dim=-1)
-        act = silu_mul(gate, up)
+        act = silu_mul(gate, up, self.island)
         if layer.down_rotation is not None:
-            act = apply_down_hadamard(act.double(), layer.down_rotation).float()
+            act = apply_down_hadamard(act.to(self.island), layer.down_rotation).float()
         if observer:
             observer.linear_input(i, "mlp_down", act)
         return h + layer.down(act)
 
 
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int) -> torch.Tensor:
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: int, island: torch.dtype) -> torch.Tensor:
     """Causal attention of the last S positions over all T cached positions (GQA: query head j reads
-    KV head j // group), a float island: float64 inside, float32 out."""
+    KV head j // group), a float island."""
     seq, total = q.shape[2], k.shape[2]
     mask = torch.ones(seq, total, dtype=torch.bool).tril(diagonal=total - seq)
-    return F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask,
+    return F.scaled_dot_product_attention(q.to(island), k.to(island), v.to(island), attn_mask=mask,
                                           enable_gqa=group > 1).float()
 
 
