@@ -1,0 +1,27 @@
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from resq_export.native import loader
+
+
+def _build(target: str) -> None:
+    """Configure (once) and build one native target into build/; tools/setup.sh builds them all."""
+    if os.environ.get(loader.ENV_DIR):
+        return  # prebuilt libraries chosen explicitly
+    if shutil.which("cmake") is None:
+        pytest.fail("cmake is needed to build the native CPU references (plugins/)")
+    build = loader.REPO_ROOT / "build"
+    if not (build / "CMakeCache.txt").is_file():
+        subprocess.run(["cmake", "-S", str(loader.REPO_ROOT), "-B", str(build)], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", target, "-j", "2"], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def cpu_ref():
+    _build("resq_cpu_ref")
+    from resq_export.native import cpu_ref as ref
+
+    return ref
