@@ -13,6 +13,12 @@
 
 #define RESQ_KTILE 64
 
+#ifdef __CUDACC__
+#define RESQ_HD __host__ __device__
+#else
+#define RESQ_HD
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -79,7 +85,7 @@ static inline int resq_linear_layout(const ResQLinearShape* s, ResQLinearLayout*
   return RESQ_OK;
 }
 
-static inline int resq_kv_groups(const ResQKVShape* s) { return s->high_channels > 0 ? 2 : 1; }
+static inline RESQ_HD int resq_kv_groups(const ResQKVShape* s) { return s->high_channels > 0 ? 2 : 1; }
 
 static inline int resq_kv_check(const ResQKVShape* s) {
   if (!s || s->batch <= 0 || s->num_heads <= 0 || s->num_kv_heads <= 0 || s->head_dim <= 0) return RESQ_ERR_INVALID;
