@@ -245,7 +245,8 @@ RESQ_KAPI int resq_cuda_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t 
   if (sm < 80) return RESQ_ERR_UNSUPPORTED;
   const bool unpack4 = sm >= 90;  // Hopper and later: no 4-bit tensor-core MMA
   cudaStream_t st = as_stream(stream);
-  // decode: one 16-token row of tiles, four warps splitting K; prefill: 64 x 32 tiles, two warps
+  // decode: one 16-token row of tiles, four warps splitting K; prefill: 32 x 32 tiles, two warps
+  // (a 64 x 32 warp tile needs ~255 registers: too little occupancy without shared-memory staging)
   if (t <= 16) return launch<1, 4, 4>(a, unpack4, st);
-  return launch<4, 4, 2>(a, unpack4, st);
+  return launch<2, 4, 2>(a, unpack4, st);
 }

@@ -25,3 +25,18 @@ def cpu_ref():
     from resq_export.native import cpu_ref as ref
 
     return ref
+
+
+@pytest.fixture(scope="session")
+def cuda_kernels():
+    """The CUDA kernel library on a CUDA device, or a skip that says what is missing."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device (torch.cuda.is_available() is False)")
+    if shutil.which("nvcc") is None and not loader.library_path("resq_kernels").is_file():
+        pytest.skip("nvcc not found and libresq_kernels.so not built")
+    _build("resq_kernels")
+    from resq_export.native import cuda
+
+    return cuda
