@@ -15,14 +15,15 @@ import datetime
 import json
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resq_export.native import cuda as K  # noqa: E402
-from resq_export.native.loader import KVShape, LinearShape  # noqa: E402
+from resq_export.native import cuda as K
+from resq_export.native.loader import KVShape, LinearShape
 
 # (name, K, N, ResQ groups): qkv/up-like rows keep the last 1/8 of channels at 8 bits; down_proj is
 # one 4-bit group (docs/ops.md).
@@ -61,11 +62,11 @@ def gemm_rows(warmup: int, reps: int) -> list[dict]:
             act = K.quantize_act(shape, x16)
             out = torch.empty(m, n, dtype=torch.float16, device="cuda")
             ws = K.mixed_linear_workspace(shape, m, 0)
-            t_fp16 = timed(lambda: torch.matmul(x16, w16), warmup, reps)
-            t_gemm = timed(lambda: K.mixed_gemm(shape, act, weights, wscale, out=out), warmup, reps)
-            t_full = timed(lambda: K.mixed_linear(shape, x16, weights, wscale, workspace=ws, out=out), warmup, reps)
-            rows.append(dict(kind="gemm", shape=name, m=m, fp16_ms=t_fp16, resq_gemm_ms=t_gemm, resq_linear_ms=t_full,
-                             speedup_gemm=t_fp16 / t_gemm, speedup_linear=t_fp16 / t_full))
+            t_fp16 = timed(partial(torch.matmul, x16, w16), warmup, reps)
+            t_gemm = timed(partial(K.mixed_gemm, shape, act, weights, wscale, out=out), warmup, reps)
+            t_full = timed(partial(K.mixed_linear, shape, x16, weights, wscale, workspace=ws, out=out), warmup, reps)
+            rows.append({"kind": "gemm", "shape": name, "m": m, "fp16_ms": t_fp16, "resq_gemm_ms": t_gemm, "resq_linear_ms": t_full,
+                             "speedup_gemm": t_fp16 / t_gemm, "speedup_linear": t_fp16 / t_full})
             print(rows[-1], flush=True)
     return rows
 
@@ -85,12 +86,12 @@ def attention_rows(warmup: int, reps: int) -> list[dict]:
         v16 = torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda")
         q16 = q.half()
         sdpa = torch.nn.functional.scaled_dot_product_attention
-        t_fp16 = timed(lambda: sdpa(q16, k16, v16, enable_gqa=True), warmup, reps)
-        t_resq = timed(lambda: K.kv_attention(shape, q, kc, vc, ctx, workspace=ws, out=out), warmup, reps)
+        t_fp16 = timed(partial(sdpa, q16, k16, v16, enable_gqa=True), warmup, reps)
+        t_resq = timed(partial(K.kv_attention, shape, q, kc, vc, ctx, workspace=ws, out=out), warmup, reps)
         new = torch.randn(b, hkv, 1, d, device="cuda")
-        t_append = timed(lambda: K.kv_append(shape, new, kc, ctx - 1), warmup, reps)
-        rows.append(dict(kind="decode_attention", context=ctx, fp16_sdpa_ms=t_fp16, resq_ms=t_resq,
-                         resq_append_ms=t_append, speedup=t_fp16 / t_resq))
+        t_append = timed(partial(K.kv_append, shape, new, kc, ctx - 1), warmup, reps)
+        rows.append({"kind": "decode_attention", "context": ctx, "fp16_sdpa_ms": t_fp16, "resq_ms": t_resq,
+                         "resq_append_ms": t_append, "speedup": t_fp16 / t_resq})
         print(rows[-1], flush=True)
     return rows
 
@@ -120,14 +121,14 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this benchmark needs a GPU")
     torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = True  # cuBLAS at its fastest
-    meta = dict(device=torch.cuda.get_device_name(), sm=K.device_sm(), date=datetime.date.today().isoformat(),
-                torch=torch.__version__, cuda=torch.version.cuda, command="python " + " ".join(sys.argv))
+    meta = {"device": torch.cuda.get_device_name(), "sm": K.device_sm(), "date": datetime.date.today().isoformat(),
+                "torch": torch.__version__, "cuda": torch.version.cuda, "command": "python " + " ".join(sys.argv)}
     rows = gemm_rows(args.warmup, args.reps) + attention_rows(args.warmup, args.reps)
     text = markdown(rows, meta)
     print(text)
     if args.out:
         args.out.write_text(text)
-        args.out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=2))
+        args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

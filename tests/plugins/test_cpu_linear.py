@@ -4,8 +4,8 @@ LQER and bias) against the reference executor, bit for bit."""
 import numpy as np
 import pytest
 import torch
-
 from helpers import LAYOUTS, activations, contract_weights, layout, random_linear
+
 from resq_export.algo.quant import quantize_groups, unpack_int4
 from resq_export.native.loader import LinearShape, NativeError, layout_of, linear_shape
 from resq_export.reference import group_sums
@@ -49,7 +49,7 @@ def test_4bit_codes_are_packed_low_nibble_first(cpu_ref):
 def test_prepare_weights_sums(cpu_ref, name, lay, n):
     lin = random_linear(lay, n)
     shape = linear_shape(lay)
-    wl, wh, wsum = cpu_ref.prepare_weights(shape, *contract_weights(lin), n)
+    _wl, _wh, wsum = cpu_ref.prepare_weights(shape, *contract_weights(lin), n)
     np.testing.assert_array_equal(wsum, group_sums(lin.qweight, lay.group_sizes).numpy())
 
 
@@ -110,10 +110,10 @@ def test_artifact_linears_match(cpu_ref, artifacts):
 
 
 @pytest.mark.parametrize("fields", [
-    dict(k=64, k_low=63, low_groups=1, high_groups=1, a_bits_low=4, a_bits_high=8),  # odd 4-bit part
-    dict(k=64, k_low=64, low_groups=3, high_groups=0, a_bits_low=4, a_bits_high=8),  # 64 / 3
-    dict(k=64, k_low=64, low_groups=1, high_groups=0, a_bits_low=3, a_bits_high=8),  # 3 bits
-    dict(k=64, k_low=32, low_groups=1, high_groups=0, a_bits_low=4, a_bits_high=8),  # high part without groups
+    {"k": 64, "k_low": 63, "low_groups": 1, "high_groups": 1, "a_bits_low": 4, "a_bits_high": 8},  # odd 4-bit part
+    {"k": 64, "k_low": 64, "low_groups": 3, "high_groups": 0, "a_bits_low": 4, "a_bits_high": 8},  # 64 / 3
+    {"k": 64, "k_low": 64, "low_groups": 1, "high_groups": 0, "a_bits_low": 3, "a_bits_high": 8},  # 3 bits
+    {"k": 64, "k_low": 32, "low_groups": 1, "high_groups": 0, "a_bits_low": 4, "a_bits_high": 8},  # high part without groups
 ])
 def test_bad_shapes_are_refused(cpu_ref, fields):
     shape = LinearShape(*fields.values())

@@ -4,8 +4,8 @@ step-by-step float32) and against the reference executor, on fresh random inputs
 import numpy as np
 import pytest
 import torch
-
 from helpers import LAYOUTS, activations, contract_weights, layout, random_linear
+
 from resq_export.algo.hadamard import hadamard_left_factor
 from resq_export.native.loader import KVShape, NativeError, linear_shape
 
