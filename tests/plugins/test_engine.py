@@ -5,10 +5,10 @@ import importlib.util
 
 import onnx
 import pytest
+from tiny_models import SMALL, run_cli
 
 from resq_export.engine.profiles import EngineLimits, profile_shapes
 from resq_export.export.writer import TRT_FILE, export_onnx
-from tiny_models import SMALL, run_cli
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 no_trt = pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here: the missing-TensorRT path cannot be shown")

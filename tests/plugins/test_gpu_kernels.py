@@ -114,3 +114,13 @@ def test_kv_cache(cpu_ref, cuda_kernels, d, r, bits, past, seq):
     out_c = cpu_ref.kv_attention(shape, q.numpy(), *caches_c, total)
     out_g = cuda_kernels.kv_attention(shape, q.cuda(), *caches_g, total)
     np.testing.assert_allclose(_cpu(out_g), out_c, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_quantize_half_inputs(cpu_ref, cuda_kernels, dtype):
+    lay = LAYOUTS[0][1]
+    shape = linear_shape(lay)
+    x = activations(6, lay.in_features).to(dtype)
+    expected = cpu_ref.quantize_act(shape, x.float().numpy())  # widening to float32 is exact
+    for a, b in zip(expected, cuda_kernels.quantize_act(shape, x.cuda())):
+        np.testing.assert_array_equal(_cpu(b), a)
