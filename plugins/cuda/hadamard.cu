@@ -10,7 +10,7 @@ namespace {
 
 __global__ void hadamard_kernel(const float* __restrict__ x, int n, int b, float norm, const float* __restrict__ left,
                                 int a, float* __restrict__ y) {
-  extern __shared__ float buf[];  // n values, then n more when a > 1
+  extern __shared__ float buf[];  // the row (n values)
   const int64_t r = blockIdx.x;
   for (int i = threadIdx.x; i < n; i += blockDim.x) buf[i] = x[r * n + i];
   __syncthreads();
