@@ -27,7 +27,8 @@ nvinfer1::IPluginV3* KVCacheAttentionPlugin::clone() noexcept {
   }
 }
 
-// key_rotation (spec input 3) is the only optional input; without it TensorRT passes nine tensors
+// key_rotation (spec input 3) is the only optional input. The ONNX-TensorRT parser passes a null
+// tensor in its place (ten inputs, the pointer null at enqueue); nine inputs mean it was dropped.
 int KVCacheAttentionPlugin::compact(int spec, int32_t nb_inputs) const {
   const bool rotation = nb_inputs == S::kNumInputs;
   if (spec == S::in_key_rotation) return rotation ? spec : -1;
@@ -36,6 +37,14 @@ int KVCacheAttentionPlugin::compact(int spec, int32_t nb_inputs) const {
 
 int KVCacheAttentionPlugin::spec_input(int32_t pos, int32_t nb_inputs) const {
   return nb_inputs == S::kNumInputs || pos < S::in_key_rotation ? pos : pos + 1;
+}
+
+bool KVCacheAttentionPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io,
+                                                       int32_t nb_in, int32_t nb_out) noexcept {
+  // the rotation slot may hold a null tensor: only a present one must be float32
+  if (pos == S::in_key_rotation && nb_in == S::kNumInputs && io[pos].desc.type != nvinfer1::DataType::kFLOAT)
+    return true;
+  return PluginBase::supportsFormatCombination(pos, io, nb_in, nb_out);
 }
 
 ResQKVShape KVCacheAttentionPlugin::kv_shape(int64_t batch) const {
@@ -98,7 +107,7 @@ int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_des
   const size_t k_bytes = align256(kd.d[0] * kd.d[1] * kd.d[2] * kd.d[3] * 4);
   int st = RESQ_OK;
   const int rot = compact(S::in_key_rotation, nb_in);
-  if (rot >= 0) {  // U_C after RoPE, on q and k, as the ONNX body does
+  if (rot >= 0 && inputs[rot] != nullptr) {  // U_C after RoPE, on q and k, as the ONNX body does
     const float* u = static_cast<const float*>(inputs[rot]);
     float* q_rot = reinterpret_cast<float*>(ws);
     float* k_rot = reinterpret_cast<float*>(ws + q_bytes);

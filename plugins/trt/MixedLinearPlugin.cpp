@@ -34,11 +34,23 @@ nvinfer1::IPluginV3* MixedLinearPlugin::clone() noexcept {
   }
 }
 
-// The exporter drops absent optional inputs; every optional input but bias is implied by the
-// attributes, so the number of inputs tells whether bias is there.
+// Absent optional inputs. The exporter trims trailing ones and writes "" for the others; the
+// ONNX-TensorRT parser (10.x, FallbackPluginImporter) passes a null tensor for each "", so the
+// positions are the spec's. Were the absent ones dropped instead ("compact"), the attributes imply
+// every optional input but bias, and the count tells the rest. A compact list is recognised where
+// it is shorter than any positional one.
+bool MixedLinearPlugin::positional(int32_t nb_inputs) const {
+  const bool lqer = attrs_.get(S::attr_lqer_rank, S::default_lqer_rank) > 0;
+  return lqer ? nb_inputs == S::kNumInputs : nb_inputs >= S::in_bias;
+}
+
 int MixedLinearPlugin::compact(int spec, int32_t nb_inputs) const {
   const bool high = attrs_.get(S::attr_high_groups, S::default_high_groups) > 0;
   const bool lqer = attrs_.get(S::attr_lqer_rank, S::default_lqer_rank) > 0;
+  if (positional(nb_inputs)) {
+    const bool absent = (spec == S::in_qweight_high && !high) || (spec > S::in_bias && !lqer);
+    return spec < nb_inputs && !absent ? spec : -1;
+  }
   const int implied = 3 + (high ? 1 : 0) + (lqer ? 4 : 0);
   const bool bias = nb_inputs == implied + 1;
   const bool present[S::kNumInputs] = {true, true, high, true, bias, lqer, lqer, lqer, lqer};
@@ -49,9 +61,20 @@ int MixedLinearPlugin::compact(int spec, int32_t nb_inputs) const {
 }
 
 int MixedLinearPlugin::spec_input(int32_t pos, int32_t nb_inputs) const {
+  if (positional(nb_inputs)) return pos;
   for (int spec = 0; spec < S::kNumInputs; ++spec)
     if (compact(spec, nb_inputs) == pos) return spec;
   return 0;
+}
+
+bool MixedLinearPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io,
+                                                  int32_t nb_in, int32_t nb_out) noexcept {
+  // an input the attributes say is absent (a null tensor) constrains nothing; nor does the bias slot
+  // when it holds a null tensor (nothing tells it apart from a present bias but its type)
+  if (pos < nb_in && positional(nb_in) && compact(pos, nb_in) < 0) return true;
+  if (pos == S::in_bias && pos < nb_in && positional(nb_in) && io[pos].desc.type != nvinfer1::DataType::kFLOAT)
+    return true;
+  return PluginBase::supportsFormatCombination(pos, io, nb_in, nb_out);
 }
 
 int32_t MixedLinearPlugin::getOutputShapes(const DimsExprs* in, int32_t nb_in, const DimsExprs*, int32_t,

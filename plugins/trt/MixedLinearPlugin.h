@@ -15,6 +15,8 @@ class MixedLinearPlugin : public PluginBase {
                           nvinfer1::DimsExprs* out, int32_t nb_out, nvinfer1::IExprBuilder& b) noexcept override;
   size_t getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
                           const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept override;
+  bool supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io, int32_t nb_in,
+                                 int32_t nb_out) noexcept override;
   int32_t enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
                   const void* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
 
@@ -22,6 +24,7 @@ class MixedLinearPlugin : public PluginBase {
   int spec_input(int32_t pos, int32_t nb_inputs) const override;
 
  private:
+  bool positional(int32_t nb_inputs) const;  // absent optional inputs passed as null tensors
   int compact(int spec, int32_t nb_inputs) const;  // position of a spec input, -1 when absent
   ResQLinearShape shape(const nvinfer1::Dims& x, const nvinfer1::Dims& w_low, const nvinfer1::Dims* w_high) const;
   int prepare(const ResQLinearShape& s, int32_t n, const void* w_low, const void* w_high, const void* lqer_a,
