@@ -42,3 +42,21 @@ def test_c_api_validates_before_touching_the_device(kernel_library):
     lay = loader.LinearLayoutC()
     assert lib.resq_cuda_layout_of(ctypes.byref(ok), ctypes.byref(lay)) == 0
     assert (lay.gwp_low, lay.gwp_high, lay.act_low_pitch, lay.w_high_pitch) == (128, 64, 64, 64)
+
+
+def test_no_device_is_a_clear_status(kernel_library):
+    """Valid arguments on a machine without a usable GPU: status 4 and the CUDA error's name, no crash."""
+    import ctypes
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    lib = loader.load("resq_kernels")
+    lib.resq_cuda_last_error.restype = ctypes.c_char_p
+    shape = loader.LinearShape(128, 112, 1, 1, 4, 8)
+    fake = ctypes.c_void_p(256)  # never dereferenced: the device check comes first
+    status = lib.resq_cuda_mixed_gemm(ctypes.byref(shape), ctypes.c_int64(1), 8, *([fake] * 8), 0, None, None, None,
+                                      None, None, fake, 0, None)
+    assert status == 4, lib.resq_cuda_last_error()
+    assert lib.resq_cuda_last_error().startswith(b"cuda")
