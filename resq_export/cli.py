@@ -87,10 +87,12 @@ def quantize(model_source, out_dir, calib_data, quiet, **settings) -> None:
               help="Folder for artifact/, onnx/ and validation.json.")
 @click.option("--eval-max-tokens", type=int, default=2048, show_default=True,
               help="Tokens of the packaged evaluation text the validation and the FP baseline read.")
+@click.option("--engine", "engine_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also build a TensorRT engine here (needs TensorRT; exit code 2 without it, after the ONNX is written).")
 @quant_options
-def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, **settings) -> None:
+def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, engine_path, **settings) -> None:
     """quantize -> export -> validate (ONNX Runtime against the reference executor, and the float
-    model's perplexity on the same windows as the baseline), with a summary at the end."""
+    model's perplexity on the same windows as the baseline) (-> TensorRT engine), with a summary."""
     import time
 
     from .artifact import load_artifact
@@ -106,7 +108,7 @@ def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, **settings)
     rows = []
 
     def stage(name: str, fn):
-        click.echo(f"[{len(rows) + 1}/4] {name} ...", err=True)
+        click.echo(f"[{len(rows) + 1}/{5 if engine_path else 4}] {name} ...", err=True)
         t = time.perf_counter()
         out = fn()
         rows.append((name, time.perf_counter() - t))
@@ -115,12 +117,16 @@ def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, **settings)
     art, onnx_dir = out_dir / "artifact", out_dir / "onnx"
     stats = stage("quantize", lambda: run(model_source, cfg, art, calib_data or None, progress=not quiet))
     stage("export", lambda: export_onnx(art, onnx_dir))
+    if engine_path:  # before the validation: without TensorRT, stop as soon as the ONNX is written
+        _tensorrt_or_exit()
     reference, _, tokenizer = load_artifact(art)
     windows = eval_windows(tokenize_corpus(tokenizer, read_texts([default_eval_path()])), 512, eval_max_tokens)
     result = stage("validate", lambda: compare(OrtDecoder(onnx_dir), reference, windows, progress=not quiet))
     fp = stage("FP baseline", lambda: perplexity(load_model(model_source).decoder, windows, progress=not quiet))
     result["ppl_fp"] = fp["ppl"]
     (out_dir / "validation.json").write_text(json.dumps(result, indent=2))
+    if engine_path:
+        stage("engine", lambda: _build_engine(onnx_dir, engine_path))
     size = sum(f.stat().st_size for f in onnx_dir.glob("model.onnx*"))
     click.echo(f"\n{'stage':<12} {'time':>9}")
     for name, seconds in rows:
@@ -136,6 +142,45 @@ def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, **settings)
     if not result["passed"]:
         click.echo("error: validation failed: a tolerance is broken (see validation.json)", err=True)
         sys.exit(3)
+
+
+def _tensorrt_or_exit():
+    from .engine.build import TensorRTMissing, require_tensorrt
+
+    try:
+        return require_tensorrt()
+    except TensorRTMissing as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+def _build_engine(onnx_dir: Path, engine_path: Path, plugins: Path | None = None, limits=None) -> dict:
+    from .engine.build import TensorRTMissing, build_engine
+    from .engine.profiles import EngineLimits
+
+    try:
+        return build_engine(onnx_dir, engine_path, plugins, limits or EngineLimits())
+    except TensorRTMissing as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--onnx", "onnx_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--engine", "engine_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--plugins", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="libresq_plugins.so [build/plugins/libresq_plugins.so].")
+@click.option("--max-batch", type=int, default=1, show_default=True)
+@click.option("--max-sequence", type=int, default=2048, show_default=True, help="Prompt tokens of one prefill.")
+@click.option("--max-context", type=int, default=4096, show_default=True, help="Past + new tokens of one decode.")
+def engine(onnx_dir, engine_path, plugins, max_batch, max_sequence, max_context) -> None:
+    """Build a TensorRT engine (prefill and decode profiles) from an ONNX folder.
+    Exit code 2 when TensorRT or the plugin library is missing."""
+    from .engine.profiles import EngineLimits
+
+    limits = EngineLimits(max_batch, max_sequence, max_context, min(512, max_sequence), min(1024, max_context))
+    manifest = _build_engine(onnx_dir, engine_path, plugins, limits)
+    click.echo(f"wrote {engine_path} (TensorRT {manifest['tensorrt']}) and {engine_path}.json")
 
 
 @main.command("eval")

@@ -1,0 +1,103 @@
+// CPU reference of the quantised KV cache: append (quantise per token per KV head) and causal GQA
+// attention over the dequantised cache.
+#include <cmath>
+#include <vector>
+
+#include "common.h"
+#include "resq_cpu_ref.h"
+
+using namespace resq_cpu;
+
+namespace {
+
+struct Groups {
+  int count, width[2], start[2], bits[2];
+};
+
+Groups kv_groups(const ResQKVShape* s) {
+  Groups g{};
+  g.count = resq_kv_groups(s);
+  g.start[0] = 0;
+  g.width[0] = s->head_dim - s->high_channels;
+  g.bits[0] = s->kv_bits;
+  g.start[1] = g.width[0];
+  g.width[1] = s->high_channels;
+  g.bits[1] = s->high_bits;
+  return g;
+}
+
+// dequantise one cached token of one head: s * (q - z), the subtraction in integers
+void dequant_row(const Groups& G, int d, const uint8_t* codes, const float* scales, const uint8_t* zeros, float* out) {
+  for (int g = 0; g < G.count; ++g)
+    for (int c = G.start[g]; c < G.start[g] + G.width[g]; ++c)
+      out[c] = static_cast<float>(static_cast<int>(codes[c]) - static_cast<int>(zeros[g])) * scales[g];
+  (void)d;
+}
+
+}  // namespace
+
+RESQ_API int resq_cpu_kv_append(const ResQKVShape* s, const float* x, int32_t seq, uint8_t* codes, float* scales,
+                                uint8_t* zeros, int32_t capacity, int32_t pos) {
+  if (resq_kv_check(s) != RESQ_OK || !x || !codes || !scales || !zeros) return RESQ_ERR_INVALID;
+  if (seq < 0 || pos < 0 || pos + seq > capacity) return RESQ_ERR_INVALID;
+  const Groups G = kv_groups(s);
+  const int d = s->head_dim;
+  for (int64_t bh = 0; bh < static_cast<int64_t>(s->batch) * s->num_kv_heads; ++bh)
+    for (int32_t i = 0; i < seq; ++i) {
+      const float* src = x + (bh * seq + i) * d;
+      const int64_t slot = bh * capacity + pos + i;
+      for (int g = 0; g < G.count; ++g) {
+        int32_t z;
+        quantize_group(src + G.start[g], G.width[g], G.bits[g], &scales[slot * G.count + g], &z,
+                       codes + slot * d + G.start[g]);
+        zeros[slot * G.count + g] = static_cast<uint8_t>(z);
+      }
+    }
+  return RESQ_OK;
+}
+
+RESQ_API int resq_cpu_kv_attention(const ResQKVShape* s, const float* q, int32_t seq, const uint8_t* k_codes,
+                                   const float* k_scales, const uint8_t* k_zeros, const uint8_t* v_codes,
+                                   const float* v_scales, const uint8_t* v_zeros, int32_t capacity, int32_t length,
+                                   float* out) {
+  if (resq_kv_check(s) != RESQ_OK || !q || !out || !k_codes || !k_scales || !k_zeros || !v_codes || !v_scales ||
+      !v_zeros)
+    return RESQ_ERR_INVALID;
+  if (seq <= 0 || length < seq || length > capacity) return RESQ_ERR_INVALID;
+  const Groups G = kv_groups(s);
+  const int d = s->head_dim, H = s->num_heads, group = s->num_heads / s->num_kv_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  std::vector<float> kd(static_cast<size_t>(length) * d), vd(static_cast<size_t>(length) * d);
+  std::vector<double> p(length), acc(d);
+  for (int b = 0; b < s->batch; ++b)
+    for (int kvh = 0; kvh < s->num_kv_heads; ++kvh) {
+      const int64_t base = (static_cast<int64_t>(b) * s->num_kv_heads + kvh) * capacity;
+      for (int t = 0; t < length; ++t) {
+        dequant_row(G, d, k_codes + (base + t) * d, k_scales + (base + t) * G.count, k_zeros + (base + t) * G.count,
+                    &kd[static_cast<size_t>(t) * d]);
+        dequant_row(G, d, v_codes + (base + t) * d, v_scales + (base + t) * G.count, v_zeros + (base + t) * G.count,
+                    &vd[static_cast<size_t>(t) * d]);
+      }
+      for (int h = kvh * group; h < (kvh + 1) * group; ++h)
+        for (int i = 0; i < seq; ++i) {
+          const float* qr = q + ((static_cast<int64_t>(b) * H + h) * seq + i) * d;
+          const int last = length - seq + i;  // causal: the query at position `last` sees keys 0..last
+          double m = -INFINITY, l = 0.0;
+          for (int t = 0; t <= last; ++t) {
+            double dot = 0.0;
+            for (int c = 0; c < d; ++c) dot += static_cast<double>(qr[c]) * kd[static_cast<size_t>(t) * d + c];
+            p[t] = dot * scale;
+            m = std::fmax(m, p[t]);
+          }
+          for (int c = 0; c < d; ++c) acc[c] = 0.0;
+          for (int t = 0; t <= last; ++t) {
+            const double e = std::exp(p[t] - m);
+            l += e;
+            for (int c = 0; c < d; ++c) acc[c] += e * vd[static_cast<size_t>(t) * d + c];
+          }
+          float* o = out + ((static_cast<int64_t>(b) * seq + i) * H + h) * d;
+          for (int c = 0; c < d; ++c) o[c] = static_cast<float>(acc[c] / l);
+        }
+    }
+  return RESQ_OK;
+}

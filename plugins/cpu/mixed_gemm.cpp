@@ -1,0 +1,135 @@
+// CPU reference of the mixed INT4/INT8 GEMM and its epilogue, in exactly the order of
+// reference.GroupedIntWeights.matmul and QuantLinear._lqer_int (float32, rounded after every
+// operation: this file is compiled with -ffp-contract=off).
+#include <cmath>
+#include <cstdlib>
+
+#include "common.h"
+#include "resq_cpu_ref.h"
+
+using namespace resq_cpu;
+
+namespace {
+
+// exact integer dot product of group g of token row (q_low/q_high) with an 8- or 4-bit weight row
+struct Operands {
+  const ResQLinearShape* s;
+  const ResQLinearLayout* L;
+  const uint8_t* q_low;
+  const uint8_t* q_high;
+};
+
+int64_t group_dot_w4w8(const Operands& op, int64_t t, int g, const int8_t* wl, const int8_t* wh) {
+  const ResQLinearShape* s = op.s;
+  const ResQLinearLayout* L = op.L;
+  int64_t acc = 0;
+  if (g < s->low_groups) {
+    const uint8_t* row = op.q_low + t * L->act_low_pitch;
+    for (int c = 0; c < L->gwp_low; ++c)
+      acc += act_code(row, s->a_bits_low, L->gwp_low, g, c) * nibble_s(wl, static_cast<int64_t>(g) * L->gwp_low + c);
+  } else {
+    const int gh = g - s->low_groups;
+    const uint8_t* row = op.q_high + t * L->act_high_pitch;
+    for (int c = 0; c < L->gwp_high; ++c)
+      acc += act_code(row, s->a_bits_high, L->gwp_high, gh, c) * wh[gh * L->gwp_high + c];
+  }
+  return acc;
+}
+
+int64_t group_dot_a8(const Operands& op, int64_t t, int g, const int8_t* a_row) {
+  const ResQLinearShape* s = op.s;
+  const ResQLinearLayout* L = op.L;
+  int64_t acc = 0;
+  if (g < s->low_groups) {
+    const uint8_t* row = op.q_low + t * L->act_low_pitch;
+    const int8_t* w = a_row + static_cast<int64_t>(g) * L->gwp_low;
+    for (int c = 0; c < L->gwp_low; ++c) acc += act_code(row, s->a_bits_low, L->gwp_low, g, c) * w[c];
+  } else {
+    const int gh = g - s->low_groups;
+    const uint8_t* row = op.q_high + t * L->act_high_pitch;
+    const int8_t* w = a_row + static_cast<int64_t>(s->low_groups) * L->gwp_low + static_cast<int64_t>(gh) * L->gwp_high;
+    for (int c = 0; c < L->gwp_high; ++c) acc += act_code(row, s->a_bits_high, L->gwp_high, gh, c) * w[c];
+  }
+  return acc;
+}
+
+// float32(acc - z * wsum) * sx * ws, the operations in the reference's order
+inline float group_term(int64_t acc, int32_t z, int32_t wsum, float sx, float ws) {
+  const float corr = static_cast<float>(acc - static_cast<int64_t>(z) * wsum);
+  const float a = corr * sx;
+  return a * ws;
+}
+
+bool operands_ok(const ResQLinearShape* s, const uint8_t* q_low, const uint8_t* q_high) {
+  return (!s->k_low || q_low) && (!s->high_groups || q_high);
+}
+
+}  // namespace
+
+RESQ_API int resq_cpu_lqer_project(const ResQLinearShape* s, int64_t t, int32_t rank, const uint8_t* q_low,
+                                   const uint8_t* q_high, const float* sx, const int32_t* zx,
+                                   const int8_t* a_p, const int32_t* asum, const float* a_scale, int8_t* qa,
+                                   float* sa) {
+  ResQLinearLayout L;
+  if (resq_linear_layout(s, &L) != RESQ_OK || t < 0 || rank <= 0) return RESQ_ERR_INVALID;
+  if (!operands_ok(s, q_low, q_high) || !sx || !zx || !a_p || !asum || !a_scale || !qa || !sa) return RESQ_ERR_INVALID;
+  const Operands op{s, &L, q_low, q_high};
+  float* xa = static_cast<float*>(std::malloc(sizeof(float) * rank));
+  if (!xa) return RESQ_ERR_INVALID;
+  for (int64_t r = 0; r < t; ++r) {
+    float amax = 0.0f;
+    for (int j = 0; j < rank; ++j) {
+      float y = 0.0f;
+      for (int g = 0; g < L.groups; ++g) {
+        const float part = group_term(group_dot_a8(op, r, g, a_p + static_cast<int64_t>(j) * L.a8_pitch),
+                                      zx[r * L.groups + g], asum[j * L.groups + g], sx[r * L.groups + g], a_scale[j]);
+        y = g == 0 ? part : y + part;
+      }
+      xa[j] = y;
+      amax = std::fmax(amax, std::fabs(y));
+    }
+    float scale = amax / 127.0f;
+    if (!(scale > 0.0f)) scale = 1.0f;
+    sa[r] = scale;
+    for (int j = 0; j < rank; ++j) {
+      const float q = std::fmin(std::fmax(round_even(xa[j] / scale), -128.0f), 127.0f);
+      qa[r * rank + j] = static_cast<int8_t>(q);
+    }
+  }
+  std::free(xa);
+  return RESQ_OK;
+}
+
+RESQ_API int resq_cpu_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t n, const uint8_t* q_low,
+                                 const uint8_t* q_high, const float* sx, const int32_t* zx, const int8_t* w_low_p,
+                                 const int8_t* w_high_p, const float* wscale, const int32_t* wsum, int32_t rank,
+                                 const int8_t* qa, const float* sa, const int8_t* lqer_b,
+                                 const float* lqer_b_scale, const float* bias, float* y) {
+  ResQLinearLayout L;
+  if (resq_linear_layout(s, &L) != RESQ_OK || t < 0 || n <= 0 || rank < 0) return RESQ_ERR_INVALID;
+  if (!operands_ok(s, q_low, q_high) || !sx || !zx || !wscale || !wsum || !y) return RESQ_ERR_INVALID;
+  if ((s->k_low && !w_low_p) || (s->high_groups && !w_high_p)) return RESQ_ERR_INVALID;
+  if (rank > 0 && (!qa || !sa || !lqer_b || !lqer_b_scale)) return RESQ_ERR_INVALID;
+  const Operands op{s, &L, q_low, q_high};
+  for (int64_t r = 0; r < t; ++r) {
+    for (int64_t o = 0; o < n; ++o) {
+      const int8_t* wl = s->k_low ? w_low_p + o * L.w_low_pitch : nullptr;
+      const int8_t* wh = s->high_groups ? w_high_p + o * L.w_high_pitch : nullptr;
+      float acc = 0.0f;
+      for (int g = 0; g < L.groups; ++g) {
+        const float part = group_term(group_dot_w4w8(op, r, g, wl, wh), zx[r * L.groups + g],
+                                      wsum[o * L.groups + g], sx[r * L.groups + g], wscale[o * L.groups + g]);
+        acc = g == 0 ? part : acc + part;
+      }
+      if (rank > 0) {
+        int64_t dot = 0;
+        for (int j = 0; j < rank; ++j) dot += static_cast<int64_t>(qa[r * rank + j]) * lqer_b[o * rank + j];
+        const float a = static_cast<float>(dot) * sa[r];
+        acc = acc + a * lqer_b_scale[o];
+      }
+      if (bias) acc = acc + bias[o];
+      y[r * n + o] = acc;
+    }
+  }
+  return RESQ_OK;
+}

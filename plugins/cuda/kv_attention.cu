@@ -1,0 +1,201 @@
+// Causal GQA attention over the quantised cache, split-K ("flash decoding"): grid (splits, query
+// positions, batch * heads); each block runs four warps over a chunk of the keys with an online
+// softmax, dequantising K and V on the fly (s * (q - z)); a second kernel merges the splits. One
+// lane owns channels lane, lane + 32, ... of the head. Decode (one query) is bound by reading the
+// cache, which is 1 byte per channel plus a scale and a zero point per group instead of 2 bytes
+// (FP16). Prefill uses the same kernel (correct, CUDA cores only; a tensor-core prefill is future
+// work, see docs/plugins.md).
+#include <cmath>
+
+#include "common.cuh"
+
+namespace resq {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kMaxChan = 8;  // head_dim <= 256
+constexpr int kMinChunk = 64;
+
+struct AttnArgs {
+  ResQKVShape s;
+  int seq, capacity, length, splits, chunk;
+  float scale;
+  const float* q;
+  const uint8_t *kc, *kz, *vc, *vz;
+  const float *ks, *vs;
+  float* out;
+  float *part_m, *part_l, *part_acc;  // [splits, seq, B*H] (acc: x head_dim), when splits > 1
+};
+
+__device__ __forceinline__ float dequant(const uint8_t* codes, const float* scales, const uint8_t* zeros, int64_t slot,
+                                         int d, int ng, int c, int low) {
+  const int g = ng == 2 && c >= low ? 1 : 0;
+  return __fmul_rn(__int2float_rn(static_cast<int>(codes[slot * d + c]) - static_cast<int>(zeros[slot * ng + g])),
+                   scales[slot * ng + g]);
+}
+
+__global__ void __launch_bounds__(32 * kWarps) kv_attention_kernel(AttnArgs p) {
+  __shared__ float sm_m[kWarps], sm_l[kWarps], sm_acc[kWarps][kMaxChan * 32];
+  const int split = blockIdx.x, i = blockIdx.y;
+  const int64_t bhq = blockIdx.z;  // b * H + h
+  const int H = p.s.num_heads, d = p.s.head_dim, ng = resq_kv_groups(&p.s), low = d - p.s.high_channels;
+  const int64_t b = bhq / H;
+  const int h = static_cast<int>(bhq % H), kvh = h / (H / p.s.num_kv_heads);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int last = p.length - p.seq + i;  // causal: keys 0..last
+  const int t0 = split * p.chunk, t1 = min(t0 + p.chunk, last + 1);
+  const int64_t base = (b * p.s.num_kv_heads + kvh) * static_cast<int64_t>(p.capacity);
+
+  float qv[kMaxChan], acc[kMaxChan];
+  const float* qrow = p.q + (bhq * p.seq + i) * d;
+#pragma unroll
+  for (int j = 0; j < kMaxChan; ++j) {
+    const int c = lane + 32 * j;
+    qv[j] = c < d ? qrow[c] : 0.0f;
+    acc[j] = 0.0f;
+  }
+  float m = -INFINITY, l = 0.0f;
+  for (int t = t0 + warp; t < t1; t += kWarps) {
+    const int64_t slot = base + t;
+    float dot = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kMaxChan; ++j) {
+      const int c = lane + 32 * j;
+      if (c < d) dot += qv[j] * dequant(p.kc, p.ks, p.kz, slot, d, ng, c, low);
+    }
+    const float score = warp_sum(dot) * p.scale;
+    const float m_new = fmaxf(m, score);
+    const float corr = __expf(m - m_new), e = __expf(score - m_new);
+    l = l * corr + e;
+#pragma unroll
+    for (int j = 0; j < kMaxChan; ++j) {
+      const int c = lane + 32 * j;
+      if (c < d) acc[j] = acc[j] * corr + e * dequant(p.vc, p.vs, p.vz, slot, d, ng, c, low);
+    }
+    m = m_new;
+  }
+  // merge the warps
+  if (lane == 0) {
+    sm_m[warp] = m;
+    sm_l[warp] = l;
+  }
+#pragma unroll
+  for (int j = 0; j < kMaxChan; ++j) sm_acc[warp][lane + 32 * j] = acc[j];
+  __syncthreads();
+  if (warp != 0) return;
+  float mt = -INFINITY;
+  for (int w = 0; w < kWarps; ++w) mt = fmaxf(mt, sm_m[w]);
+  float lt = 0.0f, out[kMaxChan] = {};
+  for (int w = 0; w < kWarps; ++w) {
+    const float f = sm_m[w] == -INFINITY ? 0.0f : __expf(sm_m[w] - mt);
+    lt += sm_l[w] * f;
+#pragma unroll
+    for (int j = 0; j < kMaxChan; ++j) out[j] += sm_acc[w][lane + 32 * j] * f;
+  }
+  const int64_t row = static_cast<int64_t>(split) * p.seq * gridDim.z + static_cast<int64_t>(i) * gridDim.z + bhq;
+  if (p.splits > 1) {
+    if (lane == 0) {
+      p.part_m[row] = mt;
+      p.part_l[row] = lt;
+    }
+#pragma unroll
+    for (int j = 0; j < kMaxChan; ++j)
+      if (lane + 32 * j < d) p.part_acc[row * d + lane + 32 * j] = out[j];
+    return;
+  }
+  float* o = p.out + ((b * p.seq + i) * H + h) * static_cast<int64_t>(d);
+#pragma unroll
+  for (int j = 0; j < kMaxChan; ++j)
+    if (lane + 32 * j < d) o[lane + 32 * j] = out[j] / lt;
+}
+
+__global__ void kv_combine_kernel(AttnArgs p, int64_t rows_per_split) {
+  const int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;  // i * B*H + bhq
+  const int lane = threadIdx.x % 32;
+  if (r >= rows_per_split) return;
+  const int d = p.s.head_dim, H = p.s.num_heads;
+  float mt = -INFINITY;
+  for (int sp = 0; sp < p.splits; ++sp) mt = fmaxf(mt, p.part_m[sp * rows_per_split + r]);
+  float lt = 0.0f, out[kMaxChan] = {};
+  for (int sp = 0; sp < p.splits; ++sp) {
+    const float ms = p.part_m[sp * rows_per_split + r];
+    const float f = ms == -INFINITY ? 0.0f : __expf(ms - mt);
+    lt += p.part_l[sp * rows_per_split + r] * f;
+#pragma unroll
+    for (int j = 0; j < kMaxChan; ++j)
+      if (lane + 32 * j < d) out[j] += p.part_acc[(sp * rows_per_split + r) * d + lane + 32 * j] * f;
+  }
+  const int64_t bh_total = rows_per_split / p.seq;
+  const int i = static_cast<int>(r / bh_total);
+  const int64_t bhq = r % bh_total, b = bhq / H;
+  const int h = static_cast<int>(bhq % H);
+  float* o = p.out + ((b * p.seq + i) * H + h) * static_cast<int64_t>(d);
+#pragma unroll
+  for (int j = 0; j < kMaxChan; ++j)
+    if (lane + 32 * j < d) o[lane + 32 * j] = out[j] / lt;
+}
+
+// enough blocks to fill the GPU twice, but no chunk below kMinChunk keys
+int choose_splits(const ResQKVShape* s, int seq, int length) {
+  const int64_t blocks = static_cast<int64_t>(seq) * s->batch * s->num_heads;
+  const int64_t want = (2 * device_sm_count() + blocks - 1) / blocks;
+  const int64_t most = (length + kMinChunk - 1) / kMinChunk;
+  return static_cast<int>(want < 1 ? 1 : (want > most ? most : want));
+}
+
+}  // namespace
+}  // namespace resq
+
+using namespace resq;
+
+RESQ_KAPI size_t resq_cuda_kv_attention_workspace(const ResQKVShape* s, int32_t seq, int32_t length) {
+  if (resq_kv_check(s) != RESQ_OK || seq <= 0 || length < seq) return 0;
+  const int splits = choose_splits(s, seq, length);
+  if (splits == 1) return 0;
+  const size_t rows = static_cast<size_t>(splits) * seq * s->batch * s->num_heads;
+  return align_up(rows * 4) * 2 + align_up(rows * s->head_dim * 4);
+}
+
+RESQ_KAPI int resq_cuda_kv_attention(const ResQKVShape* s, const float* q, int32_t seq, const uint8_t* k_codes,
+                                     const float* k_scales, const uint8_t* k_zeros, const uint8_t* v_codes,
+                                     const float* v_scales, const uint8_t* v_zeros, int32_t capacity, int32_t length,
+                                     float* out, void* workspace, size_t workspace_size, void* stream) {
+  if (resq_kv_check(s) != RESQ_OK || !q || !out || !k_codes || !k_scales || !k_zeros || !v_codes || !v_scales ||
+      !v_zeros)
+    return RESQ_ERR_INVALID;
+  if (seq <= 0 || length < seq || length > capacity) return RESQ_ERR_INVALID;
+  if (s->head_dim > kMaxChan * 32) return RESQ_ERR_UNSUPPORTED;
+  AttnArgs a{};
+  a.s = *s;
+  a.seq = seq;
+  a.capacity = capacity;
+  a.length = length;
+  a.splits = choose_splits(s, seq, length);
+  a.chunk = (length + a.splits - 1) / a.splits;
+  a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s->head_dim)));
+  a.q = q;
+  a.kc = k_codes;
+  a.ks = k_scales;
+  a.kz = k_zeros;
+  a.vc = v_codes;
+  a.vs = v_scales;
+  a.vz = v_zeros;
+  a.out = out;
+  const size_t need = resq_cuda_kv_attention_workspace(s, seq, length);
+  if (need > 0) {
+    if (!workspace || workspace_size < need) return RESQ_ERR_INVALID;
+    const size_t rows = static_cast<size_t>(a.splits) * seq * s->batch * s->num_heads;
+    char* w = static_cast<char*>(workspace);
+    a.part_m = reinterpret_cast<float*>(w);
+    a.part_l = reinterpret_cast<float*>(w + align_up(rows * 4));
+    a.part_acc = reinterpret_cast<float*>(w + 2 * align_up(rows * 4));
+  }
+  cudaStream_t st = as_stream(stream);
+  const dim3 grid(a.splits, seq, s->batch * s->num_heads);
+  kv_attention_kernel<<<grid, 32 * kWarps, 0, st>>>(a);
+  if (a.splits > 1) {
+    const int64_t rows = static_cast<int64_t>(seq) * s->batch * s->num_heads;
+    kv_combine_kernel<<<static_cast<unsigned>((rows * 32 + 255) / 256), 256, 0, st>>>(a, rows);
+  }
+  return launch_status();
+}

@@ -1,0 +1,72 @@
+// KV-cache append: quantise the new K or V per token per KV head (groups [D - r, r] at
+// [kv_bits, high_bits]) straight into the cache at its position; one warp per (token, head).
+// And the past -> present copy the ONNX contract implies when the buffers differ.
+#include "common.cuh"
+
+namespace resq {
+namespace {
+
+__global__ void kv_append_kernel(ResQKVShape s, const float* __restrict__ x, int seq, uint8_t* __restrict__ codes,
+                                 float* __restrict__ scales, uint8_t* __restrict__ zeros, int capacity, int pos) {
+  const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  const int64_t heads = static_cast<int64_t>(s.batch) * s.num_kv_heads;
+  if (w >= heads * seq) return;
+  const int64_t bh = w / seq;
+  const int i = static_cast<int>(w % seq);
+  const int d = s.head_dim, ng = resq_kv_groups(&s);
+  const float* src = x + (bh * seq + i) * d;
+  const int64_t slot = bh * capacity + pos + i;
+  for (int g = 0; g < ng; ++g) {
+    const int start = g == 0 ? 0 : d - s.high_channels;
+    const int width = g == 0 ? d - s.high_channels : s.high_channels;
+    const int bits = g == 0 ? s.kv_bits : s.high_bits;
+    float lo = 0.0f, hi = 0.0f;
+    for (int c = lane; c < width; c += 32) {
+      lo = fminf(lo, src[start + c]);
+      hi = fmaxf(hi, src[start + c]);
+    }
+    const AsymParams p = asym_params(warp_min(lo), warp_max(hi), bits);
+    for (int c = lane; c < width; c += 32) codes[slot * d + start + c] = static_cast<uint8_t>(asym_code(src[start + c], p));
+    if (lane == 0) {
+      scales[slot * ng + g] = p.scale;
+      zeros[slot * ng + g] = static_cast<uint8_t>(p.zero);
+    }
+  }
+}
+
+int copy_rows(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width, size_t rows,
+              cudaStream_t st) {
+  if (width == 0) return RESQ_OK;
+  return record_cuda_error(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDeviceToDevice, st));
+}
+
+}  // namespace
+}  // namespace resq
+
+using namespace resq;
+
+RESQ_KAPI int resq_cuda_kv_append(const ResQKVShape* s, const float* x, int32_t seq, uint8_t* codes, float* scales,
+                                  uint8_t* zeros, int32_t capacity, int32_t pos, void* stream) {
+  if (resq_kv_check(s) != RESQ_OK || !x || !codes || !scales || !zeros) return RESQ_ERR_INVALID;
+  if (seq < 0 || pos < 0 || pos + seq > capacity) return RESQ_ERR_INVALID;
+  if (seq == 0) return RESQ_OK;
+  const int64_t warps = static_cast<int64_t>(s->batch) * s->num_kv_heads * seq;
+  kv_append_kernel<<<static_cast<unsigned>((warps * 32 + 255) / 256), 256, 0, as_stream(stream)>>>(
+      *s, x, seq, codes, scales, zeros, capacity, pos);
+  return launch_status();
+}
+
+RESQ_KAPI int resq_cuda_kv_copy(const ResQKVShape* s, const uint8_t* codes, const float* scales, const uint8_t* zeros,
+                                int32_t past_len, uint8_t* dst_codes, float* dst_scales, uint8_t* dst_zeros,
+                                int32_t capacity, void* stream) {
+  if (resq_kv_check(s) != RESQ_OK || past_len < 0 || past_len > capacity) return RESQ_ERR_INVALID;
+  if (past_len == 0) return RESQ_OK;
+  if (!codes || !scales || !zeros || !dst_codes || !dst_scales || !dst_zeros) return RESQ_ERR_INVALID;
+  const size_t rows = static_cast<size_t>(s->batch) * s->num_kv_heads, d = s->head_dim, g = resq_kv_groups(s);
+  cudaStream_t st = as_stream(stream);
+  int r = copy_rows(dst_codes, capacity * d, codes, past_len * d, past_len * d, rows, st);
+  if (r == RESQ_OK) r = copy_rows(dst_scales, capacity * g * 4, scales, past_len * g * 4, past_len * g * 4, rows, st);
+  if (r == RESQ_OK) r = copy_rows(dst_zeros, capacity * g, zeros, past_len * g, past_len * g, rows, st);
+  return r;
+}

@@ -1,0 +1,252 @@
+// The mixed INT4 x INT4 + INT8 x INT8 GEMM with the exact grouped epilogue.
+//
+// Design (correctness first, one clear structure for every architecture):
+// - A block owns a BM x BN output tile (BM = 16 * MT tokens, BN = 8 * NT output channels) and has
+//   KW warps. All warps compute the whole tile; they split every group's 64-channel k-tiles
+//   round-robin (split-K inside the block), which keeps enough loads in flight for decode (M <= 16,
+//   memory bound on the weights) without atomics. Integer partial sums are exact, so the order of
+//   the cross-warp reduction does not matter.
+// - Fragments are loaded straight from global memory into registers: with the padded layout every
+//   load is an aligned 32-bit word, and the lanes of a warp read whole 32-byte sectors. (A shared
+//   memory pipeline with cp.async / TMA is the next step for large M; see docs/plugins.md.)
+// - int32 accumulators are flushed to float at the end of every group, in the reference's order:
+//   y = part_0 + part_1 + ..., part_g = (float(acc - z * wsum) * sx) * wscale, then LQER, then bias.
+// - sm_80/86/89: u4 x s4 m16n8k64 MMAs. sm_90+: no 4-bit MMA, the 4-bit registers are unpacked to
+//   INT8 and fed to u8 x s8 m16n8k32 MMAs. The 8-bit part is u8 x s8 everywhere.
+#include "common.cuh"
+#include "mma.cuh"
+
+namespace resq {
+namespace {
+
+struct GemmArgs {
+  ResQLinearShape s;
+  ResQLinearLayout L;
+  int64_t t;
+  int32_t n, rank;
+  const uint8_t* q_low;
+  const uint8_t* q_high;
+  const float* sx;
+  const int32_t* zx;
+  const int8_t* w_low;
+  const int8_t* w_high;
+  const float* wscale;
+  const int32_t* wsum;
+  const int8_t* qa;
+  const float* sa;
+  const int8_t* lqer_b;
+  const float* lqer_b_scale;
+  const float* bias;
+  void* y;
+  int y_dtype;
+};
+
+__device__ __forceinline__ uint32_t load_u32(const uint8_t* base, int64_t offset, bool valid) {
+  return valid ? __ldg(reinterpret_cast<const uint32_t*>(base + offset)) : 0u;
+}
+
+template <int MT, int NT, int KW, bool kUnpack4>
+__global__ void __launch_bounds__(32 * KW) mixed_gemm_kernel(GemmArgs p) {
+  constexpr int kRegs = MT * NT * 4;
+  __shared__ int red[KW > 1 ? KW - 1 : 1][kRegs][32];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g8 = lane / 4, q4 = lane % 4;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * MT * 16;
+  const int n0 = blockIdx.x * NT * 8;
+  const ResQLinearLayout& L = p.L;
+
+  int64_t rows[MT][2];
+  bool row_ok[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      rows[mt][h] = m0 + mt * 16 + g8 + 8 * h;
+      row_ok[mt][h] = rows[mt][h] < p.t;
+    }
+  bool col_ok[NT];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) col_ok[nt] = n0 + nt * 8 < p.n;  // n % 8 == 0: whole n8 tiles
+
+  float y[MT][NT][4];
+  int acc[MT][NT][4];
+
+  for (int g = 0; g < L.groups; ++g) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0;
+
+    const bool low = g < p.s.low_groups;
+    if (low) {
+      const int tiles = L.gwp_low / RESQ_KTILE;
+      const int64_t base = static_cast<int64_t>(g) * L.gwp_low / 2;  // bytes: 32 per k-tile
+      for (int kt = warp; kt < tiles; kt += KW) {
+        uint32_t a[MT][4], b[NT][2];
+        const int64_t off = base + kt * 32 + q4 * 4;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+            a[mt][r] = load_u32(p.q_low, rows[mt][r & 1] * L.act_low_pitch + off + (r >> 1) * 16, row_ok[mt][r & 1]);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+            b[nt][r] = load_u32(reinterpret_cast<const uint8_t*>(p.w_low),
+                                static_cast<int64_t>(n0 + nt * 8 + g8) * L.w_low_pitch + off + r * 16, col_ok[nt]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            if (kUnpack4)
+              mma_u4s4_via_int8(acc[mt][nt], a[mt], b[nt]);
+            else
+              mma_u4s4(acc[mt][nt], a[mt], b[nt]);
+          }
+      }
+    } else {
+      const int gh = g - p.s.low_groups;
+      const int steps = L.gwp_high / 32;  // k32 MMAs
+      const int64_t base = static_cast<int64_t>(gh) * L.gwp_high;
+      for (int ks = warp; ks < steps; ks += KW) {
+        uint32_t a[MT][4], b[NT][2];
+        const int64_t off = base + ks * 32 + q4 * 4;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int r = 0; r < 4; ++r)
+            a[mt][r] = load_u32(p.q_high, rows[mt][r & 1] * L.act_high_pitch + off + (r >> 1) * 16, row_ok[mt][r & 1]);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r)
+            b[nt][r] = load_u32(reinterpret_cast<const uint8_t*>(p.w_high),
+                                static_cast<int64_t>(n0 + nt * 8 + g8) * L.w_high_pitch + off + r * 16, col_ok[nt]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) mma_u8s8(acc[mt][nt], a[mt], b[nt]);
+      }
+    }
+
+    if (KW > 1) {  // exact integer reduction of the warps' partial sums into warp 0
+      __syncthreads();
+      if (warp > 0) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) red[warp - 1][(mt * NT + nt) * 4 + i][lane] = acc[mt][nt][i];
+      }
+      __syncthreads();
+      if (warp == 0) {
+        for (int w = 0; w < KW - 1; ++w)
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+              for (int i = 0; i < 4; ++i) acc[mt][nt][i] += red[w][(mt * NT + nt) * 4 + i][lane];
+      }
+    }
+    if (warp == 0) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int64_t row = rows[mt][i >> 1];
+            const int col = n0 + nt * 8 + 2 * q4 + (i & 1);
+            if (!row_ok[mt][i >> 1] || !col_ok[nt]) continue;
+            const int64_t corr = static_cast<int64_t>(acc[mt][nt][i]) -
+                                 static_cast<int64_t>(p.zx[row * L.groups + g]) * p.wsum[static_cast<int64_t>(col) * L.groups + g];
+            const float part = __fmul_rn(__fmul_rn(__ll2float_rn(corr), p.sx[row * L.groups + g]),
+                                         p.wscale[static_cast<int64_t>(col) * L.groups + g]);
+            y[mt][nt][i] = g == 0 ? part : __fadd_rn(y[mt][nt][i], part);
+          }
+    }
+  }
+
+  if (warp != 0) return;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t row = rows[mt][i >> 1];
+        const int col = n0 + nt * 8 + 2 * q4 + (i & 1);
+        if (!row_ok[mt][i >> 1] || !col_ok[nt]) continue;
+        float v = y[mt][nt][i];
+        if (p.rank > 0) {
+          int dot = 0;  // rank * 128 * 128 stays far inside int32
+          for (int j = 0; j < p.rank; ++j)
+            dot += static_cast<int>(p.qa[row * p.rank + j]) * p.lqer_b[static_cast<int64_t>(col) * p.rank + j];
+          v = __fadd_rn(v, __fmul_rn(__fmul_rn(__int2float_rn(dot), p.sa[row]), p.lqer_b_scale[col]));
+        }
+        if (p.bias) v = __fadd_rn(v, p.bias[col]);
+        store_out(p.y, p.y_dtype, row * p.n + col, v);
+      }
+}
+
+template <int MT, int NT, int KW>
+int launch(const GemmArgs& a, bool unpack4, cudaStream_t st) {
+  const dim3 grid((a.n + NT * 8 - 1) / (NT * 8), static_cast<unsigned>((a.t + MT * 16 - 1) / (MT * 16)));
+  if (unpack4)
+    mixed_gemm_kernel<MT, NT, KW, true><<<grid, 32 * KW, 0, st>>>(a);
+  else
+    mixed_gemm_kernel<MT, NT, KW, false><<<grid, 32 * KW, 0, st>>>(a);
+  return launch_status();
+}
+
+}  // namespace
+}  // namespace resq
+
+using namespace resq;
+
+RESQ_KAPI int resq_cuda_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t n, const uint8_t* q_low,
+                                   const uint8_t* q_high, const float* sx, const int32_t* zx, const int8_t* w_low_p,
+                                   const int8_t* w_high_p, const float* wscale, const int32_t* wsum, int32_t rank,
+                                   const int8_t* qa, const float* sa, const int8_t* lqer_b,
+                                   const float* lqer_b_scale, const float* bias, void* y, int y_dtype, void* stream) {
+  GemmArgs a{};
+  if (resq_linear_layout(s, &a.L) != RESQ_OK || t < 0 || n <= 0 || rank < 0 || !sx || !zx || !wscale || !wsum || !y)
+    return RESQ_ERR_INVALID;
+  if ((s->k_low && (!q_low || !w_low_p)) || (s->high_groups && (!q_high || !w_high_p))) return RESQ_ERR_INVALID;
+  if (rank > 0 && (!qa || !sa || !lqer_b || !lqer_b_scale)) return RESQ_ERR_INVALID;
+  if (y_dtype != RESQ_F32 && y_dtype != RESQ_F16 && y_dtype != RESQ_BF16) return RESQ_ERR_INVALID;
+  if ((s->k_low && s->a_bits_low != 4) || (s->high_groups && s->a_bits_high != 8) || n % 8) return RESQ_ERR_UNSUPPORTED;
+  if (t == 0) return RESQ_OK;
+  a.s = *s;
+  a.t = t;
+  a.n = n;
+  a.rank = rank;
+  a.q_low = q_low;
+  a.q_high = q_high;
+  a.sx = sx;
+  a.zx = zx;
+  a.w_low = w_low_p;
+  a.w_high = w_high_p;
+  a.wscale = wscale;
+  a.wsum = wsum;
+  a.qa = qa;
+  a.sa = sa;
+  a.lqer_b = lqer_b;
+  a.lqer_b_scale = lqer_b_scale;
+  a.bias = bias;
+  a.y = y;
+  a.y_dtype = y_dtype;
+  const int sm = device_sm();
+  if (sm < 0) return -sm;
+  if (sm < 80) return RESQ_ERR_UNSUPPORTED;
+  const bool unpack4 = sm >= 90;  // Hopper and later: no 4-bit tensor-core MMA
+  cudaStream_t st = as_stream(stream);
+  // decode: one 16-token row of tiles, four warps splitting K; prefill: 32 x 32 tiles, two warps
+  // (a 64 x 32 warp tile needs ~255 registers: too little occupancy without shared-memory staging)
+  if (t <= 16) return launch<1, 4, 4>(a, unpack4, st);
+  return launch<2, 4, 2>(a, unpack4, st);
+}

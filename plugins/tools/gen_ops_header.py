@@ -1,0 +1,76 @@
+"""Generate resq_ops.h (op names, versions, input/output indices, attribute names and defaults)
+from resq_export/export/ops.json. Run by CMake at build time; stdlib only."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def _ident(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise SystemExit(f"ops.json: {name!r} is not usable as a C++ identifier")
+    return name
+
+
+def _manifest(spec: dict) -> str:
+    """One line per op, the same text resq_export.native.spec_manifest() builds from ops.json."""
+    lines = []
+    for op, s in sorted(spec["ops"].items()):
+        ins = ",".join(i["name"] + ("?" if i.get("optional") else "") for i in s["inputs"])
+        outs = ",".join(o["name"] for o in s["outputs"])
+        attrs = ",".join(sorted(s["attributes"]))
+        lines.append(f"{op} v{s['version']} in={ins} out={outs} attrs={attrs}")
+    return "\\n".join(lines)
+
+
+def generate(spec: dict) -> str:
+    out = [
+        "// Generated from resq_export/export/ops.json by plugins/tools/gen_ops_header.py. Do not edit.",
+        "#pragma once",
+        "",
+        f'#define RESQ_SPEC_DOMAIN "{spec["domain"]}"',
+        f'#define RESQ_SPEC_PLUGIN_NAMESPACE "{spec["plugin_namespace"]}"',
+        f"#define RESQ_SPEC_VERSION {int(spec['spec_version'])}",
+        f'#define RESQ_SPEC_MANIFEST "{_manifest(spec)}"',
+        "",
+        "#ifdef __cplusplus",
+        "namespace resq { namespace spec {",
+    ]
+    for op, s in sorted(spec["ops"].items()):
+        out += [f"namespace {_ident(op)} {{",
+                f'constexpr const char* kName = "{op}";',
+                f'constexpr const char* kVersion = "{int(s["version"])}";',
+                f"constexpr int kNumInputs = {len(s['inputs'])};",
+                f"constexpr int kNumOutputs = {len(s['outputs'])};",
+                "enum Input : int { " + ", ".join(f"in_{_ident(i['name'])} = {n}" for n, i in enumerate(s["inputs"])) + " };",
+                "enum Output : int { " + ", ".join(f"out_{_ident(o['name'])} = {n}" for n, o in enumerate(s["outputs"])) + " };",
+                "constexpr bool kInputOptional[] = {" + ", ".join("true" if i.get("optional") else "false" for i in s["inputs"]) + "};",
+                "constexpr const char* kInputDTypes[] = {" + ", ".join(f'"{i["dtype"]}"' for i in s["inputs"]) + "};",
+                "constexpr const char* kOutputDTypes[] = {" + ", ".join(f'"{o["dtype"]}"' for o in s["outputs"]) + "};"]
+        for name, a in sorted(s["attributes"].items()):
+            out.append(f'constexpr const char* attr_{_ident(name)} = "{name}";')
+            if "default" in a and a["type"] == "INT":
+                out.append(f"constexpr int default_{name} = {int(a['default'])};")
+            elif "default" in a and a["type"] == "STRING":
+                out.append(f'constexpr const char* default_{name} = "{a["default"]}";')
+        out.append(f"}}  // namespace {op}")
+    out += ["}}  // namespace resq::spec", "#endif", ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 3:
+        raise SystemExit("usage: gen_ops_header.py ops.json out.h")
+    spec = json.loads(Path(argv[1]).read_text())
+    text = generate(spec)
+    dest = Path(argv[2])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists() or dest.read_text() != text:  # keep the timestamp: no needless rebuilds
+        dest.write_text(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,163 @@
+#include "KVCacheAttentionPlugin.h"
+
+#include <algorithm>
+
+namespace resq {
+namespace trt {
+
+namespace S = resq::spec::ResQKVCacheAttention;
+using nvinfer1::DimensionOperation;
+using nvinfer1::DimsExprs;
+
+namespace {
+size_t align256(size_t v) { return (v + 255) / 256 * 256; }
+}  // namespace
+
+KVCacheAttentionPlugin::KVCacheAttentionPlugin(Attributes attrs)
+    : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs,
+                 std::move(attrs)) {
+  kv_shape(1);  // validates the required attributes now rather than at enqueue
+}
+
+nvinfer1::IPluginV3* KVCacheAttentionPlugin::clone() noexcept {
+  try {
+    return new KVCacheAttentionPlugin(attrs_);
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+// key_rotation (spec input 3) is the only optional input. The ONNX-TensorRT parser passes a null
+// tensor in its place (ten inputs, the pointer null at enqueue); nine inputs mean it was dropped.
+int KVCacheAttentionPlugin::compact(int spec, int32_t nb_inputs) const {
+  const bool rotation = nb_inputs == S::kNumInputs;
+  if (spec == S::in_key_rotation) return rotation ? spec : -1;
+  return spec > S::in_key_rotation && !rotation ? spec - 1 : spec;
+}
+
+int KVCacheAttentionPlugin::spec_input(int32_t pos, int32_t nb_inputs) const {
+  return nb_inputs == S::kNumInputs || pos < S::in_key_rotation ? pos : pos + 1;
+}
+
+bool KVCacheAttentionPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io,
+                                                       int32_t nb_in, int32_t nb_out) noexcept {
+  // the rotation slot may hold a null tensor: only a present one must be float32
+  if (pos == S::in_key_rotation && nb_in == S::kNumInputs && io[pos].desc.type != nvinfer1::DataType::kFLOAT)
+    return true;
+  return PluginBase::supportsFormatCombination(pos, io, nb_in, nb_out);
+}
+
+ResQKVShape KVCacheAttentionPlugin::kv_shape(int64_t batch) const {
+  ResQKVShape s{};
+  s.batch = static_cast<int32_t>(batch);
+  s.num_heads = attrs_.require(S::attr_num_heads);
+  s.num_kv_heads = attrs_.require(S::attr_num_kv_heads);
+  s.head_dim = attrs_.require(S::attr_head_dim);
+  s.high_channels = attrs_.get(S::attr_high_channels, S::default_high_channels);
+  s.kv_bits = attrs_.get(S::attr_kv_bits, S::default_kv_bits);
+  s.high_bits = attrs_.get(S::attr_high_bits, S::default_high_bits);
+  return s;
+}
+
+int32_t KVCacheAttentionPlugin::getOutputShapes(const DimsExprs* in, int32_t nb_in, const DimsExprs*, int32_t,
+                                                DimsExprs* out, int32_t nb_out, nvinfer1::IExprBuilder& b) noexcept {
+  if (nb_out != S::kNumOutputs || (nb_in != S::kNumInputs && nb_in != S::kNumInputs - 1)) return -1;
+  const DimsExprs& q = in[S::in_Q];
+  out[S::out_Y].nbDims = 3;  // [B, S, H * D]
+  out[S::out_Y].d[0] = q.d[0];
+  out[S::out_Y].d[1] = q.d[2];
+  out[S::out_Y].d[2] = b.constant(static_cast<int64_t>(attrs_.get(S::attr_num_heads, 0)) * attrs_.get(S::attr_head_dim, 0));
+  const auto* total = b.operation(DimensionOperation::kSUM, *in[compact(S::in_past_key_codes, nb_in)].d[2],
+                                  *in[S::in_K].d[2]);
+  for (int o = S::out_present_key_codes; o <= S::out_present_value_zeros; ++o) {
+    const int past = compact(S::in_past_key_codes + (o - S::out_present_key_codes), nb_in);
+    out[o] = in[past];  // [B, Hkv, P, x] -> [B, Hkv, P + S, x]
+    out[o].d[2] = total;
+  }
+  return 0;
+}
+
+size_t KVCacheAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
+                                                const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept {
+  const nvinfer1::Dims& q = in[S::in_Q].max;
+  const nvinfer1::Dims& k = in[S::in_K].max;
+  const int64_t length = in[compact(S::in_past_key_codes, nb_in)].max.d[2] + k.d[2];
+  const ResQKVShape s = kv_shape(q.d[0]);
+  const size_t rotated = align256(q.d[0] * q.d[1] * q.d[2] * q.d[3] * 4) + align256(k.d[0] * k.d[1] * k.d[2] * k.d[3] * 4);
+  // the split count grows as the grid shrinks: take the larger of one query and all queries
+  const size_t attn = std::max(resq_cuda_kv_attention_workspace(&s, 1, static_cast<int32_t>(length)),
+                               resq_cuda_kv_attention_workspace(&s, static_cast<int32_t>(q.d[2]), static_cast<int32_t>(length)));
+  return rotated + attn;
+}
+
+int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
+                                        const void* const* inputs, void* const* outputs, void* workspace,
+                                        cudaStream_t stream) noexcept {
+  const int32_t nb_in = nb_inputs_;
+  const nvinfer1::Dims& qd = in_desc[S::in_Q].dims;
+  const nvinfer1::Dims& kd = in_desc[S::in_K].dims;
+  const ResQKVShape s = kv_shape(qd.d[0]);
+  const int32_t seq = static_cast<int32_t>(kd.d[2]);
+  const int32_t past = static_cast<int32_t>(in_desc[compact(S::in_past_key_codes, nb_in)].dims.d[2]);
+  const int32_t total = past + seq;
+  const float* q = static_cast<const float*>(inputs[S::in_Q]);
+  const float* k = static_cast<const float*>(inputs[S::in_K]);
+  char* ws = static_cast<char*>(workspace);
+  const size_t q_bytes = align256(qd.d[0] * qd.d[1] * qd.d[2] * qd.d[3] * 4);
+  const size_t k_bytes = align256(kd.d[0] * kd.d[1] * kd.d[2] * kd.d[3] * 4);
+  int st = RESQ_OK;
+  const int rot = compact(S::in_key_rotation, nb_in);
+  if (rot >= 0 && inputs[rot] != nullptr) {  // U_C after RoPE, on q and k, as the ONNX body does
+    const float* u = static_cast<const float*>(inputs[rot]);
+    float* q_rot = reinterpret_cast<float*>(ws);
+    float* k_rot = reinterpret_cast<float*>(ws + q_bytes);
+    st = resq_cuda_rotate(q, qd.d[0] * qd.d[1] * qd.d[2], s.head_dim, u, q_rot, stream);
+    if (st == RESQ_OK) st = resq_cuda_rotate(k, kd.d[0] * kd.d[1] * kd.d[2], s.head_dim, u, k_rot, stream);
+    q = q_rot;
+    k = k_rot;
+  }
+  const void* const* past_in = inputs + compact(S::in_past_key_codes, nb_in);
+  void* const* present = outputs + S::out_present_key_codes;
+  const float* news[2] = {k, static_cast<const float*>(inputs[S::in_V])};
+  for (int kv = 0; kv < 2 && st == RESQ_OK; ++kv) {  // present = concat(past, quantise(new))
+    const void* const* p = past_in + 3 * kv;
+    void* const* d = present + 3 * kv;
+    st = resq_cuda_kv_copy(&s, static_cast<const uint8_t*>(p[0]), static_cast<const float*>(p[1]),
+                           static_cast<const uint8_t*>(p[2]), past, static_cast<uint8_t*>(d[0]),
+                           static_cast<float*>(d[1]), static_cast<uint8_t*>(d[2]), total, stream);
+    if (st == RESQ_OK)
+      st = resq_cuda_kv_append(&s, news[kv], seq, static_cast<uint8_t*>(d[0]), static_cast<float*>(d[1]),
+                               static_cast<uint8_t*>(d[2]), total, past, stream);
+  }
+  if (st == RESQ_OK) {
+    char* attn_ws = ws + q_bytes + k_bytes;
+    const size_t attn_size = resq_cuda_kv_attention_workspace(&s, seq, total);
+    st = resq_cuda_kv_attention(&s, q, seq, static_cast<const uint8_t*>(present[0]), static_cast<const float*>(present[1]),
+                                static_cast<const uint8_t*>(present[2]), static_cast<const uint8_t*>(present[3]),
+                                static_cast<const float*>(present[4]), static_cast<const uint8_t*>(present[5]), total,
+                                total, static_cast<float*>(outputs[S::out_Y]), attn_ws, attn_size, stream);
+  }
+  if (st != RESQ_OK) {
+    report(name_, std::string("kernel failed: ") + (st == RESQ_ERR_CUDA ? resq_cuda_last_error() : std::to_string(st)));
+    return -1;
+  }
+  return 0;
+}
+
+KVCacheAttentionCreator::KVCacheAttentionCreator()
+    : CreatorBase(S::kName, S::kVersion,
+                  {S::attr_num_heads, S::attr_num_kv_heads, S::attr_head_dim, S::attr_high_channels, S::attr_kv_bits,
+                   S::attr_high_bits}) {}
+
+nvinfer1::IPluginV3* KVCacheAttentionCreator::createPlugin(const char*, const nvinfer1::PluginFieldCollection* fc,
+                                                           nvinfer1::TensorRTPhase) noexcept {
+  try {
+    return new KVCacheAttentionPlugin(Attributes(fc));
+  } catch (const std::exception& e) {
+    report(S::kName, e.what());
+    return nullptr;
+  }
+}
+
+}  // namespace trt
+}  // namespace resq

@@ -1,0 +1,39 @@
+// TensorRT plugin of ResQKVCacheAttention: U_C on q and k, past -> present cache copy, quantised
+// append of the new K/V, causal GQA attention over the dequantised cache.
+#pragma once
+#include "PluginUtils.h"
+#include "resq_kernels.h"
+
+namespace resq {
+namespace trt {
+
+class KVCacheAttentionPlugin : public PluginBase {
+ public:
+  explicit KVCacheAttentionPlugin(Attributes attrs);
+  nvinfer1::IPluginV3* clone() noexcept override;
+  int32_t getOutputShapes(const nvinfer1::DimsExprs* in, int32_t nb_in, const nvinfer1::DimsExprs*, int32_t,
+                          nvinfer1::DimsExprs* out, int32_t nb_out, nvinfer1::IExprBuilder& b) noexcept override;
+  size_t getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
+                          const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept override;
+  bool supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io, int32_t nb_in,
+                                 int32_t nb_out) noexcept override;
+  int32_t enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
+                  const void* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
+
+ protected:
+  int spec_input(int32_t pos, int32_t nb_inputs) const override;
+
+ private:
+  int compact(int spec, int32_t nb_inputs) const;
+  ResQKVShape kv_shape(int64_t batch) const;
+};
+
+class KVCacheAttentionCreator : public CreatorBase {
+ public:
+  KVCacheAttentionCreator();
+  nvinfer1::IPluginV3* createPlugin(const char* name, const nvinfer1::PluginFieldCollection* fc,
+                                    nvinfer1::TensorRTPhase phase) noexcept override;
+};
+
+}  // namespace trt
+}  // namespace resq

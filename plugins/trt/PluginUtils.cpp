@@ -1,0 +1,101 @@
+#include "PluginUtils.h"
+
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+
+namespace resq {
+namespace trt {
+
+using nvinfer1::DataType;
+using nvinfer1::PluginField;
+using nvinfer1::PluginFieldType;
+
+DataType dtype_of(const char* spec_dtype) {
+  if (!std::strcmp(spec_dtype, "float32")) return DataType::kFLOAT;
+  if (!std::strcmp(spec_dtype, "int8")) return DataType::kINT8;
+  if (!std::strcmp(spec_dtype, "uint8")) return DataType::kUINT8;
+  if (!std::strcmp(spec_dtype, "int32")) return DataType::kINT32;
+  throw std::invalid_argument(std::string("ops.json dtype without a TensorRT type: ") + spec_dtype);
+}
+
+Attributes::Attributes(const nvinfer1::PluginFieldCollection* fc) {
+  for (int32_t i = 0; fc && i < fc->nbFields; ++i) {
+    const PluginField& f = fc->fields[i];
+    if (f.type == PluginFieldType::kINT32 && f.length == 1 && f.data)
+      ints_[f.name] = *static_cast<const int32_t*>(f.data);
+    else if (f.type == PluginFieldType::kINT64 && f.length == 1 && f.data)
+      ints_[f.name] = static_cast<int32_t>(*static_cast<const int64_t*>(f.data));
+    // STRING fields (plugin_namespace, plugin_version) select the creator; nothing to keep
+  }
+}
+
+int Attributes::get(const char* name, int fallback) const {
+  auto it = ints_.find(name);
+  return it == ints_.end() ? fallback : it->second;
+}
+
+int Attributes::require(const char* name) const {
+  auto it = ints_.find(name);
+  if (it == ints_.end()) throw std::invalid_argument(std::string("missing attribute ") + name);
+  return it->second;
+}
+
+const nvinfer1::PluginFieldCollection* Attributes::fields() {
+  fields_.clear();
+  for (auto& kv : ints_) fields_.emplace_back(kv.first.c_str(), &kv.second, PluginFieldType::kINT32, 1);
+  collection_.nbFields = static_cast<int32_t>(fields_.size());
+  collection_.fields = fields_.data();
+  return &collection_;
+}
+
+PluginBase::PluginBase(const char* name, const char* version, const char* const* in_dtypes, int n_spec_inputs,
+                       const char* const* out_dtypes, int n_outputs, Attributes attrs)
+    : name_(name), version_(version), in_dtypes_(in_dtypes), n_spec_inputs_(n_spec_inputs), out_dtypes_(out_dtypes),
+      n_outputs_(n_outputs), attrs_(std::move(attrs)) {}
+
+nvinfer1::IPluginCapability* PluginBase::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept {
+  switch (type) {
+    case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
+    case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
+    case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
+  }
+  return nullptr;
+}
+
+int32_t PluginBase::getOutputDataTypes(DataType* out, int32_t nb_out, const DataType*, int32_t) const noexcept {
+  try {
+    for (int32_t i = 0; i < nb_out && i < n_outputs_; ++i) out[i] = dtype_of(out_dtypes_[i]);
+    return 0;
+  } catch (const std::exception& e) {
+    report(name_, e.what());
+    return -1;
+  }
+}
+
+bool PluginBase::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io, int32_t nb_in,
+                                           int32_t nb_out) noexcept {
+  try {
+    if (pos < 0 || pos >= nb_in + nb_out) return false;
+    if (io[pos].desc.format != nvinfer1::TensorFormat::kLINEAR) return false;
+    const char* want = pos < nb_in ? in_dtypes_[spec_input(pos, nb_in)] : out_dtypes_[pos - nb_in];
+    return io[pos].desc.type == dtype_of(want);
+  } catch (const std::exception& e) {
+    report(name_, e.what());
+    return false;
+  }
+}
+
+CreatorBase::CreatorBase(const char* name, const char* version, std::vector<const char*> int_attrs)
+    : name_(name), version_(version) {
+  for (const char* a : int_attrs) fields_.emplace_back(a, nullptr, PluginFieldType::kINT32, 1);
+  collection_.nbFields = static_cast<int32_t>(fields_.size());
+  collection_.fields = fields_.data();
+}
+
+void report(const char* plugin, const std::string& message) noexcept {
+  std::fprintf(stderr, "[resq plugin %s] %s\n", plugin, message.c_str());
+}
+
+}  // namespace trt
+}  // namespace resq

@@ -1,0 +1,102 @@
+// Shared glue of the resq TensorRT plugins (IPluginV3, TensorRT 10+): attribute fields, dtype
+// tables from the generated spec header, and a base class with everything the three ops share.
+#pragma once
+#include <NvInferRuntime.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "resq_ops.h"
+
+namespace resq {
+namespace trt {
+
+nvinfer1::DataType dtype_of(const char* spec_dtype);
+
+// Integer attributes of a node (the ONNX parser passes INT attributes as kINT32 fields).
+class Attributes {
+ public:
+  Attributes() = default;
+  explicit Attributes(const nvinfer1::PluginFieldCollection* fc);
+  int get(const char* name, int fallback) const;
+  int require(const char* name) const;  // throws std::invalid_argument when missing
+  void set(const char* name, int value) { ints_[name] = value; }
+  // fields for serialisation; valid while this object lives and is not modified
+  const nvinfer1::PluginFieldCollection* fields();
+
+ private:
+  std::map<std::string, int32_t> ints_;
+  std::vector<nvinfer1::PluginField> fields_;
+  nvinfer1::PluginFieldCollection collection_{};
+};
+
+// The parts of IPluginV3 that are the same for every resq op: identity from the spec, formats
+// (linear, the spec's dtypes), output dtypes, capability lookup.
+class PluginBase : public nvinfer1::IPluginV3,
+                   public nvinfer1::IPluginV3OneCore,
+                   public nvinfer1::IPluginV3OneBuild,
+                   public nvinfer1::IPluginV3OneRuntime {
+ public:
+  PluginBase(const char* name, const char* version, const char* const* in_dtypes, int n_spec_inputs,
+             const char* const* out_dtypes, int n_outputs, Attributes attrs);
+
+  nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
+  const char* getPluginName() const noexcept override { return name_; }
+  const char* getPluginVersion() const noexcept override { return version_; }
+  const char* getPluginNamespace() const noexcept override { return RESQ_SPEC_PLUGIN_NAMESPACE; }
+
+  int32_t getNbOutputs() const noexcept override { return n_outputs_; }
+  int32_t getOutputDataTypes(nvinfer1::DataType* out, int32_t nb_out, const nvinfer1::DataType* in,
+                             int32_t nb_in) const noexcept override;
+  bool supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io, int32_t nb_in,
+                                 int32_t nb_out) noexcept override;
+  // enqueue() is not told how many inputs there are; both calls below precede it and are
+  int32_t configurePlugin(const nvinfer1::DynamicPluginTensorDesc*, int32_t nb_in,
+                          const nvinfer1::DynamicPluginTensorDesc*, int32_t) noexcept override {
+    nb_inputs_ = nb_in;
+    return 0;
+  }
+  int32_t onShapeChange(const nvinfer1::PluginTensorDesc*, int32_t nb_in, const nvinfer1::PluginTensorDesc*,
+                        int32_t) noexcept override {
+    nb_inputs_ = nb_in;
+    return 0;
+  }
+  nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext*) noexcept override { return clone(); }
+  const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override { return attrs_.fields(); }
+
+ protected:
+  // spec input index of the pos-th tensor TensorRT passes (absent optional inputs are skipped)
+  virtual int spec_input(int32_t pos, int32_t nb_inputs) const { (void)nb_inputs; return pos; }
+  const char* name_;
+  const char* version_;
+  const char* const* in_dtypes_;
+  int n_spec_inputs_;
+  const char* const* out_dtypes_;
+  int n_outputs_;
+  Attributes attrs_;
+  int32_t nb_inputs_ = -1;
+};
+
+// Creator of one op: the fields it accepts come from the generated header.
+class CreatorBase : public nvinfer1::IPluginCreatorV3One {
+ public:
+  CreatorBase(const char* name, const char* version, std::vector<const char*> int_attrs);
+  const char* getPluginName() const noexcept override { return name_; }
+  const char* getPluginVersion() const noexcept override { return version_; }
+  const char* getPluginNamespace() const noexcept override { return RESQ_SPEC_PLUGIN_NAMESPACE; }
+  const nvinfer1::PluginFieldCollection* getFieldNames() noexcept override { return &collection_; }
+
+ private:
+  const char* name_;
+  const char* version_;
+  std::vector<nvinfer1::PluginField> fields_;
+  nvinfer1::PluginFieldCollection collection_{};
+};
+
+// logs through stderr: a plugin library has no logger of its own
+void report(const char* plugin, const std::string& message) noexcept;
+
+}  // namespace trt
+}  // namespace resq

@@ -1,0 +1,1 @@
+"""TensorRT engine building (optional: TensorRT is imported only when an engine is built)."""

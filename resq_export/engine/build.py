@@ -1,0 +1,117 @@
+"""`resq-export engine`: parse the TensorRT-flavour ONNX (model.trt.onnx) with the resq plugin
+library loaded, set the prefill and decode profiles, build, write the plan and a manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import onnx
+
+from ..errors import ResQError
+from ..export.writer import TRT_FILE, check_onnx_folder
+from .profiles import EngineLimits, profile_shapes
+
+log = logging.getLogger(__name__)
+
+PLUGIN_LIBRARY = "libresq_plugins.so"
+INSTALL_HINT = (
+    "TensorRT is not installed: the engine needs TensorRT >= 10 with its Python bindings "
+    "(`pip install tensorrt` from NVIDIA's package index, or the wheel in a TensorRT SDK) on a machine with an "
+    "NVIDIA GPU, and the resq plugin library built against it "
+    "(`cmake -S . -B build -DRESQ_TENSORRT_ROOT=/path/to/TensorRT && cmake --build build`)."
+)
+
+
+class TensorRTMissing(ResQError):
+    """TensorRT (or the plugin library) is not available here; the CLI exits with code 2."""
+
+
+def require_tensorrt():
+    """The tensorrt module, or TensorRTMissing naming what to install."""
+    try:
+        import tensorrt
+    except ImportError as e:
+        raise TensorRTMissing(f"{INSTALL_HINT} (import tensorrt: {e})") from None
+    return tensorrt
+
+
+def default_plugin_library() -> Path:
+    from ..native.loader import library_dir
+
+    return library_dir() / PLUGIN_LIBRARY
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _device() -> dict:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability()
+            return {"name": torch.cuda.get_device_name(), "sm": f"{major}{minor}", "cuda": torch.version.cuda}
+    except ImportError:
+        pass
+    return {"name": None, "sm": None, "cuda": None}
+
+
+def build_engine(onnx_dir: Path, engine_path: Path, plugin_library: Path | None = None,
+                 limits: EngineLimits | None = None, workspace_mib: int = 4096) -> dict:
+    """Build out.plan (and out.plan.json, the manifest) from an ONNX folder. Raises TensorRTMissing
+    when TensorRT or the plugin library is absent, ResQError when the network cannot be built."""
+    limits = limits or EngineLimits()
+    meta = check_onnx_folder(onnx_dir)
+    trt = require_tensorrt()
+    plugins = Path(plugin_library or os.environ.get("RESQ_PLUGIN_LIBRARY") or default_plugin_library())
+    if not plugins.is_file():
+        raise TensorRTMissing(f"{plugins} is missing: build the plugin library against TensorRT "
+                              "(`cmake -S . -B build -DRESQ_TENSORRT_ROOT=/path/to/TensorRT && cmake --build build`)")
+    trt_onnx = Path(onnx_dir) / TRT_FILE
+    shapes = profile_shapes(onnx.load(str(trt_onnx), load_external_data=False), limits)
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    registry = builder.get_plugin_registry()
+    if registry.load_library(str(plugins)) is None:
+        raise ResQError(f"TensorRT could not load the plugin library {plugins}")
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(trt_onnx)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ResQError(f"TensorRT cannot parse {trt_onnx}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    for name, per_input in shapes.items():
+        profile = builder.create_optimization_profile()
+        for inp, (lo, opt, hi) in per_input.items():
+            profile.set_shape(inp, lo, opt, hi)
+        config.add_optimization_profile(profile)
+        log.info("profile %s: %s", name, per_input)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ResQError("TensorRT failed to build the engine (see its log above)")
+    manifest = {
+        "tool": "resq-export", "onnx": str(onnx_dir), "tensorrt": trt.__version__, "device": _device(),
+        "ops": meta.get("ops", {}), "spec_version": meta.get("spec_version"),
+        "plugin_library": {"path": str(plugins), "sha256": _sha256(plugins)},
+        "profiles": {n: {k: [list(s) for s in v] for k, v in p.items()} for n, p in shapes.items()},
+        "limits": limits.__dict__,
+    }
+    engine_path = Path(engine_path)
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    engine_path.write_bytes(bytes(plan))
+    Path(str(engine_path) + ".json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+__all__ = ["EngineLimits", "TensorRTMissing", "build_engine", "require_tensorrt"]

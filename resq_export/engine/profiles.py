@@ -1,0 +1,62 @@
+"""Optimisation profiles of the exported decoder: one for prefill (no past, many tokens), one for
+decode (one token over a cache). Pure: reads the ONNX inputs' symbolic dimension names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from ..errors import ConfigError
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    max_batch: int = 1
+    max_sequence: int = 2048  # prompt tokens in one prefill call
+    max_context: int = 4096  # past + new tokens of a decode call
+    opt_sequence: int = 512
+    opt_context: int = 1024
+
+    def __post_init__(self) -> None:
+        if min(self.max_batch, self.max_sequence, self.max_context) < 1 or self.max_context < 2:
+            raise ConfigError(f"engine limits must be positive (and a context of at least 2): {self}")
+        if self.opt_sequence > self.max_sequence or self.opt_context > self.max_context:
+            raise ConfigError(f"optimal sizes exceed the maxima: {self}")
+
+
+def _ranges(limits: EngineLimits) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """(min, opt, max) of every symbolic dimension the exporter writes, per profile."""
+    b = (1, 1, limits.max_batch)
+    return {
+        "prefill": {"batch": b, "sequence": (1, limits.opt_sequence, limits.max_sequence), "past_sequence": (0, 0, 0)},
+        "decode": {"batch": b, "sequence": (1, 1, 1),
+                   "past_sequence": (1, limits.opt_context - 1, limits.max_context - 1)},
+    }
+
+
+def profile_shapes(model: onnx.ModelProto, limits: EngineLimits) -> dict[str, dict[str, tuple[Shape, Shape, Shape]]]:
+    """profile name -> input name -> (min, opt, max) shapes."""
+    out: dict[str, dict[str, tuple[Shape, Shape, Shape]]] = {}
+    initializers = {i.name for i in model.graph.initializer}
+    for profile, ranges in _ranges(limits).items():
+        shapes = {}
+        for inp in model.graph.input:
+            if inp.name in initializers:
+                continue
+            mins, opts, maxs = [], [], []
+            for dim in inp.type.tensor_type.shape.dim:
+                if dim.dim_param:
+                    if dim.dim_param not in ranges:
+                        raise ConfigError(f"input {inp.name}: unknown dynamic dimension {dim.dim_param!r}")
+                    lo, opt, hi = ranges[dim.dim_param]
+                else:
+                    lo = opt = hi = dim.dim_value
+                mins.append(lo)
+                opts.append(opt)
+                maxs.append(hi)
+            shapes[inp.name] = (tuple(mins), tuple(opts), tuple(maxs))
+        out[profile] = shapes
+    return out

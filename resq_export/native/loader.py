@@ -1,0 +1,77 @@
+"""Finding and loading the native libraries; the C structs of plugins/include/resq_layout.h."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from functools import cache
+from pathlib import Path
+
+from ..layout import LinearLayout
+
+ENV_DIR = "RESQ_NATIVE_DIR"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DIR = REPO_ROOT / "build" / "plugins"
+
+STATUS = {0: "ok", 1: "invalid argument or shape", 2: "unsupported by this kernel", 3: "CUDA error", 4: "no CUDA device"}
+
+
+class NativeError(RuntimeError):
+    def __init__(self, function: str, code: int):
+        super().__init__(f"{function} failed: {STATUS.get(code, 'unknown status')} (code {code})")
+        self.code = code
+
+
+class LinearShape(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int32) for n in ("k", "k_low", "low_groups", "high_groups", "a_bits_low", "a_bits_high")]
+
+
+class LinearLayoutC(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int32) for n in ("groups", "gw_low", "gw_high", "gwp_low", "gwp_high", "act_low_pitch",
+                                              "act_high_pitch", "w_low_pitch", "w_high_pitch", "a8_pitch")]
+
+
+class KVShape(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_int32) for n in ("batch", "num_heads", "num_kv_heads", "head_dim", "high_channels",
+                                              "kv_bits", "high_bits")]
+
+
+def library_dir() -> Path:
+    return Path(os.environ.get(ENV_DIR) or DEFAULT_DIR)
+
+
+def library_path(name: str) -> Path:
+    return library_dir() / f"lib{name}.so"
+
+
+@cache
+def load(name: str) -> ctypes.CDLL:
+    path = library_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: build it with `cmake -S {REPO_ROOT} -B {REPO_ROOT / 'build'} && "
+            f"cmake --build {REPO_ROOT / 'build'}` (or set {ENV_DIR})")
+    return ctypes.CDLL(str(path))
+
+
+def check(function: str, code: int) -> None:
+    if code != 0:
+        raise NativeError(function, code)
+
+
+def linear_shape(layout: LinearLayout) -> LinearShape:
+    """The C description of a quantised linear's groups: every 4-bit-weight group equal, every
+    8-bit one equal (what the exporter's ResQMixedLinear attributes say)."""
+    low = [(s, a) for s, w, a in zip(layout.group_sizes, layout.w_bits, layout.a_bits) if w == 4]
+    high = [(s, a) for s, w, a in zip(layout.group_sizes, layout.w_bits, layout.a_bits) if w != 4]
+    for part in (low, high):
+        if len({s for s, _ in part}) > 1 or len({a for _, a in part}) > 1:
+            raise ValueError(f"groups of one precision must be equal in size and bits: {layout}")
+    return LinearShape(layout.in_features, layout.low_channels, len(low), len(high),
+                       low[0][1] if low else 4, high[0][1] if high else 8)
+
+
+def layout_of(shape: LinearShape) -> LinearLayoutC:
+    out = LinearLayoutC()
+    check("resq_layout_of", load("resq_cpu_ref").resq_layout_of(ctypes.byref(shape), ctypes.byref(out)))
+    return out

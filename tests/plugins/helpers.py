@@ -1,0 +1,68 @@
+"""Random operands of the kernel contracts, built with the package's own primitives."""
+
+from __future__ import annotations
+
+import torch
+
+from resq_export.algo.quant import pack_int4
+from resq_export.layout import LinearLayout
+from resq_export.reference import LqerBranch, QuantLinear
+
+
+def layout(parts: list[tuple[int, int, int, int]]) -> LinearLayout:
+    """parts: (groups, width, w_bits, a_bits) -> LinearLayout."""
+    sizes, wb, ab = [], [], []
+    for groups, width, w, a in parts:
+        sizes += [width] * groups
+        wb += [w] * groups
+        ab += [a] * groups
+    return LinearLayout(tuple(sizes), tuple(wb), tuple(ab))
+
+
+# (name, layout, out features): the ResQ residual split, per-head attn_o (widths not multiples of the
+# 64-channel tile, so padding is exercised), plain groups of 64, 8-bit activations everywhere.
+LAYOUTS = [
+    ("resq_residual", layout([(1, 448, 4, 4), (1, 64, 8, 8)]), 72),
+    ("resq_o_heads", layout([(4, 14, 4, 4), (4, 2, 8, 8)]), 40),
+    ("groups64", layout([(3, 64, 4, 4)]), 24),
+    ("a8", layout([(2, 96, 4, 8), (1, 32, 8, 8)]), 16),
+    ("smollm2_qkv", layout([(1, 504, 4, 4), (1, 72, 8, 8)]), 32),
+]
+
+
+def random_linear(lay: LinearLayout, n: int, rank: int = 0, bias: bool = False, seed: int = 0) -> QuantLinear:
+    g = torch.Generator().manual_seed(seed)
+    cols = []
+    for size, w in zip(lay.group_sizes, lay.w_bits):
+        lim = 2 ** (w - 1)
+        cols.append(torch.randint(-lim, lim, (n, size), generator=g, dtype=torch.int32))
+    qweight = torch.cat(cols, 1)
+    wscale = torch.rand(n, len(lay.group_sizes), generator=g) * 0.02 + 1e-3
+    lqer = None
+    if rank:
+        lqer = LqerBranch(torch.randint(-128, 128, (rank, lay.in_features), generator=g, dtype=torch.int32),
+                          torch.rand(rank, generator=g) * 0.01 + 1e-4,
+                          torch.randint(-128, 128, (n, rank), generator=g, dtype=torch.int32),
+                          torch.rand(n, generator=g) * 0.01 + 1e-4)
+    b = torch.randn(n, generator=g) if bias else None
+    return QuantLinear(lay, qweight, wscale, b, lqer)
+
+
+def contract_weights(lin: QuantLinear):
+    """The artifact/ONNX tensors: qweight_low (packed int4 in int8) and qweight_high (int8)."""
+    low = lin.layout.low_channels
+    w_low = pack_int4(lin.qweight[:, :low]).numpy() if low else None
+    w_high = lin.qweight[:, low:].to(torch.int8).numpy() if low < lin.in_features else None
+    return w_low, w_high
+
+
+def activations(t: int, k: int, seed: int = 1) -> torch.Tensor:
+    """Outlier-heavy activations, some rows all positive or all negative (zero point at the edge)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(t, k, generator=g) * torch.exp(torch.randn(k, generator=g))
+    if t > 2:
+        x[1] = x[1].abs()
+        x[2] = -x[2].abs()
+    if t > 3:
+        x[3] = 0.0
+    return x

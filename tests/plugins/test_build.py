@@ -1,0 +1,62 @@
+"""The native build: the CUDA kernel library carries code for every target architecture (compile
+only; runs nowhere here), and its C API refuses bad input without a GPU."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from resq_export.native import loader
+
+ARCHS = {"sm_80", "sm_89", "sm_90a"}
+
+
+@pytest.fixture(scope="module")
+def kernel_library():
+    from conftest import _build
+
+    if shutil.which("nvcc") is None and not loader.library_path("resq_kernels").is_file():
+        pytest.skip("nvcc not found: libresq_kernels.so is not built on this machine")
+    _build("resq_kernels")
+    return loader.library_path("resq_kernels")
+
+
+def test_kernels_compiled_for_every_arch(kernel_library):
+    tool = shutil.which("cuobjdump")
+    if tool is not None:
+        listing = subprocess.run([tool, "--list-elf", str(kernel_library)], capture_output=True, text=True,
+                                 check=True).stdout
+    else:  # every embedded cubin names its target (sm_80, sm_89, sm_90a) in the fat binary
+        listing = " ".join(m.decode() for m in re.findall(rb"sm_\d+a?", kernel_library.read_bytes()))
+    assert ARCHS <= set(re.findall(r"sm_\d+a?", listing)), listing
+
+
+def test_c_api_validates_before_touching_the_device(kernel_library):
+    import ctypes
+
+    lib = loader.load("resq_kernels")
+    bad = loader.LinearShape(64, 63, 1, 1, 4, 8)  # odd 4-bit part
+    assert lib.resq_cuda_quantize_act(ctypes.byref(bad), None, 0, ctypes.c_int64(1), None, None, None, None, None) == 1
+    ok = loader.LinearShape(128, 112, 1, 1, 4, 8)
+    lay = loader.LinearLayoutC()
+    assert lib.resq_cuda_layout_of(ctypes.byref(ok), ctypes.byref(lay)) == 0
+    assert (lay.gwp_low, lay.gwp_high, lay.act_low_pitch, lay.w_high_pitch) == (128, 64, 64, 64)
+
+
+def test_no_device_is_a_clear_status(kernel_library):
+    """Valid arguments on a machine without a usable GPU: status 4 and the CUDA error's name, no crash."""
+    import ctypes
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    lib = loader.load("resq_kernels")
+    lib.resq_cuda_last_error.restype = ctypes.c_char_p
+    shape = loader.LinearShape(128, 112, 1, 1, 4, 8)
+    fake = ctypes.c_void_p(256)  # never dereferenced: the device check comes first
+    status = lib.resq_cuda_mixed_gemm(ctypes.byref(shape), ctypes.c_int64(1), 8, *([fake] * 8), 0, None, None, None,
+                                      None, None, fake, 0, None)
+    assert status == 4, lib.resq_cuda_last_error()
+    assert lib.resq_cuda_last_error().startswith(b"cuda")

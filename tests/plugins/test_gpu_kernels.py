@@ -1,0 +1,126 @@
+"""Every CUDA kernel against the CPU references (bit-exact where the contract is integer or
+step-by-step float32) and against the reference executor, on fresh random inputs."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import LAYOUTS, activations, contract_weights, layout, random_linear
+
+from resq_export.algo.hadamard import hadamard_left_factor
+from resq_export.native.loader import KVShape, NativeError, linear_shape
+
+pytestmark = pytest.mark.gpu
+
+GPU_LAYOUTS = [c for c in LAYOUTS if c[0] != "a8"] + [
+    ("llama8b_qkv", layout([(1, 3584, 4, 4), (1, 512, 8, 8)]), 256),
+    ("llama8b_down", layout([(1, 14336, 4, 4)]), 64),
+]
+
+
+def _cpu(t):
+    return t.cpu().numpy()
+
+
+@pytest.mark.parametrize("tokens", [1, 5, 16, 37])
+@pytest.mark.parametrize("name,lay,n", GPU_LAYOUTS, ids=[c[0] for c in GPU_LAYOUTS])
+def test_quantize_and_gemm(cpu_ref, cuda_kernels, name, lay, n, tokens):
+    lin = random_linear(lay, n, rank=4, bias=True, seed=tokens)
+    x = activations(tokens, lay.in_features, seed=tokens + 1)
+    shape = linear_shape(lay)
+    act_c = cpu_ref.quantize_act(shape, x.numpy())
+    act_g = cuda_kernels.quantize_act(shape, x.cuda())
+    for a, b in zip(act_c, act_g):
+        np.testing.assert_array_equal(_cpu(b), a)
+    w_low, w_high = contract_weights(lin)
+    w_c = cpu_ref.prepare_weights(shape, w_low, w_high, n)
+    w_g = cuda_kernels.prepare_weights(shape, None if w_low is None else torch.from_numpy(w_low).cuda(),
+                                       None if w_high is None else torch.from_numpy(w_high).cuda(), n)
+    for a, b in zip(w_c, w_g):
+        np.testing.assert_array_equal(_cpu(b), a)
+    a_q = lin.lqer.a_q.to(torch.int8)
+    a_c = cpu_ref.prepare_lqer_a(shape, a_q.numpy())
+    a_g = cuda_kernels.prepare_lqer_a(shape, a_q.cuda())
+    for a, b in zip(a_c, a_g):
+        np.testing.assert_array_equal(_cpu(b), a)
+    qa_c, sa_c = cpu_ref.lqer_project(shape, act_c, *a_c, lin.lqer.a_scale.numpy())
+    qa_g, sa_g = cuda_kernels.lqer_project(shape, act_g, *a_g, lin.lqer.a_scale.cuda())
+    np.testing.assert_array_equal(_cpu(qa_g), qa_c)
+    np.testing.assert_array_equal(_cpu(sa_g), sa_c)
+    b_q, b_s, bias = lin.lqer.b_q.to(torch.int8), lin.lqer.b_scale, lin.bias
+    y_c = cpu_ref.mixed_gemm(shape, act_c, w_c, lin.wscale.numpy(), (qa_c, sa_c, b_q.numpy(), b_s.numpy()), bias.numpy())
+    y_g = cuda_kernels.mixed_gemm(shape, act_g, w_g, lin.wscale.cuda(), (qa_g, sa_g, b_q.cuda(), b_s.cuda()), bias.cuda())
+    np.testing.assert_array_equal(_cpu(y_g), y_c)
+    np.testing.assert_array_equal(_cpu(y_g), lin(x).numpy())  # the reference executor itself
+    y_full = cuda_kernels.mixed_linear(shape, x.cuda(), w_g, lin.wscale.cuda(), (*a_g, lin.lqer.a_scale.cuda()),
+                                       (b_q.cuda(), b_s.cuda()), bias.cuda())
+    np.testing.assert_array_equal(_cpu(y_full), y_c)
+    y16 = cuda_kernels.mixed_gemm(shape, act_g, w_g, lin.wscale.cuda(), (qa_g, sa_g, b_q.cuda(), b_s.cuda()),
+                                  bias.cuda(), out_dtype=torch.float16)
+    assert torch.equal(y16.cpu(), torch.from_numpy(y_c).half())
+
+
+def test_large_m_gemm(cpu_ref, cuda_kernels):
+    lay = layout([(1, 448, 4, 4), (1, 64, 8, 8)])
+    lin = random_linear(lay, 256, seed=9)
+    x = activations(300, lay.in_features, seed=10)
+    shape = linear_shape(lay)
+    w_low, w_high = contract_weights(lin)
+    w_g = cuda_kernels.prepare_weights(shape, torch.from_numpy(w_low).cuda(), torch.from_numpy(w_high).cuda(), 256)
+    y = cuda_kernels.mixed_linear(shape, x.cuda(), w_g, lin.wscale.cuda())
+    np.testing.assert_array_equal(_cpu(y), lin(x).numpy())
+
+
+def test_gemm_refuses_unsupported_bits(cuda_kernels):
+    lay = LAYOUTS[3][1]  # 8-bit activations on the 4-bit weights: CPU reference only
+    shape = linear_shape(lay)
+    lin = random_linear(lay, 16)
+    act = cuda_kernels.quantize_act(shape, activations(2, lay.in_features).cuda())
+    w_low, w_high = contract_weights(lin)
+    w = cuda_kernels.prepare_weights(shape, torch.from_numpy(w_low).cuda(), torch.from_numpy(w_high).cuda(), 16)
+    with pytest.raises(NativeError, match="unsupported"):
+        cuda_kernels.mixed_gemm(shape, act, w, lin.wscale.cuda())
+
+
+@pytest.mark.parametrize("n", [512, 1536, 640, 14336])
+def test_hadamard(cpu_ref, cuda_kernels, n):
+    left = hadamard_left_factor(n)[0].float()
+    x = torch.randn(9, n)
+    np.testing.assert_array_equal(_cpu(cuda_kernels.hadamard(x.cuda(), left.cuda())), cpu_ref.hadamard(x.numpy(), left.numpy()))
+
+
+def test_rotate(cpu_ref, cuda_kernels):
+    x, u = torch.randn(12, 128), torch.linalg.qr(torch.randn(128, 128))[0]
+    np.testing.assert_array_equal(_cpu(cuda_kernels.rotate(x.cuda(), u.cuda())), cpu_ref.rotate(x.numpy(), u.numpy()))
+
+
+@pytest.mark.parametrize("d,r,bits", [(128, 16, 4), (64, 8, 4), (64, 0, 8), (80, 10, 4)])
+@pytest.mark.parametrize("past,seq", [(0, 17), (100, 1), (4095, 1), (40, 9)])
+def test_kv_cache(cpu_ref, cuda_kernels, d, r, bits, past, seq):
+    b, h, hkv = 2, 8, 2
+    shape = KVShape(b, h, hkv, d, r, bits, 8)
+    total = past + seq
+    k, v, q = torch.randn(b, hkv, total, d), torch.randn(b, hkv, total, d), torch.randn(b, h, seq, d)
+    caches_c = [cpu_ref.kv_cache(shape, total), cpu_ref.kv_cache(shape, total)]
+    past_g = [cuda_kernels.kv_cache(shape, max(past, 1)), cuda_kernels.kv_cache(shape, max(past, 1))]
+    caches_g = [cuda_kernels.kv_cache(shape, total), cuda_kernels.kv_cache(shape, total)]
+    for x, cc, pg, cg in zip((k, v), caches_c, past_g, caches_g):
+        cpu_ref.kv_append(shape, x.numpy(), cc, 0)
+        if past:  # the ONNX flow: past cache -> present (copy) -> append the new tokens
+            cuda_kernels.kv_append(shape, x[:, :, :past].contiguous().cuda(), pg, 0)
+            cuda_kernels.kv_copy(shape, pg, past, cg)
+        cuda_kernels.kv_append(shape, x[:, :, past:].contiguous().cuda(), cg, past)
+        for a, g in zip(cc, cg):
+            np.testing.assert_array_equal(_cpu(g), a)
+    out_c = cpu_ref.kv_attention(shape, q.numpy(), *caches_c, total)
+    out_g = cuda_kernels.kv_attention(shape, q.cuda(), *caches_g, total)
+    np.testing.assert_allclose(_cpu(out_g), out_c, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_quantize_half_inputs(cpu_ref, cuda_kernels, dtype):
+    lay = LAYOUTS[0][1]
+    shape = linear_shape(lay)
+    x = activations(6, lay.in_features).to(dtype)
+    expected = cpu_ref.quantize_act(shape, x.float().numpy())  # widening to float32 is exact
+    for a, b in zip(expected, cuda_kernels.quantize_act(shape, x.cuda())):
+        np.testing.assert_array_equal(_cpu(b), a)

@@ -1,0 +1,135 @@
+"""GPU benchmark of the resq kernels against FP16 cuBLAS (torch.matmul) and FP16 attention
+(torch SDPA) at Llama-3-8B layer shapes. One command on a GPU machine:
+
+    cmake -S . -B build -DRESQ_CUDA_ARCHS=90a && cmake --build build -j16 --target resq_kernels
+    python tools/bench_kernels.py --out docs/benchmarks-gpu-run.md
+
+Times are CUDA-event medians after warm-up; every row runs both sides back to back in one process.
+Correctness is checked (against the package's reference executor) by tests/plugins/test_gpu_kernels.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from resq_export.native import cuda as K
+from resq_export.native.loader import KVShape, LinearShape
+
+# (name, K, N, ResQ groups): qkv/up-like rows keep the last 1/8 of channels at 8 bits; down_proj is
+# one 4-bit group (docs/ops.md).
+GEMMS = [("4096x4096", 4096, 4096, 512), ("4096x14336", 4096, 14336, 512), ("14336x4096", 14336, 4096, 0)]
+MS = [1, 16, 128, 2048]
+CONTEXTS = [1024, 4096, 16384]
+
+
+def timed(fn, warmup: int, reps: int) -> float:
+    """Median milliseconds of fn() with CUDA events."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def gemm_rows(warmup: int, reps: int) -> list[dict]:
+    rows = []
+    for name, k, n, high in GEMMS:
+        k_low = k - high
+        shape = LinearShape(k, k_low, 1, 1 if high else 0, 4, 8)
+        w_low = torch.randint(-128, 128, (n, k_low // 2), dtype=torch.int8, device="cuda")
+        w_high = torch.randint(-128, 128, (n, high), dtype=torch.int8, device="cuda") if high else None
+        weights = K.prepare_weights(shape, w_low, w_high, n)
+        wscale = torch.rand(n, 2 if high else 1, device="cuda") * 0.01
+        w16 = torch.randn(k, n, dtype=torch.float16, device="cuda")
+        for m in MS:
+            x16 = torch.randn(m, k, dtype=torch.float16, device="cuda")
+            act = K.quantize_act(shape, x16)
+            out = torch.empty(m, n, dtype=torch.float16, device="cuda")
+            ws = K.mixed_linear_workspace(shape, m, 0)
+            t_fp16 = timed(partial(torch.matmul, x16, w16), warmup, reps)
+            t_gemm = timed(partial(K.mixed_gemm, shape, act, weights, wscale, out=out), warmup, reps)
+            t_full = timed(partial(K.mixed_linear, shape, x16, weights, wscale, workspace=ws, out=out), warmup, reps)
+            rows.append({"kind": "gemm", "shape": name, "m": m, "fp16_ms": t_fp16, "resq_gemm_ms": t_gemm, "resq_linear_ms": t_full,
+                             "speedup_gemm": t_fp16 / t_gemm, "speedup_linear": t_fp16 / t_full})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def attention_rows(warmup: int, reps: int) -> list[dict]:
+    rows = []
+    b, h, hkv, d, r = 1, 32, 8, 128, 16  # Llama-3-8B
+    shape = KVShape(b, h, hkv, d, r, 4, 8)
+    for ctx in CONTEXTS:
+        kc, vc = K.kv_cache(shape, ctx), K.kv_cache(shape, ctx)
+        K.kv_append(shape, torch.randn(b, hkv, ctx, d, device="cuda"), kc, 0)
+        K.kv_append(shape, torch.randn(b, hkv, ctx, d, device="cuda"), vc, 0)
+        q = torch.randn(b, h, 1, d, device="cuda")
+        ws = K.kv_attention_workspace(shape, 1, ctx)
+        out = torch.empty(b, 1, h * d, device="cuda")
+        k16 = torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda")
+        v16 = torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda")
+        q16 = q.half()
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        t_fp16 = timed(partial(sdpa, q16, k16, v16, enable_gqa=True), warmup, reps)
+        t_resq = timed(partial(K.kv_attention, shape, q, kc, vc, ctx, workspace=ws, out=out), warmup, reps)
+        new = torch.randn(b, hkv, 1, d, device="cuda")
+        t_append = timed(partial(K.kv_append, shape, new, kc, ctx - 1), warmup, reps)
+        rows.append({"kind": "decode_attention", "context": ctx, "fp16_sdpa_ms": t_fp16, "resq_ms": t_resq,
+                         "resq_append_ms": t_append, "speedup": t_fp16 / t_resq})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    out = [f"device {meta['device']} (sm_{meta['sm']}), {meta['date']}, torch {meta['torch']}, CUDA {meta['cuda']}",
+           f"command: `{meta['command']}`", "",
+           "| GEMM K x N | M | FP16 cuBLAS ms | resq GEMM ms | x | resq quant+GEMM ms | x |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["kind"] == "gemm":
+            out.append(f"| {r['shape']} | {r['m']} | {r['fp16_ms']:.4f} | {r['resq_gemm_ms']:.4f} | "
+                       f"{r['speedup_gemm']:.2f} | {r['resq_linear_ms']:.4f} | {r['speedup_linear']:.2f} |")
+    out += ["", "| decode attention, context | FP16 SDPA ms | resq 4+8-bit ms | x | append ms |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r["kind"] == "decode_attention":
+            out.append(f"| {r['context']} | {r['fp16_sdpa_ms']:.4f} | {r['resq_ms']:.4f} | {r['speedup']:.2f} | "
+                       f"{r['resq_append_ms']:.4f} |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, help="write a markdown table here (and .json beside it)")
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=100)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this benchmark needs a GPU")
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = True  # cuBLAS at its fastest
+    meta = {"device": torch.cuda.get_device_name(), "sm": K.device_sm(), "date": datetime.date.today().isoformat(),
+                "torch": torch.__version__, "cuda": torch.version.cuda, "command": "python " + " ".join(sys.argv)}
+    rows = gemm_rows(args.warmup, args.reps) + attention_rows(args.warmup, args.reps)
+    text = markdown(rows, meta)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+        args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

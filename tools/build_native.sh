@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The native build without CMake (for machines that have nvcc and g++ but no cmake, e.g. a bare GPU
+# box): the same sources and flags as plugins/CMakeLists.txt, into build/plugins/.
+# Usage: tools/build_native.sh [cpu|cuda|all] ; RESQ_CUDA_ARCHS="90a" (default "80 89 90a").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+out=build/plugins
+mkdir -p "$out/generated"
+python3 plugins/tools/gen_ops_header.py resq_export/export/ops.json "$out/generated/resq_ops.h"
+inc=(-Iplugins/include -I"$out/generated")
+if [[ "$what" == cpu || "$what" == all ]]; then
+  g++ -std=c++17 -O2 -ffp-contract=off -fno-fast-math -fPIC -shared -fvisibility=hidden "${inc[@]}" \
+    plugins/cpu/*.cpp -o "$out/libresq_cpu_ref.so"
+fi
+if [[ "$what" == cuda || "$what" == all ]]; then
+  command -v nvcc > /dev/null || { echo "nvcc not found: the CUDA kernel library is skipped" >&2; exit 0; }
+  gencode=()
+  for a in ${RESQ_CUDA_ARCHS:-80 89 90a}; do gencode+=("-gencode=arch=compute_$a,code=sm_$a"); done
+  nvcc -std=c++17 -O3 -lineinfo --expt-relaxed-constexpr -Xcompiler=-fPIC,-fvisibility=hidden -shared \
+    "${gencode[@]}" "${inc[@]}" plugins/cuda/*.cu -o "$out/libresq_kernels.so"
+fi
