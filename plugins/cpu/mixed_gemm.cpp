@@ -1,6 +1,7 @@
 // CPU reference of the mixed INT4/INT8 GEMM and its epilogue, in exactly the order of
-// reference.GroupedIntWeights.matmul and QuantLinear._lqer_int (float32, rounded after every
-// operation: this file is compiled with -ffp-contract=off).
+// reference.GroupedIntWeights.matmul and QuantLinear._lqer_int. The epilogue is a float island
+// (docs/ops.md): float64, rounded to float32 once per output (and once for the LQER intermediate
+// before its quantiser); this file is compiled with -ffp-contract=off.
 #include <cmath>
 #include <cstdlib>
 
@@ -53,11 +54,11 @@ int64_t group_dot_a8(const Operands& op, int64_t t, int g, const int8_t* a_row) 
   return acc;
 }
 
-// float32(acc - z * wsum) * sx * ws, the operations in the reference's order
-inline float group_term(int64_t acc, int32_t z, int32_t wsum, float sx, float ws) {
-  const float corr = static_cast<float>(acc - static_cast<int64_t>(z) * wsum);
-  const float a = corr * sx;
-  return a * ws;
+// float64(acc - z * wsum) * sx * ws, the operations in the reference's order
+inline double group_term(int64_t acc, int32_t z, int32_t wsum, float sx, float ws) {
+  const double corr = static_cast<double>(acc - static_cast<int64_t>(z) * wsum);
+  const double a = corr * static_cast<double>(sx);
+  return a * static_cast<double>(ws);
 }
 
 bool operands_ok(const ResQLinearShape* s, const uint8_t* q_low, const uint8_t* q_high) {
@@ -79,14 +80,14 @@ RESQ_API int resq_cpu_lqer_project(const ResQLinearShape* s, int64_t t, int32_t 
   for (int64_t r = 0; r < t; ++r) {
     float amax = 0.0f;
     for (int j = 0; j < rank; ++j) {
-      float y = 0.0f;
+      double y = 0.0;
       for (int g = 0; g < L.groups; ++g) {
-        const float part = group_term(group_dot_a8(op, r, g, a_p + static_cast<int64_t>(j) * L.a8_pitch),
+        const double part = group_term(group_dot_a8(op, r, g, a_p + static_cast<int64_t>(j) * L.a8_pitch),
                                       zx[r * L.groups + g], asum[j * L.groups + g], sx[r * L.groups + g], a_scale[j]);
         y = g == 0 ? part : y + part;
       }
-      xa[j] = y;
-      amax = std::fmax(amax, std::fabs(y));
+      xa[j] = static_cast<float>(y);
+      amax = std::fmax(amax, std::fabs(xa[j]));
     }
     float scale = amax / 127.0f;
     if (!(scale > 0.0f)) scale = 1.0f;
@@ -115,20 +116,20 @@ RESQ_API int resq_cpu_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t n,
     for (int64_t o = 0; o < n; ++o) {
       const int8_t* wl = s->k_low ? w_low_p + o * L.w_low_pitch : nullptr;
       const int8_t* wh = s->high_groups ? w_high_p + o * L.w_high_pitch : nullptr;
-      float acc = 0.0f;
+      double acc = 0.0;
       for (int g = 0; g < L.groups; ++g) {
-        const float part = group_term(group_dot_w4w8(op, r, g, wl, wh), zx[r * L.groups + g],
+        const double part = group_term(group_dot_w4w8(op, r, g, wl, wh), zx[r * L.groups + g],
                                       wsum[o * L.groups + g], sx[r * L.groups + g], wscale[o * L.groups + g]);
         acc = g == 0 ? part : acc + part;
       }
       if (rank > 0) {
         int64_t dot = 0;
         for (int j = 0; j < rank; ++j) dot += static_cast<int64_t>(qa[r * rank + j]) * lqer_b[o * rank + j];
-        const float a = static_cast<float>(dot) * sa[r];
-        acc = acc + a * lqer_b_scale[o];
+        const double a = static_cast<double>(dot) * static_cast<double>(sa[r]);
+        acc = acc + a * static_cast<double>(lqer_b_scale[o]);
       }
-      if (bias) acc = acc + bias[o];
-      y[r * n + o] = acc;
+      if (bias) acc = acc + static_cast<double>(bias[o]);
+      y[r * n + o] = static_cast<float>(acc);
     }
   }
   return RESQ_OK;

@@ -36,7 +36,7 @@ __global__ void lqer_project_kernel(LqerArgs p) {
   const uint8_t* hi_row = p.q_high ? p.q_high + tok * L.act_high_pitch : nullptr;
   for (int j = warp; j < p.rank; j += nw) {
     const int8_t* a_row = p.a_p + static_cast<int64_t>(j) * L.a8_pitch;
-    float y = 0.0f;
+    double y = 0.0;  // a float64 island like the reference epilogue, rounded once below
     for (int g = 0; g < L.groups; ++g) {
       const bool low = g < p.s.low_groups;
       const int gi = low ? g : g - p.s.low_groups, gwp = low ? L.gwp_low : L.gwp_high;
@@ -47,10 +47,10 @@ __global__ void lqer_project_kernel(LqerArgs p) {
       for (int c = lane; c < gwp; c += 32) acc += act_code(row, bits, static_cast<int64_t>(gi) * gwp + c) * w[c];
       acc = warp_sum_int(acc);
       const int64_t corr = static_cast<int64_t>(acc) - static_cast<int64_t>(p.zx[tok * L.groups + g]) * p.asum[j * L.groups + g];
-      const float part = __fmul_rn(__fmul_rn(__ll2float_rn(corr), p.sx[tok * L.groups + g]), p.a_scale[j]);
-      y = g == 0 ? part : __fadd_rn(y, part);
+      const double part = __dmul_rn(__dmul_rn(__ll2double_rn(corr), p.sx[tok * L.groups + g]), p.a_scale[j]);
+      y = g == 0 ? part : __dadd_rn(y, part);
     }
-    if (lane == 0) xa[j] = y;
+    if (lane == 0) xa[j] = __double2float_rn(y);
   }
   __syncthreads();
   float m = 0.0f;

@@ -67,7 +67,7 @@ __global__ void __launch_bounds__(32 * KW) mixed_gemm_kernel(GemmArgs p) {
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) col_ok[nt] = n0 + nt * 8 < p.n;  // n % 8 == 0: whole n8 tiles
 
-  float y[MT][NT][4];
+  double y[MT][NT][4];  // the epilogue is a float64 island (docs/ops.md), rounded once at the store
   int acc[MT][NT][4];
 
   for (int g = 0; g < L.groups; ++g) {
@@ -164,9 +164,9 @@ __global__ void __launch_bounds__(32 * KW) mixed_gemm_kernel(GemmArgs p) {
             if (!row_ok[mt][i >> 1] || !col_ok[nt]) continue;
             const int64_t corr = static_cast<int64_t>(acc[mt][nt][i]) -
                                  static_cast<int64_t>(p.zx[row * L.groups + g]) * p.wsum[static_cast<int64_t>(col) * L.groups + g];
-            const float part = __fmul_rn(__fmul_rn(__ll2float_rn(corr), p.sx[row * L.groups + g]),
-                                         p.wscale[static_cast<int64_t>(col) * L.groups + g]);
-            y[mt][nt][i] = g == 0 ? part : __fadd_rn(y[mt][nt][i], part);
+            const double part = __dmul_rn(__dmul_rn(__ll2double_rn(corr), p.sx[row * L.groups + g]),
+                                          p.wscale[static_cast<int64_t>(col) * L.groups + g]);
+            y[mt][nt][i] = g == 0 ? part : __dadd_rn(y[mt][nt][i], part);
           }
     }
   }
@@ -181,15 +181,15 @@ __global__ void __launch_bounds__(32 * KW) mixed_gemm_kernel(GemmArgs p) {
         const int64_t row = rows[mt][i >> 1];
         const int col = n0 + nt * 8 + 2 * q4 + (i & 1);
         if (!row_ok[mt][i >> 1] || !col_ok[nt]) continue;
-        float v = y[mt][nt][i];
+        double v = y[mt][nt][i];
         if (p.rank > 0) {
           int dot = 0;  // rank * 128 * 128 stays far inside int32
           for (int j = 0; j < p.rank; ++j)
             dot += static_cast<int>(p.qa[row * p.rank + j]) * p.lqer_b[static_cast<int64_t>(col) * p.rank + j];
-          v = __fadd_rn(v, __fmul_rn(__fmul_rn(__int2float_rn(dot), p.sa[row]), p.lqer_b_scale[col]));
+          v = __dadd_rn(v, __dmul_rn(__dmul_rn(static_cast<double>(dot), p.sa[row]), p.lqer_b_scale[col]));
         }
-        if (p.bias) v = __fadd_rn(v, p.bias[col]);
-        store_out(p.y, p.y_dtype, row * p.n + col, v);
+        if (p.bias) v = __dadd_rn(v, p.bias[col]);
+        store_out(p.y, p.y_dtype, row * p.n + col, __double2float_rn(v));
       }
 }
 

@@ -95,7 +95,7 @@ def test_kv_attention_matches_decoder(cpu_ref, d, r, bits, past, seq):
     out = cpu_ref.kv_attention(shape, q.numpy(), kc, vc, past + seq)
     quant = quantizer(d, r, bits)
     k_deq, v_deq = quant.dequantize(*quant.quantize(k)), quant.dequantize(*quant.quantize(v))
-    ref = _attention(q, k_deq, v_deq, h // hkv).transpose(1, 2).reshape(b, seq, h * d)
+    ref = _attention(q, k_deq, v_deq, h // hkv, torch.float32).transpose(1, 2).reshape(b, seq, h * d)
     np.testing.assert_allclose(out, ref.numpy(), rtol=1e-4, atol=1e-5)
 
 
