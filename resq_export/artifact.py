@@ -19,11 +19,13 @@ from .fileio import atomic_directory, read_json, sha256_file
 from .layout import LinearLayout, high_channels, kv_quantizer, role_layouts
 from .models.config import ModelConfig
 from .reference import LqerBranch, QuantLinear
+from .tensorfile import _DTYPES, Entry, write_safetensors
 from .transforms.rotate import o_input_permutation
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
+STATS_FILE = "stats.json"  # calibration spectra, per-layer errors and times (read by `resq-export report`)
 
 
 def linear_tensors(prefix: str, lin: FloatLinear | QuantLinear) -> dict[str, torch.Tensor]:
@@ -47,32 +49,59 @@ def linear_tensors(prefix: str, lin: FloatLinear | QuantLinear) -> dict[str, tor
     return out
 
 
-def write_artifact(
-    out_dir: Path, model: Decoder, quant: QuantConfig, tokenizer: Any, source: dict, stats: dict
-) -> None:
-    from safetensors.torch import save_file
-
-    embed_dtype = torch.float32 if quant.method == "fp" else torch.float16
-    tensors = {"embed": model.embed.to(embed_dtype).contiguous(),
-               "lm_head.weight": model.lm_head.weight.to(embed_dtype).contiguous()}
-    for i, layer in enumerate(model.layers):
-        for role, attr in LINEAR_ROLES.items():
-            tensors.update(linear_tensors(f"layers.{i}.{role}.", getattr(layer, attr)))
-        if layer.key_rotation is not None:
-            tensors[f"layers.{i}.key_rotation"] = layer.key_rotation.float().contiguous()
-    if model.layers and model.layers[0].down_rotation is not None:
-        tensors["down_rotation.left"] = model.layers[0].down_rotation.float().contiguous()
-    config = {
+def artifact_config(model_cfg: ModelConfig, quant: QuantConfig) -> dict:
+    return {
         "schema_version": SCHEMA_VERSION,
-        "model": model.config.to_dict(),
+        "model": model_cfg.to_dict(),
         "quant": quant.to_dict(),
-        "layouts": {r: l.to_dict() for r, l in role_layouts(model.config, quant).items()}
+        "layouts": {r: l.to_dict() for r, l in role_layouts(model_cfg, quant).items()}
         if quant.quantizes_weights else None,
     }
+
+
+def _file_entries(path: Path) -> list[Entry]:
+    """Every tensor of a safetensors file as a streamed entry (big ones read by blocks of rows)."""
+    from safetensors import safe_open
+
+    dtypes = {v: k for k, v in _DTYPES.items()}
+    entries = []
+    with safe_open(str(path), framework="pt") as f:
+        for name in f.keys():
+            sl = f.get_slice(name)
+            shape = tuple(sl.get_shape())
+            entries.append(Entry(name, dtypes[sl.get_dtype()], shape, _reader(path, name, shape)))
+    return entries
+
+
+def _reader(path: Path, name: str, shape: tuple[int, ...], block_bytes: int = 1 << 26):
+    def blocks():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            sl = f.get_slice(name)
+            if len(shape) < 2:
+                yield f.get_tensor(name)
+                return
+            row = max(1, torch.Size(shape[1:]).numel())
+            step = max(1, block_bytes // (row * 4))
+            for a in range(0, shape[0], step):
+                yield sl[a:min(a + step, shape[0])]
+    return blocks
+
+
+def write_artifact(
+    out_dir: Path, tensor_files: list[Path], config: dict, tokenizer: Any, source: dict, stats: dict,
+    details: dict,
+) -> None:
+    """Assemble the artifact from finished per-step tensor files (streamed into one model.safetensors,
+    never all in memory), atomically: the folder appears complete under its name, or not at all.
+    stats go to the manifest; details (spectra, per-layer errors and times) to stats.json."""
+    entries = [e for f in tensor_files for e in _file_entries(f)]
     with atomic_directory(Path(out_dir)) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE),
-                  metadata={"format": "resq-export", "schema_version": str(SCHEMA_VERSION)})
+        write_safetensors(tmp / WEIGHTS_FILE, entries,
+                          metadata={"format": "resq-export", "schema_version": str(SCHEMA_VERSION)})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / STATS_FILE).write_text(json.dumps(details, indent=1))
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         manifest = {
             "schema_version": SCHEMA_VERSION,

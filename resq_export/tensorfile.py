@@ -1,0 +1,88 @@
+"""A safetensors writer that streams: tensors (or blocks of rows of one tensor) are produced and written
+one at a time, so a file larger than memory can be written, and the bytes are the same however the
+rows were produced. Files are written under a temporary name, fsynced, then renamed (atomic).
+
+Format (https://github.com/huggingface/safetensors): 8-byte little-endian header length, a JSON
+header {name: {dtype, shape, data_offsets}, "__metadata__": {...}} padded with spaces to a multiple
+of 8, then the raw little-endian tensor bytes in header order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import struct
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
+
+
+@dataclass
+class Entry:
+    """One tensor to write: its name, dtype and shape up front, its data from `blocks()` (row blocks
+    in order, or the whole tensor)."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    blocks: Callable[[], Iterable[torch.Tensor]]
+
+    @classmethod
+    def of(cls, name: str, t: torch.Tensor) -> "Entry":
+        return cls(name, t.dtype, tuple(t.shape), lambda: [t])
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * torch.empty((), dtype=self.dtype).element_size()
+
+
+def write_safetensors(path: Path, entries: list[Entry], metadata: dict[str, str] | None = None) -> None:
+    """Write `entries` (in this order) to `path` atomically."""
+    path = Path(path)
+    header: dict = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for e in entries:
+        if e.name in header:
+            raise ValueError(f"duplicate tensor name {e.name}")
+        header[e.name] = {"dtype": _DTYPES[e.dtype], "shape": list(e.shape), "data_offsets": [offset, offset + e.nbytes]}
+        offset += e.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)))
+            f.write(blob)
+            for e in entries:
+                written = 0
+                for block in e.blocks():
+                    if block.dtype != e.dtype:
+                        raise ValueError(f"{e.name}: block dtype {block.dtype}, declared {e.dtype}")
+                    data = block.contiguous().reshape(-1).view(torch.uint8).numpy()
+                    f.write(data)
+                    written += data.nbytes
+                if written != e.nbytes:
+                    raise ValueError(f"{e.name}: wrote {written} bytes, its shape needs {e.nbytes}")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomic save of an in-memory dict (sorted by name, so the bytes depend only on the contents)."""
+    write_safetensors(path, [Entry.of(k, tensors[k]) for k in sorted(tensors)], metadata)
