@@ -63,7 +63,7 @@ class WorkDir:
                 old = state.get("fingerprint_data", {})
                 differs = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
                 raise ResumeError(
-                    f"{root} holds an interrupted run with a different {', '.join(differs) or 'fingerprint'}; "
+                    f"{root} holds an interrupted run with different {', '.join(differs) or 'fingerprint'}; "
                     f"rerun that run's exact command to resume it, or delete {root} to start over")
             for tmp in root.rglob(".*.tmp-*"):  # leftovers of writes that a kill cut short
                 with contextlib.suppress(OSError):

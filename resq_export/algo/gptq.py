@@ -28,6 +28,8 @@ def gptq_quantize(
     col_bits [K] -> integer codes [out, K] (float64 holding integers)."""
     w = weight.to(torch.float64).clone()
     h = hessian.to(torch.float64).clone()
+    if not torch.isfinite(h).all():  # Cholesky may return NaN factors instead of failing
+        raise HessianError("Hessian contains NaN/Inf")
     k = w.shape[1]
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1.0
