@@ -19,7 +19,7 @@ from .fileio import atomic_directory, read_json, sha256_file
 from .layout import LinearLayout, high_channels, kv_quantizer, role_layouts
 from .models.config import ModelConfig
 from .reference import LqerBranch, QuantLinear
-from .tensorfile import _DTYPES, Entry, write_safetensors
+from .tensorfile import Entry, SafetensorsFile, write_safetensors
 from .transforms.rotate import o_input_permutation
 
 log = logging.getLogger(__name__)
@@ -59,34 +59,23 @@ def artifact_config(model_cfg: ModelConfig, quant: QuantConfig) -> dict:
     }
 
 
-def _file_entries(path: Path) -> list[Entry]:
+def _file_entries(path: Path, block_bytes: int = 1 << 26) -> list[Entry]:
     """Every tensor of a safetensors file as a streamed entry (big ones read by blocks of rows)."""
-    from safetensors import safe_open
+    f = SafetensorsFile(path)
 
-    dtypes = {v: k for k, v in _DTYPES.items()}
-    entries = []
-    with safe_open(str(path), framework="pt") as f:
-        for name in f.keys():
-            sl = f.get_slice(name)
-            shape = tuple(sl.get_shape())
-            entries.append(Entry(name, dtypes[sl.get_dtype()], shape, _reader(path, name, shape)))
-    return entries
+    def reader(name: str):
+        shape = f.shape(name)
 
-
-def _reader(path: Path, name: str, shape: tuple[int, ...], block_bytes: int = 1 << 26):
-    def blocks():
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            sl = f.get_slice(name)
+        def blocks():
             if len(shape) < 2:
-                yield f.get_tensor(name)
+                yield f.get(name)
                 return
-            row = max(1, torch.Size(shape[1:]).numel())
-            step = max(1, block_bytes // (row * 4))
+            step = max(1, block_bytes // max(1, f.rows(name, 0, 1).nbytes))
             for a in range(0, shape[0], step):
-                yield sl[a:min(a + step, shape[0])]
-    return blocks
+                yield f.rows(name, a, a + step)
+        return blocks
+
+    return [Entry(name, f.dtype(name), f.shape(name), reader(name)) for name in f.keys()]
 
 
 def write_artifact(

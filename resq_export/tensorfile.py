@@ -86,3 +86,61 @@ def write_safetensors(path: Path, entries: list[Entry], metadata: dict[str, str]
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Atomic save of an in-memory dict (sorted by name, so the bytes depend only on the contents)."""
     write_safetensors(path, [Entry.of(k, tensors[k]) for k in sorted(tensors)], metadata)
+
+
+class SafetensorsFile:
+    """Reads tensors, or blocks of rows of one tensor, with positional reads of just their bytes.
+
+    Not memory-mapped on purpose: pages of a mapping stay in the process's resident set while the
+    file is open, so a streaming pass over a 16 GB model would show (and, under memory pressure,
+    compete with) 16 GB of RSS. Plain reads go through the page cache, which the kernel can drop."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise ValueError("file too short for a safetensors header")
+            (n,) = struct.unpack("<Q", raw)
+            if n > 100_000_000:
+                raise ValueError(f"implausible safetensors header length {n}")
+            header = json.loads(f.read(n))
+        self.metadata = header.pop("__metadata__", None) or {}
+        self._data_start = 8 + n
+        dtypes = {v: k for k, v in _DTYPES.items()}
+        self._index = {}
+        for name, info in header.items():
+            self._index[name] = (dtypes[info["dtype"]], tuple(info["shape"]), *info["data_offsets"])
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def dtype(self, name: str) -> torch.dtype:
+        return self._index[name][0]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._index[name][1]
+
+    def _read(self, start: int, nbytes: int) -> bytearray:
+        buf = bytearray(nbytes)
+        with open(self.path, "rb") as f:
+            f.seek(self._data_start + start)
+            if f.readinto(buf) != nbytes:
+                raise ValueError(f"{self.path} is truncated")
+        return buf
+
+    def get(self, name: str) -> torch.Tensor:
+        dtype, shape, a, b = self._index[name]
+        return self._tensor(self._read(a, b - a), dtype, shape)
+
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        dtype, shape, a, _ = self._index[name]
+        stop = min(stop, shape[0])
+        row = math.prod(shape[1:]) * torch.empty((), dtype=dtype).element_size()
+        return self._tensor(self._read(a + start * row, (stop - start) * row), dtype, (stop - start, *shape[1:]))
+
+    @staticmethod
+    def _tensor(buf: bytearray, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        if not buf:
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(shape)

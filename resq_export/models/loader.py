@@ -20,6 +20,7 @@ import torch
 from ..decoder import Decoder, FloatLinear, Layer
 from ..errors import ModelLoadError
 from ..fileio import atomic_directory, read_json, sha256_file
+from ..tensorfile import SafetensorsFile
 from .arch import arch_of_hf_config, get_arch
 from .config import ModelConfig
 
@@ -193,46 +194,40 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 class _SafetensorsReader:
-    """Name -> float32 tensor across (possibly sharded) safetensors files, memory-mapped."""
+    """Name -> float32 tensor across (possibly sharded) safetensors files, each tensor (or block of
+    rows) read alone when asked for, so memory holds only what the caller keeps."""
 
     def __init__(self, files: list[Path]):
-        from safetensors import safe_open
-
-        self._handles = {}
-        self._where: dict[str, object] = {}
+        self._where: dict[str, SafetensorsFile] = {}
         for f in files:
             try:
-                handle = safe_open(str(f), framework="pt")
-            except Exception as e:  # safetensors raises its own error types for corrupt headers
+                handle = SafetensorsFile(f)
+            except (ValueError, KeyError, UnicodeDecodeError, OSError) as e:
                 raise ModelLoadError(f"cannot read {f}: corrupt or not a safetensors file ({e})") from None
-            self._handles[f] = handle
             for name in handle.keys():
-                self._where[name] = (f, handle)
+                self._where[name] = handle
 
     def names(self) -> list[str]:
         return list(self._where)
 
     def shape(self, name: str) -> tuple[int, ...] | None:
-        if name not in self._where:
-            return None
-        return tuple(self._where[name][1].get_slice(name).get_shape())
+        return self._where[name].shape(name) if name in self._where else None
 
     def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
-        """A block of rows, read alone from the memory map (the full tensor is never materialised)."""
-        f, handle = self._where[name]
+        handle = self._where[name]
         try:
-            return handle.get_slice(name)[start:stop].to(torch.float32)
-        except Exception as e:
-            raise ModelLoadError(f"cannot read tensor {name} from {f}: {e}") from None
+            return handle.rows(name, start, stop).to(torch.float32)
+        except (ValueError, OSError) as e:
+            raise ModelLoadError(f"cannot read tensor {name} from {handle.path}: {e}") from None
 
     def get(self, name: str) -> torch.Tensor | None:
         if name not in self._where:
             return None
-        f, handle = self._where[name]
+        handle = self._where[name]
         try:
-            return handle.get_tensor(name).to(torch.float32)
-        except Exception as e:
-            raise ModelLoadError(f"cannot read tensor {name} from {f}: {e}") from None
+            return handle.get(name).to(torch.float32)
+        except (ValueError, OSError) as e:
+            raise ModelLoadError(f"cannot read tensor {name} from {handle.path}: {e}") from None
 
 
 def _build_layer(c: ModelConfig, need: Callable[[str, tuple[int, ...]], torch.Tensor], i: int) -> Layer:
