@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 from pathlib import Path
 
 from .errors import ArtifactError
 from .fileio import atomic_write_text, read_json
+
+log = logging.getLogger(__name__)
 
 EVALUATIONS_FILE = "evaluations.json"
 
@@ -23,6 +26,10 @@ def read_evaluations(art_dir: Path) -> list[dict]:
 
 
 def record_evaluation(art_dir: Path, result: dict) -> None:
+    """Append `result`; a read-only artifact folder only costs the record (logged), not the evaluation."""
     entries = read_evaluations(art_dir)
     entries.append({**result, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
-    atomic_write_text(Path(art_dir) / EVALUATIONS_FILE, json.dumps(entries, indent=1))
+    try:
+        atomic_write_text(Path(art_dir) / EVALUATIONS_FILE, json.dumps(entries, indent=1))
+    except OSError as e:
+        log.warning("could not record the evaluation in %s: %s", art_dir, e)
