@@ -53,7 +53,7 @@ class WorkDir:
         self.state = state
 
     @classmethod
-    def open(cls, out_dir: Path, fingerprint: dict) -> "WorkDir":
+    def open(cls, out_dir: Path, fingerprint: dict) -> WorkDir:
         root = work_dir_for(out_dir)
         digest = fingerprint_hash(fingerprint)
         state_path = root / STATE_FILE

@@ -25,13 +25,13 @@ from .calib.data import calibration_windows, default_calibration_path, read_text
 from .calib.stats import AbsMeanMax, BasisStatistics, NumericalError, SecondMoment, check_finite
 from .checkpoint import WorkDir, maybe_test_kill
 from .config import SCHEMA_VERSION, QuantConfig
-from .errors import ResQError
 from .decoder import LINEAR_ROLES, Decoder, FloatLinear, KVCache, Layer, StopForward
+from .errors import ResQError
 from .layout import LinearLayout, high_channels, role_layouts
 from .models.config import ModelConfig
 from .models.loader import ModelSource, open_model
-from .tensorfile import Entry, write_safetensors
 from .reference import LqerBranch, QuantLinear
+from .tensorfile import Entry, write_safetensors
 from .transforms import rotate
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Bases:
         return {n: getattr(self, n).contiguous() for n in names if getattr(self, n) is not None}
 
     @classmethod
-    def from_tensors(cls, t: dict[str, torch.Tensor], report: dict, spectra: dict) -> "Bases":
+    def from_tensors(cls, t: dict[str, torch.Tensor], report: dict, spectra: dict) -> Bases:
         return cls(**{n: t.get(n) for n in ("u_a", "u_b", "u_c", "down_left", "o_perm")}, report=report,
                    spectra=spectra)
 

@@ -15,9 +15,9 @@ import math
 from pathlib import Path
 
 from .artifact import STATS_FILE, read_manifest
+from .errors import ArtifactError
 from .evaluations import read_evaluations
 from .fileio import atomic_write_text, read_json
-from .errors import ArtifactError
 
 ROLES = ("attn_qkv", "attn_o", "mlp_gate_up", "mlp_down")
 
@@ -174,8 +174,8 @@ def build_report(art_dir: Path, out: Path) -> Path:
 
     shape = ", ".join(f"{k} {model.get(k)}" for k in ("architecture", "hidden_size", "num_layers", "num_heads",
                                                        "num_kv_heads", "intermediate_size", "vocab_size"))
-    sections.append(("Model and settings", f"<p>{html.escape(shape)}</p>"
-                     + _table([(k, _fmt(v)) for k, v in quant.items()], ("setting", "value"))))
+    settings = _table([(k, _fmt(v)) for k, v in quant.items()], ("setting", "value"))
+    sections.append(("Model and settings", f"<p>{html.escape(shape)}</p>" + settings))
     timing_rows = [("wall time (s)", mstats.get("wall_time_s")), ("peak RSS (MB)", mstats.get("peak_rss_mb")),
                    ("torch threads", mstats.get("torch_threads")), ("resumed", mstats.get("resumed"))]
     timing_rows += [(f"stage {k} (s)", v) for k, v in mstats.get("stage_times_s", {}).items()]
@@ -190,8 +190,8 @@ def build_report(art_dir: Path, out: Path) -> Path:
         sections.append(("Perplexity", _table(rows, ("model", "perplexity", "windows", "seqlen", "tokens",
                                                      "text", "date"))))
     else:
-        sections.append(("Perplexity", "<p>No evaluation recorded (run <code>resq-export eval --artifact "
-                         f"{html.escape(str(art_dir))}</code>).</p>"))
+        hint = f"resq-export eval --artifact {html.escape(str(art_dir))}"
+        sections.append(("Perplexity", f"<p>No evaluation recorded (run <code>{hint}</code>).</p>"))
 
     figs = spectra_figures(details.get("spectra") or {}) + layer_figures(details.get("layers") or [])
     for title, png in figs:

@@ -37,7 +37,7 @@ class Entry:
     blocks: Callable[[], Iterable[torch.Tensor]]
 
     @classmethod
-    def of(cls, name: str, t: torch.Tensor) -> "Entry":
+    def of(cls, name: str, t: torch.Tensor) -> Entry:
         return cls(name, t.dtype, tuple(t.shape), lambda: [t])
 
     @property

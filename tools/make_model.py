@@ -29,17 +29,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from resq_export.fileio import atomic_directory  # noqa: E402
+from resq_export.fileio import atomic_directory
 
 PRESETS = {
     # Llama-3-8B: 8.03 B parameters, ~16 GB in bf16.
-    "llama3-8b": dict(arch="llama", hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336,
-                      vocab=128256, tied=False, rope_theta=500000.0),
+    "llama3-8b": {"arch": "llama", "hidden": 4096, "layers": 32, "heads": 32, "kv_heads": 8, "intermediate": 14336,
+                  "vocab": 128256, "tied": False, "rope_theta": 500000.0},
     # Llama-3.2-1B: 1.24 B parameters (tied embedding), ~2.5 GB in bf16.
-    "llama3.2-1b": dict(arch="llama", hidden=2048, layers=16, heads=32, kv_heads=8, intermediate=8192,
-                        vocab=128256, tied=True, rope_theta=500000.0),
-    "qwen2.5-0.5b": dict(arch="qwen2", hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864,
-                         vocab=151936, tied=True, rope_theta=1000000.0),
+    "llama3.2-1b": {"arch": "llama", "hidden": 2048, "layers": 16, "heads": 32, "kv_heads": 8, "intermediate": 8192,
+                    "vocab": 128256, "tied": True, "rope_theta": 500000.0},
+    "qwen2.5-0.5b": {"arch": "qwen2", "hidden": 896, "layers": 24, "heads": 14, "kv_heads": 2, "intermediate": 4864,
+                     "vocab": 151936, "tied": True, "rope_theta": 1000000.0},
 }
 ARCHS = {"llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2")}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tokenizer-from", type=Path, help="HF folder whose tokenizer files are copied [built-in SmolLM2].")
     a = p.parse_args(argv)
-    s = dict(PRESETS[a.preset]) if a.preset else dict(arch=a.arch, tied=False, rope_theta=10000.0, vocab=49152)
+    s = dict(PRESETS[a.preset]) if a.preset else {"arch": a.arch, "tied": False, "rope_theta": 10000.0, "vocab": 49152}
     for key in ("hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "tied", "rope_theta"):
         if getattr(a, key) is not None:
             s[key] = getattr(a, key)

@@ -29,7 +29,7 @@ def screenshot(html: Path, png: Path, width: int = 1400, height: int = 4000, tim
         cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                f"--user-data-dir={profile}", f"--window-size={width},{height}",
                f"--screenshot={Path(png).resolve()}", Path(html).resolve().as_uri()]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0 or not Path(png).is_file():
         raise RuntimeError(f"{browser} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return Path(png)

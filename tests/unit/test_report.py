@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tiny_models import run_cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
-from screenshot_report import find_browser, screenshot  # noqa: E402
+from screenshot_report import find_browser, screenshot
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import SMALL, run_cli
 
 from resq_export.artifact import load_artifact
 from resq_export.checkpoint import TEST_KILL_ENV, work_dir_for
@@ -20,11 +21,9 @@ from resq_export.config import QuantConfig
 from resq_export.errors import ArtifactError
 from resq_export.quantize import quantize
 
-from tiny_models import SMALL, run_cli
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
-from make_model import make_model  # noqa: E402
+from make_model import make_model
 
 SETTINGS = QuantConfig.for_method("resq", nsamples=4, seqlen=32)
 
@@ -42,8 +41,8 @@ def _assert_same_artifact(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def sharded_bf16(tiny_dirs, tmp_path_factory):
     """A 3-layer Llama of the tiny shape in bf16, split over several shards with an index."""
-    shape = dict(arch="llama", hidden=64, layers=3, heads=4, kv_heads=2, intermediate=96, vocab=400, tied=False,
-                 rope_theta=10000.0)
+    shape = {"arch": "llama", "hidden": 64, "layers": 3, "heads": 4, "kv_heads": 2, "intermediate": 96,
+             "vocab": 400, "tied": False, "rope_theta": 10000.0}
     return make_model(tmp_path_factory.mktemp("bf16") / "m", shape, "bf16", shard_gb=40e3 / 2**30,
                       tokenizer_dir=tiny_dirs["llama"], log=lambda *_: None)
 
@@ -68,8 +67,8 @@ def test_make_model_writes_a_sharded_hf_folder_transformers_reads(sharded_bf16):
 @pytest.mark.parametrize("dtype", ["bf16", "fp16", "fp32"])
 def test_streaming_equals_in_memory(tiny_dirs, calib_file, tmp_path, dtype):
     """Layers read one at a time from the memory-mapped shards give the bytes of the all-in-memory run."""
-    shape = dict(arch="qwen2" if dtype == "fp16" else "llama", hidden=64, layers=2, heads=4, kv_heads=2,
-                 intermediate=96, vocab=400, tied=dtype == "fp32", rope_theta=10000.0)
+    shape = {"arch": "qwen2" if dtype == "fp16" else "llama", "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2,
+             "intermediate": 96, "vocab": 400, "tied": dtype == "fp32", "rope_theta": 10000.0}
     model = make_model(tmp_path / "m", shape, dtype, shard_gb=30e3 / 2**30, tokenizer_dir=tiny_dirs["llama"],
                        log=lambda *_: None)
     quantize(str(model), SETTINGS, tmp_path / "streamed", [str(calib_file)], progress=False)
@@ -84,7 +83,7 @@ def _cli(model, out, calib_file, env_extra=None):
     env.update(env_extra or {})
     cmd = [sys.executable, "-m", "resq_export.cli", "quantize", "--model", str(model), "--out", str(out),
            "--calib-data", str(calib_file), *SMALL]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_resume_after_kill_gives_the_same_artifact(sharded_bf16, calib_file, tmp_path):
@@ -117,7 +116,7 @@ def test_resume_after_kill_gives_the_same_artifact(sharded_bf16, calib_file, tmp
 
 def test_resume_after_full_disk(sharded_bf16, calib_file, tmp_path, monkeypatch):
     """ENOSPC in the middle of writing a layer: nothing half-written stays, the rerun finishes identically."""
-    import resq_export.tensorfile as tensorfile
+    from resq_export import tensorfile
 
     quantize(str(sharded_bf16), SETTINGS, tmp_path / "reference", [str(calib_file)], progress=False)
     real_fsync, calls = os.fsync, {"n": 0}
