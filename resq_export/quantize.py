@@ -435,7 +435,7 @@ class _Pipeline:
                 sums, counts = stats.state()
                 w.save(f"pass1-stats-{i + 1:05d}.safetensors", sums)
                 w.save(f"pass1-acts-{i + 1:05d}.safetensors", _hidden_tensors(hidden))
-                w.layer_record(i)["pass1_s"] = round(time.perf_counter() - t, 3)
+                w.layer_record(i).update(pass1_s=round(time.perf_counter() - t, 3), pass1_peak_rss_mb=round(peak_rss_mb()))
                 w.commit(pass1_done=i + 1, pass1_counts=counts)
                 w.drop(f"pass1-stats-{i:05d}.safetensors")
                 w.drop(f"pass1-acts-{i:05d}.safetensors")
@@ -467,7 +467,7 @@ class _Pipeline:
         w.save("shared.safetensors", shared)
         if gathered is not None:
             w.save("pass2-acts-00000.safetensors", _hidden_tensors(list(gathered.split(CALIB_BATCH))))
-        w.commit(globals_done=True, globals_s=round(time.perf_counter() - t, 3))
+        w.commit(globals_done=True, globals_s=round(time.perf_counter() - t, 3), globals_peak_rss_mb=round(peak_rss_mb()))
 
     @torch.inference_mode()
     def pass2(self, bases: Bases) -> None:
@@ -487,7 +487,7 @@ class _Pipeline:
                 w.save(f"pass2-acts-{i + 1:05d}.safetensors", _hidden_tensors(hidden))
             w.save(f"layer-{i:05d}.safetensors", layer_tensors(i, layer))
             del layer
-            record["pass2_s"] = round(time.perf_counter() - t, 3)
+            record.update(pass2_s=round(time.perf_counter() - t, 3), pass2_peak_rss_mb=round(peak_rss_mb()))
             w.commit(pass2_done=i + 1)
             w.drop(f"pass2-acts-{i:05d}.safetensors")
             maybe_test_kill("pass2", i)
