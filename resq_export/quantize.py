@@ -306,8 +306,9 @@ def quantize_layer(
         except HessianError as e:
             raise NumericalError(f"layer {i} {role} (Hessian of its input): {e}") from None
         effective = _effective_float(quantized[role])
-        w = lin.weight.double()
-        w_sqnr[role] = _db(float(w.pow(2).sum()), float((w - effective.weight.double()).pow(2).sum()))
+        w = lin.weight  # float32 differences, float64 sums: no float64 copy of a big matrix
+        w_sqnr[role] = _db(float(w.square().sum(dtype=torch.float64)),
+                           float(torch.sub(w, effective.weight).square_().sum(dtype=torch.float64)))
         setattr(layer, attr, effective)
     act = _ActivationError(layouts)
     hidden = [runner.layer_forward(i, layer, h, rope, KVCache(), act) for h, rope in zip(hidden, ropes)]

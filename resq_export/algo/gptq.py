@@ -39,8 +39,9 @@ def gptq_quantize(
         hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     except torch.linalg.LinAlgError as e:
         raise HessianError(f"Hessian not positive definite after damping {damp}: {e}") from None
-    scale = col_scale.to(torch.float64)
-    q = torch.zeros_like(w)
+    # Codes fit int8 (at most 8 bits); columns' scales are widened one at a time. Both keep the
+    # sweep's memory near one float64 copy of the weight (an 8B model's MLP is 117 M weights).
+    q = torch.zeros(w.shape, dtype=torch.int8)
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
         w1 = w[:, i1:i2].clone()
@@ -48,11 +49,12 @@ def gptq_quantize(
         hinv1 = hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
-            s = scale[:, col]
+            s = col_scale[:, col].to(torch.float64)
             qc = quantize_sym(w1[:, i], s, int(col_bits[col]))
             q[:, col] = qc
             err = (w1[:, i] - qc * s) / hinv1[i, i]
             w1[:, i:] -= err[:, None] * hinv1[i, i:][None]
             err1[:, i] = err
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return q
+    del w
+    return q.to(torch.float64)
