@@ -226,7 +226,9 @@ def quantize_linear(
     if quant.lqer_rank:
         a, b = lqer_factors(w, q * col_scale, quant.lqer_rank, act_absmean)
         lqer = LqerBranch(*_quantize_rows(a.T, quant.lqer_bits), *_quantize_rows(b.T, quant.lqer_bits))
-    return QuantLinear(layout, q.to(torch.int32), wscale.to(torch.float32), lin.bias, lqer)
+    codes = q.to(torch.int32)
+    del q, col_scale  # before QuantLinear prepares its GEMM copies: bounds the peak on big MLPs
+    return QuantLinear(layout, codes, wscale.to(torch.float32), lin.bias, lqer)
 
 
 def _quantize_rows(m: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,10 +287,10 @@ def quantize_layer(
 ) -> tuple[list[torch.Tensor], dict]:
     """Pass 2 for one (transformed) layer, sublayer by sublayer (qkv, o, gate_up, down): capture the
     inputs through the already quantised weights, quantise, then push the calibration activations
-    through the quantised layer. Replaces the layer's linears by QuantLinears; returns the new
-    activations and the layer's error statistics."""
+    through the quantised layer. Returns the new activations, the layer's packed artifact tensors
+    and its error statistics (the layer is left holding the effective float weights)."""
     needs_inputs = quant.weight_algo == "gptq" or quant.lqer_rank > 0
-    quantized, w_sqnr = {}, {}
+    tensors, w_sqnr = {}, {}
     for role, attr in LINEAR_ROLES.items():
         lin = getattr(layer, attr)
         hessian = absmean = None
@@ -302,25 +304,31 @@ def quantize_layer(
             hessian = capture.hessian.sum
             absmean = capture.absmean.finalize() if capture.absmean else None
         try:
-            quantized[role] = quantize_linear(lin, layouts[role], quant, hessian, absmean)
+            q = quantize_linear(lin, layouts[role], quant, hessian, absmean)
         except HessianError as e:
             raise NumericalError(f"layer {i} {role} (Hessian of its input): {e}") from None
-        effective = _effective_float(quantized[role])
+        # Packed for the artifact at once; the QuantLinear (codes plus its GEMM copies, about 8
+        # bytes per weight) is not kept: the rest of the layer's calibration needs only the
+        # effective float weights.
+        tensors.update(linear_tensors(f"layers.{i}.{role}.", q))
+        effective = _effective_float(q)
+        del q
         w = lin.weight  # float32 differences, float64 sums: no float64 copy of a big matrix
         w_sqnr[role] = _db(float(w.square().sum(dtype=torch.float64)),
                            float(torch.sub(w, effective.weight).square_().sum(dtype=torch.float64)))
         setattr(layer, attr, effective)
     act = _ActivationError(layouts)
     hidden = [runner.layer_forward(i, layer, h, rope, KVCache(), act) for h, rope in zip(hidden, ropes)]
-    for role, q in quantized.items():
-        setattr(layer, LINEAR_ROLES[role], q)
-    return hidden, {"weight_sqnr_db": w_sqnr, "activation_sqnr_db": act.sqnr_db()}
+    return hidden, tensors, {"weight_sqnr_db": w_sqnr, "activation_sqnr_db": act.sqnr_db()}
 
 
-def layer_tensors(i: int, layer: Layer) -> dict[str, torch.Tensor]:
-    tensors: dict[str, torch.Tensor] = {}
-    for role, attr in LINEAR_ROLES.items():
-        tensors.update(linear_tensors(f"layers.{i}.{role}.", getattr(layer, attr)))
+def layer_tensors(i: int, layer: Layer, packed: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The artifact's tensors of layer i: its packed quantised linears (`packed`), or its float
+    linears when nothing is quantised, plus its online key rotation."""
+    tensors: dict[str, torch.Tensor] = dict(packed or {})
+    if packed is None:
+        for role, attr in LINEAR_ROLES.items():
+            tensors.update(linear_tensors(f"layers.{i}.{role}.", getattr(layer, attr)))
     if layer.key_rotation is not None:
         tensors[f"layers.{i}.key_rotation"] = layer.key_rotation.float().contiguous()
     return {k: v.contiguous() for k, v in tensors.items()}
@@ -481,12 +489,13 @@ class _Pipeline:
             t = time.perf_counter()
             layer = self._float_layer(i)
             transform_layer(self.cfg, bases, i, layer)
-            record = w.layer_record(i)
+            record, packed = w.layer_record(i), None
             if quant.quantizes_weights:
-                hidden, errors = quantize_layer(self.runner, i, layer, quant, self.layouts, hidden, self.ropes)
+                hidden, packed, errors = quantize_layer(self.runner, i, layer, quant, self.layouts, hidden,
+                                                        self.ropes)
                 record.update(errors)
                 w.save(f"pass2-acts-{i + 1:05d}.safetensors", _hidden_tensors(hidden))
-            w.save(f"layer-{i:05d}.safetensors", layer_tensors(i, layer))
+            w.save(f"layer-{i:05d}.safetensors", layer_tensors(i, layer, packed))
             del layer
             record.update(pass2_s=round(time.perf_counter() - t, 3), pass2_peak_rss_mb=round(peak_rss_mb()))
             w.commit(pass2_done=i + 1)
