@@ -75,7 +75,9 @@ def write_safetensors(path: Path, entries: list[Entry], metadata: dict[str, str]
                     raise ValueError(f"{e.name}: wrote {written} bytes, its shape needs {e.nbytes}")
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result should look like any new file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
