@@ -75,7 +75,7 @@ def _file_entries(path: Path, block_bytes: int = 1 << 26) -> list[Entry]:
                 yield f.rows(name, a, a + step)
         return blocks
 
-    return [Entry(name, f.dtype(name), f.shape(name), reader(name)) for name in f.keys()]
+    return [Entry(name, f.dtype(name), f.shape(name), reader(name)) for name in f.names()]
 
 
 def write_artifact(

@@ -114,7 +114,7 @@ class SafetensorsFile:
         for name, info in header.items():
             self._index[name] = (dtypes[info["dtype"]], tuple(info["shape"]), *info["data_offsets"])
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         return list(self._index)
 
     def dtype(self, name: str) -> torch.dtype:

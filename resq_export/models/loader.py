@@ -204,7 +204,7 @@ class _SafetensorsReader:
                 handle = SafetensorsFile(f)
             except (ValueError, KeyError, UnicodeDecodeError, OSError) as e:
                 raise ModelLoadError(f"cannot read {f}: corrupt or not a safetensors file ({e})") from None
-            for name in handle.keys():
+            for name in handle.names():
                 self._where[name] = handle
 
     def names(self) -> list[str]:
