@@ -208,7 +208,7 @@ class _InputCapture:
 
 def quantize_linear(
     lin: FloatLinear, layout: LinearLayout, quant: QuantConfig,
-    hessian: torch.Tensor | None, act_absmean: torch.Tensor | None,
+    hessian: torch.Tensor | list[torch.Tensor] | None, act_absmean: torch.Tensor | None,
 ) -> QuantLinear:
     w = lin.weight.to(torch.float32)
     scales = []
@@ -301,8 +301,10 @@ def quantize_layer(
                     runner.layer_forward(i, layer, h, rope, KVCache(), capture)
                 except StopForward:
                     pass
-            hessian = capture.hessian.sum
+            # Handed over in a list, so that GPTQ holds the only reference and frees it early.
+            hessian = [capture.hessian.sum]
             absmean = capture.absmean.finalize() if capture.absmean else None
+            del capture
         try:
             q = quantize_linear(lin, layouts[role], quant, hessian, absmean)
         except HessianError as e:
