@@ -19,11 +19,13 @@ from .fileio import atomic_directory, read_json, sha256_file
 from .layout import LinearLayout, high_channels, kv_quantizer, role_layouts
 from .models.config import ModelConfig
 from .reference import LqerBranch, QuantLinear
+from .tensorfile import Entry, SafetensorsFile, write_safetensors
 from .transforms.rotate import o_input_permutation
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
+STATS_FILE = "stats.json"  # calibration spectra, per-layer errors and times (read by `resq-export report`)
 
 
 def linear_tensors(prefix: str, lin: FloatLinear | QuantLinear) -> dict[str, torch.Tensor]:
@@ -47,35 +49,48 @@ def linear_tensors(prefix: str, lin: FloatLinear | QuantLinear) -> dict[str, tor
     return out
 
 
-def write_artifact(
-    out_dir: Path, model: Decoder, quant: QuantConfig, tokenizer: Any, source: dict, stats: dict
-) -> None:
-    from safetensors.torch import save_file
-
-    embed_dtype = torch.float32 if quant.method == "fp" else torch.float16
-    tensors = {"embed": model.embed.to(embed_dtype).contiguous()}
-    if isinstance(model.lm_head, TiedHead):
-        tensors["lm_head.factor"] = model.lm_head.factor.float().contiguous()
-    else:
-        tensors["lm_head.weight"] = model.lm_head.weight.to(embed_dtype).contiguous()
-    for i, layer in enumerate(model.layers):
-        for role, attr in LINEAR_ROLES.items():
-            tensors.update(linear_tensors(f"layers.{i}.{role}.", getattr(layer, attr)))
-        if layer.key_rotation is not None:
-            tensors[f"layers.{i}.key_rotation"] = layer.key_rotation.float().contiguous()
-    if model.layers and model.layers[0].down_rotation is not None:
-        tensors["down_rotation.left"] = model.layers[0].down_rotation.float().contiguous()
-    config = {
+def artifact_config(model_cfg: ModelConfig, quant: QuantConfig) -> dict:
+    return {
         "schema_version": SCHEMA_VERSION,
-        "model": model.config.to_dict(),
+        "model": model_cfg.to_dict(),
         "quant": quant.to_dict(),
-        "layouts": {r: l.to_dict() for r, l in role_layouts(model.config, quant).items()}
+        "layouts": {r: l.to_dict() for r, l in role_layouts(model_cfg, quant).items()}
         if quant.quantizes_weights else None,
     }
+
+
+def _file_entries(path: Path, block_bytes: int = 1 << 26) -> list[Entry]:
+    """Every tensor of a safetensors file as a streamed entry (big ones read by blocks of rows)."""
+    f = SafetensorsFile(path)
+
+    def reader(name: str):
+        shape = f.shape(name)
+
+        def blocks():
+            if len(shape) < 2:
+                yield f.get(name)
+                return
+            step = max(1, block_bytes // max(1, f.rows(name, 0, 1).nbytes))
+            for a in range(0, shape[0], step):
+                yield f.rows(name, a, a + step)
+        return blocks
+
+    return [Entry(name, f.dtype(name), f.shape(name), reader(name)) for name in f.names()]
+
+
+def write_artifact(
+    out_dir: Path, tensor_files: list[Path], config: dict, tokenizer: Any, source: dict, stats: dict,
+    details: dict,
+) -> None:
+    """Assemble the artifact from finished per-step tensor files (streamed into one model.safetensors,
+    never all in memory), atomically: the folder appears complete under its name, or not at all.
+    stats go to the manifest; details (spectra, per-layer errors and times) to stats.json."""
+    entries = [e for f in tensor_files for e in _file_entries(f)]
     with atomic_directory(Path(out_dir)) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE),
-                  metadata={"format": "resq-export", "schema_version": str(SCHEMA_VERSION)})
+        write_safetensors(tmp / WEIGHTS_FILE, entries,
+                          metadata={"format": "resq-export", "schema_version": str(SCHEMA_VERSION)})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / STATS_FILE).write_text(json.dumps(details, indent=1))
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         manifest = {
             "schema_version": SCHEMA_VERSION,

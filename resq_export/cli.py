@@ -212,10 +212,26 @@ def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, qu
     texts = read_texts(list(text_files) or [default_eval_path()])
     windows = eval_windows(tokenize_corpus(tokenizer, texts), seqlen, max_tokens)
     result = {"method": label, "seqlen": seqlen, **perplexity(model, windows, progress=not quiet)}
+    if artifact is not None:  # kept beside the artifact for `resq-export report`
+        from .evaluations import record_evaluation
+
+        record_evaluation(artifact, {**result, "label": label,
+                                     "text": ", ".join(map(str, text_files)) or "packaged eval text"})
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(f"perplexity {result['ppl']:.4f} over {result['windows']} windows of {seqlen} tokens")
+
+
+@main.command()
+@click.option("--artifact", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML file to write (self-contained, plots embedded).")
+def report(artifact, out_file) -> None:
+    """An HTML report of an artifact: basis spectra, per-layer SQNR, times, perplexities."""
+    from .report import build_report
+
+    click.echo(f"wrote {build_report(artifact, out_file)}")
 
 
 @main.command("export")

@@ -45,6 +45,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result should look like any new file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -18,27 +18,44 @@ class HessianError(ValueError):
 
 def gptq_quantize(
     weight: torch.Tensor,
-    hessian: torch.Tensor,
+    hessian: torch.Tensor | list[torch.Tensor],
     col_scale: torch.Tensor,
     col_bits: torch.Tensor,
     damp: float = 0.01,
     block: int = 128,
 ) -> torch.Tensor:
     """weight [out, K], hessian [K, K] (sum of x^T x), col_scale [out, K] (each column's scale),
-    col_bits [K] -> integer codes [out, K] (float64 holding integers)."""
+    col_bits [K] -> integer codes [out, K] (float64 holding integers).
+
+    hessian given as a one-element list hands it over: it is emptied, the float64 Hessian is then
+    damped in place and freed once factorised instead of copied (an 8B model's down_proj Hessian,
+    14336², is 1.6 GB a copy)."""
     w = weight.to(torch.float64).clone()
-    h = hessian.to(torch.float64).clone()
+    if isinstance(hessian, list):
+        h = hessian.pop()
+        h = h if h.dtype == torch.float64 else h.to(torch.float64)
+    else:
+        h = hessian.to(torch.float64).clone()
+    del hessian
+    if not torch.isfinite(h).all():  # Cholesky may return NaN factors instead of failing
+        raise HessianError("Hessian contains NaN/Inf")
     k = w.shape[1]
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    h += damp * torch.diagonal(h).mean() * torch.eye(k, dtype=torch.float64)
+    torch.diagonal(h).add_(damp * torch.diagonal(h).mean())  # = h + damp * mean * I, no k x k identity
     try:
-        hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+        chol = torch.linalg.cholesky(h)
+        del h
+        inv = torch.cholesky_inverse(chol)
+        del chol
+        hinv = torch.linalg.cholesky(inv, upper=True)
+        del inv
     except torch.linalg.LinAlgError as e:
         raise HessianError(f"Hessian not positive definite after damping {damp}: {e}") from None
-    scale = col_scale.to(torch.float64)
-    q = torch.zeros_like(w)
+    # Codes fit int8 (at most 8 bits); columns' scales are widened one at a time. Both keep the
+    # sweep's memory near one float64 copy of the weight (an 8B model's MLP is 117 M weights).
+    q = torch.zeros(w.shape, dtype=torch.int8)
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
         w1 = w[:, i1:i2].clone()
@@ -46,11 +63,12 @@ def gptq_quantize(
         hinv1 = hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
-            s = scale[:, col]
+            s = col_scale[:, col].to(torch.float64)
             qc = quantize_sym(w1[:, i], s, int(col_bits[col]))
             q[:, col] = qc
             err = (w1[:, i] - qc * s) / hinv1[i, i]
             w1[:, i:] -= err[:, None] * hinv1[i, i:][None]
             err1[:, i] = err
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return q
+    del w
+    return q.to(torch.float64)

@@ -68,3 +68,21 @@ class BasisStatistics:
     def keys(self, layer: int, k: torch.Tensor) -> None:
         check_finite(k, f"layer {layer} keys")
         self.keys_[layer].add_batch(k)
+
+    # --- checkpointing (resume after an interruption) --------------------------------------------
+    def _accumulators(self) -> dict[str, SecondMoment]:
+        out = {"residual": self.residual}
+        for i, (heads, keys) in enumerate(zip(self.values_, self.keys_)):
+            out.update({f"values.{i}.{h}": acc for h, acc in enumerate(heads)})
+            out[f"keys.{i}"] = keys
+        return out
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+        """(sums, counts): everything needed to continue accumulating exactly where this left off."""
+        accs = self._accumulators()
+        return {k: a.sum for k, a in accs.items()}, {k: a.count for k, a in accs.items()}
+
+    def load_state(self, sums: dict[str, torch.Tensor], counts: dict[str, int]) -> None:
+        for k, acc in self._accumulators().items():
+            acc.sum = sums[k].to(torch.float64).clone()
+            acc.count = int(counts[k])

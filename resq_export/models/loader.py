@@ -20,6 +20,7 @@ import torch
 from ..decoder import Decoder, FloatLinear, Layer, TiedHead
 from ..errors import ModelLoadError
 from ..fileio import atomic_directory, read_json, sha256_file
+from ..tensorfile import SafetensorsFile
 from .arch import arch_of_hf_config, get_arch
 from .config import ModelConfig
 
@@ -36,9 +37,98 @@ class LoadedModel:
 
 
 def load_model(source: str | os.PathLike) -> LoadedModel:
+    """The whole float model in memory (evaluation, tests). The quantiser streams: see open_model."""
+    m = open_model(source)
+    return LoadedModel(m.decoder(), m.tokenizer, m.source)
+
+
+@dataclass
+class ModelSource:
+    """A model whose tensors are read on demand: one decoder layer (or a block of embedding rows) at a
+    time, from memory-mapped safetensors, so memory does not grow with the model. Every call returns
+    fresh float32 tensors that the caller may transform freely."""
+
+    config: ModelConfig
+    tokenizer: object
+    source: dict  # kind, path, sha256
+    _get: Callable[[str], torch.Tensor | None]
+    _rows: Callable[[str, int, int], torch.Tensor]
+    _shape: Callable[[str], tuple[int, ...] | None]
+
+    @property
+    def spec(self):
+        return get_arch(self.config.architecture)
+
+    def layer(self, i: int) -> Layer:
+        return _build_layer(self.config, self._need, i)
+
+    def final_norm(self) -> torch.Tensor:
+        return self._need(self.spec.final_norm_name + ".weight", (self.config.hidden_size,))
+
+    @property
+    def head_name(self) -> str:
+        """The tensor holding the output head: lm_head, or the embedding when they are tied."""
+        spec, c = self.spec, self.config
+        if self._get_shape(spec.lm_head_name + ".weight") is not None:
+            return spec.lm_head_name + ".weight"
+        if not c.tie_word_embeddings:
+            raise ModelLoadError(f"the weights lack {spec.lm_head_name}.weight and the config does not tie embeddings")
+        return spec.embed_name + ".weight"
+
+    @property
+    def tied_head(self) -> bool:
+        return self.head_name == self.embed_name
+
+    @property
+    def embed_name(self) -> str:
+        return self.spec.embed_name + ".weight"
+
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of a [vocab, hidden] matrix (embedding or head) as float32."""
+        shape = self._get_shape(name)
+        expected = (self.config.vocab_size, self.config.hidden_size)
+        if shape is None:
+            raise ModelLoadError(f"the weights lack the tensor {name}")
+        if tuple(shape) != expected:
+            raise ModelLoadError(f"tensor {name} has shape {tuple(shape)}, the config implies {expected}")
+        t = self._rows(name, start, stop).to(torch.float32)
+        check_weights_finite(name, t)
+        return t
+
+    def _get_shape(self, name: str) -> tuple[int, ...] | None:
+        return self._shape(name)
+
+    def _need(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        t = self._get(name)
+        if t is None:
+            raise ModelLoadError(f"the weights lack the tensor {name}")
+        if tuple(t.shape) != shape:
+            raise ModelLoadError(f"tensor {name} has shape {tuple(t.shape)}, the config implies {shape}")
+        check_weights_finite(name, t)
+        return t
+
+    def decoder(self) -> Decoder:
+        """Every layer at once (memory grows with the model)."""
+        c = self.config
+        embed = self.rows(self.embed_name, 0, c.vocab_size)
+        head = TiedHead(torch.eye(c.hidden_size)) if self.tied_head else \
+            FloatLinear(self.rows(self.head_name, 0, c.vocab_size))
+        return Decoder(config=c, embed=embed, layers=[self.layer(i) for i in range(c.num_layers)],
+                       lm_head=head, final_norm=self.final_norm())
+
+
+def check_weights_finite(name: str, t: torch.Tensor) -> None:
+    """NaN/Inf in a source weight would surface later as a confusing activation error; name it here."""
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise ModelLoadError(f"the weight tensor {name} contains NaN/Inf values")
+
+
+def open_model(source: str | os.PathLike, in_memory: bool = False) -> ModelSource:
+    """A model source (HF folder, .gguf file, built-in name). in_memory: read every tensor up front
+    (a .gguf file is always dequantised whole by transformers)."""
     source = str(source)
     if source in BUILTIN_MODELS:
-        return _load_hf_folder(_builtin_folder(source), {"kind": "builtin", "name": source})
+        return _open_hf_folder(_builtin_folder(source), {"kind": "builtin", "name": source}, in_memory)
     path = Path(source)
     if not path.exists():
         raise ModelLoadError(
@@ -47,11 +137,23 @@ def load_model(source: str | os.PathLike) -> LoadedModel:
     if path.is_file() and path.suffix == ".gguf":
         hf_config, state, tokenizer = _read_gguf(path)
         config = ModelConfig.from_hf(hf_config)
-        decoder = _build_decoder(config, lambda name: state.get(name))
-        return LoadedModel(decoder, tokenizer, {"kind": "gguf", "path": str(path), "sha256": file_sha256([path])})
+        return _dict_source(config, tokenizer, {"kind": "gguf", "path": str(path), "sha256": file_sha256([path])},
+                            state)
     if path.is_dir():
-        return _load_hf_folder(path, {"kind": "hf", "path": str(path)})
+        return _open_hf_folder(path, {"kind": "hf", "path": str(path)}, in_memory)
     raise ModelLoadError(f"model {source!r} is neither a folder nor a .gguf file")
+
+
+def _dict_source(config: ModelConfig, tokenizer, source: dict, state: dict[str, torch.Tensor]) -> ModelSource:
+    def get(name: str) -> torch.Tensor | None:
+        t = state.get(name)
+        return None if t is None else t.to(torch.float32).clone()
+
+    def shape(name: str) -> tuple[int, ...] | None:
+        return tuple(state[name].shape) if name in state else None
+
+    return ModelSource(config, tokenizer, source, get, lambda name, a, b: state[name][a:b].to(torch.float32).clone(),
+                       shape)
 
 
 def file_sha256(paths: list[Path]) -> str:
@@ -62,7 +164,7 @@ def file_sha256(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _load_hf_folder(folder: Path, source: dict) -> LoadedModel:
+def _open_hf_folder(folder: Path, source: dict, in_memory: bool) -> ModelSource:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelLoadError(f"{folder} has no config.json; is it a Hugging Face model folder?")
@@ -70,10 +172,11 @@ def _load_hf_folder(folder: Path, source: dict) -> LoadedModel:
     config = ModelConfig.from_hf(hf_config)
     weight_files = _weight_files(folder)
     tensors = _SafetensorsReader(weight_files)
-    decoder = _build_decoder(config, tensors.get)
     tokenizer = _load_tokenizer(folder)
     source = {**source, "sha256": file_sha256([config_path, *weight_files])}
-    return LoadedModel(decoder, tokenizer, source)
+    if in_memory:
+        return _dict_source(config, tokenizer, source, {n: tensors.get(n) for n in tensors.names()})
+    return ModelSource(config, tokenizer, source, tensors.get, tensors.rows, tensors.shape)
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -95,83 +198,70 @@ def _weight_files(folder: Path) -> list[Path]:
 
 
 class _SafetensorsReader:
-    """Name -> float32 tensor across (possibly sharded) safetensors files, memory-mapped."""
+    """Name -> float32 tensor across (possibly sharded) safetensors files, each tensor (or block of
+    rows) read alone when asked for, so memory holds only what the caller keeps."""
 
     def __init__(self, files: list[Path]):
-        from safetensors import safe_open
-
-        self._handles = {}
-        self._where: dict[str, object] = {}
+        self._where: dict[str, SafetensorsFile] = {}
         for f in files:
             try:
-                handle = safe_open(str(f), framework="pt")
-            except Exception as e:  # safetensors raises its own error types for corrupt headers
+                handle = SafetensorsFile(f)
+            except (ValueError, KeyError, UnicodeDecodeError, OSError) as e:
                 raise ModelLoadError(f"cannot read {f}: corrupt or not a safetensors file ({e})") from None
-            self._handles[f] = handle
-            for name in handle.keys():
-                self._where[name] = (f, handle)
+            for name in handle.names():
+                self._where[name] = handle
+
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        return self._where[name].shape(name) if name in self._where else None
+
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        handle = self._where[name]
+        try:
+            return handle.rows(name, start, stop).to(torch.float32)
+        except (ValueError, OSError) as e:
+            raise ModelLoadError(f"cannot read tensor {name} from {handle.path}: {e}") from None
 
     def get(self, name: str) -> torch.Tensor | None:
         if name not in self._where:
             return None
-        f, handle = self._where[name]
+        handle = self._where[name]
         try:
-            return handle.get_tensor(name).to(torch.float32)
-        except Exception as e:
-            raise ModelLoadError(f"cannot read tensor {name} from {f}: {e}") from None
+            return handle.get(name).to(torch.float32)
+        except (ValueError, OSError) as e:
+            raise ModelLoadError(f"cannot read tensor {name} from {handle.path}: {e}") from None
 
 
-def _build_decoder(config: ModelConfig, get: Callable[[str], torch.Tensor | None]) -> Decoder:
-    spec = get_arch(config.architecture)
-
-    def need(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        t = get(name)
-        if t is None:
-            raise ModelLoadError(f"the weights lack the tensor {name}")
-        if tuple(t.shape) != shape:
-            raise ModelLoadError(f"tensor {name} has shape {tuple(t.shape)}, the config implies {shape}")
-        return t
-
-    c = config
+def _build_layer(c: ModelConfig, need: Callable[[str, tuple[int, ...]], torch.Tensor], i: int) -> Layer:
+    """Decoder layer i as float32 linears (q/k/v and gate/up fused), norms not yet folded."""
+    spec = get_arch(c.architecture)
     hd, hid, inter = c.head_dim, c.hidden_size, c.intermediate_size
-    layers = []
-    for i in range(c.num_layers):
-        n = {role: name.format(i=i) for role, name in spec.layer_names.items()}
-        qkv_w = torch.cat([
-            need(n["attn_q"] + ".weight", (c.num_heads * hd, hid)),
-            need(n["attn_k"] + ".weight", (c.num_kv_heads * hd, hid)),
-            need(n["attn_v"] + ".weight", (c.num_kv_heads * hd, hid)),
+    n = {role: name.format(i=i) for role, name in spec.layer_names.items()}
+    qkv_w = torch.cat([
+        need(n["attn_q"] + ".weight", (c.num_heads * hd, hid)),
+        need(n["attn_k"] + ".weight", (c.num_kv_heads * hd, hid)),
+        need(n["attn_v"] + ".weight", (c.num_kv_heads * hd, hid)),
+    ])
+    qkv_b = None
+    if c.qkv_bias:
+        qkv_b = torch.cat([
+            need(n["attn_q"] + ".bias", (c.num_heads * hd,)),
+            need(n["attn_k"] + ".bias", (c.num_kv_heads * hd,)),
+            need(n["attn_v"] + ".bias", (c.num_kv_heads * hd,)),
         ])
-        qkv_b = None
-        if c.qkv_bias:
-            qkv_b = torch.cat([
-                need(n["attn_q"] + ".bias", (c.num_heads * hd,)),
-                need(n["attn_k"] + ".bias", (c.num_kv_heads * hd,)),
-                need(n["attn_v"] + ".bias", (c.num_kv_heads * hd,)),
-            ])
-        o_b = need(n["attn_o"] + ".bias", (hid,)) if c.o_bias else None
-        layers.append(Layer(
-            qkv=FloatLinear(qkv_w, qkv_b),
-            o=FloatLinear(need(n["attn_o"] + ".weight", (hid, c.num_heads * hd)), o_b),
-            gate_up=FloatLinear(torch.cat([
-                need(n["mlp_gate"] + ".weight", (inter, hid)),
-                need(n["mlp_up"] + ".weight", (inter, hid)),
-            ])),
-            down=FloatLinear(need(n["mlp_down"] + ".weight", (hid, inter))),
-            attn_norm=need(n["attn_norm"] + ".weight", (hid,)),
-            mlp_norm=need(n["mlp_norm"] + ".weight", (hid,)),
-        ))
-    embed = need(spec.embed_name + ".weight", (c.vocab_size, hid))
-    lm_head = get(spec.lm_head_name + ".weight")
-    if lm_head is None and not c.tie_word_embeddings:
-        raise ModelLoadError(f"the weights lack {spec.lm_head_name}.weight and the config does not tie embeddings")
-    tied = lm_head is None or (c.tie_word_embeddings and torch.equal(lm_head, embed))
-    return Decoder(
-        config=config,
-        embed=embed,
-        layers=layers,
-        lm_head=TiedHead(torch.eye(hid)) if tied else FloatLinear(lm_head.clone()),
-        final_norm=need(spec.final_norm_name + ".weight", (hid,)),
+    o_b = need(n["attn_o"] + ".bias", (hid,)) if c.o_bias else None
+    return Layer(
+        qkv=FloatLinear(qkv_w, qkv_b),
+        o=FloatLinear(need(n["attn_o"] + ".weight", (hid, c.num_heads * hd)), o_b),
+        gate_up=FloatLinear(torch.cat([
+            need(n["mlp_gate"] + ".weight", (inter, hid)),
+            need(n["mlp_up"] + ".weight", (inter, hid)),
+        ])),
+        down=FloatLinear(need(n["mlp_down"] + ".weight", (hid, inter))),
+        attn_norm=need(n["attn_norm"] + ".weight", (hid,)),
+        mlp_norm=need(n["mlp_norm"] + ".weight", (hid,)),
     )
 
 

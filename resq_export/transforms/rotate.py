@@ -9,24 +9,47 @@ from __future__ import annotations
 import torch
 
 from ..algo.hadamard import apply_down_hadamard
-from ..decoder import Decoder, FloatLinear, TiedHead
+from ..decoder import Decoder, FloatLinear, Layer, TiedHead
+from ..models.config import ModelConfig
 
 
 def _f64(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float64)
 
 
+# Each transform exists per layer (the quantiser streams one layer at a time) and, as a loop over
+# the layers, for a whole Decoder (tests of exactness).
+
+def fold_layer_norms(layer: Layer) -> None:
+    layer.qkv.weight = (_f64(layer.qkv.weight) * _f64(layer.attn_norm)).float()
+    layer.gate_up.weight = (_f64(layer.gate_up.weight) * _f64(layer.mlp_norm)).float()
+    layer.attn_norm = layer.mlp_norm = None
+
+
+def fold_head_norm(head_rows: torch.Tensor, final_norm: torch.Tensor) -> torch.Tensor:
+    """lm_head rows [n, hidden] with the final RMSNorm weight folded into their input columns."""
+    return (_f64(head_rows) * _f64(final_norm)).float()
+
+
+def tied_head_factor(factor: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """A tied head's factor after U on the residual stream: embed @ factor @ U = (embed @ U) @ (U^T factor U)."""
+    return (u.T @ _f64(factor) @ u).float()
+
+
+def rotate_rows(rows: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Rows of the embedding or of the (input side of the) head in the basis u."""
+    return (_f64(rows) @ u).float()
+
+
 def fold_norms(model: Decoder) -> None:
     """Move every RMSNorm weight into the input columns of the linears that read it."""
     for layer in model.layers:
-        layer.qkv.weight = (_f64(layer.qkv.weight) * _f64(layer.attn_norm)).float()
-        layer.gate_up.weight = (_f64(layer.gate_up.weight) * _f64(layer.mlp_norm)).float()
-        layer.attn_norm = layer.mlp_norm = None
+        fold_layer_norms(layer)
     head = model.lm_head
     if isinstance(head, TiedHead):
-        head.factor = (_f64(head.factor) * _f64(model.final_norm)).float()
+        head.factor = fold_head_norm(head.factor, model.final_norm)
     else:
-        head.weight = (_f64(head.weight) * _f64(model.final_norm)).float()
+        head.weight = fold_head_norm(head.weight, model.final_norm)
     model.final_norm = None
 
 
@@ -44,38 +67,49 @@ def rotate_residual(model: Decoder, u: torch.Tensor) -> None:
     """U_A on the residual stream (norms must be folded first: RMSNorm without weight commutes with U)."""
     if model.final_norm is not None:
         raise ValueError("fold the norms before rotating the residual stream")
-    model.embed = (_f64(model.embed) @ u).float()
+    model.embed = rotate_rows(model.embed, u)
     for layer in model.layers:
-        _input_side(layer.qkv, u)
-        _input_side(layer.gate_up, u)
-        _output_side(layer.o, u)
-        _output_side(layer.down, u)
+        rotate_layer_residual(layer, u)
+    rotate_head(model, u)
+
+
+def rotate_head(model: Decoder, u: torch.Tensor) -> None:
+    """The head's input side, after the embedding was rotated (a tied head follows the embedding)."""
     if isinstance(model.lm_head, TiedHead):
-        # embed @ factor @ U = (embed @ U) @ (U^T factor U)
-        model.lm_head.factor = (u.T @ _f64(model.lm_head.factor) @ u).float()
+        model.lm_head.factor = tied_head_factor(model.lm_head.factor, u)
     else:
         _input_side(model.lm_head, u)
+
+
+def rotate_layer_residual(layer: Layer, u: torch.Tensor) -> None:
+    _input_side(layer.qkv, u)
+    _input_side(layer.gate_up, u)
+    _output_side(layer.o, u)
+    _output_side(layer.down, u)
 
 
 def rotate_values(model: Decoder, bases: list[torch.Tensor]) -> None:
     """U_B per layer and KV head ([n_kv, hd, hd] each): v_proj rows <- U_B^T ., o_proj columns of
     query head j <- . U_B[j // group]."""
-    cfg = model.config
-    hd, nq = cfg.head_dim, cfg.num_heads * cfg.head_dim
     for layer, u in zip(model.layers, bases):
-        w, b = _f64(layer.qkv.weight), layer.qkv.bias
-        for h in range(cfg.num_kv_heads):
-            rows = slice(nq + cfg.num_kv_heads * hd + h * hd, nq + cfg.num_kv_heads * hd + (h + 1) * hd)
-            w[rows] = u[h].T @ w[rows]
-            if b is not None:
-                b = b.clone()
-                b[rows] = (_f64(b[rows]) @ u[h]).float()
-        layer.qkv.weight, layer.qkv.bias = w.float(), b
-        wo = _f64(layer.o.weight)
-        for j in range(cfg.num_heads):
-            cols = slice(j * hd, (j + 1) * hd)
-            wo[:, cols] = wo[:, cols] @ u[j // cfg.kv_group]
-        layer.o.weight = wo.float()
+        rotate_layer_values(model.config, layer, u)
+
+
+def rotate_layer_values(cfg: ModelConfig, layer: Layer, u: torch.Tensor) -> None:
+    hd, nq = cfg.head_dim, cfg.num_heads * cfg.head_dim
+    w, b = _f64(layer.qkv.weight), layer.qkv.bias
+    for h in range(cfg.num_kv_heads):
+        rows = slice(nq + cfg.num_kv_heads * hd + h * hd, nq + cfg.num_kv_heads * hd + (h + 1) * hd)
+        w[rows] = u[h].T @ w[rows]
+        if b is not None:
+            b = b.clone()
+            b[rows] = (_f64(b[rows]) @ u[h]).float()
+    layer.qkv.weight, layer.qkv.bias = w.float(), b
+    wo = _f64(layer.o.weight)
+    for j in range(cfg.num_heads):
+        cols = slice(j * hd, (j + 1) * hd)
+        wo[:, cols] = wo[:, cols] @ u[j // cfg.kv_group]
+    layer.o.weight = wo.float()
 
 
 def set_key_rotations(model: Decoder, bases: list[torch.Tensor]) -> None:
@@ -87,8 +121,12 @@ def set_key_rotations(model: Decoder, bases: list[torch.Tensor]) -> None:
 def set_down_rotation(model: Decoder, left: torch.Tensor) -> None:
     """U_D = kron(left, Sylvester) online on the down_proj input; the weight absorbs it: W <- W U_D."""
     for layer in model.layers:
-        layer.down.weight = apply_down_hadamard(_f64(layer.down.weight), left).float()
-        layer.down_rotation = left.float()
+        set_layer_down_rotation(layer, left)
+
+
+def set_layer_down_rotation(layer: Layer, left: torch.Tensor) -> None:
+    layer.down.weight = apply_down_hadamard(_f64(layer.down.weight), left).float()
+    layer.down_rotation = left.float()
 
 
 def o_input_permutation(num_heads: int, head_dim: int, high_per_head: int) -> torch.Tensor:
@@ -103,5 +141,9 @@ def permute_o_inputs(model: Decoder, high_per_head: int) -> None:
     cfg = model.config
     perm = o_input_permutation(cfg.num_heads, cfg.head_dim, high_per_head)
     for layer in model.layers:
-        layer.o.weight = layer.o.weight[:, perm].contiguous()
-        layer.o_input_perm = perm
+        permute_layer_o(layer, perm)
+
+
+def permute_layer_o(layer: Layer, perm: torch.Tensor) -> None:
+    layer.o.weight = layer.o.weight[:, perm].contiguous()
+    layer.o_input_perm = perm

@@ -121,16 +121,60 @@ def test_fp_artifact_equals_the_source_model(artifacts, tiny_dirs):
     torch.testing.assert_close(model(ids), source(ids), rtol=1e-4, atol=1e-5)
 
 
-def test_nan_activations_are_named(tiny_dirs, calib_file, tmp_path):
+def _planted_copy(tiny_dirs, tmp_path, plant):
     import shutil
 
     from safetensors.torch import save_file
 
-    folder = shutil.copytree(tiny_dirs["llama"], tmp_path / "nan")
+    folder = shutil.copytree(tiny_dirs["llama"], tmp_path / "planted")
     tensors = load_file(str(folder / "model.safetensors"))
-    tensors["model.layers.1.mlp.up_proj.weight"][3, 5] = float("nan")
+    plant(tensors)
     save_file(tensors, str(folder / "model.safetensors"))
+    return folder
+
+
+def _quantize_fails(folder, calib_file, tmp_path, message):
     result = CliRunner().invoke(main, ["quantize", "--model", str(folder), "--out", str(tmp_path / "out"),
                                        "--calib-data", str(calib_file), *SMALL])
-    assert result.exit_code == 1 and "non-finite values (NaN/Inf) in layer 1 mlp_down input" in result.output
-    assert not (tmp_path / "out").exists()
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_nan_activations_are_named(tiny_dirs, calib_file, tmp_path):
+    """Finite weights whose activations overflow float32: the first linear input that is not finite is named."""
+    def plant(t):
+        t["model.layers.1.mlp.up_proj.weight"][3] = 3e38
+
+    _quantize_fails(_planted_copy(tiny_dirs, tmp_path, plant), calib_file, tmp_path,
+                    "non-finite values (NaN/Inf) in layer 1 mlp_down input")
+
+
+@pytest.mark.parametrize("name,value", [("model.layers.1.mlp.up_proj.weight", float("nan")),
+                                        ("model.embed_tokens.weight", float("inf")),
+                                        ("model.norm.weight", float("nan"))])
+def test_nan_or_inf_weights_are_named(tiny_dirs, calib_file, tmp_path, name, value):
+    def plant(t):
+        t[name].view(-1)[5] = value
+
+    _quantize_fails(_planted_copy(tiny_dirs, tmp_path, plant), calib_file, tmp_path,
+                    f"the weight tensor {name} contains NaN/Inf values")
+
+
+def test_singular_hessian_is_named(tiny_dirs, calib_file, tmp_path, monkeypatch):
+    """A Hessian that damping cannot make positive definite (planted: layer 1's mlp_down input Hessian
+    negated) stops the run with the layer and tensor named, and leaves nothing behind."""
+    import resq_export.quantize as q
+
+    real = q.gptq_quantize
+
+    def planted(w, hessian, *args):
+        h = hessian.pop() if isinstance(hessian, list) else hessian
+        if h.shape[0] == 96 and planted.calls == 1:  # the second mlp_down: layer 1
+            h = -h
+        planted.calls += h.shape[0] == 96
+        return real(w, h, *args)
+
+    planted.calls = 0
+    monkeypatch.setattr(q, "gptq_quantize", planted)
+    _quantize_fails(tiny_dirs["llama"], calib_file, tmp_path,
+                    "layer 1 mlp_down (Hessian of its input): Hessian not positive definite after damping 0.01")

@@ -146,3 +146,17 @@ def test_lqer_full_rank_recovers_error_and_l2qer_helps_at_low_rank():
     plain = err(*lqer_factors(w, w_q, 8))
     scaled = err(*lqer_factors(w, w_q, 8, act_scale=x.abs().mean(0)))
     assert scaled < plain < err(torch.zeros(64, 1, dtype=torch.float64), torch.zeros(1, 48, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("plant", ["indefinite", "nan", "inf"])
+def test_gptq_refuses_a_hessian_damping_cannot_rescue(plant):
+    from resq_export.algo.gptq import HessianError
+
+    x = torch.randn(256, 32, dtype=torch.float64)
+    h = x.T @ x
+    if plant == "indefinite":
+        h = -h
+    else:
+        h[3, 4] = float(plant)
+    with pytest.raises(HessianError):
+        gptq_quantize(torch.randn(8, 32), h, torch.full((8, 32), 0.1), torch.full((32,), 4))
