@@ -30,7 +30,6 @@ def gptq_quantize(
     hessian given as a one-element list hands it over: it is emptied, the float64 Hessian is then
     damped in place and freed once factorised instead of copied (an 8B model's down_proj Hessian,
     14336², is 1.6 GB a copy)."""
-    w = weight.to(torch.float64).clone()
     if isinstance(hessian, list):
         h = hessian.pop()
         h = h if h.dtype == torch.float64 else h.to(torch.float64)
@@ -39,10 +38,9 @@ def gptq_quantize(
     del hessian
     if not torch.isfinite(h).all():  # Cholesky may return NaN factors instead of failing
         raise HessianError("Hessian contains NaN/Inf")
-    k = w.shape[1]
+    k = weight.shape[1]
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1.0
-    w[:, dead] = 0.0
     torch.diagonal(h).add_(damp * torch.diagonal(h).mean())  # = h + damp * mean * I, no k x k identity
     try:
         chol = torch.linalg.cholesky(h)
@@ -53,6 +51,9 @@ def gptq_quantize(
         del inv
     except torch.linalg.LinAlgError as e:
         raise HessianError(f"Hessian not positive definite after damping {damp}: {e}") from None
+    # The float64 weight only now: the factorisation above is the memory peak for wide inputs.
+    w = weight.to(torch.float64).clone()
+    w[:, dead] = 0.0
     # Codes fit int8 (at most 8 bits); columns' scales are widened one at a time. Both keep the
     # sweep's memory near one float64 copy of the weight (an 8B model's MLP is 117 M weights).
     q = torch.zeros(w.shape, dtype=torch.int8)
