@@ -9,17 +9,16 @@ of 8, then the raw little-endian tensor bytes in header order.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .fileio import atomic_file
 
 _DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -57,32 +56,19 @@ def write_safetensors(path: Path, entries: list[Entry], metadata: dict[str, str]
         offset += e.nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)))
-            f.write(blob)
-            for e in entries:
-                written = 0
-                for block in e.blocks():
-                    if block.dtype != e.dtype:
-                        raise ValueError(f"{e.name}: block dtype {block.dtype}, declared {e.dtype}")
-                    data = block.contiguous().reshape(-1).view(torch.uint8).numpy()
-                    f.write(data)
-                    written += data.nbytes
-                if written != e.nbytes:
-                    raise ValueError(f"{e.name}: wrote {written} bytes, its shape needs {e.nbytes}")
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result should look like any new file
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for e in entries:
+            written = 0
+            for block in e.blocks():
+                if block.dtype != e.dtype:
+                    raise ValueError(f"{e.name}: block dtype {block.dtype}, declared {e.dtype}")
+                data = block.contiguous().reshape(-1).view(torch.uint8).numpy()
+                f.write(data)
+                written += data.nbytes
+            if written != e.nbytes:
+                raise ValueError(f"{e.name}: wrote {written} bytes, its shape needs {e.nbytes}")
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

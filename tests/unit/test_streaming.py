@@ -116,25 +116,26 @@ def test_resume_after_kill_gives_the_same_artifact(sharded_bf16, calib_file, tmp
 
 def test_resume_after_full_disk(sharded_bf16, calib_file, tmp_path, monkeypatch):
     """ENOSPC in the middle of writing a layer: nothing half-written stays, the rerun finishes identically."""
-    from resq_export import tensorfile
+    from resq_export import fileio
 
     quantize(str(sharded_bf16), SETTINGS, tmp_path / "reference", [str(calib_file)], progress=False)
     real_fsync, calls = os.fsync, {"n": 0}
 
     def failing_fsync(fd):
         calls["n"] += 1
-        if calls["n"] == 9:  # part-way through pass 2
+        if calls["n"] == 24:  # part-way through pass 2 (every atomic file write syncs once)
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(tensorfile.os, "fsync", failing_fsync)
+    monkeypatch.setattr(fileio.os, "fsync", failing_fsync)
     out = tmp_path / "out"
     with pytest.raises(OSError, match="No space left"):
         quantize(str(sharded_bf16), SETTINGS, out, [str(calib_file)], progress=False)
     partial = work_dir_for(out)
     assert not out.exists() and partial.is_dir()
     assert not [p for p in partial.iterdir() if ".tmp-" in p.name]  # the torn file was removed
-    monkeypatch.setattr(tensorfile.os, "fsync", real_fsync)
+    assert json.loads((partial / "state.json").read_text())["globals_done"]  # it did fail in pass 2
+    monkeypatch.setattr(fileio.os, "fsync", real_fsync)
     quantize(str(sharded_bf16), SETTINGS, out, [str(calib_file)], progress=False)
     _assert_same_artifact(tmp_path / "reference", out)
 
