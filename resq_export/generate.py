@@ -16,14 +16,20 @@ def load_tokenizer(onnx_dir: Path):
     return AutoTokenizer.from_pretrained(str(Path(onnx_dir) / "tokenizer"))
 
 
+def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
+    if chat and getattr(tokenizer, "chat_template", None):
+        # rendered to text, then tokenised: apply_chat_template's tokenising return type differs across
+        # transformers versions (a list, or a BatchEncoding)
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=False)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+
+
 def stream(session: OrtDecoder, tokenizer, prompt: str, max_new_tokens: int, temperature: float, seed: int,
            chat: bool = False) -> Iterator[str]:
     """Yield the decoded text piece by piece; greedy when temperature is 0."""
-    if chat and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-        ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
-    else:
-        ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    ids = prompt_ids(tokenizer, prompt, chat)
     if not ids:
         raise ValueError("the prompt tokenises to nothing")
     rng = np.random.default_rng(seed)

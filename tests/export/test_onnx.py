@@ -205,3 +205,17 @@ def test_generate_streams_greedy_and_seeded_samples(exported):
     sampled = [run_cli("generate", "--onnx", folder, "--prompt", "The function", "--max-new-tokens", "8",
                        "--temperature", "1.0", "--seed", str(s)).output for s in (1, 1, 2)]
     assert sampled[0] == sampled[1] != sampled[2] and len(sampled[0].strip()) > 0
+
+
+def test_generate_with_a_chat_template(exported):
+    """The prompt goes through the tokenizer's chat template (SmolLM2 has one; the tiny tokenizer is
+    given one here); generation runs from the rendered prompt."""
+    from resq_export.generate import load_tokenizer, prompt_ids, stream
+
+    folder = exported["resq"][1]
+    tokenizer = load_tokenizer(folder)
+    tokenizer.chat_template = "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    want = tokenizer("<s>user: The function\nassistant:", add_special_tokens=False)["input_ids"]
+    assert prompt_ids(tokenizer, "The function", chat=True) == want
+    assert prompt_ids(tokenizer, "The function", chat=False) != want
+    assert list(stream(OrtDecoder(folder), tokenizer, "The function", 6, 0.0, 0, chat=True))
