@@ -16,7 +16,7 @@ from ..reference import QuantLinear
 from .builder import DOUBLE, FLOAT, INT64, OPSET, UINT8, Builder
 from .functions import (
     AttentionSignature, LinearSignature, attention_function, causal_attention, hadamard_function,
-    linear_function, rotate_keys,
+    linear_function,
 )
 from .spec import DOMAIN, load_spec, op_version
 
@@ -87,11 +87,14 @@ class GraphExporter:
     def _float(self) -> tuple[int, type]:
         return (DOUBLE, np.float64) if self.islands else (FLOAT, np.float32)
 
+    def _enter_island(self, b: Builder, x: str) -> str:
+        return b.f64(x) if self.islands else x
+
     def _leave_island(self, b: Builder, x: str) -> str:
         return b.f32(x) if self.islands else x
 
     def rms_norm(self, b: Builder, x: str) -> str:
-        x = b.f64(x) if self.islands else x
+        x = self._enter_island(b, x)
         ms = b.op("ReduceMean", b.op("Mul", x, x), b.i64(-1), keepdims=1)
         rms = b.op("Sqrt", b.op("Add", ms, b.const(self.cfg.rms_norm_eps, self._float[1])))
         return self._leave_island(b, b.op("Mul", x, b.op("Reciprocal", rms)))
@@ -121,10 +124,8 @@ class GraphExporter:
                 self._output(present[-1], FLOAT, ["batch", cfg.num_kv_heads, "total_sequence", cfg.head_dim])
             if layer.key_rotation is not None:
                 rot = self.b.initializer(f"model.layers.{i}.attn.key_rotation", _np(layer.key_rotation))
-                if self.islands:
-                    q, k = rotate_keys(b, q, rot), rotate_keys(b, k, rot)
-                else:
-                    q, k = b.op("MatMul", q, rot), b.op("MatMul", k, rot)
+                rot = self._enter_island(b, rot)
+                q, k = (self._leave_island(b, b.op("MatMul", self._enter_island(b, x), rot)) for x in (q, k))
             keys = b.op("Concat", past[0], k, axis=2, outputs=[present[0]])
             values = b.op("Concat", past[1], v, axis=2, outputs=[present[1]])
             return causal_attention(b, q, keys, values, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
@@ -167,8 +168,7 @@ class GraphExporter:
         gu = self.linear(b.scope(b.prefix + "/gate_up_proj"), self.rms_norm(b, h), layer.gate_up,
                          f"layers.{i}.mlp.gate_up_proj")
         gate, up = b.op("Split", gu, axis=-1, num_outputs=2, outputs=2)
-        if self.islands:
-            gate, up = b.f64(gate), b.f64(up)
+        gate, up = self._enter_island(b, gate), self._enter_island(b, up)
         act = self._leave_island(b, b.op("Mul", b.op("Mul", gate, b.op("Sigmoid", gate)), up))
         if layer.down_rotation is not None:
             n, a = cfg.intermediate_size, layer.down_rotation.shape[0]
