@@ -23,9 +23,12 @@ class SecondMoment:
         self.sum = torch.zeros(dim, dim, dtype=torch.float64)
         self.count = 0
 
-    def add_batch(self, x: torch.Tensor) -> None:
+    def add_batch(self, x: torch.Tensor, column_block: int = 1024) -> None:
+        # Column blocks: no dim x dim temporary (1.6 GB at dim 14336); each element's sum is the
+        # same as that of the whole product (tested), and the sum stays exactly symmetric.
         x = x.reshape(-1, x.shape[-1]).to(torch.float64)
-        self.sum += x.T @ x
+        for c in range(0, x.shape[1], column_block):
+            self.sum[:, c:c + column_block] += x.T @ x[:, c:c + column_block]
         self.count += x.shape[0]
 
     def finalize(self) -> torch.Tensor:

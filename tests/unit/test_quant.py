@@ -55,6 +55,23 @@ def test_mse_clip_search_beats_absmax():
     assert err(mse_weight_scale(w, 4)) < err(weight_scale(w, 4))
 
 
+
+@pytest.mark.parametrize("rows,cols,block", [(37, 300, 1000), (64, 96, 1 << 16), (5, 1000, 10)])
+def test_mse_clip_search_row_blocks_equal_whole_matrix(rows, cols, block):
+    """The blocked search is an optimisation only: every row's scale equals the grid's argmin
+    evaluated on the whole matrix at once (blocks of 3, 64 and 1 rows; a zero row)."""
+    w = torch.randn(rows, cols, generator=G) * 0.02
+    w[1] = 0.0
+    w[2, :3] = 0.5
+    for bits in (4, 8):
+        best_err, best = torch.full((rows,), float("inf")), weight_scale(w, bits)
+        for i in range(81):
+            scale = weight_scale(w, bits, 1.0 - i / 100)
+            err = (quantize_sym(w, scale, bits) * scale - w).abs().pow(2.4).sum(-1)
+            best = torch.where((err < best_err)[:, None], scale, best)
+            best_err = torch.minimum(err, best_err)
+        assert torch.equal(mse_weight_scale(w, bits, block_elements=block), best)
+
 def _random_quant_linear(layout, out=24, lqer_rank=0):
     k = layout.in_features
     bits = expand_groups(torch.tensor(layout.w_bits), layout.group_sizes)
@@ -134,6 +151,48 @@ def test_gptq_beats_rtn_on_correlated_inputs():
     err = lambda q: ((x.double() @ (q.double() * scale - w).T) ** 2).sum()
     assert err(q_gptq) < 0.8 * err(q_rtn)
 
+
+
+def test_gptq_equals_textbook_out_of_place_sweep():
+    """The in-place factorisation and the reused update buffer change memory and speed only:
+    codes equal a plain GPTQ (separate Cholesky, inverse, Cholesky; fresh temporaries)."""
+    x = _correlated_inputs()
+    w = torch.randn(40, 64, generator=G)
+    scale = weight_scale(w, 4).expand(-1, 64).contiguous()
+    bits = torch.tensor([4] * 56 + [8] * 8)
+    h = x.double().T @ x.double()
+    h[:, 5] = h[5, :] = 0.0  # a dead input channel
+    got = gptq_quantize(w, [h.clone()], scale, bits, block=16)
+
+    hd, dead = h.clone(), torch.diagonal(h) == 0
+    hd[dead, dead] = 1.0
+    hd += 0.01 * torch.diagonal(hd).mean() * torch.eye(64, dtype=torch.float64)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hd)), upper=True)
+    wd = w.double().clone()
+    wd[:, dead] = 0.0
+    want = torch.zeros_like(wd)
+    for i1 in range(0, 64, 16):
+        w1, err1 = wd[:, i1:i1 + 16].clone(), torch.zeros(40, 16, dtype=torch.float64)
+        for i in range(16):
+            s = scale[:, i1 + i].double()
+            want[:, i1 + i] = quantize_sym(w1[:, i], s, int(bits[i1 + i]))
+            err1[:, i] = (w1[:, i] - want[:, i1 + i] * s) / hinv[i1 + i, i1 + i]
+            w1[:, i:] -= err1[:, i, None] * hinv[i1 + i, i1 + i:i1 + 16][None]
+        wd[:, i1 + 16:] -= err1 @ hinv[i1:i1 + 16, i1 + 16:]
+    assert torch.equal(got, want)
+
+
+def test_second_moment_column_blocks_equal_whole_product():
+    from resq_export.calib.stats import SecondMoment
+
+    x = torch.randn(3, 256, 80, generator=G) * torch.rand(80, generator=G) * 4
+    m = SecondMoment(80)
+    for window in x:
+        m.add_batch(window, column_block=32)
+    want = torch.zeros(80, 80, dtype=torch.float64)
+    for window in x:
+        want += window.double().T @ window.double()
+    assert torch.equal(m.sum, want) and torch.equal(m.sum, m.sum.T)
 
 def test_lqer_full_rank_recovers_error_and_l2qer_helps_at_low_rank():
     x = _correlated_inputs() * torch.linspace(0.1, 5, 64)  # uneven channel magnitudes
