@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .algo.gptq import HessianError, gptq_quantize
 from .algo.hadamard import hadamard_left_factor, sylvester
 from .algo.lqer import lqer_factors
-from .algo.quant import (dequantize_groups, expand_groups, group_bounds, mse_weight_scale, quantize_groups,
+from .algo.quant import (dequantize_groups, dequantize_weight, group_bounds, mse_weight_scale, quantize_groups,
                          quantize_sym, weight_scale)
 from .algo.rotation import haar_orthogonal, pca_basis, subspace_rotations
 from .artifact import artifact_config, linear_tensors, write_artifact
@@ -211,23 +211,22 @@ def quantize_linear(
     hessian: torch.Tensor | list[torch.Tensor] | None, act_absmean: torch.Tensor | None,
 ) -> QuantLinear:
     w = lin.weight.to(torch.float32)
-    scales = []
-    for (a, b), bits in zip(group_bounds(layout.group_sizes), layout.w_bits):
-        scales.append(mse_weight_scale(w[:, a:b], bits) if quant.clip_search else weight_scale(w[:, a:b], bits))
-    wscale = torch.cat(scales, 1)
-    col_scale = expand_groups(wscale, layout.group_sizes)
-    col_bits = expand_groups(torch.tensor(layout.w_bits), layout.group_sizes)
+    bounds, bits = group_bounds(layout.group_sizes), layout.w_bits
+    wscale = torch.cat([mse_weight_scale(w[:, a:b], nbits) if quant.clip_search else weight_scale(w[:, a:b], nbits)
+                        for (a, b), nbits in zip(bounds, bits)], 1)
     if quant.weight_algo == "gptq":
-        q = gptq_quantize(w, hessian, col_scale, col_bits, quant.gptq_damp, quant.gptq_block)
+        codes = gptq_quantize(w, hessian, wscale, layout.group_sizes, bits, quant.gptq_damp, quant.gptq_block)
     else:
-        q = torch.cat([quantize_sym(w[:, a:b], col_scale[:, a:b], bits)
-                       for (a, b), bits in zip(group_bounds(layout.group_sizes), layout.w_bits)], 1)
+        codes = torch.cat([quantize_sym(w[:, a:b], wscale[:, g:g + 1], nbits).to(torch.int8)
+                           for g, ((a, b), nbits) in enumerate(zip(bounds, bits))], 1)
     lqer = None
     if quant.lqer_rank:
-        a, b = lqer_factors(w, q * col_scale, quant.lqer_rank, act_absmean)
+        w_q = dequantize_weight(codes, wscale, layout.group_sizes, torch.float64)  # exact products
+        a, b = lqer_factors(w, w_q, quant.lqer_rank, act_absmean)
+        del w_q
         lqer = LqerBranch(*_quantize_rows(a.T, quant.lqer_bits), *_quantize_rows(b.T, quant.lqer_bits))
-    codes = q.to(torch.int32)
-    del q, col_scale  # before QuantLinear prepares its GEMM copies: bounds the peak on big MLPs
+    # int8 codes: the streaming quantiser packs them and takes the effective weight; the GEMM
+    # copies of a QuantLinear are only made if it is ever run.
     return QuantLinear(layout, codes, wscale.to(torch.float32), lin.bias, lqer)
 
 

@@ -10,11 +10,13 @@ the order in which a runtime sums the groups cannot change the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
-from .algo.quant import exact_float_dtype, expand_groups, group_bounds, int_matmul, quantize_groups, quantize_sym_per_token
+from .algo.quant import (dequantize_weight, exact_float_dtype, group_bounds, int_matmul, quantize_groups,
+                         quantize_sym_per_token)
 from .layout import LinearLayout
 
 LQER_BITS = 8
@@ -63,20 +65,24 @@ class LqerBranch:
 @dataclass
 class QuantLinear:
     layout: LinearLayout
-    qweight: torch.Tensor  # int32 codes [out, in]
+    qweight: torch.Tensor  # integer codes [out, in] (int32; int8 straight from the quantiser)
     wscale: torch.Tensor  # float32 [out, G]
     bias: torch.Tensor | None = None
     lqer: LqerBranch | None = None
-    _weights: GroupedIntWeights = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self._weights = GroupedIntWeights(self.qweight, self.wscale, self.layout)
-        if self.lqer is not None:
-            # x A: A's codes act as an 8-bit weight with one scale per rank component
-            n_groups = len(self.layout.group_sizes)
-            a_layout = LinearLayout(self.layout.group_sizes, (LQER_BITS,) * n_groups, self.layout.a_bits)
-            a_scale = self.lqer.a_scale[:, None].expand(-1, n_groups)
-            self._lqer_a = GroupedIntWeights(self.lqer.a_q, a_scale, a_layout)
+    # The GEMM copies (4-8 bytes per weight) are made on the first call only: the quantiser packs a
+    # QuantLinear and takes its effective float weight without ever running it.
+    @cached_property
+    def _weights(self) -> GroupedIntWeights:
+        return GroupedIntWeights(self.qweight, self.wscale, self.layout)
+
+    @cached_property
+    def _lqer_a(self) -> GroupedIntWeights:
+        # x A: A's codes act as an 8-bit weight with one scale per rank component
+        n_groups = len(self.layout.group_sizes)
+        a_layout = LinearLayout(self.layout.group_sizes, (LQER_BITS,) * n_groups, self.layout.a_bits)
+        a_scale = self.lqer.a_scale[:, None].expand(-1, n_groups)
+        return GroupedIntWeights(self.lqer.a_q, a_scale, a_layout)
 
     @property
     def in_features(self) -> int:
@@ -87,7 +93,7 @@ class QuantLinear:
         return self.qweight.shape[0]
 
     def dequantized_weight(self) -> torch.Tensor:
-        return self.qweight.to(torch.float32) * expand_groups(self.wscale, self.layout.group_sizes)
+        return dequantize_weight(self.qweight, self.wscale, self.layout.group_sizes)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]

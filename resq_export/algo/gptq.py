@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from .quant import quantize_sym
+from collections.abc import Sequence
+
+from .quant import group_bounds, quantize_sym
 
 
 class HessianError(ValueError):
@@ -19,13 +21,14 @@ class HessianError(ValueError):
 def gptq_quantize(
     weight: torch.Tensor,
     hessian: torch.Tensor | list[torch.Tensor],
-    col_scale: torch.Tensor,
-    col_bits: torch.Tensor,
+    scale: torch.Tensor,
+    group_sizes: Sequence[int],
+    group_bits: Sequence[int],
     damp: float = 0.01,
     block: int = 128,
 ) -> torch.Tensor:
-    """weight [out, K], hessian [K, K] (sum of x^T x), col_scale [out, K] (each column's scale),
-    col_bits [K] -> integer codes [out, K] (float64 holding integers).
+    """weight [out, K], hessian [K, K] (sum of x^T x), scale [out, G] (each input group's scales),
+    group_sizes and group_bits [G] -> integer codes [out, K], int8.
 
     hessian given as a one-element list hands it over: it is emptied, the float64 Hessian is then
     damped in place and freed once factorised instead of copied (an 8B model's down_proj Hessian,
@@ -52,6 +55,10 @@ def gptq_quantize(
     # Codes fit int8 (at most 8 bits); columns' scales are widened one at a time. Both keep the
     # sweep's memory near one float64 copy of the weight (an 8B model's MLP is 117 M weights).
     q = torch.zeros(w.shape, dtype=torch.int8)
+    col_group = [g for g, (a, b) in enumerate(group_bounds(group_sizes)) for _ in range(a, b)]
+    if len(col_group) != k:
+        raise ValueError(f"group sizes {tuple(group_sizes)} do not add up to the {k} input channels")
+    scale = scale.to(torch.float64)
     outer = torch.empty((w.shape[0], block), dtype=torch.float64)  # err x hinv row, reused per column
     for i1 in range(0, k, block):
         i2 = min(i1 + block, k)
@@ -60,8 +67,9 @@ def gptq_quantize(
         hinv1 = hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
-            s = col_scale[:, col].to(torch.float64)
-            qc = quantize_sym(w1[:, i], s, int(col_bits[col]))
+            g = col_group[col]
+            s = scale[:, g]
+            qc = quantize_sym(w1[:, i], s, int(group_bits[g]))
             q[:, col] = qc
             err = (w1[:, i] - qc * s) / hinv1[i, i]
             update = outer[:, : i2 - i1 - i]
@@ -70,7 +78,7 @@ def gptq_quantize(
             err1[:, i] = err
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
     del w
-    return q.to(torch.float64)
+    return q
 
 
 def _upper_cholesky_of_inverse_inplace(h: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,16 @@ def _scale_of_absmax(absmax: torch.Tensor, bits: int, clip: torch.Tensor | float
     return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
+def dequantize_weight(codes: torch.Tensor, scale: torch.Tensor, group_sizes: Sequence[int],
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """codes [out, K] * each group's scale [out, G] in dtype, group by group in one output buffer
+    (the same products as with the scales expanded to [out, K], without that copy)."""
+    w = codes.to(dtype, copy=True)
+    for g, (a, b) in enumerate(group_bounds(group_sizes)):
+        w[:, a:b] *= scale[:, g:g + 1].to(dtype)
+    return w
+
+
 def quantize_sym(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
     qmax = 2 ** (bits - 1) - 1
     return torch.clamp(torch.round(w / scale), -qmax - 1, qmax)
@@ -134,11 +144,10 @@ def pack_int4(q: torch.Tensor) -> torch.Tensor:
     """Pack integer values (signed [-8, 7] or unsigned [0, 15]) pairwise along the last axis into int8."""
     if q.shape[-1] % 2:
         raise ValueError(f"int4 packing needs an even last dimension, got {q.shape[-1]}")
-    q = q.to(torch.int32)
-    lo = q[..., 0::2] & 0xF
-    hi = q[..., 1::2] & 0xF
-    byte = lo | (hi << 4)
-    return torch.where(byte > 127, byte - 256, byte).to(torch.int8)
+    # Every 4-bit value fits int8, and int8 arithmetic gives the stored bit pattern directly (the
+    # shift drops the high bits): one byte per value of temporaries, not four.
+    q = q.to(torch.int8)
+    return (q[..., 0::2] & 0xF) | (q[..., 1::2] << 4)
 
 
 def unpack_int4(packed: torch.Tensor, signed: bool) -> torch.Tensor:

@@ -17,12 +17,31 @@ def _f64(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float64)
 
 
+F64_BLOCK_ELEMENTS = 1 << 22  # a float64 block of 32 MB: whole-matrix float64 copies of an 8B MLP are 1 GB each
+
+
+def _by_rows(w: torch.Tensor, fn) -> torch.Tensor:
+    """fn (row-wise float64 arithmetic) applied to blocks of rows of w, each rounded to float32:
+    the same arithmetic per row as on the whole matrix (tested), in a fraction of the memory."""
+    out = torch.empty(w.shape, dtype=torch.float32)
+    step = max(1, F64_BLOCK_ELEMENTS // max(w.shape[1], 1))
+    for a in range(0, w.shape[0], step):
+        out[a:a + step] = fn(_f64(w[a:a + step]))
+    return out
+
+
+def _by_columns(w: torch.Tensor, fn) -> torch.Tensor:
+    """As _by_rows, for column-wise arithmetic (a product from the left)."""
+    return _by_rows(w.T, lambda block: fn(block.T).T).T.contiguous()
+
+
 # Each transform exists per layer (the quantiser streams one layer at a time) and, as a loop over
 # the layers, for a whole Decoder (tests of exactness).
 
 def fold_layer_norms(layer: Layer) -> None:
-    layer.qkv.weight = (_f64(layer.qkv.weight) * _f64(layer.attn_norm)).float()
-    layer.gate_up.weight = (_f64(layer.gate_up.weight) * _f64(layer.mlp_norm)).float()
+    attn_norm, mlp_norm = _f64(layer.attn_norm), _f64(layer.mlp_norm)
+    layer.qkv.weight = _by_rows(layer.qkv.weight, lambda w: w * attn_norm)
+    layer.gate_up.weight = _by_rows(layer.gate_up.weight, lambda w: w * mlp_norm)
     layer.attn_norm = layer.mlp_norm = None
 
 
@@ -54,11 +73,11 @@ def fold_norms(model: Decoder) -> None:
 
 
 def _input_side(lin: FloatLinear, u: torch.Tensor) -> None:
-    lin.weight = (_f64(lin.weight) @ u).float()
+    lin.weight = _by_rows(lin.weight, lambda w: w @ u)
 
 
 def _output_side(lin: FloatLinear, u: torch.Tensor) -> None:
-    lin.weight = (u.T @ _f64(lin.weight)).float()
+    lin.weight = _by_columns(lin.weight, lambda w: u.T @ w)
     if lin.bias is not None:
         lin.bias = (_f64(lin.bias) @ u).float()
 
@@ -97,14 +116,14 @@ def rotate_values(model: Decoder, bases: list[torch.Tensor]) -> None:
 
 def rotate_layer_values(cfg: ModelConfig, layer: Layer, u: torch.Tensor) -> None:
     hd, nq = cfg.head_dim, cfg.num_heads * cfg.head_dim
-    w, b = _f64(layer.qkv.weight), layer.qkv.bias
+    w, b = layer.qkv.weight.clone(), layer.qkv.bias  # only the value rows change, each head's once
     for h in range(cfg.num_kv_heads):
         rows = slice(nq + cfg.num_kv_heads * hd + h * hd, nq + cfg.num_kv_heads * hd + (h + 1) * hd)
-        w[rows] = u[h].T @ w[rows]
+        w[rows] = (u[h].T @ _f64(w[rows])).float()
         if b is not None:
             b = b.clone()
             b[rows] = (_f64(b[rows]) @ u[h]).float()
-    layer.qkv.weight, layer.qkv.bias = w.float(), b
+    layer.qkv.weight, layer.qkv.bias = w, b
     wo = _f64(layer.o.weight)
     for j in range(cfg.num_heads):
         cols = slice(j * hd, (j + 1) * hd)
@@ -125,7 +144,7 @@ def set_down_rotation(model: Decoder, left: torch.Tensor) -> None:
 
 
 def set_layer_down_rotation(layer: Layer, left: torch.Tensor) -> None:
-    layer.down.weight = apply_down_hadamard(_f64(layer.down.weight), left).float()
+    layer.down.weight = _by_rows(layer.down.weight, lambda w: apply_down_hadamard(w, left))
     layer.down_rotation = left.float()
 
 

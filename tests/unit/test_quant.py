@@ -26,6 +26,12 @@ def test_int4_packing_round_trips_every_value():
     assert pack_int4(torch.tensor([1, 2])).item() == 0x21
     with pytest.raises(ValueError):
         pack_int4(torch.zeros(3))
+    # every pair of nibbles, signed and unsigned, against the byte written out by hand
+    for values, signed in ((range(-8, 8), True), (range(16), False)):
+        pairs = torch.tensor([[a, b] for a in values for b in values])
+        byte = [((a & 0xF) | ((b & 0xF) << 4)) for a, b in pairs.tolist()]
+        assert pack_int4(pairs)[:, 0].tolist() == [v - 256 if v > 127 else v for v in byte]
+        assert torch.equal(unpack_int4(pack_int4(pairs), signed=signed), pairs)
 
 
 @pytest.mark.parametrize("k,a_max,b_max", [(504, 15, 8), (72, 255, 128), (1536, 255, 128)])
@@ -143,9 +149,9 @@ def _correlated_inputs(n=2048, k=64):
 def test_gptq_beats_rtn_on_correlated_inputs():
     x = _correlated_inputs()
     w = torch.randn(32, 64, generator=G)
-    scale = weight_scale(w, 4).expand(-1, 64)
+    scale = weight_scale(w, 4)
     h = x.double().T @ x.double()
-    q_gptq = gptq_quantize(w, h, scale, torch.full((64,), 4), block=16)
+    q_gptq = gptq_quantize(w, h, scale, (64,), (4,), block=16)
     q_rtn = quantize_sym(w, scale, 4)
     assert q_gptq.min() >= -8 and q_gptq.max() <= 7
     err = lambda q: ((x.double() @ (q.double() * scale - w).T) ** 2).sum()
@@ -158,11 +164,13 @@ def test_gptq_equals_textbook_out_of_place_sweep():
     codes equal a plain GPTQ (separate Cholesky, inverse, Cholesky; fresh temporaries)."""
     x = _correlated_inputs()
     w = torch.randn(40, 64, generator=G)
-    scale = weight_scale(w, 4).expand(-1, 64).contiguous()
+    group_scale = torch.cat([weight_scale(w[:, :56], 4), weight_scale(w[:, 56:], 8)], 1)
+    scale = group_scale.repeat_interleave(torch.tensor([56, 8]), 1)  # per column
     bits = torch.tensor([4] * 56 + [8] * 8)
     h = x.double().T @ x.double()
     h[:, 5] = h[5, :] = 0.0  # a dead input channel
-    got = gptq_quantize(w, [h.clone()], scale, bits, block=16)
+    got = gptq_quantize(w, [h.clone()], group_scale, (56, 8), (4, 8), block=16)
+    assert got.dtype == torch.int8
 
     hd, dead = h.clone(), torch.diagonal(h) == 0
     hd[dead, dead] = 1.0
@@ -179,7 +187,7 @@ def test_gptq_equals_textbook_out_of_place_sweep():
             err1[:, i] = (w1[:, i] - want[:, i1 + i] * s) / hinv[i1 + i, i1 + i]
             w1[:, i:] -= err1[:, i, None] * hinv[i1 + i, i1 + i:i1 + 16][None]
         wd[:, i1 + 16:] -= err1 @ hinv[i1:i1 + 16, i1 + 16:]
-    assert torch.equal(got, want)
+    assert torch.equal(got.double(), want)
 
 
 def test_second_moment_column_blocks_equal_whole_product():
@@ -218,4 +226,4 @@ def test_gptq_refuses_a_hessian_damping_cannot_rescue(plant):
     else:
         h[3, 4] = float(plant)
     with pytest.raises(HessianError):
-        gptq_quantize(torch.randn(8, 32), h, torch.full((8, 32), 0.1), torch.full((32,), 4))
+        gptq_quantize(torch.randn(8, 32), h, torch.full((8, 1), 0.1), (32,), (4,))
