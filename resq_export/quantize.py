@@ -287,10 +287,11 @@ def quantize_layer(
     """Pass 2 for one (transformed) layer, sublayer by sublayer (qkv, o, gate_up, down): capture the
     inputs through the already quantised weights, quantise, then push the calibration activations
     through the quantised layer. Returns the new activations, the layer's packed artifact tensors
-    and its error statistics (the layer is left holding the effective float weights)."""
+    and its error statistics and per-step costs (the layer is left holding the effective float weights)."""
     needs_inputs = quant.weight_algo == "gptq" or quant.lqer_rank > 0
-    tensors, w_sqnr = {}, {}
+    tensors, w_sqnr, steps = {}, {}, {}
     for role, attr in LINEAR_ROLES.items():
+        t = time.perf_counter()
         lin = getattr(layer, attr)
         hessian = absmean = None
         if needs_inputs:
@@ -318,9 +319,18 @@ def quantize_layer(
         w_sqnr[role] = _db(float(w.square().sum(dtype=torch.float64)),
                            float(torch.sub(w, effective.weight).square_().sum(dtype=torch.float64)))
         setattr(layer, attr, effective)
+        steps[role] = _step_cost(t)
+    t = time.perf_counter()
     act = _ActivationError(layouts)
     hidden = [runner.layer_forward(i, layer, h, rope, KVCache(), act) for h, rope in zip(hidden, ropes)]
-    return hidden, tensors, {"weight_sqnr_db": w_sqnr, "activation_sqnr_db": act.sqnr_db()}
+    steps["forward"] = _step_cost(t)
+    return hidden, tensors, {"weight_sqnr_db": w_sqnr, "activation_sqnr_db": act.sqnr_db(), "pass2_steps": steps}
+
+
+def _step_cost(start: float) -> dict:
+    """Seconds since start, and the process's peak RSS so far: the step that raised it is where a
+    layer's memory peak lies."""
+    return {"s": round(time.perf_counter() - start, 3), "peak_rss_mb": round(peak_rss_mb())}
 
 
 def layer_tensors(i: int, layer: Layer, packed: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -495,9 +505,11 @@ class _Pipeline:
             layer = self._float_layer(i)
             transform_layer(self.cfg, bases, i, layer)
             record, packed = w.layer_record(i), None
+            transform = _step_cost(t)
             if quant.quantizes_weights:
                 hidden, packed, errors = quantize_layer(self.runner, i, layer, quant, self.layouts, hidden,
                                                         self.ropes)
+                errors["pass2_steps"] = {"read_and_transform": transform, **errors["pass2_steps"]}
                 record.update(errors)
                 w.save(f"pass2-acts-{i + 1:05d}.safetensors", _hidden_tensors(hidden))
             w.save(f"layer-{i:05d}.safetensors", layer_tensors(i, layer, packed))

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from .quant import group_bounds, quantize_sym
 
 
+UPDATE_ROWS = 512  # rows per piece of the lazy batch update (the same products as one GEMM, tested)
+
+
 class HessianError(ValueError):
     """The Hessian is not positive definite even after damping."""
 
@@ -50,7 +53,7 @@ def gptq_quantize(
     except torch.linalg.LinAlgError as e:
         raise HessianError(f"Hessian not positive definite after damping {damp}: {e}") from None
     # The float64 weight only now: the factorisation above is the memory peak for wide inputs.
-    w = weight.to(torch.float64).clone()
+    w = weight.to(torch.float64, copy=True)  # one copy (.to().clone() briefly made two)
     w[:, dead] = 0.0
     # Codes fit int8 (at most 8 bits); columns' scales are widened one at a time. Both keep the
     # sweep's memory near one float64 copy of the weight (an 8B model's MLP is 117 M weights).
@@ -76,7 +79,8 @@ def gptq_quantize(
             torch.mul(err[:, None], hinv1[i, i:][None], out=update)  # rounded, then subtracted: no FMA
             w1[:, i:] -= update
             err1[:, i] = err
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+        for r in range(0, w.shape[0], UPDATE_ROWS):  # the lazy batch update, without an [out, K] temporary
+            w[r:r + UPDATE_ROWS, i2:] -= err1[r:r + UPDATE_ROWS] @ hinv[i1:i2, i2:]
     del w
     return q
 

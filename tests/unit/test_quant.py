@@ -159,9 +159,13 @@ def test_gptq_beats_rtn_on_correlated_inputs():
 
 
 
-def test_gptq_equals_textbook_out_of_place_sweep():
-    """The in-place factorisation and the reused update buffer change memory and speed only:
-    codes equal a plain GPTQ (separate Cholesky, inverse, Cholesky; fresh temporaries)."""
+def test_gptq_equals_textbook_out_of_place_sweep(monkeypatch):
+    """The in-place factorisation, the reused update buffer and the batch update by row pieces change
+    memory and speed only: codes equal a plain GPTQ (separate Cholesky, inverse, Cholesky; fresh
+    temporaries; one GEMM per batch update)."""
+    import resq_export.algo.gptq as gptq
+
+    monkeypatch.setattr(gptq, "UPDATE_ROWS", 16)
     x = _correlated_inputs()
     w = torch.randn(40, 64, generator=G)
     group_scale = torch.cat([weight_scale(w[:, :56], 4), weight_scale(w[:, 56:], 8)], 1)

@@ -148,5 +148,9 @@ def test_stats_json_has_spectra_errors_and_times(artifacts):
     assert set(layer["weight_sqnr_db"]) == {"attn_qkv", "attn_o", "mlp_gate_up", "mlp_down"}
     assert 5 < layer["weight_sqnr_db"]["mlp_down"] < 60 and 5 < layer["activation_sqnr_db"]["attn_qkv"] < 60
     assert layer["pass1_s"] > 0 and layer["pass2_s"] > 0
+    steps = layer["pass2_steps"]
+    assert list(steps) == ["read_and_transform", "attn_qkv", "attn_o", "mlp_gate_up", "mlp_down", "forward"]
+    assert sum(step["s"] for step in steps.values()) <= layer["pass2_s"]
+    assert steps["forward"]["peak_rss_mb"] <= layer["pass2_peak_rss_mb"]
     manifest = json.loads((artifacts["resq"] / "manifest.json").read_text())
     assert "stats.json" in manifest["files"]
