@@ -11,6 +11,7 @@ import torch
 
 from collections.abc import Sequence
 
+from ..calib.stats import all_finite
 from .quant import group_bounds, quantize_sym
 
 
@@ -42,7 +43,7 @@ def gptq_quantize(
     else:
         h = hessian.to(torch.float64).clone()
     del hessian
-    if not torch.isfinite(h).all():  # Cholesky may return NaN factors instead of failing
+    if not all_finite(h):  # Cholesky may return NaN factors instead of failing
         raise HessianError("Hessian contains NaN/Inf")
     k = weight.shape[1]
     dead = torch.diagonal(h) == 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..calib.stats import all_finite
 from ..decoder import Decoder, FloatLinear, Layer, TiedHead
 from ..errors import ModelLoadError
 from ..fileio import atomic_directory, read_json, sha256_file
@@ -119,7 +120,7 @@ class ModelSource:
 
 def check_weights_finite(name: str, t: torch.Tensor) -> None:
     """NaN/Inf in a source weight would surface later as a confusing activation error; name it here."""
-    if t.is_floating_point() and not torch.isfinite(t).all():
+    if t.is_floating_point() and not all_finite(t):
         raise ModelLoadError(f"the weight tensor {name} contains NaN/Inf values")
 
 

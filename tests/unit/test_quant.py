@@ -231,3 +231,14 @@ def test_gptq_refuses_a_hessian_damping_cannot_rescue(plant):
         h[3, 4] = float(plant)
     with pytest.raises(HessianError):
         gptq_quantize(torch.randn(8, 32), h, torch.full((8, 1), 0.1), (32,), (4,))
+
+
+def test_all_finite_checks_every_piece():
+    from resq_export.calib.stats import all_finite
+
+    t = torch.randn(3, 100, 70, generator=G)
+    assert all_finite(t, block=64) and all_finite(t.mT, block=64)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        u = t.clone()
+        u[2, 99, 69] = bad  # in the last, partial piece
+        assert not all_finite(u, block=64) and not all_finite(u.mT, block=64)
