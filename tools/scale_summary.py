@@ -38,6 +38,17 @@ def main(path: str) -> None:
         xs = [r[key] for r in layers if r.get(key)]
         if xs:
             print(f"\n{key}: {len(xs)} layers, median {statistics.median(xs):.1f}, min {min(xs):.1f}, max {max(xs):.1f}")
+    steps = [r["pass2_steps"] for r in layers if r.get("pass2_steps")]
+    if steps:
+        print(f"\npass 2 by step ({len(steps)} layers): | step | median s | max s | highest peak RSS after it (MB) |")
+        print("|---|---|---|---|")
+        for name in steps[0]:
+            xs = [st[name]["s"] for st in steps]
+            print(f"| {name} | {statistics.median(xs):.1f} | {max(xs):.1f} | {max(st[name]['peak_rss_mb'] for st in steps)} |")
+    recorded = sum(r.get(k) or 0.0 for r in layers for k in ("pass1_s", "pass2_s"))
+    recorded += sum(head.get(k) or 0.0 for k in ("bases_s", "globals_s"))
+    print(f"\nsum of the recorded step times: {recorded:.0f} s (not counted: each process's start-up and source"
+          " hashing, and the final assembly)")
 
 
 if __name__ == "__main__":
