@@ -7,9 +7,9 @@ ones, as ResQ does).
 
 from __future__ import annotations
 
-import torch
-
 from collections.abc import Sequence
+
+import torch
 
 from ..calib.stats import all_finite
 from .quant import group_bounds, quantize_sym
