@@ -56,8 +56,8 @@ def tied_head_factor(factor: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def rotate_rows(rows: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Rows of the embedding or of the (input side of the) head in the basis u."""
-    return (_f64(rows) @ u).float()
+    """Rows of a weight, the embedding or the (input side of the) head in the basis u."""
+    return _by_rows(rows, lambda w: w @ u)
 
 
 def fold_norms(model: Decoder) -> None:
@@ -73,7 +73,7 @@ def fold_norms(model: Decoder) -> None:
 
 
 def _input_side(lin: FloatLinear, u: torch.Tensor) -> None:
-    lin.weight = _by_rows(lin.weight, lambda w: w @ u)
+    lin.weight = rotate_rows(lin.weight, u)
 
 
 def _output_side(lin: FloatLinear, u: torch.Tensor) -> None:

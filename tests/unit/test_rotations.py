@@ -60,3 +60,24 @@ def test_all_transforms_leave_logits_unchanged(tiny_dirs, family, method):
     assert (layer.o_input_perm is not None) == (method == "resq")
     assert not torch.equal(rotated.embed, model.embed)
     _assert_same_logits(after, before)
+
+
+def test_float64_transforms_by_blocks_equal_whole_matrix(monkeypatch):
+    """The transforms work on float64 blocks of rows or columns to bound memory; with blocks of 3
+    rows/columns (and a ragged last one) every result equals the whole-matrix float64 arithmetic."""
+    from resq_export.algo.hadamard import apply_down_hadamard
+    from resq_export.transforms import rotate
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(40, 64, generator=g)
+    u_in = torch.linalg.qr(torch.randn(64, 64, generator=g, dtype=torch.float64))[0]
+    u_out = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))[0]
+    left = torch.linalg.qr(torch.randn(2, 2, generator=g, dtype=torch.float64))[0]
+    norm = torch.rand(64, generator=g) + 0.5
+    monkeypatch.setattr(rotate, "F64_BLOCK_ELEMENTS", 3 * 64)
+    assert torch.equal(rotate.rotate_rows(w, u_in), (w.double() @ u_in).float())
+    assert torch.equal(rotate._by_rows(w, lambda b: b * norm.double()), (w.double() * norm.double()).float())
+    assert torch.equal(rotate._by_rows(w, lambda b: apply_down_hadamard(b, left)),
+                       apply_down_hadamard(w.double(), left).float())
+    monkeypatch.setattr(rotate, "F64_BLOCK_ELEMENTS", 3 * 40)
+    assert torch.equal(rotate._by_columns(w, lambda b: u_out.T @ b), (u_out.T @ w.double()).float())
