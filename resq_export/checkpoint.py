@@ -8,7 +8,7 @@ never looks like an artifact (no manifest.json, another name); the artifact itse
 renamed into place only when every layer is done, and then the work folder is removed.
 
 The state records a hash of everything that determines the result (settings, source model bytes,
-calibration tokens, schema version): a rerun with anything different is refused, not mixed in.
+calibration tokens, schema and tool version): a rerun with anything different is refused, not mixed in.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import __version__
 from .algo.gptq import HessianError, gptq_quantize
 from .algo.hadamard import hadamard_left_factor, sylvester
 from .algo.lqer import lqer_factors
@@ -405,8 +406,10 @@ def _hidden_list(t: dict[str, torch.Tensor]) -> list[torch.Tensor]:
 
 def _fingerprint(src: ModelSource, quant: QuantConfig, calib: CalibrationSet | None) -> dict:
     calib_hash = hashlib.sha256(calib.tokens.to(torch.int64).numpy().tobytes()).hexdigest() if calib else None
-    return {"schema_version": SCHEMA_VERSION, "settings": quant.to_dict(), "source_model": src.source.get("sha256"),
-            "calibration_tokens": calib_hash}
+    # The tool version too: a resume by a newer release, whose arithmetic may differ, must not mix
+    # its layers into the older one's.
+    return {"schema_version": SCHEMA_VERSION, "tool_version": __version__, "settings": quant.to_dict(),
+            "source_model": src.source.get("sha256"), "calibration_tokens": calib_hash}
 
 
 class _Pipeline:

@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file
 from tiny_models import SMALL, run_cli
 
+import resq_export.quantize as quantize_module
 from resq_export.artifact import load_artifact
-from resq_export.checkpoint import TEST_KILL_ENV, work_dir_for
+from resq_export.checkpoint import TEST_KILL_ENV, ResumeError, work_dir_for
 from resq_export.config import QuantConfig
 from resq_export.errors import ArtifactError
 from resq_export.quantize import quantize
@@ -136,6 +137,11 @@ def test_resume_after_full_disk(sharded_bf16, calib_file, tmp_path, monkeypatch)
     assert not [p for p in partial.iterdir() if ".tmp-" in p.name]  # the torn file was removed
     assert json.loads((partial / "state.json").read_text())["globals_done"]  # it did fail in pass 2
     monkeypatch.setattr(fileio.os, "fsync", real_fsync)
+    # Another release of the tool may compute differently: it must not finish this run.
+    monkeypatch.setattr(quantize_module, "__version__", "0.0.0-other")
+    with pytest.raises(ResumeError, match="different tool_version;"):
+        quantize(str(sharded_bf16), SETTINGS, out, [str(calib_file)], progress=False)
+    monkeypatch.undo()
     quantize(str(sharded_bf16), SETTINGS, out, [str(calib_file)], progress=False)
     _assert_same_artifact(tmp_path / "reference", out)
 
