@@ -132,7 +132,6 @@ def compute_bases(cfg: ModelConfig, quant: QuantConfig, stats: BasisStatistics |
                 "U_B_mean": sum(share_b) / len(share_b),
                 "U_C_mean": sum(share_c) / len(share_c),
             },
-            "eigenvalues_U_A": eig_a.tolist(),
         }
         bases.spectra = {"U_A": eig_a.tolist(), "U_B": eig_b, "U_C": eig_c,
                          "high_channels": {"U_A": r_res, "U_B": r_head, "U_C": r_head}}

@@ -130,19 +130,43 @@ def layer_figures(layers: list[dict]) -> list[tuple[str, str]]:
         ax.grid(alpha=0.3)
         figs.append((title, _png(fig)))
     if any(layer.get("pass2_s") for layer in layers):
+        figs.append(("Time per layer", _time_figure(layers)))
+    if any(layer.get("pass2_peak_rss_mb") for layer in layers):
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        xs = list(range(len(layers)))
-        p1 = [layer.get("pass1_s") or 0.0 for layer in layers]
-        p2 = [layer.get("pass2_s") or 0.0 for layer in layers]
-        ax.bar(xs, p1, label="pass 1 (float statistics)", color="C0")
-        ax.bar(xs, p2, bottom=p1, label="pass 2 (transform, GPTQ/RTN, write)", color="C1")
+        for key, label in (("pass1_peak_rss_mb", "after pass 1"), ("pass2_peak_rss_mb", "after pass 2")):
+            ax.plot(range(len(layers)), [layer.get(key) or math.nan for layer in layers], "o-", ms=3, label=label)
         ax.set_xlabel("layer")
-        ax.set_ylabel("seconds")
-        ax.set_title("Time per layer", fontsize=9)
+        ax.set_ylabel("MB")
+        ax.set_title("Peak RSS of the process after each layer (high-water mark; a resumed run starts afresh)",
+                     fontsize=9)
         ax.legend(fontsize=8)
-        ax.grid(alpha=0.3, axis="y")
-        figs.append(("Time per layer", _png(fig)))
+        ax.grid(alpha=0.3)
+        figs.append(("Peak RSS per layer", _png(fig)))
     return figs
+
+
+def _time_figure(layers: list[dict]) -> str:
+    """Stacked seconds per layer: pass 1, then pass 2 by step where the record has steps."""
+    import matplotlib.pyplot as plt
+
+    steps = next((list(layer["pass2_steps"]) for layer in layers if layer.get("pass2_steps")), [])
+    parts = {"pass 1 (float statistics)": [layer.get("pass1_s") or 0.0 for layer in layers]}
+    for step in steps:
+        parts[f"pass 2: {step}"] = [(layer.get("pass2_steps") or {}).get(step, {}).get("s", 0.0) for layer in layers]
+    listed = [sum(v[i] for k, v in parts.items() if k.startswith("pass 2")) for i in range(len(layers))]
+    rest = "pass 2: write and other" if steps else "pass 2 (transform, GPTQ/RTN, write)"
+    parts[rest] = [max((layer.get("pass2_s") or 0.0) - listed[i], 0.0) for i, layer in enumerate(layers)]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    xs, bottom = list(range(len(layers))), [0.0] * len(layers)
+    for n, (label, ys) in enumerate(parts.items()):
+        ax.bar(xs, ys, bottom=bottom, label=label, color=f"C{n}")
+        bottom = [b + y for b, y in zip(bottom, ys)]
+    ax.set_xlabel("layer")
+    ax.set_ylabel("seconds")
+    ax.set_title("Time per layer", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3, axis="y")
+    return _png(fig)
 
 
 def _table(rows: list[tuple], header: tuple | None = None) -> str:
@@ -202,8 +226,10 @@ def build_report(art_dir: Path, out: Path) -> Path:
         for i, layer in enumerate(layers):
             w, a = layer.get("weight_sqnr_db", {}), layer.get("activation_sqnr_db", {})
             rows.append((i, *(_fmt(w.get(r, "")) for r in ROLES), *(_fmt(a.get(r, "")) for r in ROLES),
-                         _fmt(layer.get("pass1_s", "")), _fmt(layer.get("pass2_s", ""))))
-        header = ("layer", *(f"W SQNR {r}" for r in ROLES), *(f"A SQNR {r}" for r in ROLES), "pass 1 s", "pass 2 s")
+                         _fmt(layer.get("pass1_s", "")), _fmt(layer.get("pass2_s", "")),
+                         _fmt(layer.get("pass2_peak_rss_mb", ""))))
+        header = ("layer", *(f"W SQNR {r}" for r in ROLES), *(f"A SQNR {r}" for r in ROLES), "pass 1 s", "pass 2 s",
+                  "peak RSS MB")
         sections.append(("Per-layer numbers (dB, s)", _table(rows, header)))
     if not details:
         sections.append(("Note", "<p>This artifact has no stats.json (made by an older version): no plots.</p>"))

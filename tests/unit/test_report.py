@@ -34,13 +34,14 @@ def test_report_is_self_contained_with_plots_and_tables(report):
     art, out = report
     page = out.read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) >= 5  # spectra, U_A spectrum, per-layer shares, W SQNR, A SQNR, times
+    assert len(images) >= 7  # spectra, U_A spectrum, per-layer shares, W SQNR, A SQNR, times, peak RSS
     for data in images:
         assert Image.open(io.BytesIO(base64.b64decode(data))).size[0] > 200
     assert not re.search(r'(src|href)="(http|file|/)', page)  # nothing outside the file
     ppl = json.loads((art / "evaluations.json").read_text())[0]["ppl"]
     assert f"{ppl:.4f}" in page and "Perplexity" in page
-    for text in ("gptq", "peak RSS (MB)", "W SQNR mlp_down", "Variance captured by the 8-bit subspace"):
+    for text in ("gptq", "peak RSS (MB)", "W SQNR mlp_down", "Variance captured by the 8-bit subspace",
+                 'alt="Time per layer"', 'alt="Peak RSS per layer"', "peak RSS MB"):
         assert text in page
     manifest = json.loads((art / "manifest.json").read_text())
     assert "evaluations.json" not in manifest["files"]  # a side file: the checksummed artifact is unchanged
