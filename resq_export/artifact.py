@@ -54,7 +54,7 @@ def artifact_config(model_cfg: ModelConfig, quant: QuantConfig) -> dict:
         "schema_version": SCHEMA_VERSION,
         "model": model_cfg.to_dict(),
         "quant": quant.to_dict(),
-        "layouts": {r: l.to_dict() for r, l in role_layouts(model_cfg, quant).items()}
+        "layouts": {r: lay.to_dict() for r, lay in role_layouts(model_cfg, quant).items()}
         if quant.quantizes_weights else None,
     }
 

@@ -135,12 +135,24 @@ __global__ void kv_combine_kernel(AttnArgs p, int64_t rows_per_split) {
     if (lane + 32 * j < d) o[lane + 32 * j] = out[j] / lt;
 }
 
-// enough blocks to fill the GPU twice, but no chunk below kMinChunk keys
-int choose_splits(const ResQKVShape* s, int seq, int length) {
+// Split-K partial results take one row per (split, query, batch, head). With splits > 1 only while
+// the blocks fill the GPU less than twice, a call has fewer than 4 x SMs rows: kMaxPartialRows covers
+// every GPU up to 256 SMs, and a workspace of that size serves every shape of one head_dim.
+constexpr int64_t kMaxPartialRows = 1024;
+
+size_t partial_bytes(int64_t rows, int head_dim) {
+  return align_up(static_cast<size_t>(rows) * 4) * 2 + align_up(static_cast<size_t>(rows) * head_dim * 4);
+}
+
+// enough blocks to fill the GPU twice, no chunk below kMinChunk keys, and no more partial rows than
+// the workspace holds (fewer splits are as exact, only slower)
+int choose_splits(const ResQKVShape* s, int seq, int length, size_t workspace_size) {
   const int64_t blocks = static_cast<int64_t>(seq) * s->batch * s->num_heads;
   const int64_t want = (2 * device_sm_count() + blocks - 1) / blocks;
   const int64_t most = (length + kMinChunk - 1) / kMinChunk;
-  return static_cast<int>(want < 1 ? 1 : (want > most ? most : want));
+  int64_t splits = want < 1 ? 1 : (want > most ? most : want);
+  while (splits > 1 && partial_bytes(splits * blocks, s->head_dim) > workspace_size) --splits;
+  return static_cast<int>(splits);
 }
 
 }  // namespace
@@ -150,10 +162,7 @@ using namespace resq;
 
 RESQ_KAPI size_t resq_cuda_kv_attention_workspace(const ResQKVShape* s, int32_t seq, int32_t length) {
   if (resq_kv_check(s) != RESQ_OK || seq <= 0 || length < seq) return 0;
-  const int splits = choose_splits(s, seq, length);
-  if (splits == 1) return 0;
-  const size_t rows = static_cast<size_t>(splits) * seq * s->batch * s->num_heads;
-  return align_up(rows * 4) * 2 + align_up(rows * s->head_dim * 4);
+  return partial_bytes(kMaxPartialRows, s->head_dim);  // the same for every seq and length (see above)
 }
 
 RESQ_KAPI int resq_cuda_kv_attention(const ResQKVShape* s, const float* q, int32_t seq, const uint8_t* k_codes,
@@ -164,13 +173,13 @@ RESQ_KAPI int resq_cuda_kv_attention(const ResQKVShape* s, const float* q, int32
       !v_zeros)
     return RESQ_ERR_INVALID;
   if (seq <= 0 || length < seq || length > capacity) return RESQ_ERR_INVALID;
-  if (s->head_dim > kMaxChan * 32) return RESQ_ERR_UNSUPPORTED;
+  if (s->head_dim > kMaxChan * 32 || seq > 65535) return RESQ_ERR_UNSUPPORTED;  // seq: gridDim.y
   AttnArgs a{};
   a.s = *s;
   a.seq = seq;
   a.capacity = capacity;
   a.length = length;
-  a.splits = choose_splits(s, seq, length);
+  a.splits = choose_splits(s, seq, length, workspace ? workspace_size : 0);
   a.chunk = (length + a.splits - 1) / a.splits;
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s->head_dim)));
   a.q = q;
@@ -181,9 +190,7 @@ RESQ_KAPI int resq_cuda_kv_attention(const ResQKVShape* s, const float* q, int32
   a.vs = v_scales;
   a.vz = v_zeros;
   a.out = out;
-  const size_t need = resq_cuda_kv_attention_workspace(s, seq, length);
-  if (need > 0) {
-    if (!workspace || workspace_size < need) return RESQ_ERR_INVALID;
+  if (a.splits > 1) {
     const size_t rows = static_cast<size_t>(a.splits) * seq * s->batch * s->num_heads;
     char* w = static_cast<char*>(workspace);
     a.part_m = reinterpret_cast<float*>(w);

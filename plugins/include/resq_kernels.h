@@ -61,6 +61,9 @@ RESQ_KAPI int resq_cuda_kv_append(const ResQKVShape* s, const float* x, int32_t 
 RESQ_KAPI int resq_cuda_kv_copy(const ResQKVShape* s, const uint8_t* codes, const float* scales,
                                 const uint8_t* zeros, int32_t past_len, uint8_t* dst_codes, float* dst_scales,
                                 uint8_t* dst_zeros, int32_t capacity, void* stream);
+// An upper bound for every seq and length of the shape's head_dim (about 1 MiB at head_dim 256): the
+// attention splits the keys only as far as the workspace it is given holds, so a smaller one (or none)
+// is correct, only slower. seq <= 65535 queries per call.
 RESQ_KAPI size_t resq_cuda_kv_attention_workspace(const ResQKVShape* s, int32_t seq, int32_t length);
 RESQ_KAPI int resq_cuda_kv_attention(const ResQKVShape* s, const float* q, int32_t seq, const uint8_t* k_codes,
                                      const float* k_scales, const uint8_t* k_zeros, const uint8_t* v_codes,

@@ -27,8 +27,8 @@ nvinfer1::IPluginV3* KVCacheAttentionPlugin::clone() noexcept {
   }
 }
 
-// key_rotation (spec input 3) is the only optional input. The ONNX-TensorRT parser passes a null
-// tensor in its place (ten inputs, the pointer null at enqueue); nine inputs mean it was dropped.
+// key_rotation (spec input 3) is the only optional input; the TensorRT flavour drops it where the
+// model has none (nine inputs instead of ten) rather than passing a null tensor.
 int KVCacheAttentionPlugin::compact(int spec, int32_t nb_inputs) const {
   const bool rotation = nb_inputs == S::kNumInputs;
   if (spec == S::in_key_rotation) return rotation ? spec : -1;
@@ -37,14 +37,6 @@ int KVCacheAttentionPlugin::compact(int spec, int32_t nb_inputs) const {
 
 int KVCacheAttentionPlugin::spec_input(int32_t pos, int32_t nb_inputs) const {
   return nb_inputs == S::kNumInputs || pos < S::in_key_rotation ? pos : pos + 1;
-}
-
-bool KVCacheAttentionPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io,
-                                                       int32_t nb_in, int32_t nb_out) noexcept {
-  // the rotation slot may hold a null tensor: only a present one must be float32
-  if (pos == S::in_key_rotation && nb_in == S::kNumInputs && io[pos].desc.type != nvinfer1::DataType::kFLOAT)
-    return true;
-  return PluginBase::supportsFormatCombination(pos, io, nb_in, nb_out);
 }
 
 ResQKVShape KVCacheAttentionPlugin::kv_shape(int64_t batch) const {
@@ -84,10 +76,8 @@ size_t KVCacheAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTen
   const int64_t length = in[compact(S::in_past_key_codes, nb_in)].max.d[2] + k.d[2];
   const ResQKVShape s = kv_shape(q.d[0]);
   const size_t rotated = align256(q.d[0] * q.d[1] * q.d[2] * q.d[3] * 4) + align256(k.d[0] * k.d[1] * k.d[2] * k.d[3] * 4);
-  // the split count grows as the grid shrinks: take the larger of one query and all queries
-  const size_t attn = std::max(resq_cuda_kv_attention_workspace(&s, 1, static_cast<int32_t>(length)),
-                               resq_cuda_kv_attention_workspace(&s, static_cast<int32_t>(q.d[2]), static_cast<int32_t>(length)));
-  return rotated + attn;
+  // the attention's bound holds for every batch, seq and length, and enqueue passes the same size
+  return rotated + resq_cuda_kv_attention_workspace(&s, 1, static_cast<int32_t>(std::max<int64_t>(length, 1)));
 }
 
 int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
@@ -107,7 +97,7 @@ int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_des
   const size_t k_bytes = align256(kd.d[0] * kd.d[1] * kd.d[2] * kd.d[3] * 4);
   int st = RESQ_OK;
   const int rot = compact(S::in_key_rotation, nb_in);
-  if (rot >= 0 && inputs[rot] != nullptr) {  // U_C after RoPE, on q and k, as the ONNX body does
+  if (rot >= 0) {  // U_C after RoPE, on q and k, as the ONNX body does
     const float* u = static_cast<const float*>(inputs[rot]);
     float* q_rot = reinterpret_cast<float*>(ws);
     float* k_rot = reinterpret_cast<float*>(ws + q_bytes);
@@ -131,7 +121,7 @@ int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_des
   }
   if (st == RESQ_OK) {
     char* attn_ws = ws + q_bytes + k_bytes;
-    const size_t attn_size = resq_cuda_kv_attention_workspace(&s, seq, total);
+    const size_t attn_size = resq_cuda_kv_attention_workspace(&s, 1, total);  // as reserved by getWorkspaceSize
     st = resq_cuda_kv_attention(&s, q, seq, static_cast<const uint8_t*>(present[0]), static_cast<const float*>(present[1]),
                                 static_cast<const uint8_t*>(present[2]), static_cast<const uint8_t*>(present[3]),
                                 static_cast<const float*>(present[4]), static_cast<const uint8_t*>(present[5]), total,

@@ -15,8 +15,6 @@ class KVCacheAttentionPlugin : public PluginBase {
                           nvinfer1::DimsExprs* out, int32_t nb_out, nvinfer1::IExprBuilder& b) noexcept override;
   size_t getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
                           const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept override;
-  bool supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io, int32_t nb_in,
-                                 int32_t nb_out) noexcept override;
   int32_t enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
                   const void* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
 

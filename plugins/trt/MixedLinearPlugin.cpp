@@ -34,54 +34,45 @@ nvinfer1::IPluginV3* MixedLinearPlugin::clone() noexcept {
   }
 }
 
-// Absent optional inputs. The exporter trims trailing ones and writes "" for the others; the
-// ONNX-TensorRT parser (10.x, FallbackPluginImporter) passes a null tensor for each "", so the
-// positions are the spec's. Were the absent ones dropped instead ("compact"), the attributes imply
-// every optional input but bias, and the count tells the rest. A compact list is recognised where
-// it is shorter than any positional one.
-bool MixedLinearPlugin::positional(int32_t nb_inputs) const {
-  const bool lqer = attrs_.get(S::attr_lqer_rank, S::default_lqer_rank) > 0;
-  return lqer ? nb_inputs == S::kNumInputs : nb_inputs >= S::in_bias;
-}
-
-int MixedLinearPlugin::compact(int spec, int32_t nb_inputs) const {
+// The TensorRT flavour (resq_export/export/writer.py) lists only present inputs and always a bias
+// (zeros where the model has none), so the attributes alone say where each input is.
+int MixedLinearPlugin::compact(int spec) const {
   const bool high = attrs_.get(S::attr_high_groups, S::default_high_groups) > 0;
   const bool lqer = attrs_.get(S::attr_lqer_rank, S::default_lqer_rank) > 0;
-  if (positional(nb_inputs)) {
-    const bool absent = (spec == S::in_qweight_high && !high) || (spec > S::in_bias && !lqer);
-    return spec < nb_inputs && !absent ? spec : -1;
-  }
-  const int implied = 3 + (high ? 1 : 0) + (lqer ? 4 : 0);
-  const bool bias = nb_inputs == implied + 1;
-  const bool present[S::kNumInputs] = {true, true, high, true, bias, lqer, lqer, lqer, lqer};
+  const bool present[S::kNumInputs] = {true, true, high, true, true, lqer, lqer, lqer, lqer};
   if (!present[spec]) return -1;
   int pos = 0;
   for (int i = 0; i < spec; ++i) pos += present[i] ? 1 : 0;
   return pos;
 }
 
-int MixedLinearPlugin::spec_input(int32_t pos, int32_t nb_inputs) const {
-  if (positional(nb_inputs)) return pos;
+int32_t MixedLinearPlugin::expected_inputs() const {
+  int32_t n = 0;
+  for (int spec = 0; spec < S::kNumInputs; ++spec) n += compact(spec) >= 0 ? 1 : 0;
+  return n;
+}
+
+int MixedLinearPlugin::spec_input(int32_t pos, int32_t) const {
   for (int spec = 0; spec < S::kNumInputs; ++spec)
-    if (compact(spec, nb_inputs) == pos) return spec;
+    if (compact(spec) == pos) return spec;
   return 0;
 }
 
 bool MixedLinearPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io,
                                                   int32_t nb_in, int32_t nb_out) noexcept {
-  // an input the attributes say is absent (a null tensor) constrains nothing; nor does the bias slot
-  // when it holds a null tensor (nothing tells it apart from a present bias but its type)
-  if (pos < nb_in && positional(nb_in) && compact(pos, nb_in) < 0) return true;
-  if (pos == S::in_bias && pos < nb_in && positional(nb_in) && io[pos].desc.type != nvinfer1::DataType::kFLOAT)
-    return true;
+  if (nb_in != expected_inputs()) {
+    report(name_, "got " + std::to_string(nb_in) + " inputs, the attributes imply " +
+                      std::to_string(expected_inputs()) + " (export with this resq-export's TensorRT flavour)");
+    return false;
+  }
   return PluginBase::supportsFormatCombination(pos, io, nb_in, nb_out);
 }
 
 int32_t MixedLinearPlugin::getOutputShapes(const DimsExprs* in, int32_t nb_in, const DimsExprs*, int32_t,
                                            DimsExprs* out, int32_t nb_out, nvinfer1::IExprBuilder&) noexcept {
-  if (nb_out != 1 || nb_in < 3) return -1;
+  if (nb_out != 1 || nb_in != expected_inputs()) return -1;
   out[0] = in[0];  // [..., K] -> [..., N], N the rows of wscale
-  out[0].d[in[0].nbDims - 1] = in[compact(S::in_wscale, nb_in)].d[0];
+  out[0].d[in[0].nbDims - 1] = in[compact(S::in_wscale)].d[0];
   return 0;
 }
 
@@ -98,12 +89,12 @@ ResQLinearShape MixedLinearPlugin::shape(const nvinfer1::Dims& x, const nvinfer1
   return s;
 }
 
-size_t MixedLinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
+size_t MixedLinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t,
                                            const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept {
   const nvinfer1::Dims& x = in[0].max;
   int64_t t = 1;
   for (int i = 0; i + 1 < x.nbDims; ++i) t *= x.d[i];
-  const ResQLinearShape s = shape(x, in[compact(S::in_qweight_low, nb_in)].max, nullptr);
+  const ResQLinearShape s = shape(x, in[compact(S::in_qweight_low)].max, nullptr);
   return resq_cuda_mixed_linear_workspace(&s, t, attrs_.get(S::attr_lqer_rank, 0));
 }
 
@@ -132,16 +123,15 @@ int MixedLinearPlugin::prepare(const ResQLinearShape& s, int32_t n, const void* 
 int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
                                    const void* const* inputs, void* const* outputs, void* workspace,
                                    cudaStream_t stream) noexcept {
-  const int32_t nb_in = nb_inputs_;
   auto at = [&](int spec) -> const void* {
-    const int p = compact(spec, nb_in);
+    const int p = compact(spec);
     return p < 0 ? nullptr : inputs[p];
   };
   const nvinfer1::Dims& x = in_desc[0].dims;
   int64_t t = 1;
   for (int i = 0; i + 1 < x.nbDims; ++i) t *= x.d[i];
-  const ResQLinearShape s = shape(x, in_desc[compact(S::in_qweight_low, nb_in)].dims, nullptr);
-  const int32_t n = static_cast<int32_t>(in_desc[compact(S::in_wscale, nb_in)].dims.d[0]);
+  const ResQLinearShape s = shape(x, in_desc[compact(S::in_qweight_low)].dims, nullptr);
+  const int32_t n = static_cast<int32_t>(in_desc[compact(S::in_wscale)].dims.d[0]);
   const int rank = attrs_.get(S::attr_lqer_rank, 0);
   if (prepared_from_ != at(S::in_qweight_low)) {
     const int st = prepare(s, n, at(S::in_qweight_low), at(S::in_qweight_high), at(S::in_lqer_a), stream);

@@ -24,8 +24,8 @@ class MixedLinearPlugin : public PluginBase {
   int spec_input(int32_t pos, int32_t nb_inputs) const override;
 
  private:
-  bool positional(int32_t nb_inputs) const;  // absent optional inputs passed as null tensors
-  int compact(int spec, int32_t nb_inputs) const;  // position of a spec input, -1 when absent
+  int compact(int spec) const;  // position of a spec input, -1 when absent
+  int32_t expected_inputs() const;
   ResQLinearShape shape(const nvinfer1::Dims& x, const nvinfer1::Dims& w_low, const nvinfer1::Dims* w_high) const;
   int prepare(const ResQLinearShape& s, int32_t n, const void* w_low, const void* w_high, const void* lqer_a,
               cudaStream_t stream);

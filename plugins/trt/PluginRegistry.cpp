@@ -1,5 +1,5 @@
-// Entry point TensorRT looks up when it loads this library dynamically
-// (trtexec --dynamicPlugins, IPluginRegistry::loadLibrary): one creator per resq op.
+// Entry points TensorRT looks up when it loads this library dynamically (trtexec --dynamicPlugins,
+// IPluginRegistry::loadLibrary): the creators, one per resq op, and the logger finder.
 #include "HadamardPlugin.h"
 #include "KVCacheAttentionPlugin.h"
 #include "MixedLinearPlugin.h"
@@ -12,4 +12,8 @@ extern "C" __attribute__((visibility("default"))) nvinfer1::IPluginCreatorInterf
   static nvinfer1::IPluginCreatorInterface* const creators[] = {&linear, &hadamard, &attention};
   nbCreators = 3;
   return creators;
+}
+
+extern "C" __attribute__((visibility("default"))) void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
+  resq::trt::set_logger_finder(finder);
 }

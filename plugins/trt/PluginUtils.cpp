@@ -1,5 +1,6 @@
 #include "PluginUtils.h"
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>
@@ -14,7 +15,9 @@ using nvinfer1::PluginFieldType;
 DataType dtype_of(const char* spec_dtype) {
   if (!std::strcmp(spec_dtype, "float32")) return DataType::kFLOAT;
   if (!std::strcmp(spec_dtype, "int8")) return DataType::kINT8;
-  if (!std::strcmp(spec_dtype, "uint8")) return DataType::kUINT8;
+  // TensorRT has no uint8 plugin I/O: the exporter's TensorRT flavour carries the spec's uint8
+  // tensors (KV codes, zero points) as int8 with the same bytes, and the kernels read them as uint8.
+  if (!std::strcmp(spec_dtype, "uint8")) return DataType::kINT8;
   if (!std::strcmp(spec_dtype, "int32")) return DataType::kINT32;
   throw std::invalid_argument(std::string("ops.json dtype without a TensorRT type: ") + spec_dtype);
 }
@@ -93,8 +96,20 @@ CreatorBase::CreatorBase(const char* name, const char* version, std::vector<cons
   collection_.fields = fields_.data();
 }
 
+namespace {
+std::atomic<nvinfer1::ILoggerFinder*> logger_finder{nullptr};
+}  // namespace
+
+void set_logger_finder(nvinfer1::ILoggerFinder* finder) noexcept { logger_finder.store(finder); }
+
 void report(const char* plugin, const std::string& message) noexcept {
-  std::fprintf(stderr, "[resq plugin %s] %s\n", plugin, message.c_str());
+  const std::string line = std::string("[resq plugin ") + plugin + "] " + message;
+  nvinfer1::ILoggerFinder* finder = logger_finder.load();
+  nvinfer1::ILogger* logger = finder ? finder->findLogger() : nullptr;
+  if (logger)
+    logger->log(nvinfer1::ILogger::Severity::kERROR, line.c_str());
+  else
+    std::fprintf(stderr, "%s\n", line.c_str());
 }
 
 }  // namespace trt

@@ -95,8 +95,10 @@ class CreatorBase : public nvinfer1::IPluginCreatorV3One {
   nvinfer1::PluginFieldCollection collection_{};
 };
 
-// logs through stderr: a plugin library has no logger of its own
+// errors go to the logger of the engine or context that called (TensorRT hands the library a logger
+// finder through setLoggerFinder), else to stderr
 void report(const char* plugin, const std::string& message) noexcept;
+void set_logger_finder(nvinfer1::ILoggerFinder* finder) noexcept;
 
 }  // namespace trt
 }  // namespace resq

@@ -12,6 +12,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import ResQError
+from ..fileio import atomic_file, atomic_write_text
 from ..export.writer import TRT_FILE, check_onnx_folder
 from .profiles import EngineLimits, profile_shapes
 
@@ -65,26 +66,65 @@ def _device() -> dict:
     return {"name": None, "sm": None, "cuda": None}
 
 
+def check_gpu_support(model: onnx.ModelProto) -> None:
+    """Refuse, before any TensorRT work, a graph whose resq nodes the CUDA kernels cannot run
+    (plugins/include/resq_kernels.h): the engine would build and then fail at its first call."""
+    dims = {t.name: list(t.dims) for t in model.graph.initializer}
+    problems = []
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "ResQMixedLinear":
+            n = dims[node.input[2 + (attrs.get("high_groups", 0) > 0)]][0]  # rows of wscale
+            if attrs.get("a_bits_low", 4) != 4:
+                problems.append(f"{node.name}: {attrs['a_bits_low']}-bit activations (the GPU GEMM takes 4)")
+            if attrs.get("high_groups", 0) and attrs.get("a_bits_high", 8) != 8:
+                problems.append(f"{node.name}: {attrs['a_bits_high']}-bit high-part activations (the GPU GEMM takes 8)")
+            if n % 8:
+                problems.append(f"{node.name}: {n} output features (the GPU GEMM needs a multiple of 8)")
+        elif node.op_type == "ResQKVCacheAttention" and attrs.get("head_dim", 0) > 256:
+            problems.append(f"{node.name}: head_dim {attrs['head_dim']} (the GPU attention takes up to 256)")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ResQError("the CUDA kernels cannot run this model: " + "; ".join(problems[:3]) + more +
+                        "; export a W4A4 ResQ/QuaRot model for TensorRT (w4a16 runs in ONNX Runtime only)")
+
+
+def _load_plugins(trt, registry, plugins: Path) -> None:
+    """Load the plugin library once per process: TensorRT returns no handle for a library whose
+    creators are already registered."""
+    if registry.get_creator("ResQMixedLinear", "1", "resq") is not None:
+        return
+    if registry.load_library(str(plugins)) is None:
+        raise ResQError(f"TensorRT could not load the plugin library {plugins}")
+
+
 def build_engine(onnx_dir: Path, engine_path: Path, plugin_library: Path | None = None,
                  limits: EngineLimits | None = None, workspace_mib: int = 4096) -> dict:
     """Build out.plan (and out.plan.json, the manifest) from an ONNX folder. Raises TensorRTMissing
     when TensorRT or the plugin library is absent, ResQError when the network cannot be built."""
     limits = limits or EngineLimits()
     meta = check_onnx_folder(onnx_dir)
+    trt_onnx = Path(onnx_dir) / TRT_FILE
+    if not trt_onnx.is_file():
+        raise ResQError(f"{trt_onnx} is missing: re-export the ONNX folder with this resq-export")
+    graph = onnx.load(str(trt_onnx), load_external_data=False)
+    check_gpu_support(graph)
+    shapes = profile_shapes(graph, limits)
     trt = require_tensorrt()
     plugins = Path(plugin_library or os.environ.get("RESQ_PLUGIN_LIBRARY") or default_plugin_library())
     if not plugins.is_file():
         raise TensorRTMissing(f"{plugins} is missing: build the plugin library against TensorRT "
                               "(`cmake -S . -B build -DRESQ_TENSORRT_ROOT=/path/to/TensorRT && cmake --build build`)")
-    trt_onnx = Path(onnx_dir) / TRT_FILE
-    shapes = profile_shapes(onnx.load(str(trt_onnx), load_external_data=False), limits)
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    registry = builder.get_plugin_registry()
-    if registry.load_library(str(plugins)) is None:
-        raise ResQError(f"TensorRT could not load the plugin library {plugins}")
-    network = builder.create_network(0)
+    _load_plugins(trt, builder.get_plugin_registry(), plugins)
+    # Strongly typed: the int8 weights and KV tensors are plain data for the plugins, not quantised
+    # values wanting scales (TensorRT 10's weakly typed default); TensorRT 11 is always strongly typed.
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(trt_onnx)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -95,7 +135,8 @@ def build_engine(onnx_dir: Path, engine_path: Path, plugin_library: Path | None 
         profile = builder.create_optimization_profile()
         for inp, (lo, opt, hi) in per_input.items():
             profile.set_shape(inp, lo, opt, hi)
-        config.add_optimization_profile(profile)
+        if config.add_optimization_profile(profile) < 0:
+            raise ResQError(f"TensorRT refused the {name} optimisation profile: {per_input}")
         log.info("profile %s: %s", name, per_input)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -109,8 +150,9 @@ def build_engine(onnx_dir: Path, engine_path: Path, plugin_library: Path | None 
     }
     engine_path = Path(engine_path)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    engine_path.write_bytes(bytes(plan))
-    Path(str(engine_path) + ".json").write_text(json.dumps(manifest, indent=2))
+    with atomic_file(engine_path, "wb") as f:
+        f.write(bytes(plan))
+    atomic_write_text(Path(str(engine_path) + ".json"), json.dumps(manifest, indent=2))
     return manifest
 
 

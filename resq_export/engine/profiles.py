@@ -21,8 +21,9 @@ class EngineLimits:
     opt_context: int = 1024
 
     def __post_init__(self) -> None:
-        if min(self.max_batch, self.max_sequence, self.max_context) < 1 or self.max_context < 2:
-            raise ConfigError(f"engine limits must be positive (and a context of at least 2): {self}")
+        if min(self.max_batch, self.max_sequence, self.opt_sequence) < 1 or min(self.max_context, self.opt_context) < 2:
+            raise ConfigError(f"engine limits must be positive, contexts at least 2 (one past token and the new one): "
+                              f"{self}")
         if self.opt_sequence > self.max_sequence or self.opt_context > self.max_context:
             raise ConfigError(f"optimal sizes exceed the maxima: {self}")
 
@@ -52,8 +53,10 @@ def profile_shapes(model: onnx.ModelProto, limits: EngineLimits) -> dict[str, di
                     if dim.dim_param not in ranges:
                         raise ConfigError(f"input {inp.name}: unknown dynamic dimension {dim.dim_param!r}")
                     lo, opt, hi = ranges[dim.dim_param]
-                else:
+                elif dim.dim_value > 0:
                     lo = opt = hi = dim.dim_value
+                else:
+                    raise ConfigError(f"input {inp.name}: a dimension with neither a size nor a name")
                 mins.append(lo)
                 opts.append(opt)
                 maxs.append(hi)

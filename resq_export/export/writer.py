@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from .. import __version__
 from ..artifact import load_artifact, read_manifest
@@ -24,13 +26,48 @@ WEIGHTS_FILE = "model.onnx.data"
 _EXTERNAL_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with room for the graph
 
 
+def _input_index(op: str, name: str) -> int:
+    return [i["name"] for i in load_spec()["ops"][op]["inputs"]].index(name)
+
+
 def tensorrt_flavour(model: Decoder, quant: QuantConfig) -> onnx.ModelProto:
-    """The graph in float32 throughout (no float64 islands: TensorRT has no float64 kernels), custom
-    nodes without function bodies."""
+    """The graph for TensorRT's ONNX parser and the resq plugins.
+
+    - float32 throughout (no float64 islands: TensorRT has no float64 kernels);
+    - custom nodes without function bodies (overloads only select those);
+    - every custom node lists only the inputs it has: absent optional inputs are dropped rather than
+      written as "" (which the parser turns into null tensors of unspecified type), and a linear
+      without bias gets a zero bias, so the plugin tells its inputs apart by its attributes alone
+      (high_groups, lqer_rank) and the count (key_rotation);
+    - uint8 tensors (KV codes and zero points) are int8 with the same bytes: TensorRT supports
+      neither uint8 plugin I/O nor uint8 network I/O outside Cast/Identity layers.
+    """
     trt = build_onnx(model, quant, float_islands=False)
     del trt.functions[:]
-    for node in trt.graph.node:
-        node.overload = ""  # the plugin handles every layout; overloads only select function bodies
+    graph = trt.graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        if node.domain != DOMAIN:
+            continue
+        node.overload = ""
+        inputs = list(node.input)
+        if node.op_type == "ResQMixedLinear":
+            bias, wscale = (_input_index(node.op_type, name) for name in ("bias", "wscale"))
+            inputs += [""] * (bias + 1 - len(inputs))
+            if inputs[bias] == "":
+                inputs[bias] = f"{inputs[wscale]}.zero_bias"
+                n = shapes[inputs[wscale]][0]
+                graph.initializer.append(numpy_helper.from_array(np.zeros(n, np.float32), inputs[bias]))
+        del node.input[:]
+        node.input.extend(i for i in inputs if i)
+    custom_inputs = {i for n in graph.node if n.domain == DOMAIN for i in n.input}
+    for value in (*graph.input, *graph.output):
+        tensor_type = value.type.tensor_type
+        if tensor_type.elem_type == onnx.TensorProto.UINT8:
+            if value.name not in custom_inputs and not any(value.name in n.output for n in graph.node
+                                                           if n.domain == DOMAIN):
+                raise ValueError(f"{value.name}: a uint8 tensor outside the resq ops has no TensorRT form")
+            tensor_type.elem_type = onnx.TensorProto.INT8
     return trt
 
 

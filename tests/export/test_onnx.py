@@ -36,10 +36,25 @@ def test_full_checker_and_flavours(exported, name):
     assert len(trt.functions) == 0
     custom = [n for n in trt.graph.node if n.domain == "resq"]
     assert [n.name for n in custom] == [n.name for n in ort_model.graph.node if n.domain == "resq"]
+    initializers = {t.name: t for t in trt.graph.initializer}
     for node in custom:
         attrs = {a.name: a for a in node.attribute}
         assert node.op_type.startswith("ResQ")
         assert attrs["plugin_namespace"].s == b"resq" and attrs["plugin_version"].s == b"1"
+        # the plugins tell inputs apart by attributes and count: no "" (null) inputs, always a bias
+        assert "" not in node.input
+        if node.op_type == "ResQMixedLinear":
+            high, rank = attrs["high_groups"].i > 0, attrs["lqer_rank"].i > 0
+            assert len(node.input) == 4 + high + 4 * rank
+            bias = initializers[node.input[3 + high]]
+            assert bias.data_type == onnx.TensorProto.FLOAT and list(bias.dims) == initializers[node.input[2 + high]].dims[:1]
+    # TensorRT has no uint8 plugin or network I/O: the KV codes and zero points travel as int8
+    io_types = {v.name: v.type.tensor_type.elem_type for v in (*trt.graph.input, *trt.graph.output)}
+    assert onnx.TensorProto.UINT8 not in io_types.values()
+    ort_types = {v.name: v.type.tensor_type.elem_type for v in (*ort_model.graph.input, *ort_model.graph.output)}
+    kv_int8 = {k for k, v in io_types.items() if v == onnx.TensorProto.INT8}
+    assert kv_int8 == {k for k, v in ort_types.items() if v == onnx.TensorProto.UINT8}
+    assert bool(kv_int8) == ("ResQKVCacheAttention" in meta["ops"])
     expected = {"fp": set(), "lqer": {"ResQMixedLinear"}, "w4a16": {"ResQMixedLinear", "ResQHadamard"}}
     assert set(meta["ops"]) == expected.get(name, {"ResQMixedLinear", "ResQHadamard", "ResQKVCacheAttention"})
     assert any("/model/layers.1/attn/o_proj/" in n.name for n in ort_model.graph.node)

@@ -43,6 +43,20 @@ def test_bad_limits_are_refused():
 
     with pytest.raises(ConfigError):
         EngineLimits(max_sequence=8, opt_sequence=16)
+    for bad in (dict(opt_context=1), dict(opt_sequence=0), dict(max_context=1, opt_context=1)):
+        with pytest.raises(ConfigError, match="at least 2"):
+            EngineLimits(**bad)
+
+
+def test_engine_refuses_what_the_kernels_cannot_run(artifacts, tmp_path):
+    """w4a16 (float activations) runs in ONNX Runtime only: refused before any TensorRT work, whether
+    TensorRT is installed or not, and no plan is written."""
+    onnx_dir = tmp_path / "onnx"
+    export_onnx(artifacts["w4a16"], onnx_dir)
+    result = run_cli("engine", "--onnx", onnx_dir, "--engine", tmp_path / "out.plan")
+    assert result.exit_code == 1, result.output
+    assert "cannot run this model" in result.output and "16-bit activations" in result.output
+    assert not (tmp_path / "out.plan").exists()
 
 
 @no_trt

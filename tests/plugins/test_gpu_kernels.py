@@ -11,7 +11,10 @@ from resq_export.native.loader import KVShape, NativeError, linear_shape
 
 pytestmark = pytest.mark.gpu
 
-GPU_LAYOUTS = [c for c in LAYOUTS if c[0] != "a8"] + [
+# "a8" (8-bit activations on 4-bit weights): the quantiser, weight preparation and LQER projection
+# run on the GPU; the GEMM refuses it (test_gemm_refuses_unsupported_bits). "all_high": no 4-bit part.
+GPU_LAYOUTS = LAYOUTS + [
+    ("all_high", layout([(2, 64, 8, 8)]), 24),
     ("llama8b_qkv", layout([(1, 3584, 4, 4), (1, 512, 8, 8)]), 256),
     ("llama8b_down", layout([(1, 14336, 4, 4)]), 64),
 ]
@@ -21,10 +24,11 @@ def _cpu(t):
     return t.cpu().numpy()
 
 
+@pytest.mark.parametrize("rank", [4, 40])  # 40: more LQER components than warps per block
 @pytest.mark.parametrize("tokens", [1, 5, 16, 37])
 @pytest.mark.parametrize("name,lay,n", GPU_LAYOUTS, ids=[c[0] for c in GPU_LAYOUTS])
-def test_quantize_and_gemm(cpu_ref, cuda_kernels, name, lay, n, tokens):
-    lin = random_linear(lay, n, rank=4, bias=True, seed=tokens)
+def test_quantize_and_gemm(cpu_ref, cuda_kernels, name, lay, n, tokens, rank):
+    lin = random_linear(lay, n, rank=rank, bias=True, seed=tokens)
     x = activations(tokens, lay.in_features, seed=tokens + 1)
     shape = linear_shape(lay)
     act_c = cpu_ref.quantize_act(shape, x.numpy())
@@ -46,6 +50,8 @@ def test_quantize_and_gemm(cpu_ref, cuda_kernels, name, lay, n, tokens):
     qa_g, sa_g = cuda_kernels.lqer_project(shape, act_g, *a_g, lin.lqer.a_scale.cuda())
     np.testing.assert_array_equal(_cpu(qa_g), qa_c)
     np.testing.assert_array_equal(_cpu(sa_g), sa_c)
+    if name == "a8":
+        return  # the GEMM takes 4-bit activations on 4-bit weights only
     b_q, b_s, bias = lin.lqer.b_q.to(torch.int8), lin.lqer.b_scale, lin.bias
     y_c = cpu_ref.mixed_gemm(shape, act_c, w_c, lin.wscale.numpy(), (qa_c, sa_c, b_q.numpy(), b_s.numpy()), bias.numpy())
     y_g = cuda_kernels.mixed_gemm(shape, act_g, w_g, lin.wscale.cuda(), (qa_g, sa_g, b_q.cuda(), b_s.cuda()), bias.cuda())
@@ -57,6 +63,9 @@ def test_quantize_and_gemm(cpu_ref, cuda_kernels, name, lay, n, tokens):
     y16 = cuda_kernels.mixed_gemm(shape, act_g, w_g, lin.wscale.cuda(), (qa_g, sa_g, b_q.cuda(), b_s.cuda()),
                                   bias.cuda(), out_dtype=torch.float16)
     assert torch.equal(y16.cpu(), torch.from_numpy(y_c).half())
+    ybf = cuda_kernels.mixed_gemm(shape, act_g, w_g, lin.wscale.cuda(), (qa_g, sa_g, b_q.cuda(), b_s.cuda()),
+                                  bias.cuda(), out_dtype=torch.bfloat16)
+    assert torch.equal(ybf.cpu(), torch.from_numpy(y_c).bfloat16())
 
 
 def test_large_m_gemm(cpu_ref, cuda_kernels):
@@ -113,6 +122,25 @@ def test_kv_cache(cpu_ref, cuda_kernels, d, r, bits, past, seq):
             np.testing.assert_array_equal(_cpu(g), a)
     out_c = cpu_ref.kv_attention(shape, q.numpy(), *caches_c, total)
     out_g = cuda_kernels.kv_attention(shape, q.cuda(), *caches_g, total)
+    np.testing.assert_allclose(_cpu(out_g), out_c, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("workspace", ["sized", "none"])
+def test_kv_attention_splits_and_spare_capacity(cpu_ref, cuda_kernels, workspace):
+    """One head, a 128-token prefill: two key splits, the second empty for the first 64 queries, in
+    caches with room beyond the length (left uninitialised on the GPU); with no workspace the kernel
+    runs unsplit and must agree just as well."""
+    shape = KVShape(1, 1, 1, 128, 16, 4, 8)
+    seq, capacity = 128, 200
+    k, v, q = (torch.randn(1, 1, seq, 128) for _ in range(3))
+    caches_c = [cpu_ref.kv_cache(shape, capacity) for _ in range(2)]
+    caches_g = [cuda_kernels.kv_cache(shape, capacity) for _ in range(2)]
+    for x, cc, cg in zip((k, v), caches_c, caches_g):
+        cpu_ref.kv_append(shape, x.numpy(), cc, 0)
+        cuda_kernels.kv_append(shape, x.cuda(), cg, 0)
+    ws = None if workspace == "sized" else torch.empty(1, dtype=torch.uint8, device="cuda")
+    out_c = cpu_ref.kv_attention(shape, q.numpy(), *caches_c, seq)
+    out_g = cuda_kernels.kv_attention(shape, q.cuda(), *caches_g, seq, workspace=ws)
     np.testing.assert_allclose(_cpu(out_g), out_c, rtol=2e-4, atol=2e-5)
 
 
