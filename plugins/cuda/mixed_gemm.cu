@@ -3,9 +3,10 @@
 // Design (correctness first, one clear structure for every architecture):
 // - A block owns a BM x BN output tile (BM = 16 * MT tokens, BN = 8 * NT output channels) and has
 //   KW warps. All warps compute the whole tile; they split every group's 64-channel k-tiles
-//   round-robin (split-K inside the block), which keeps enough loads in flight for decode (M <= 16,
-//   memory bound on the weights) without atomics. Integer partial sums are exact, so the order of
-//   the cross-warp reduction does not matter.
+//   round-robin (split-K inside the block) without atomics, and at decode (M <= 16, memory bound on
+//   the weights) each warp loads four k-steps before their MMAs, to keep more bytes in flight.
+//   Integer partial sums are exact, so neither the order of the cross-warp reduction nor the
+//   unrolling changes the result.
 // - Fragments are loaded straight from global memory into registers: with the padded layout every
 //   load is an aligned 32-bit word, and the lanes of a warp read whole 32-byte sectors. (A shared
 //   memory pipeline with cp.async / TMA is the next step for large M; see docs/plugins.md.)
@@ -45,7 +46,58 @@ __device__ __forceinline__ uint32_t load_u32(const uint8_t* base, int64_t offset
   return valid ? __ldg(reinterpret_cast<const uint32_t*>(base + offset)) : 0u;
 }
 
-template <int MT, int NT, int KW, bool kUnpack4>
+struct MmaU4S4 {
+  __device__ __forceinline__ void operator()(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) const {
+    mma_u4s4(c, a, b);
+  }
+};
+struct MmaU4S4ViaInt8 {
+  __device__ __forceinline__ void operator()(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) const {
+    mma_u4s4_via_int8(c, a, b);
+  }
+};
+struct MmaU8S8 {
+  __device__ __forceinline__ void operator()(int (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) const {
+    mma_u8s8(c, a, b);
+  }
+};
+
+// One warp's share of one group: steps w, w + KW, w + 2 KW, ... of 32 bytes per row (a k64 4-bit or
+// a k32 8-bit MMA each). U steps are in flight at once: every fragment of U steps is loaded before
+// the first of their MMAs, so a warp has U x (A + B fragments) of loads outstanding; decode is bound
+// by the bytes in flight. Steps past the end load zeros, whose MMAs add nothing (exact).
+template <int MT, int NT, int KW, int U, class Mma>
+__device__ __forceinline__ void accumulate_group(int (&acc)[MT][NT][4], const uint8_t* act, int64_t act_pitch,
+                                                 const uint8_t* w, int64_t w_pitch, int64_t base, int steps, int warp,
+                                                 const int64_t (&rows)[MT][2], const bool (&row_ok)[MT][2],
+                                                 int col0, int q4, const bool (&col_ok)[NT], Mma mma) {
+  for (int k0 = warp; k0 < steps; k0 += KW * U) {
+    uint32_t a[U][MT][4], b[U][NT][2];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const bool k_ok = k0 + u * KW < steps;
+      const int64_t off = base + static_cast<int64_t>(k0 + u * KW) * 32 + q4 * 4;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+          a[u][mt][r] = load_u32(act, rows[mt][r & 1] * act_pitch + off + (r >> 1) * 16, k_ok && row_ok[mt][r & 1]);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          b[u][nt][r] = load_u32(w, static_cast<int64_t>(col0 + nt * 8) * w_pitch + off + r * 16, k_ok && col_ok[nt]);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) mma(acc[mt][nt], a[u][mt], b[u][nt]);
+  }
+}
+
+template <int MT, int NT, int KW, int U, bool kUnpack4>
 __global__ void __launch_bounds__(32 * KW) mixed_gemm_kernel(GemmArgs p) {
   constexpr int kRegs = MT * NT * 4;
   __shared__ int red[KW > 1 ? KW - 1 : 1][kRegs][32];
@@ -78,57 +130,21 @@ __global__ void __launch_bounds__(32 * KW) mixed_gemm_kernel(GemmArgs p) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0;
 
-    const bool low = g < p.s.low_groups;
-    if (low) {
-      const int tiles = L.gwp_low / RESQ_KTILE;
-      const int64_t base = static_cast<int64_t>(g) * L.gwp_low / 2;  // bytes: 32 per k-tile
-      for (int kt = warp; kt < tiles; kt += KW) {
-        uint32_t a[MT][4], b[NT][2];
-        const int64_t off = base + kt * 32 + q4 * 4;
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int r = 0; r < 4; ++r)
-            a[mt][r] = load_u32(p.q_low, rows[mt][r & 1] * L.act_low_pitch + off + (r >> 1) * 16, row_ok[mt][r & 1]);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int r = 0; r < 2; ++r)
-            b[nt][r] = load_u32(reinterpret_cast<const uint8_t*>(p.w_low),
-                                static_cast<int64_t>(n0 + nt * 8 + g8) * L.w_low_pitch + off + r * 16, col_ok[nt]);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            if (kUnpack4)
-              mma_u4s4_via_int8(acc[mt][nt], a[mt], b[nt]);
-            else
-              mma_u4s4(acc[mt][nt], a[mt], b[nt]);
-          }
-      }
-    } else {
-      const int gh = g - p.s.low_groups;
-      const int steps = L.gwp_high / 32;  // k32 MMAs
-      const int64_t base = static_cast<int64_t>(gh) * L.gwp_high;
-      for (int ks = warp; ks < steps; ks += KW) {
-        uint32_t a[MT][4], b[NT][2];
-        const int64_t off = base + ks * 32 + q4 * 4;
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int r = 0; r < 4; ++r)
-            a[mt][r] = load_u32(p.q_high, rows[mt][r & 1] * L.act_high_pitch + off + (r >> 1) * 16, row_ok[mt][r & 1]);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-          for (int r = 0; r < 2; ++r)
-            b[nt][r] = load_u32(reinterpret_cast<const uint8_t*>(p.w_high),
-                                static_cast<int64_t>(n0 + nt * 8 + g8) * L.w_high_pitch + off + r * 16, col_ok[nt]);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt) mma_u8s8(acc[mt][nt], a[mt], b[nt]);
-      }
+    if (g < p.s.low_groups) {  // 4-bit part: k64 per 32-byte step
+      const int64_t base = static_cast<int64_t>(g) * L.gwp_low / 2;
+      if (kUnpack4)
+        accumulate_group<MT, NT, KW, U>(acc, p.q_low, L.act_low_pitch, reinterpret_cast<const uint8_t*>(p.w_low),
+                                        L.w_low_pitch, base, L.gwp_low / RESQ_KTILE, warp, rows, row_ok, n0 + g8, q4,
+                                        col_ok, MmaU4S4ViaInt8{});
+      else
+        accumulate_group<MT, NT, KW, U>(acc, p.q_low, L.act_low_pitch, reinterpret_cast<const uint8_t*>(p.w_low),
+                                        L.w_low_pitch, base, L.gwp_low / RESQ_KTILE, warp, rows, row_ok, n0 + g8, q4,
+                                        col_ok, MmaU4S4{});
+    } else {  // 8-bit part: k32 per 32-byte step
+      const int64_t base = static_cast<int64_t>(g - p.s.low_groups) * L.gwp_high;
+      accumulate_group<MT, NT, KW, U>(acc, p.q_high, L.act_high_pitch, reinterpret_cast<const uint8_t*>(p.w_high),
+                                      L.w_high_pitch, base, L.gwp_high / 32, warp, rows, row_ok, n0 + g8, q4, col_ok,
+                                      MmaU8S8{});
     }
 
     if (KW > 1) {  // exact integer reduction of the warps' partial sums into warp 0
@@ -193,13 +209,13 @@ __global__ void __launch_bounds__(32 * KW) mixed_gemm_kernel(GemmArgs p) {
       }
 }
 
-template <int MT, int NT, int KW>
+template <int MT, int NT, int KW, int U>
 int launch(const GemmArgs& a, bool unpack4, cudaStream_t st) {
   const dim3 grid((a.n + NT * 8 - 1) / (NT * 8), static_cast<unsigned>((a.t + MT * 16 - 1) / (MT * 16)));
   if (unpack4)
-    mixed_gemm_kernel<MT, NT, KW, true><<<grid, 32 * KW, 0, st>>>(a);
+    mixed_gemm_kernel<MT, NT, KW, U, true><<<grid, 32 * KW, 0, st>>>(a);
   else
-    mixed_gemm_kernel<MT, NT, KW, false><<<grid, 32 * KW, 0, st>>>(a);
+    mixed_gemm_kernel<MT, NT, KW, U, false><<<grid, 32 * KW, 0, st>>>(a);
   return launch_status();
 }
 
@@ -245,8 +261,9 @@ RESQ_KAPI int resq_cuda_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t 
   if (sm < 80) return RESQ_ERR_UNSUPPORTED;
   const bool unpack4 = sm >= 90;  // Hopper and later: no 4-bit tensor-core MMA
   cudaStream_t st = as_stream(stream);
-  // decode: one 16-token row of tiles, four warps splitting K; prefill: 32 x 32 tiles, two warps
-  // (a 64 x 32 warp tile needs ~255 registers: too little occupancy without shared-memory staging)
-  if (t <= 16) return launch<1, 4, 4>(a, unpack4, st);
-  return launch<2, 4, 2>(a, unpack4, st);
+  // decode: one 16-token row of tiles, four warps splitting K, four k-steps in flight per warp;
+  // prefill: 32 x 32 tiles, two warps, one step at a time (a 64 x 32 warp tile needs ~255 registers:
+  // too little occupancy without shared-memory staging)
+  if (t <= 16) return launch<1, 4, 4, 4>(a, unpack4, st);
+  return launch<2, 4, 2, 1>(a, unpack4, st);
 }
