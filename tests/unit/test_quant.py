@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from resq_export.algo.gptq import gptq_quantize
-from resq_export.algo.lqer import lqer_factors
+from resq_export.algo.lqer import lqer_factors, top_singular
 from resq_export.algo.quant import (
     dequantize_groups, expand_groups, int_matmul, mse_weight_scale, pack_int4, quantize_groups,
     quantize_sym, unpack_int4, weight_scale,
@@ -205,6 +205,25 @@ def test_second_moment_column_blocks_equal_whole_product():
     for window in x:
         want += window.double().T @ window.double()
     assert torch.equal(m.sum, want) and torch.equal(m.sum, m.sum.T)
+
+@pytest.mark.parametrize("m,n,rank", [(96, 40, 8), (40, 96, 8), (30, 20, 25), (50, 60, 0)])
+def test_top_singular_matches_svd(m, n, rank):
+    """Tall, wide, k beyond the rank (3 of 20 components planted), and an exact zero: the rank-k
+    approximation equals torch.linalg.svd's to float64 rounding, never NaN."""
+    g = torch.Generator().manual_seed(m * n)
+    e = torch.randn(m, n, generator=g, dtype=torch.float64) * torch.logspace(0, -3, n, dtype=torch.float64)
+    if rank == 25:
+        e = torch.randn(m, 3, generator=g, dtype=torch.float64) @ torch.randn(3, n, generator=g, dtype=torch.float64)
+    if rank == 0:
+        e = torch.zeros(m, n, dtype=torch.float64)
+    k = max(rank, 1)
+    u, sigma, vh = top_singular(e, k)
+    assert u.shape == (m, min(k, m, n)) and vh.shape == (min(k, m, n), n) and torch.isfinite(u).all()
+    uu, ss, vv = torch.linalg.svd(e, full_matrices=False)
+    want = uu[:, :k] * ss[:k] @ vv[:k]
+    torch.testing.assert_close(u * sigma @ vh, want, atol=1e-12 * max(ss[0].item(), 1.0), rtol=0)
+    torch.testing.assert_close(sigma[sigma > 0], ss[: int((sigma > 0).sum())], atol=1e-12 * max(ss[0].item(), 1.0), rtol=0)
+
 
 def test_lqer_full_rank_recovers_error_and_l2qer_helps_at_low_rank():
     x = _correlated_inputs() * torch.linspace(0.1, 5, 64)  # uneven channel magnitudes
