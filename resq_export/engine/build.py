@@ -86,10 +86,11 @@ def check_gpu_support(model: onnx.ModelProto) -> None:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ResQError("the CUDA kernels cannot run this model: " + "; ".join(problems[:3]) + more +
-                        "; export a W4A4 ResQ/QuaRot model for TensorRT (w4a16 runs in ONNX Runtime only)")
+                        "; such a model runs in ONNX Runtime only "
+                        "(for TensorRT quantise with 4-bit activations, e.g. --method resq)")
 
 
-def _load_plugins(trt, registry, plugins: Path) -> None:
+def _load_plugins(registry, plugins: Path) -> None:
     """Load the plugin library once per process: TensorRT returns no handle for a library whose
     creators are already registered."""
     if registry.get_creator("ResQMixedLinear", "1", "resq") is not None:
@@ -118,7 +119,7 @@ def build_engine(onnx_dir: Path, engine_path: Path, plugin_library: Path | None 
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    _load_plugins(trt, builder.get_plugin_registry(), plugins)
+    _load_plugins(builder.get_plugin_registry(), plugins)
     # Strongly typed: the int8 weights and KV tensors are plain data for the plugins, not quantised
     # values wanting scales (TensorRT 10's weakly typed default); TensorRT 11 is always strongly typed.
     flags = 0
