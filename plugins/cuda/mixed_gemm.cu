@@ -14,11 +14,24 @@
 //   y = part_0 + part_1 + ..., part_g = (float(acc - z * wsum) * sx) * wscale, then LQER, then bias.
 // - sm_80/86/89: u4 x s4 m16n8k64 MMAs. sm_90+: no 4-bit MMA, the 4-bit registers are unpacked to
 //   INT8 and fed to u8 x s8 m16n8k32 MMAs. The 8-bit part is u8 x s8 everywhere.
+#include <cstdlib>
+#include <cstring>
+
 #include "common.cuh"
 #include "mma.cuh"
 
 namespace resq {
 namespace {
+
+// Which 4-bit MMA: native m16n8k64 before Hopper, unpacked to INT8 from sm_90 on. RESQ_MMA_U4=native
+// or =int8 forces one (a test hook: ptxas accepts the native MMA for sm_90a too, so one GPU can check
+// both code paths; tests/plugins/test_gpu_kernels.py).
+bool unpack_int4(int sm) {
+  const char* force = std::getenv("RESQ_MMA_U4");
+  if (force && !std::strcmp(force, "native")) return false;
+  if (force && !std::strcmp(force, "int8")) return true;
+  return sm >= 90;
+}
 
 struct GemmArgs {
   ResQLinearShape s;
@@ -259,7 +272,7 @@ RESQ_KAPI int resq_cuda_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t 
   const int sm = device_sm();
   if (sm < 0) return -sm;
   if (sm < 80) return RESQ_ERR_UNSUPPORTED;
-  const bool unpack4 = sm >= 90;  // Hopper and later: no 4-bit tensor-core MMA
+  const bool unpack4 = unpack_int4(sm);  // Hopper and later: no 4-bit tensor-core MMA
   cudaStream_t st = as_stream(stream);
   // decode: one 16-token row of tiles, four warps splitting K, four k-steps in flight per warp;
   // prefill: 32 x 32 tiles, two warps, one step at a time (a 64 x 32 warp tile needs ~255 registers:

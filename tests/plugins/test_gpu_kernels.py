@@ -1,6 +1,11 @@
 """Every CUDA kernel against the CPU references (bit-exact where the contract is integer or
 step-by-step float32) and against the reference executor, on fresh random inputs."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -152,3 +157,37 @@ def test_quantize_half_inputs(cpu_ref, cuda_kernels, dtype):
     expected = cpu_ref.quantize_act(shape, x.float().numpy())  # widening to float32 is exact
     for a, b in zip(expected, cuda_kernels.quantize_act(shape, x.cuda())):
         np.testing.assert_array_equal(_cpu(b), a)
+
+
+OTHER_PATH_SCRIPT = """
+import numpy as np, torch
+from helpers import LAYOUTS, activations, contract_weights, random_linear
+from resq_export.native import cuda as K
+from resq_export.native.loader import linear_shape
+for name, lay, n in LAYOUTS:
+    if name == "a8":
+        continue
+    for tokens in (1, 16, 37):
+        lin = random_linear(lay, n, seed=tokens)
+        x = activations(tokens, lay.in_features, seed=tokens + 1)
+        shape = linear_shape(lay)
+        w_low, w_high = contract_weights(lin)
+        w = K.prepare_weights(shape, None if w_low is None else torch.from_numpy(w_low).cuda(),
+                              None if w_high is None else torch.from_numpy(w_high).cuda(), n)
+        y = K.mixed_linear(shape, x.cuda(), w, lin.wscale.cuda())
+        np.testing.assert_array_equal(y.cpu().numpy(), lin(x).numpy(), err_msg=f"{name} t={tokens}")
+print("OK")
+"""
+
+
+def test_gemm_other_int4_path(cuda_kernels):
+    """The 4-bit MMA path this GPU does not take by default (native m16n8k64 on Hopper, the INT8
+    unpacking before it), forced by RESQ_MMA_U4, in a subprocess: an illegal instruction there must
+    not take down this process's CUDA context."""
+    other = "native" if cuda_kernels.device_sm() >= 90 else "int8"
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "RESQ_MMA_U4": other,
+           "PYTHONPATH": os.pathsep.join([str(here), str(here.parents[1]), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", OTHER_PATH_SCRIPT], env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0 and "OK" in result.stdout, f"RESQ_MMA_U4={other}: {result.stderr[-3000:]}"
