@@ -1,6 +1,7 @@
 #include "KVCacheAttentionPlugin.h"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace resq {
 namespace trt {
@@ -16,7 +17,9 @@ size_t align256(size_t v) { return (v + 255) / 256 * 256; }
 KVCacheAttentionPlugin::KVCacheAttentionPlugin(Attributes attrs)
     : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs,
                  std::move(attrs)) {
-  kv_shape(1);  // validates the required attributes now rather than at enqueue
+  const ResQKVShape s = kv_shape(1);  // the required attributes are checked now rather than at enqueue
+  if (resq_kv_check(&s) != RESQ_OK) throw std::invalid_argument("attributes outside the op contract");
+  if (s.head_dim > 256) throw std::invalid_argument("the CUDA attention takes head_dim <= 256");
 }
 
 nvinfer1::IPluginV3* KVCacheAttentionPlugin::clone() noexcept {
