@@ -47,7 +47,8 @@ def generate(spec: dict) -> str:
                 f"constexpr int kNumOutputs = {len(s['outputs'])};",
                 "enum Input : int { " + ", ".join(f"in_{_ident(i['name'])} = {n}" for n, i in enumerate(s["inputs"])) + " };",
                 "enum Output : int { " + ", ".join(f"out_{_ident(o['name'])} = {n}" for n, o in enumerate(s["outputs"])) + " };",
-                "constexpr bool kInputOptional[] = {" + ", ".join("true" if i.get("optional") else "false" for i in s["inputs"]) + "};",
+                "constexpr bool kInputOptional[] = {"
+                + ", ".join("true" if i.get("optional") else "false" for i in s["inputs"]) + "};",
                 "constexpr const char* kInputDTypes[] = {" + ", ".join(f'"{i["dtype"]}"' for i in s["inputs"]) + "};",
                 "constexpr const char* kOutputDTypes[] = {" + ", ".join(f'"{o["dtype"]}"' for o in s["outputs"]) + "};"]
         for name, a in sorted(s["attributes"].items()):

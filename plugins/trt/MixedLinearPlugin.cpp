@@ -1,19 +1,18 @@
 #include "MixedLinearPlugin.h"
 
-#include <cuda_runtime.h>
-
 #include <stdexcept>
 #include <vector>
 
 namespace resq {
 namespace trt {
 
-namespace S = resq::spec::ResQMixedLinear;
+namespace S = resq::spec::ResQMixedLinearPrepared;
 using nvinfer1::DimsExprs;
 
 MixedLinearPlugin::MixedLinearPlugin(Attributes attrs)
     : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs,
                  std::move(attrs)) {
+  attrs_.require(S::attr_k_low);
   // what the CUDA GEMM runs (resq_kernels.h): refused when the engine is built, not at its first call
   const bool low = attrs_.get(S::attr_low_groups, S::default_low_groups) > 0;
   const bool high = attrs_.get(S::attr_high_groups, S::default_high_groups) > 0;
@@ -23,31 +22,21 @@ MixedLinearPlugin::MixedLinearPlugin(Attributes attrs)
                                 "ones (a_bits_low 4, a_bits_high 8)");
 }
 
-MixedLinearPlugin::~MixedLinearPlugin() { release(); }
-
-void MixedLinearPlugin::release() {
-  for (void* p : {static_cast<void*>(w_low_p_), static_cast<void*>(w_high_p_), static_cast<void*>(wsum_),
-                  static_cast<void*>(a_p_), static_cast<void*>(asum_)})
-    if (p) cudaFree(p);
-  w_low_p_ = w_high_p_ = a_p_ = nullptr;
-  wsum_ = asum_ = nullptr;
-  prepared_from_ = nullptr;
-}
-
 nvinfer1::IPluginV3* MixedLinearPlugin::clone() noexcept {
   try {
-    return new MixedLinearPlugin(attrs_);  // the clone prepares its own weights
+    return new MixedLinearPlugin(attrs_);  // no state besides the attributes: the weights are engine constants
   } catch (...) {
     return nullptr;
   }
 }
 
-// The TensorRT flavour (resq_export/export/writer.py) lists only present inputs and always a bias
-// (zeros where the model has none), so the attributes alone say where each input is.
+// The TensorRT flavour (resq_export/export/writer.py) lists only present inputs, so the attributes
+// alone say where each input is.
 int MixedLinearPlugin::compact(int spec) const {
   const bool high = attrs_.get(S::attr_high_groups, S::default_high_groups) > 0;
   const bool lqer = attrs_.get(S::attr_lqer_rank, S::default_lqer_rank) > 0;
-  const bool present[S::kNumInputs] = {true, true, high, true, true, lqer, lqer, lqer, lqer};
+  static_assert(S::kNumInputs == 11, "ops.json changed: update the presence table");
+  const bool present[S::kNumInputs] = {true, true, high, true, true, true, lqer, lqer, lqer, lqer, lqer};
   if (!present[spec]) return -1;
   int pos = 0;
   for (int i = 0; i < spec; ++i) pos += present[i] ? 1 : 0;
@@ -66,6 +55,43 @@ int MixedLinearPlugin::spec_input(int32_t pos, int32_t) const {
   return 0;
 }
 
+ResQLinearShape MixedLinearPlugin::shape(int64_t k) const {
+  ResQLinearShape s{};
+  s.k = static_cast<int32_t>(k);
+  s.k_low = attrs_.get(S::attr_k_low, 0);
+  s.low_groups = attrs_.get(S::attr_low_groups, S::default_low_groups);
+  s.high_groups = attrs_.get(S::attr_high_groups, S::default_high_groups);
+  s.a_bits_low = attrs_.get(S::attr_a_bits_low, S::default_a_bits_low);
+  s.a_bits_high = attrs_.get(S::attr_a_bits_high, S::default_a_bits_high);
+  return s;
+}
+
+std::string MixedLinearPlugin::check_weights(const nvinfer1::Dims* dims, int64_t k) const {
+  const ResQLinearShape s = shape(k);
+  ResQLinearLayout L;
+  if (resq_linear_layout(&s, &L) != RESQ_OK) return "K " + std::to_string(k) + " does not fit the attributes";
+  const int64_t n = dims[compact(S::in_wscale)].d[0];
+  const int rank = attrs_.get(S::attr_lqer_rank, 0);
+  struct Want {
+    int spec;
+    int64_t rows, cols;
+  };
+  const std::vector<Want> wants = {{S::in_weight_low, n, L.w_low_pitch},  {S::in_weight_high, n, L.w_high_pitch},
+                                   {S::in_wscale, n, L.groups},           {S::in_weight_sums, n, L.groups},
+                                   {S::in_lqer_a, rank, L.a8_pitch},      {S::in_lqer_a_sums, rank, L.groups},
+                                   {S::in_lqer_b, n, rank}};
+  for (const Want& w : wants) {
+    const int p = compact(w.spec);
+    if (p < 0) continue;
+    const nvinfer1::Dims& d = dims[p];
+    if (d.nbDims != 2 || d.d[0] != w.rows || d.d[1] != w.cols)
+      return "input " + std::to_string(p) + " is not [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) +
+             "] (the kernel layout of these attributes; export with this resq-export)";
+  }
+  if (n % 8) return std::to_string(n) + " output features (the GPU GEMM needs a multiple of 8)";
+  return "";
+}
+
 bool MixedLinearPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io,
                                                   int32_t nb_in, int32_t nb_out) noexcept {
   if (nb_in != expected_inputs()) {
@@ -76,6 +102,21 @@ bool MixedLinearPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::D
   return PluginBase::supportsFormatCombination(pos, io, nb_in, nb_out);
 }
 
+int32_t MixedLinearPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
+                                           const nvinfer1::DynamicPluginTensorDesc* out, int32_t nb_out) noexcept {
+  PluginBase::configurePlugin(in, nb_in, out, nb_out);
+  if (nb_in != expected_inputs()) return -1;
+  std::vector<nvinfer1::Dims> dims(nb_in);
+  for (int32_t i = 0; i < nb_in; ++i) dims[i] = in[i].desc.dims;  // weights are constants: fixed dims
+  const nvinfer1::Dims& x = in[0].desc.dims;
+  const std::string problem = check_weights(dims.data(), x.d[x.nbDims - 1]);
+  if (!problem.empty()) {
+    report(name_, problem);
+    return -1;
+  }
+  return 0;
+}
+
 int32_t MixedLinearPlugin::getOutputShapes(const DimsExprs* in, int32_t nb_in, const DimsExprs*, int32_t,
                                            DimsExprs* out, int32_t nb_out, nvinfer1::IExprBuilder&) noexcept {
   if (nb_out != 1 || nb_in != expected_inputs()) return -1;
@@ -84,48 +125,13 @@ int32_t MixedLinearPlugin::getOutputShapes(const DimsExprs* in, int32_t nb_in, c
   return 0;
 }
 
-ResQLinearShape MixedLinearPlugin::shape(const nvinfer1::Dims& x, const nvinfer1::Dims& w_low,
-                                         const nvinfer1::Dims* w_high) const {
-  ResQLinearShape s{};
-  s.k = static_cast<int32_t>(x.d[x.nbDims - 1]);
-  s.k_low = static_cast<int32_t>(w_low.d[1] * 2);
-  s.low_groups = attrs_.get(S::attr_low_groups, S::default_low_groups);
-  s.high_groups = attrs_.get(S::attr_high_groups, S::default_high_groups);
-  s.a_bits_low = attrs_.get(S::attr_a_bits_low, S::default_a_bits_low);
-  s.a_bits_high = attrs_.get(S::attr_a_bits_high, S::default_a_bits_high);
-  (void)w_high;
-  return s;
-}
-
 size_t MixedLinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t,
                                            const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept {
   const nvinfer1::Dims& x = in[0].max;
   int64_t t = 1;
   for (int i = 0; i + 1 < x.nbDims; ++i) t *= x.d[i];
-  const ResQLinearShape s = shape(x, in[compact(S::in_qweight_low)].max, nullptr);
+  const ResQLinearShape s = shape(x.d[x.nbDims - 1]);
   return resq_cuda_mixed_linear_workspace(&s, t, attrs_.get(S::attr_lqer_rank, 0));
-}
-
-int MixedLinearPlugin::prepare(const ResQLinearShape& s, int32_t n, const void* w_low, const void* w_high,
-                               const void* lqer_a, cudaStream_t stream) {
-  release();
-  ResQLinearLayout L;
-  if (resq_linear_layout(&s, &L) != RESQ_OK) return RESQ_ERR_INVALID;
-  const int rank = attrs_.get(S::attr_lqer_rank, 0);
-  if (cudaMalloc(&w_low_p_, static_cast<size_t>(n) * L.w_low_pitch + 1) != cudaSuccess ||
-      cudaMalloc(&w_high_p_, static_cast<size_t>(n) * L.w_high_pitch + 1) != cudaSuccess ||
-      cudaMalloc(&wsum_, static_cast<size_t>(n) * L.groups * 4) != cudaSuccess)
-    return RESQ_ERR_CUDA;
-  int st = resq_cuda_prepare_weights(&s, n, static_cast<const int8_t*>(w_low), static_cast<const int8_t*>(w_high),
-                                     w_low_p_, w_high_p_, wsum_, stream);
-  if (st == RESQ_OK && rank > 0) {
-    if (cudaMalloc(&a_p_, static_cast<size_t>(rank) * L.a8_pitch) != cudaSuccess ||
-        cudaMalloc(&asum_, static_cast<size_t>(rank) * L.groups * 4) != cudaSuccess)
-      return RESQ_ERR_CUDA;
-    st = resq_cuda_prepare_lqer_a(&s, rank, static_cast<const int8_t*>(lqer_a), a_p_, asum_, stream);
-  }
-  if (st == RESQ_OK) prepared_from_ = w_low;
-  return st;
 }
 
 int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
@@ -138,22 +144,17 @@ int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, co
   const nvinfer1::Dims& x = in_desc[0].dims;
   int64_t t = 1;
   for (int i = 0; i + 1 < x.nbDims; ++i) t *= x.d[i];
-  const ResQLinearShape s = shape(x, in_desc[compact(S::in_qweight_low)].dims, nullptr);
+  const ResQLinearShape s = shape(x.d[x.nbDims - 1]);
   const int32_t n = static_cast<int32_t>(in_desc[compact(S::in_wscale)].dims.d[0]);
   const int rank = attrs_.get(S::attr_lqer_rank, 0);
-  if (prepared_from_ != at(S::in_qweight_low)) {
-    const int st = prepare(s, n, at(S::in_qweight_low), at(S::in_qweight_high), at(S::in_lqer_a), stream);
-    if (st != RESQ_OK) {
-      report(name_, "weight preparation failed: status " + std::to_string(st));
-      return -1;
-    }
-  }
   const size_t ws = resq_cuda_mixed_linear_workspace(&s, t, rank);
   const int st = resq_cuda_mixed_linear(
-      &s, inputs[0], RESQ_F32, t, n, w_low_p_, w_high_p_, static_cast<const float*>(at(S::in_wscale)), wsum_, rank,
-      a_p_, asum_, static_cast<const float*>(at(S::in_lqer_a_scale)), static_cast<const int8_t*>(at(S::in_lqer_b)),
-      static_cast<const float*>(at(S::in_lqer_b_scale)), static_cast<const float*>(at(S::in_bias)), outputs[0],
-      RESQ_F32, workspace, ws, stream);
+      &s, inputs[0], RESQ_F32, t, n, static_cast<const int8_t*>(at(S::in_weight_low)),
+      static_cast<const int8_t*>(at(S::in_weight_high)), static_cast<const float*>(at(S::in_wscale)),
+      static_cast<const int32_t*>(at(S::in_weight_sums)), rank, static_cast<const int8_t*>(at(S::in_lqer_a)),
+      static_cast<const int32_t*>(at(S::in_lqer_a_sums)), static_cast<const float*>(at(S::in_lqer_a_scale)),
+      static_cast<const int8_t*>(at(S::in_lqer_b)), static_cast<const float*>(at(S::in_lqer_b_scale)),
+      static_cast<const float*>(at(S::in_bias)), outputs[0], RESQ_F32, workspace, ws, stream);
   if (st != RESQ_OK) {
     report(name_, std::string("kernel failed: ") + (st == RESQ_ERR_CUDA ? resq_cuda_last_error() : std::to_string(st)));
     return -1;
@@ -163,7 +164,8 @@ int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, co
 
 MixedLinearCreator::MixedLinearCreator()
     : CreatorBase(S::kName, S::kVersion,
-                  {S::attr_low_groups, S::attr_high_groups, S::attr_a_bits_low, S::attr_a_bits_high, S::attr_lqer_rank}) {}
+                  {S::attr_k_low, S::attr_low_groups, S::attr_high_groups, S::attr_a_bits_low, S::attr_a_bits_high,
+                   S::attr_lqer_rank}) {}
 
 nvinfer1::IPluginV3* MixedLinearCreator::createPlugin(const char*, const nvinfer1::PluginFieldCollection* fc,
                                                       nvinfer1::TensorRTPhase) noexcept {

@@ -13,7 +13,8 @@ import onnx
 
 from ..errors import ResQError
 from ..fileio import atomic_file, atomic_write_text
-from ..export.writer import TRT_FILE, check_onnx_folder
+from ..export.spec import op_version
+from ..export.writer import PREPARED_LINEAR, TRT_FILE, check_onnx_folder, check_tensorrt_flavour
 from .profiles import EngineLimits, profile_shapes
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def check_gpu_support(model: onnx.ModelProto) -> None:
     problems = []
     for node in model.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "ResQMixedLinear":
+        if node.op_type == PREPARED_LINEAR:
             n = dims[node.input[2 + (attrs.get("high_groups", 0) > 0)]][0]  # rows of wscale
             if attrs.get("a_bits_low", 4) != 4:
                 problems.append(f"{node.name}: {attrs['a_bits_low']}-bit activations (the GPU GEMM takes 4)")
@@ -93,7 +94,7 @@ def check_gpu_support(model: onnx.ModelProto) -> None:
 def _load_plugins(registry, plugins: Path) -> None:
     """Load the plugin library once per process: TensorRT returns no handle for a library whose
     creators are already registered."""
-    if registry.get_creator("ResQMixedLinear", "1", "resq") is not None:
+    if registry.get_creator(PREPARED_LINEAR, str(op_version(PREPARED_LINEAR)), "resq") is not None:
         return
     if registry.load_library(str(plugins)) is None:
         raise ResQError(f"TensorRT could not load the plugin library {plugins}")
@@ -109,6 +110,7 @@ def build_engine(onnx_dir: Path, engine_path: Path, plugin_library: Path | None 
     if not trt_onnx.is_file():
         raise ResQError(f"{trt_onnx} is missing: re-export the ONNX folder with this resq-export")
     graph = onnx.load(str(trt_onnx), load_external_data=False)
+    check_tensorrt_flavour(graph, trt_onnx)
     check_gpu_support(graph)
     shapes = profile_shapes(graph, limits)
     trt = require_tensorrt()
@@ -144,7 +146,7 @@ def build_engine(onnx_dir: Path, engine_path: Path, plugin_library: Path | None 
         raise ResQError("TensorRT failed to build the engine (see its log above)")
     manifest = {
         "tool": "resq-export", "onnx": str(onnx_dir), "tensorrt": trt.__version__, "device": _device(),
-        "ops": meta.get("ops", {}), "spec_version": meta.get("spec_version"),
+        "ops": meta.get("tensorrt_ops", {}), "spec_version": meta.get("spec_version"),
         "plugin_library": {"path": str(plugins), "sha256": _sha256(plugins)},
         "profiles": {n: {k: [list(s) for s in v] for k, v in p.items()} for n, p in shapes.items()},
         "limits": limits.__dict__,

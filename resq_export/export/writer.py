@@ -17,7 +17,8 @@ from ..decoder import Decoder
 from ..errors import ArtifactError
 from ..fileio import atomic_directory, read_json
 from .graph import build_onnx
-from .spec import DOMAIN, load_spec, op_version
+from .kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
+from .spec import DOMAIN, load_spec, op_spec, op_version
 
 ORT_FILE = "model.onnx"
 TRT_FILE = "model.trt.onnx"
@@ -26,8 +27,47 @@ WEIGHTS_FILE = "model.onnx.data"
 _EXTERNAL_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with room for the graph
 
 
-def _input_index(op: str, name: str) -> int:
-    return [i["name"] for i in load_spec()["ops"][op]["inputs"]].index(name)
+PREPARED_LINEAR = "ResQMixedLinearPrepared"  # what the TensorRT flavour writes for each ResQMixedLinear
+
+
+def _spec_inputs(op: str) -> list[str]:
+    return [i["name"] for i in op_spec(op)["inputs"]]
+
+
+def _prepare_linear(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> dict[str, np.ndarray]:
+    """Turn a ResQMixedLinear node into ResQMixedLinearPrepared in place; returns the new tensors."""
+    given = dict(zip(_spec_inputs(node.op_type), node.input))
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def array(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(initializers[given[name]]) if given.get(name) else None
+
+    w_low, w_high = array("qweight_low"), array("qweight_high")
+    k_low = 2 * w_low.shape[1]
+    lay = PaddedLayout(k_low + (0 if w_high is None else w_high.shape[1]), k_low,
+                       attrs.get("low_groups", 1), attrs.get("high_groups", 0))
+    prefix = given["qweight_low"].rsplit(".", 1)[0]
+    new: dict[str, np.ndarray] = {}
+    new["weight_low"], new["weight_high"], new["weight_sums"] = prepare_weights(lay, w_low, w_high)
+    if not given.get("bias"):  # a plugin input is never absent: a zero bias where the model has none
+        new["bias"] = np.zeros(initializers[given["wscale"]].dims[0], np.float32)
+    if given.get("lqer_a"):
+        new["lqer_a"], new["lqer_a_sums"] = prepare_lqer_a(lay, array("lqer_a"))
+    tensors = {f"{prefix}.{k}.prepared": v for k, v in new.items() if v is not None}
+    inputs = [given["X"]]
+    for name in _spec_inputs(PREPARED_LINEAR)[1:]:
+        if new.get(name) is not None:
+            inputs.append(f"{prefix}.{name}.prepared")
+        elif given.get(name):
+            inputs.append(given[name])  # wscale, bias and LQER's a_scale, b, b_scale: as they are
+    node.op_type = PREPARED_LINEAR
+    del node.input[:]
+    node.input.extend(inputs)
+    for a in node.attribute:
+        if a.name == "plugin_version":
+            a.s = str(op_version(PREPARED_LINEAR)).encode()
+    node.attribute.append(onnx.helper.make_attribute("k_low", k_low))
+    return tensors
 
 
 def tensorrt_flavour(model: Decoder, quant: QuantConfig) -> onnx.ModelProto:
@@ -35,6 +75,8 @@ def tensorrt_flavour(model: Decoder, quant: QuantConfig) -> onnx.ModelProto:
 
     - float32 throughout (no float64 islands: TensorRT has no float64 kernels);
     - custom nodes without function bodies (overloads only select those);
+    - every ResQMixedLinear becomes ResQMixedLinearPrepared: weights in the GEMM's layout (padded
+      groups, code sums), so the plugin runs on the engine's constants as they are;
     - every custom node lists only the inputs it has: absent optional inputs are dropped rather than
       written as "" (which the parser turns into null tensors of unspecified type), and a linear
       without bias gets a zero bias, so the plugin tells its inputs apart by its attributes alone
@@ -45,21 +87,23 @@ def tensorrt_flavour(model: Decoder, quant: QuantConfig) -> onnx.ModelProto:
     trt = build_onnx(model, quant, float_islands=False)
     del trt.functions[:]
     graph = trt.graph
-    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    initializers = {t.name: t for t in graph.initializer}
+    added: dict[str, np.ndarray] = {}
     for node in graph.node:
         if node.domain != DOMAIN:
             continue
         node.overload = ""
-        inputs = list(node.input)
         if node.op_type == "ResQMixedLinear":
-            bias, wscale = (_input_index(node.op_type, name) for name in ("bias", "wscale"))
-            inputs += [""] * (bias + 1 - len(inputs))
-            if inputs[bias] == "":
-                inputs[bias] = f"{inputs[wscale]}.zero_bias"
-                n = shapes[inputs[wscale]][0]
-                graph.initializer.append(numpy_helper.from_array(np.zeros(n, np.float32), inputs[bias]))
-        del node.input[:]
-        node.input.extend(i for i in inputs if i)
+            added.update(_prepare_linear(node, initializers))
+        else:
+            inputs = [i for i in node.input if i]
+            del node.input[:]
+            node.input.extend(inputs)
+    used = {i for n in graph.node for i in n.input}
+    for i in reversed(range(len(graph.initializer))):  # the contract weights the prepared ones replace
+        if graph.initializer[i].name not in used:
+            del graph.initializer[i]
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in added.items())
     custom_inputs = {i for n in graph.node if n.domain == DOMAIN for i in n.input}
     for value in (*graph.input, *graph.output):
         tensor_type = value.type.tensor_type
@@ -71,15 +115,33 @@ def tensorrt_flavour(model: Decoder, quant: QuantConfig) -> onnx.ModelProto:
     return trt
 
 
+def check_tensorrt_flavour(proto: onnx.ModelProto, path: Path) -> None:
+    """Refuse a TensorRT-flavour graph written by another resq-export (the plugins would not match)."""
+    for node in proto.graph.node:
+        if node.domain != DOMAIN:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        version = attrs.get("plugin_version", b"none")
+        version = version.decode() if isinstance(version, bytes) else str(version)
+        known = node.op_type in load_spec()["ops"] and node.op_type != "ResQMixedLinear"
+        if not known or version != str(op_version(node.op_type)):
+            raise ArtifactError(f"{path}: {node.name} is {node.op_type} version {version}, which this resq-export's "
+                                "plugins do not run; re-export the ONNX folder with this version")
+
+
 def export_onnx(artifact: Path, out_dir: Path) -> dict:
     model, quant, tokenizer = load_artifact(artifact)
     proto = build_onnx(model, quant)
     external = proto.ByteSize() > _EXTERNAL_THRESHOLD
-    custom = sorted({n.op_type for n in proto.graph.node if n.domain == DOMAIN})
+    trt = tensorrt_flavour(model, quant)
+
+    def custom_ops(m: onnx.ModelProto) -> dict[str, int]:
+        return {op: op_version(op) for op in sorted({n.op_type for n in m.graph.node if n.domain == DOMAIN})}
+
     meta = {
         "tool": "resq-export", "tool_version": __version__, "method": quant.method,
         "spec_version": load_spec()["spec_version"],
-        "ops": {op: op_version(op) for op in custom},
+        "ops": custom_ops(proto), "tensorrt_ops": custom_ops(trt),
         "source_artifact": {"path": str(artifact), "manifest_sha256_of_weights":
                             read_manifest(artifact)["files"].get("model.safetensors")},
         "external_data": external,
@@ -87,7 +149,7 @@ def export_onnx(artifact: Path, out_dir: Path) -> dict:
     }
     onnx.checker.check_model(proto, full_check=not external)
     with atomic_directory(Path(out_dir)) as tmp:
-        for name, m in ((ORT_FILE, proto), (TRT_FILE, tensorrt_flavour(model, quant))):
+        for name, m in ((ORT_FILE, proto), (TRT_FILE, trt)):
             if external:  # both flavours share one weights file
                 onnx.save_model(m, str(tmp / name), save_as_external_data=True, all_tensors_to_one_file=True,
                                 location=WEIGHTS_FILE, size_threshold=1024)

@@ -43,11 +43,17 @@ def test_full_checker_and_flavours(exported, name):
         assert attrs["plugin_namespace"].s == b"resq" and attrs["plugin_version"].s == b"1"
         # the plugins tell inputs apart by attributes and count: no "" (null) inputs, always a bias
         assert "" not in node.input
-        if node.op_type == "ResQMixedLinear":
+        assert node.op_type != "ResQMixedLinear"  # replaced by the prepared form
+        if node.op_type == "ResQMixedLinearPrepared":
             high, rank = attrs["high_groups"].i > 0, attrs["lqer_rank"].i > 0
-            assert len(node.input) == 4 + high + 4 * rank
-            bias = initializers[node.input[3 + high]]
-            assert bias.data_type == onnx.TensorProto.FLOAT and list(bias.dims) == initializers[node.input[2 + high]].dims[:1]
+            assert len(node.input) == 5 + high + 5 * rank
+            wscale, sums, bias = (initializers[i] for i in node.input[2 + high: 5 + high])
+            n, groups = wscale.dims
+            assert bias.data_type == onnx.TensorProto.FLOAT and list(bias.dims) == [n]
+            assert sums.data_type == onnx.TensorProto.INT32 and list(sums.dims) == [n, groups]
+            # every padded group a whole number of 64-channel k-tiles (4-bit: 32 bytes)
+            assert initializers[node.input[1]].dims[1] % 32 == 0 and attrs["k_low"].i > 0
+    assert not {t.name for t in trt.graph.initializer} - {i for n in trt.graph.node for i in n.input}
     # TensorRT has no uint8 plugin or network I/O: the KV codes and zero points travel as int8
     io_types = {v.name: v.type.tensor_type.elem_type for v in (*trt.graph.input, *trt.graph.output)}
     assert onnx.TensorProto.UINT8 not in io_types.values()
@@ -57,6 +63,7 @@ def test_full_checker_and_flavours(exported, name):
     assert bool(kv_int8) == ("ResQKVCacheAttention" in meta["ops"])
     expected = {"fp": set(), "lqer": {"ResQMixedLinear"}, "w4a16": {"ResQMixedLinear", "ResQHadamard"}}
     assert set(meta["ops"]) == expected.get(name, {"ResQMixedLinear", "ResQHadamard", "ResQKVCacheAttention"})
+    assert set(meta["tensorrt_ops"]) == {op.replace("ResQMixedLinear", "ResQMixedLinearPrepared") for op in meta["ops"]}
     assert any("/model/layers.1/attn/o_proj/" in n.name for n in ort_model.graph.node)
 
 

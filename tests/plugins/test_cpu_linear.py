@@ -7,6 +7,7 @@ import torch
 from helpers import LAYOUTS, activations, contract_weights, layout, random_linear
 
 from resq_export.algo.quant import quantize_groups, unpack_int4
+from resq_export.export.kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
 from resq_export.native.loader import LinearShape, NativeError, layout_of, linear_shape
 from resq_export.reference import group_sums
 
@@ -86,27 +87,65 @@ def test_lqer_projection_matches_reference(cpu_ref):
     np.testing.assert_array_equal(sa, sa_ref[:, 0].numpy())
 
 
-def test_artifact_linears_match(cpu_ref, artifacts):
-    """The real packing path: linears of a quantised tiny Qwen2 (LQER rank 4, q/k/v bias) read
-    back from its artifact, as the exporter and the plugins see them."""
-    from resq_export.artifact import linear_tensors, load_artifact
+@pytest.mark.parametrize("rank", [0, 5])
+@pytest.mark.parametrize("name,lay,n", LAYOUTS, ids=[c[0] for c in LAYOUTS])
+def test_export_time_preparation_is_the_cpu_reference(cpu_ref, name, lay, n, rank):
+    """The TensorRT flavour's weights, prepared in numpy at export, byte for byte what the C++
+    preparation (the GPU tests' oracle for the CUDA one) makes, padding included."""
+    lin = random_linear(lay, n, rank=max(rank, 1), seed=8)
+    shape = linear_shape(lay)
+    w_low, w_high = contract_weights(lin)
+    padded = PaddedLayout(shape.k, shape.k_low, shape.low_groups, shape.high_groups)
+    got_low, got_high, got_sums = prepare_weights(padded, w_low, w_high)
+    ref_low, ref_high, ref_sums = cpu_ref.prepare_weights(shape, w_low, w_high, n)
+    lay_c = layout_of(shape)
+    np.testing.assert_array_equal(got_low, ref_low[:, : lay_c.w_low_pitch])
+    assert (got_high is None) == (lay_c.w_high_pitch == 0)
+    if got_high is not None:
+        np.testing.assert_array_equal(got_high, ref_high)
+    np.testing.assert_array_equal(got_sums, ref_sums)
+    a = lin.lqer.a_q.to(torch.int8).numpy()[:rank] if rank else lin.lqer.a_q.to(torch.int8).numpy()
+    for got, ref in zip(prepare_lqer_a(padded, a), cpu_ref.prepare_lqer_a(shape, a)):
+        np.testing.assert_array_equal(got, ref)
 
-    model, _, _ = load_artifact(artifacts["resq_lqer"])
-    for role in ("qkv", "o", "gate_up", "down"):
-        lin = getattr(model.layers[0], role)
-        t = {k.split(".")[-1]: v for k, v in linear_tensors("x.", lin).items()}
-        shape = linear_shape(lin.layout)
-        n = lin.out_features
+
+@pytest.mark.parametrize("artifact", ["resq", "resq_lqer", "quarot", "lqer"])
+def test_tensorrt_flavour_linears_equal_the_reference_executor(cpu_ref, artifacts, artifact):
+    """The real export path: every ResQMixedLinearPrepared node of a tiny model's TensorRT flavour
+    (per-head o_proj groups, LQER rank 4, q/k/v bias, all-4-bit QuaRot, 8-bit-activation LQER), run
+    by the CPU references straight from the graph's own initializers, equals the reference
+    executor's linear bit for bit."""
+    from onnx import helper, numpy_helper
+
+    from resq_export.artifact import load_artifact
+    from resq_export.export.writer import tensorrt_flavour
+
+    model, quant, _ = load_artifact(artifacts[artifact])
+    proto = tensorrt_flavour(model, quant)
+    tensors = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    linears = {f"model.layers.{i}.{role}": getattr(layer, attr) for i, layer in enumerate(model.layers)
+               for role, attr in (("attn.qkv_proj", "qkv"), ("attn.o_proj", "o"), ("mlp.gate_up_proj", "gate_up"),
+                                  ("mlp.down_proj", "down"))}
+    nodes = [n for n in proto.graph.node if n.op_type == "ResQMixedLinearPrepared"]
+    assert len(nodes) == len(linears)
+    for node in nodes:
+        lin = linears[node.input[1].removesuffix(".weight_low.prepared")]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        high, rank = attrs["high_groups"] > 0, attrs["lqer_rank"]
+        shape = LinearShape(lin.in_features, attrs["k_low"], attrs["low_groups"], attrs["high_groups"],
+                            attrs["a_bits_low"], attrs["a_bits_high"])
+        inputs = [tensors[i] for i in node.input[1:]]
+        w_low, w_high = inputs[0], inputs[1] if high else np.zeros((lin.out_features, 1), np.int8)
+        wscale, sums, bias = inputs[1 + high: 4 + high]
         x = activations(6, lin.in_features, seed=7)
         act = cpu_ref.quantize_act(shape, x.numpy())
-        weights = cpu_ref.prepare_weights(shape, t.get("qweight_low", torch.empty(0)).numpy(),
-                                          t.get("qweight_high", torch.empty(0)).numpy(), n)
-        a_p, asum = cpu_ref.prepare_lqer_a(shape, t["lqer_a"].numpy())
-        qa, sa = cpu_ref.lqer_project(shape, act, a_p, asum, t["lqer_a_scale"].numpy())
-        bias = t["bias"].numpy() if "bias" in t else None
-        y = cpu_ref.mixed_gemm(shape, act, weights, t["wscale"].numpy(),
-                               (qa, sa, t["lqer_b"].numpy(), t["lqer_b_scale"].numpy()), bias)
-        np.testing.assert_array_equal(y, lin(x).numpy(), err_msg=role)
+        lqer = None
+        if rank:
+            a_p, asum, a_scale, b, b_scale = inputs[4 + high:]
+            qa, sa = cpu_ref.lqer_project(shape, act, a_p, asum, a_scale)
+            lqer = (qa, sa, b, b_scale)
+        y = cpu_ref.mixed_gemm(shape, act, (w_low, w_high, sums), wscale, lqer, bias)
+        np.testing.assert_array_equal(y, lin(x).numpy(), err_msg=node.name)
 
 
 @pytest.mark.parametrize("fields", [

@@ -86,3 +86,19 @@ def test_engine_build(onnx_dir, tmp_path):
     manifest = build_engine(onnx_dir, tmp_path / "out.plan", limits=limits)
     assert (tmp_path / "out.plan").stat().st_size > 0
     assert manifest["ops"] and manifest["tensorrt"]
+
+
+def test_engine_refuses_a_tensorrt_flavour_of_another_version(onnx_dir, tmp_path):
+    """A model.trt.onnx whose linears are not what this version's plugins run (here: the contract
+    op an older export wrote) is refused before TensorRT with a re-export message, no plan written."""
+    import shutil
+
+    old = tmp_path / "onnx"
+    shutil.copytree(onnx_dir, old)
+    model = onnx.load(str(old / TRT_FILE))
+    next(n for n in model.graph.node if n.op_type == "ResQMixedLinearPrepared").op_type = "ResQMixedLinear"
+    onnx.save(model, str(old / TRT_FILE))
+    result = run_cli("engine", "--onnx", old, "--engine", tmp_path / "out.plan")
+    assert result.exit_code == 1, result.output
+    assert "ResQMixedLinear version 1" in result.output and "re-export" in result.output
+    assert not (tmp_path / "out.plan").exists()

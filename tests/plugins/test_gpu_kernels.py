@@ -12,6 +12,7 @@ import torch
 from helpers import LAYOUTS, activations, contract_weights, layout, random_linear
 
 from resq_export.algo.hadamard import hadamard_left_factor
+from resq_export.export.kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
 from resq_export.native.loader import KVShape, NativeError, linear_shape
 
 pytestmark = pytest.mark.gpu
@@ -65,6 +66,13 @@ def test_quantize_and_gemm(cpu_ref, cuda_kernels, name, lay, n, tokens, rank):
     y_full = cuda_kernels.mixed_linear(shape, x.cuda(), w_g, lin.wscale.cuda(), (*a_g, lin.lqer.a_scale.cuda()),
                                        (b_q.cuda(), b_s.cuda()), bias.cuda())
     np.testing.assert_array_equal(_cpu(y_full), y_c)
+    # the TensorRT plugin's path: weights prepared at export (numpy), exact-size, None where a part is absent
+    padded = PaddedLayout(shape.k, shape.k_low, shape.low_groups, shape.high_groups)
+    w_e = [None if w is None else torch.from_numpy(w).cuda() for w in prepare_weights(padded, w_low, w_high)]
+    a_e = [torch.from_numpy(a).cuda() for a in prepare_lqer_a(padded, a_q.numpy())]
+    y_export = cuda_kernels.mixed_linear(shape, x.cuda(), w_e, lin.wscale.cuda(), (*a_e, lin.lqer.a_scale.cuda()),
+                                         (b_q.cuda(), b_s.cuda()), bias.cuda())
+    np.testing.assert_array_equal(_cpu(y_export), y_c)
     y16 = cuda_kernels.mixed_gemm(shape, act_g, w_g, lin.wscale.cuda(), (qa_g, sa_g, b_q.cuda(), b_s.cuda()),
                                   bias.cuda(), out_dtype=torch.float16)
     assert torch.equal(y16.cpu(), torch.from_numpy(y_c).half())

@@ -154,7 +154,9 @@ def test_gptq_beats_rtn_on_correlated_inputs():
     q_gptq = gptq_quantize(w, h, scale, (64,), (4,), block=16)
     q_rtn = quantize_sym(w, scale, 4)
     assert q_gptq.min() >= -8 and q_gptq.max() <= 7
-    err = lambda q: ((x.double() @ (q.double() * scale - w).T) ** 2).sum()
+    def err(q):
+        return ((x.double() @ (q.double() * scale - w).T) ** 2).sum()
+
     assert err(q_gptq) < 0.8 * err(q_rtn)
 
 
@@ -232,7 +234,9 @@ def test_lqer_full_rank_recovers_error_and_l2qer_helps_at_low_rank():
     w_q = quantize_sym(w, scale, 4) * scale
     a, b = lqer_factors(w, w_q, 64)
     torch.testing.assert_close((w_q.double() + (a @ b).T), w.double(), atol=1e-10, rtol=0)
-    err = lambda a, b: ((x.double() @ (w_q.double() + (a @ b).T - w.double()).T) ** 2).sum()
+    def err(a, b):
+        return ((x.double() @ (w_q.double() + (a @ b).T - w.double()).T) ** 2).sum()
+
     plain = err(*lqer_factors(w, w_q, 8))
     scaled = err(*lqer_factors(w, w_q, 8, act_scale=x.abs().mean(0)))
     assert scaled < plain < err(torch.zeros(64, 1, dtype=torch.float64), torch.zeros(1, 48, dtype=torch.float64))

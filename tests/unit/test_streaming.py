@@ -24,7 +24,7 @@ from resq_export.quantize import quantize
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
-from make_model import make_model
+from make_model import make_model  # noqa: E402 (tools/ is not a package)
 
 SETTINGS = QuantConfig.for_method("resq", nsamples=4, seqlen=32)
 
