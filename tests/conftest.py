@@ -36,6 +36,7 @@ def artifacts(tiny_dirs, calib_file, tmp_path_factory):
         "lqer": ("llama3", ["--method", "lqer", "--lqer-rank", "4", "--group-size", "32"]),
         "fp": ("qwen2", ["--method", "fp"]),
         "w4a16": ("llama", ["--method", "resq", "--a-bits", "16", "--kv-bits", "16"]),
+        "w8a8": ("qwen2", ["--method", "rtn", "--w-bits", "8", "--a-bits", "8"]),  # no 4-bit weight part at all
     }
     out = {}
     for name, (family, extra) in runs.items():

@@ -127,7 +127,9 @@ def attention_rows(warmup: int, reps: int) -> list[dict]:
     shape = KVShape(b, h, hkv, d, r, 4, 8)
     sdpa = torch.nn.functional.scaled_dot_product_attention
     for ctx in CONTEXTS:
-        sets = input_sets(2 * b * hkv * ctx * d * 2)  # FP16 K and V; the 4+8-bit cache is about half
+        fp16_sets = input_sets(2 * b * hkv * ctx * d * 2)  # K and V
+        # per token and head: d code bytes, then per group a float32 scale and a uint8 zero point
+        sets = input_sets(2 * b * hkv * ctx * (d + 5 * (2 if r else 1)))
         caches = []
         for _ in range(sets):
             kc, vc = K.kv_cache(shape, ctx), K.kv_cache(shape, ctx)
@@ -135,7 +137,7 @@ def attention_rows(warmup: int, reps: int) -> list[dict]:
             K.kv_append(shape, torch.randn(b, hkv, ctx, d, device="cuda"), vc, 0)
             caches.append((kc, vc))
         fp16 = [(torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda"),
-                 torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda")) for _ in range(sets)]
+                 torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda")) for _ in range(fp16_sets)]
         q = torch.randn(b, h, 1, d, device="cuda")
         q16 = q.half()
         ws = K.kv_attention_workspace(shape, 1, ctx)
@@ -146,7 +148,7 @@ def attention_rows(warmup: int, reps: int) -> list[dict]:
         new = torch.randn(b, hkv, 1, d, device="cuda")
         t_append, _ = timed([partial(K.kv_append, shape, new, kc, ctx - 1) for kc, _ in caches], warmup, reps)
         rows.append({"kind": "decode_attention", "context": ctx, "fp16_sdpa_ms": t_fp16, "resq_ms": t_resq,
-                     "resq_append_ms": t_append, "speedup": t_fp16 / t_resq, "sets": sets, "timing": [mode16, mode]})
+                     "resq_append_ms": t_append, "speedup": t_fp16 / t_resq, "sets": [fp16_sets, sets], "timing": [mode16, mode]})
         print(rows[-1], flush=True)
         del caches, fp16
     return rows

@@ -24,7 +24,9 @@ KVCacheAttentionPlugin::KVCacheAttentionPlugin(Attributes attrs)
 
 nvinfer1::IPluginV3* KVCacheAttentionPlugin::clone() noexcept {
   try {
-    return new KVCacheAttentionPlugin(attrs_);
+    auto* copy = new KVCacheAttentionPlugin(attrs_);
+    copy->nb_inputs_ = nb_inputs_;  // the input count is how enqueue finds key_rotation: keep it across clones
+    return copy;
   } catch (...) {
     return nullptr;
   }

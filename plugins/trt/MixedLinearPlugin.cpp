@@ -33,10 +33,11 @@ nvinfer1::IPluginV3* MixedLinearPlugin::clone() noexcept {
 // The TensorRT flavour (resq_export/export/writer.py) lists only present inputs, so the attributes
 // alone say where each input is.
 int MixedLinearPlugin::compact(int spec) const {
+  const bool low = attrs_.get(S::attr_low_groups, S::default_low_groups) > 0;
   const bool high = attrs_.get(S::attr_high_groups, S::default_high_groups) > 0;
   const bool lqer = attrs_.get(S::attr_lqer_rank, S::default_lqer_rank) > 0;
   static_assert(S::kNumInputs == 11, "ops.json changed: update the presence table");
-  const bool present[S::kNumInputs] = {true, true, high, true, true, true, lqer, lqer, lqer, lqer, lqer};
+  const bool present[S::kNumInputs] = {true, low, high, true, true, true, lqer, lqer, lqer, lqer, lqer};
   if (!present[spec]) return -1;
   int pos = 0;
   for (int i = 0; i < spec; ++i) pos += present[i] ? 1 : 0;
@@ -109,6 +110,9 @@ int32_t MixedLinearPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDe
   std::vector<nvinfer1::Dims> dims(nb_in);
   for (int32_t i = 0; i < nb_in; ++i) dims[i] = in[i].desc.dims;  // weights are constants: fixed dims
   const nvinfer1::Dims& x = in[0].desc.dims;
+  // K is static in our graphs (the hidden or intermediate size); should a parser leave it dynamic,
+  // the check waits for the kernel, which refuses a K that does not fit the attributes.
+  if (x.nbDims < 1 || x.d[x.nbDims - 1] < 0) return 0;
   const std::string problem = check_weights(dims.data(), x.d[x.nbDims - 1]);
   if (!problem.empty()) {
     report(name_, problem);

@@ -14,7 +14,7 @@ import onnx
 from ..errors import ResQError
 from ..fileio import atomic_file, atomic_write_text
 from ..export.spec import op_version
-from ..export.writer import PREPARED_LINEAR, TRT_FILE, check_onnx_folder, check_tensorrt_flavour
+from ..export.writer import PREPARED_LINEAR, TRT_FILE, check_onnx_folder, check_tensorrt_flavour, prepared_inputs
 from .profiles import EngineLimits, profile_shapes
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ def check_gpu_support(model: onnx.ModelProto) -> None:
     for node in model.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == PREPARED_LINEAR:
-            n = dims[node.input[2 + (attrs.get("high_groups", 0) > 0)]][0]  # rows of wscale
-            if attrs.get("a_bits_low", 4) != 4:
+            n = dims[prepared_inputs(node)["wscale"]][0]
+            if attrs.get("low_groups", 1) and attrs.get("a_bits_low", 4) != 4:
                 problems.append(f"{node.name}: {attrs['a_bits_low']}-bit activations (the GPU GEMM takes 4)")
             if attrs.get("high_groups", 0) and attrs.get("a_bits_high", 8) != 8:
                 problems.append(f"{node.name}: {attrs['a_bits_high']}-bit high-part activations (the GPU GEMM takes 8)")

@@ -104,8 +104,9 @@ def linear_function(sig: LinearSignature) -> onnx.FunctionProto:
     b = Builder(prefix="f")
     x2 = b.op("Reshape", "X", b.i64(-1, sig.k))
     parts = []  # (start, groups, width, a_bits, int8 weights [N, width*groups], wscale columns)
-    w_low = _unpack_int4(b, "qweight_low", sig.n, sig.k_low)
-    parts.append((0, sig.low_groups, sig.k_low // sig.low_groups, sig.a_bits_low, w_low, 0))
+    if sig.low_groups:  # absent with 8-bit weights throughout
+        w_low = _unpack_int4(b, "qweight_low", sig.n, sig.k_low)
+        parts.append((0, sig.low_groups, sig.k_low // sig.low_groups, sig.a_bits_low, w_low, 0))
     if sig.high_groups:
         kh = sig.k - sig.k_low
         parts.append((sig.k_low, sig.high_groups, kh // sig.high_groups, sig.a_bits_high, "qweight_high",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,6 @@ from .spec import DOMAIN, load_spec, op_spec, op_version
 ORT_FILE = "model.onnx"
 TRT_FILE = "model.trt.onnx"
 META_FILE = "export.json"
-WEIGHTS_FILE = "model.onnx.data"
 _EXTERNAL_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with room for the graph
 
 
@@ -34,7 +34,24 @@ def _spec_inputs(op: str) -> list[str]:
     return [i["name"] for i in op_spec(op)["inputs"]]
 
 
-def _prepare_linear(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> dict[str, np.ndarray]:
+def prepared_inputs(node: onnx.NodeProto) -> dict[str, str]:
+    """Input name -> tensor of a ResQMixedLinearPrepared node. The node lists only present inputs and
+    its attributes say which those are (the plugin's presence table, MixedLinearPlugin::compact)."""
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    absent = set()
+    if not attrs.get("low_groups", 1):
+        absent.add("weight_low")
+    if not attrs.get("high_groups", 0):
+        absent.add("weight_high")
+    if not attrs.get("lqer_rank", 0):
+        absent.update(n for n in _spec_inputs(PREPARED_LINEAR) if n.startswith("lqer_"))
+    names = [n for n in _spec_inputs(PREPARED_LINEAR) if n not in absent]
+    if len(names) != len(node.input):
+        raise ArtifactError(f"{node.name}: {len(node.input)} inputs where its attributes imply {len(names)}")
+    return dict(zip(names, node.input))
+
+
+def _prepare_linear(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> dict[str, onnx.TensorProto]:
     """Turn a ResQMixedLinear node into ResQMixedLinearPrepared in place; returns the new tensors."""
     given = dict(zip(_spec_inputs(node.op_type), node.input))
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -43,21 +60,22 @@ def _prepare_linear(node: onnx.NodeProto, initializers: dict[str, onnx.TensorPro
         return numpy_helper.to_array(initializers[given[name]]) if given.get(name) else None
 
     w_low, w_high = array("qweight_low"), array("qweight_high")
-    k_low = 2 * w_low.shape[1]
+    k_low = 0 if w_low is None else 2 * w_low.shape[1]
     lay = PaddedLayout(k_low + (0 if w_high is None else w_high.shape[1]), k_low,
                        attrs.get("low_groups", 1), attrs.get("high_groups", 0))
-    prefix = given["qweight_low"].rsplit(".", 1)[0]
-    new: dict[str, np.ndarray] = {}
-    new["weight_low"], new["weight_high"], new["weight_sums"] = prepare_weights(lay, w_low, w_high)
+    prefix = given["wscale"].removesuffix(".wscale")
+    new: dict[str, np.ndarray | None] = {}
+    w_low, new["weight_high"], new["weight_sums"] = prepare_weights(lay, w_low, w_high)
+    new["weight_low"] = w_low if lay.low_groups else None
     if not given.get("bias"):  # a plugin input is never absent: a zero bias where the model has none
         new["bias"] = np.zeros(initializers[given["wscale"]].dims[0], np.float32)
     if given.get("lqer_a"):
         new["lqer_a"], new["lqer_a_sums"] = prepare_lqer_a(lay, array("lqer_a"))
-    tensors = {f"{prefix}.{k}.prepared": v for k, v in new.items() if v is not None}
-    inputs = [given["X"]]
+    inputs, tensors = [given["X"]], {}
     for name in _spec_inputs(PREPARED_LINEAR)[1:]:
         if new.get(name) is not None:
             inputs.append(f"{prefix}.{name}.prepared")
+            tensors[inputs[-1]] = numpy_helper.from_array(new.pop(name), inputs[-1])
         elif given.get(name):
             inputs.append(given[name])  # wscale, bias and LQER's a_scale, b, b_scale: as they are
     node.op_type = PREPARED_LINEAR
@@ -88,22 +106,26 @@ def tensorrt_flavour(model: Decoder, quant: QuantConfig) -> onnx.ModelProto:
     del trt.functions[:]
     graph = trt.graph
     initializers = {t.name: t for t in graph.initializer}
-    added: dict[str, np.ndarray] = {}
+    uses = Counter(i for n in graph.node for i in n.input)
+    added: list[onnx.TensorProto] = []
     for node in graph.node:
         if node.domain != DOMAIN:
             continue
         node.overload = ""
         if node.op_type == "ResQMixedLinear":
-            added.update(_prepare_linear(node, initializers))
+            replaced = {i for i in node.input if i}
+            added.extend(_prepare_linear(node, initializers).values())
+            for name in replaced - set(node.input):  # free the contract weights as we go: one copy at a time
+                if uses[name] == 1 and name in initializers:
+                    initializers.pop(name).Clear()
         else:
             inputs = [i for i in node.input if i]
             del node.input[:]
             node.input.extend(inputs)
     used = {i for n in graph.node for i in n.input}
-    for i in reversed(range(len(graph.initializer))):  # the contract weights the prepared ones replace
-        if graph.initializer[i].name not in used:
-            del graph.initializer[i]
-    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in added.items())
+    kept = [t for t in graph.initializer if t.name and t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend([*kept, *added])
     custom_inputs = {i for n in graph.node if n.domain == DOMAIN for i in n.input}
     for value in (*graph.input, *graph.output):
         tensor_type = value.type.tensor_type
@@ -129,32 +151,40 @@ def check_tensorrt_flavour(proto: onnx.ModelProto, path: Path) -> None:
                                 "plugins do not run; re-export the ONNX folder with this version")
 
 
+def _save(m: onnx.ModelProto, path: Path) -> bool:
+    """Save one flavour; over protobuf's limit its weights go to <file>.data. Returns whether they did."""
+    external = m.ByteSize() > _EXTERNAL_THRESHOLD
+    if external:
+        onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(m, str(path))
+    return external
+
+
+def _custom_ops(m: onnx.ModelProto) -> dict[str, int]:
+    return {op: op_version(op) for op in sorted({n.op_type for n in m.graph.node if n.domain == DOMAIN})}
+
+
 def export_onnx(artifact: Path, out_dir: Path) -> dict:
+    """Both flavours, one after the other: only one graph's weights are in memory at a time."""
     model, quant, tokenizer = load_artifact(artifact)
-    proto = build_onnx(model, quant)
-    external = proto.ByteSize() > _EXTERNAL_THRESHOLD
-    trt = tensorrt_flavour(model, quant)
-
-    def custom_ops(m: onnx.ModelProto) -> dict[str, int]:
-        return {op: op_version(op) for op in sorted({n.op_type for n in m.graph.node if n.domain == DOMAIN})}
-
-    meta = {
-        "tool": "resq-export", "tool_version": __version__, "method": quant.method,
-        "spec_version": load_spec()["spec_version"],
-        "ops": custom_ops(proto), "tensorrt_ops": custom_ops(trt),
-        "source_artifact": {"path": str(artifact), "manifest_sha256_of_weights":
-                            read_manifest(artifact)["files"].get("model.safetensors")},
-        "external_data": external,
-        "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output],
-    }
-    onnx.checker.check_model(proto, full_check=not external)
     with atomic_directory(Path(out_dir)) as tmp:
-        for name, m in ((ORT_FILE, proto), (TRT_FILE, trt)):
-            if external:  # both flavours share one weights file
-                onnx.save_model(m, str(tmp / name), save_as_external_data=True, all_tensors_to_one_file=True,
-                                location=WEIGHTS_FILE, size_threshold=1024)
-            else:
-                onnx.save_model(m, str(tmp / name))
+        proto = build_onnx(model, quant)
+        meta = {
+            "tool": "resq-export", "tool_version": __version__, "method": quant.method,
+            "spec_version": load_spec()["spec_version"], "ops": _custom_ops(proto),
+            "source_artifact": {"path": str(artifact), "manifest_sha256_of_weights":
+                                read_manifest(artifact)["files"].get("model.safetensors")},
+            "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output],
+        }
+        meta["external_data"] = _save(proto, tmp / ORT_FILE)
+        onnx.checker.check_model(str(tmp / ORT_FILE), full_check=not meta["external_data"])  # by path: >2 GB too
+        del proto
+        trt = tensorrt_flavour(model, quant)
+        meta["tensorrt_ops"] = _custom_ops(trt)
+        meta["tensorrt_external_data"] = _save(trt, tmp / TRT_FILE)
+        del trt
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta

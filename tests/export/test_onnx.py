@@ -12,13 +12,13 @@ from resq_export.algo.quant import pack_int4
 from resq_export.artifact import load_artifact
 from resq_export.errors import ArtifactError
 from resq_export.export.functions import LinearSignature, linear_function
-from resq_export.export.writer import ORT_FILE, TRT_FILE, check_onnx_folder, export_onnx
+from resq_export.export.writer import ORT_FILE, TRT_FILE, check_onnx_folder, export_onnx, prepared_inputs
 from resq_export.validate.compare import decode_check
 from resq_export.validate.ort_runner import OrtDecoder
-from tiny_models import run_cli
+from tiny_models import SMALL, run_cli
 
 ort = pytest.importorskip("onnxruntime")
-NAMES = ["resq", "resq_lqer", "quarot", "lqer", "fp", "w4a16"]
+NAMES = ["resq", "resq_lqer", "quarot", "lqer", "fp", "w4a16", "w8a8"]
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +45,17 @@ def test_full_checker_and_flavours(exported, name):
         assert "" not in node.input
         assert node.op_type != "ResQMixedLinear"  # replaced by the prepared form
         if node.op_type == "ResQMixedLinearPrepared":
-            high, rank = attrs["high_groups"].i > 0, attrs["lqer_rank"].i > 0
-            assert len(node.input) == 5 + high + 5 * rank
-            wscale, sums, bias = (initializers[i] for i in node.input[2 + high: 5 + high])
+            low, high, rank = (attrs[a].i > 0 for a in ("low_groups", "high_groups", "lqer_rank"))
+            assert len(node.input) == 4 + low + high + 5 * rank
+            given = prepared_inputs(node)
+            wscale, sums, bias = (initializers[given[i]] for i in ("wscale", "weight_sums", "bias"))
             n, groups = wscale.dims
             assert bias.data_type == onnx.TensorProto.FLOAT and list(bias.dims) == [n]
             assert sums.data_type == onnx.TensorProto.INT32 and list(sums.dims) == [n, groups]
             # every padded group a whole number of 64-channel k-tiles (4-bit: 32 bytes)
-            assert initializers[node.input[1]].dims[1] % 32 == 0 and attrs["k_low"].i > 0
+            assert (attrs["k_low"].i > 0) == low == ("weight_low" in given)
+            assert not low or initializers[given["weight_low"]].dims[1] % 32 == 0
+            assert not high or initializers[given["weight_high"]].dims[1] % 64 == 0
     assert not {t.name for t in trt.graph.initializer} - {i for n in trt.graph.node for i in n.input}
     # TensorRT has no uint8 plugin or network I/O: the KV codes and zero points travel as int8
     io_types = {v.name: v.type.tensor_type.elem_type for v in (*trt.graph.input, *trt.graph.output)}
@@ -61,7 +64,8 @@ def test_full_checker_and_flavours(exported, name):
     kv_int8 = {k for k, v in io_types.items() if v == onnx.TensorProto.INT8}
     assert kv_int8 == {k for k, v in ort_types.items() if v == onnx.TensorProto.UINT8}
     assert bool(kv_int8) == ("ResQKVCacheAttention" in meta["ops"])
-    expected = {"fp": set(), "lqer": {"ResQMixedLinear"}, "w4a16": {"ResQMixedLinear", "ResQHadamard"}}
+    expected = {"fp": set(), "lqer": {"ResQMixedLinear"}, "w4a16": {"ResQMixedLinear", "ResQHadamard"},
+                "w8a8": {"ResQMixedLinear", "ResQKVCacheAttention"}}
     assert set(meta["ops"]) == expected.get(name, {"ResQMixedLinear", "ResQHadamard", "ResQKVCacheAttention"})
     assert set(meta["tensorrt_ops"]) == {op.replace("ResQMixedLinear", "ResQMixedLinearPrepared") for op in meta["ops"]}
     assert any("/model/layers.1/attn/o_proj/" in n.name for n in ort_model.graph.node)
@@ -205,6 +209,19 @@ def test_other_op_version_and_corrupt_files_are_refused(exported, tmp_path):
         check_onnx_folder(folder)
     with pytest.raises(ArtifactError, match="not a resq-export ONNX folder"):
         check_onnx_folder(tmp_path)
+
+
+def test_layouts_the_op_cannot_hold_are_refused(tiny_dirs, calib_file, tmp_path):
+    """8-bit weights with ResQ's high-precision part: the 8-bit part would hold groups of two widths
+    (and, with 4-bit activations, two activation widths). A clear error, exit 1, no ONNX folder."""
+    art = tmp_path / "w8"
+    result = run_cli("quantize", "--model", tiny_dirs["llama"], "--out", art, "--calib-data", calib_file,
+                     "--w-bits", "8", "--weight-algo", "rtn", *SMALL)
+    assert result.exit_code == 0, result.output
+    result = run_cli("export", "--artifact", art, "--out", tmp_path / "onnx")
+    assert result.exit_code == 1
+    assert "does not fit" in result.output and "--high-fraction 0" in result.output
+    assert not (tmp_path / "onnx").exists()
 
 
 def test_build_runs_every_stage(tiny_dirs, calib_file, tmp_path):

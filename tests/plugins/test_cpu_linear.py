@@ -109,16 +109,17 @@ def test_export_time_preparation_is_the_cpu_reference(cpu_ref, name, lay, n, ran
         np.testing.assert_array_equal(got, ref)
 
 
-@pytest.mark.parametrize("artifact", ["resq", "resq_lqer", "quarot", "lqer"])
+@pytest.mark.parametrize("artifact", ["resq", "resq_lqer", "quarot", "lqer", "w8a8"])
 def test_tensorrt_flavour_linears_equal_the_reference_executor(cpu_ref, artifacts, artifact):
     """The real export path: every ResQMixedLinearPrepared node of a tiny model's TensorRT flavour
-    (per-head o_proj groups, LQER rank 4, q/k/v bias, all-4-bit QuaRot, 8-bit-activation LQER), run
+    (per-head o_proj groups, LQER rank 4, q/k/v bias, all-4-bit QuaRot, 8-bit-activation LQER,
+    all-8-bit RTN without a 4-bit part), run
     by the CPU references straight from the graph's own initializers, equals the reference
     executor's linear bit for bit."""
     from onnx import helper, numpy_helper
 
     from resq_export.artifact import load_artifact
-    from resq_export.export.writer import tensorrt_flavour
+    from resq_export.export.writer import prepared_inputs, tensorrt_flavour
 
     model, quant, _ = load_artifact(artifacts[artifact])
     proto = tensorrt_flavour(model, quant)
@@ -129,19 +130,20 @@ def test_tensorrt_flavour_linears_equal_the_reference_executor(cpu_ref, artifact
     nodes = [n for n in proto.graph.node if n.op_type == "ResQMixedLinearPrepared"]
     assert len(nodes) == len(linears)
     for node in nodes:
-        lin = linears[node.input[1].removesuffix(".weight_low.prepared")]
+        given = {k: tensors[v] for k, v in prepared_inputs(node).items() if k != "X"}
+        lin = linears[prepared_inputs(node)["wscale"].removesuffix(".wscale")]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        high, rank = attrs["high_groups"] > 0, attrs["lqer_rank"]
         shape = LinearShape(lin.in_features, attrs["k_low"], attrs["low_groups"], attrs["high_groups"],
                             attrs["a_bits_low"], attrs["a_bits_high"])
-        inputs = [tensors[i] for i in node.input[1:]]
-        w_low, w_high = inputs[0], inputs[1] if high else np.zeros((lin.out_features, 1), np.int8)
-        wscale, sums, bias = inputs[1 + high: 4 + high]
+        absent = np.zeros((lin.out_features, 1), np.int8)
+        w_low, w_high = given.get("weight_low", absent), given.get("weight_high", absent)
+        wscale, sums, bias = given["wscale"], given["weight_sums"], given["bias"]
         x = activations(6, lin.in_features, seed=7)
         act = cpu_ref.quantize_act(shape, x.numpy())
         lqer = None
-        if rank:
-            a_p, asum, a_scale, b, b_scale = inputs[4 + high:]
+        if attrs["lqer_rank"]:
+            a_p, asum, a_scale, b, b_scale = (given[k] for k in ("lqer_a", "lqer_a_sums", "lqer_a_scale", "lqer_b",
+                                                                   "lqer_b_scale"))
             qa, sa = cpu_ref.lqer_project(shape, act, a_p, asum, a_scale)
             lqer = (qa, sa, b, b_scale)
         y = cpu_ref.mixed_gemm(shape, act, (w_low, w_high, sums), wscale, lqer, bias)
