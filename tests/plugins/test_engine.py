@@ -59,6 +59,17 @@ def test_engine_refuses_what_the_kernels_cannot_run(artifacts, tmp_path):
     assert not (tmp_path / "out.plan").exists()
 
 
+def test_kernel_check_passes_what_the_kernels_run(artifacts, tmp_path):
+    """The pre-TensorRT check lets through the layouts the CUDA GEMM takes: ResQ (4-bit part with
+    4-bit activations, 8-bit part with 8-bit ones) and all-8-bit weights without a 4-bit part (whose
+    activation width for the absent part is not looked at)."""
+    from resq_export.engine.build import check_gpu_support
+
+    for name in ("resq", "w8a8"):
+        export_onnx(artifacts[name], tmp_path / name)
+        check_gpu_support(onnx.load(str(tmp_path / name / TRT_FILE)))
+
+
 @no_trt
 def test_engine_command_without_tensorrt(onnx_dir, tmp_path):
     result = run_cli("engine", "--onnx", onnx_dir, "--engine", tmp_path / "out.plan")
