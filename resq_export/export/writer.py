@@ -151,9 +151,9 @@ def check_tensorrt_flavour(proto: onnx.ModelProto, path: Path) -> None:
                                 "plugins do not run; re-export the ONNX folder with this version")
 
 
-def _save(m: onnx.ModelProto, path: Path) -> bool:
-    """Save one flavour; over protobuf's limit its weights go to <file>.data. Returns whether they did."""
-    external = m.ByteSize() > _EXTERNAL_THRESHOLD
+def _save(m: onnx.ModelProto, path: Path, external_over: int) -> bool:
+    """Save one flavour; over external_over bytes its weights go to <file>.data. Returns whether they did."""
+    external = m.ByteSize() > external_over
     if external:
         onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
@@ -166,8 +166,9 @@ def _custom_ops(m: onnx.ModelProto) -> dict[str, int]:
     return {op: op_version(op) for op in sorted({n.op_type for n in m.graph.node if n.domain == DOMAIN})}
 
 
-def export_onnx(artifact: Path, out_dir: Path) -> dict:
-    """Both flavours, one after the other: only one graph's weights are in memory at a time."""
+def export_onnx(artifact: Path, out_dir: Path, external_over: int = _EXTERNAL_THRESHOLD) -> dict:
+    """Both flavours, one after the other: only one graph's weights are in memory at a time. A
+    flavour over external_over bytes (by default protobuf's limit) keeps its weights in <file>.data."""
     model, quant, tokenizer = load_artifact(artifact)
     with atomic_directory(Path(out_dir)) as tmp:
         proto = build_onnx(model, quant)
@@ -178,12 +179,12 @@ def export_onnx(artifact: Path, out_dir: Path) -> dict:
                                 read_manifest(artifact)["files"].get("model.safetensors")},
             "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output],
         }
-        meta["external_data"] = _save(proto, tmp / ORT_FILE)
+        meta["external_data"] = _save(proto, tmp / ORT_FILE, external_over)
         onnx.checker.check_model(str(tmp / ORT_FILE), full_check=not meta["external_data"])  # by path: >2 GB too
         del proto
         trt = tensorrt_flavour(model, quant)
         meta["tensorrt_ops"] = _custom_ops(trt)
-        meta["tensorrt_external_data"] = _save(trt, tmp / TRT_FILE)
+        meta["tensorrt_external_data"] = _save(trt, tmp / TRT_FILE, external_over)
         del trt
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))

@@ -85,6 +85,31 @@ def test_ort_equals_reference_executor(exported, artifacts, name):
     assert (got.argmax(-1) == want.argmax(-1)).all()
 
 
+def test_external_data_for_both_flavours(exported, artifacts, tmp_path):
+    """What a model over protobuf's 2 GiB limit gets (forced here with a zero threshold): each flavour's
+    weights in its own .data file, the same graph and tensors, the same logits in ONNX Runtime."""
+    from onnx import numpy_helper
+
+    folder = tmp_path / "ext"
+    meta = export_onnx(artifacts["resq_lqer"], folder, external_over=0)
+    assert meta["external_data"] and meta["tensorrt_external_data"]
+    assert (folder / "model.onnx.data").is_file() and (folder / "model.trt.onnx.data").is_file()
+    assert (folder / ORT_FILE).stat().st_size < 4 * 1024 * 1024  # the graph only
+    check_onnx_folder(folder)
+    for name in (ORT_FILE, TRT_FILE):
+        got, want = onnx.load(str(folder / name)), onnx.load(str(exported["resq_lqer"][1] / name))
+        assert [n.op_type for n in got.graph.node] == [n.op_type for n in want.graph.node]
+        want_t = {t.name: numpy_helper.to_array(t) for t in want.graph.initializer}
+        got_t = {t.name: numpy_helper.to_array(t) for t in got.graph.initializer}
+        assert got_t.keys() == want_t.keys()
+        for k, v in want_t.items():
+            np.testing.assert_array_equal(got_t[k], v, err_msg=k)
+    ids = torch.randint(0, 400, (1, 24), generator=torch.Generator().manual_seed(3)).numpy()
+    got = OrtDecoder(folder).forward(ids)[0]
+    want = OrtDecoder(exported["resq_lqer"][1]).forward(ids)[0]
+    np.testing.assert_array_equal(got, want)
+
+
 def test_tied_head_stores_the_embedding_once(exported, artifacts):
     """Tiny Llama and Qwen2 tie the head: the artifact and the ONNX hold one embedding and a
     [hidden, hidden] head factor, no second vocabulary-sized matrix."""
