@@ -65,7 +65,7 @@ class LqerBranch:
 @dataclass
 class QuantLinear:
     layout: LinearLayout
-    qweight: torch.Tensor  # integer codes [out, in] (int32; int8 straight from the quantiser)
+    qweight: torch.Tensor  # integer codes [out, in] (int8 from the quantiser and the artifact loader)
     wscale: torch.Tensor  # float32 [out, G]
     bias: torch.Tensor | None = None
     lqer: LqerBranch | None = None

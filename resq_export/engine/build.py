@@ -14,7 +14,8 @@ import onnx
 from ..errors import ResQError
 from ..fileio import atomic_file, atomic_write_text
 from ..export.spec import op_version
-from ..export.writer import PREPARED_LINEAR, TRT_FILE, check_onnx_folder, check_tensorrt_flavour, prepared_inputs
+from ..export.graph import PREPARED_LINEAR, prepared_inputs
+from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
 from .profiles import EngineLimits, profile_shapes
 
 log = logging.getLogger(__name__)

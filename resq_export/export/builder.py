@@ -3,6 +3,8 @@ node and returns its output name; constants become Constant nodes (functions) or
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -12,12 +14,47 @@ FLOAT, DOUBLE, INT8, UINT8, INT32, INT64 = (TensorProto.FLOAT, TensorProto.DOUBL
                                             TensorProto.UINT8, TensorProto.INT32, TensorProto.INT64)
 
 
+class ExternalData:
+    """Writes initializers' bytes to one file as they are made (ONNX external data), so a graph is
+    built without its weights in memory: at 8B they would be several GB on top of the model."""
+
+    ALIGN = 64  # offsets a multiple of this, for the runtimes that map the file
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.size = 0
+        self._file = open(self.path, "wb")
+
+    def tensor(self, name: str, array: np.ndarray) -> onnx.TensorProto:
+        arr = np.ascontiguousarray(array)
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(arr.dtype.newbyteorder("<"))  # ONNX stores little-endian
+        pad = -self.size % self.ALIGN
+        self._file.write(b"\0" * pad)
+        offset = self.size + pad
+        self._file.write(arr.reshape(-1).view(np.uint8).data)
+        self.size = offset + arr.nbytes
+        tensor = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(arr.dtype), dims=arr.shape,
+                             data_location=TensorProto.EXTERNAL)
+        for key, value in (("location", self.path.name), ("offset", offset), ("length", arr.nbytes)):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, str(value)
+        return tensor
+
+    def __enter__(self) -> "ExternalData":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+
 class Builder:
-    def __init__(self, prefix: str = "", inline_constants: bool = True):
+    def __init__(self, prefix: str = "", inline_constants: bool = True, external: ExternalData | None = None):
         self.prefix = prefix
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inline_constants = inline_constants
+        self.external = external
         self._count: dict[str, int] = {}
 
     def _name(self, base: str) -> str:
@@ -64,5 +101,8 @@ class Builder:
         return self.const(list(values), np.int64, "shape")
 
     def initializer(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        if self.external is not None:
+            self.initializers.append(self.external.tensor(name, array))
+        else:
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name

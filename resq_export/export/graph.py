@@ -12,18 +12,20 @@ from onnx import helper
 from ..artifact import linear_tensors
 from ..config import QuantConfig
 from ..decoder import Decoder, FloatLinear, Layer, TiedHead
-from ..errors import ConfigError
+from ..errors import ArtifactError, ConfigError
 from ..layout import LinearLayout
 from ..reference import QuantLinear
-from .builder import DOUBLE, FLOAT, INT64, OPSET, UINT8, Builder
+from .builder import DOUBLE, FLOAT, INT8, INT64, OPSET, UINT8, Builder, ExternalData
 from .functions import (
     AttentionSignature, LinearSignature, attention_function, causal_attention, hadamard_function,
     linear_function,
 )
-from .spec import DOMAIN, load_spec, op_version
+from .kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
+from .spec import DOMAIN, load_spec, op_spec, op_version
 
 IR_VERSION = 10  # onnx 1.23 writes 14 by default, which ONNX Runtime rejects
 KV_TENSORS = ("codes", "scales", "zeros")
+PREPARED_LINEAR = "ResQMixedLinearPrepared"  # what the TensorRT flavour has for each ResQMixedLinear
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -44,28 +46,54 @@ def _check_op_layout(lay: LinearLayout, name: str) -> int:
     return n_low
 
 
+def prepared_inputs(node: onnx.NodeProto) -> dict[str, str]:
+    """Input name -> tensor of a ResQMixedLinearPrepared node. The node lists only present inputs and
+    its attributes say which those are (the plugin's presence table, MixedLinearPlugin::compact)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    present = {"weight_low": attrs.get("low_groups", 1) > 0, "weight_high": attrs.get("high_groups", 0) > 0}
+    names = [n for n in _spec_inputs(PREPARED_LINEAR)
+             if present.get(n, True) and (attrs.get("lqer_rank", 0) > 0 or not n.startswith("lqer_"))]
+    if len(names) != len(node.input):
+        raise ArtifactError(f"{node.name}: {len(node.input)} inputs where its attributes imply {len(names)}")
+    return dict(zip(names, node.input))
+
+
+def _spec_inputs(op: str) -> list[str]:
+    return [i["name"] for i in op_spec(op)["inputs"]]
+
+
 class GraphExporter:
     """float_islands: compute the float islands of decoder.py (norms, RoPE's angles, silu, attention)
     in float64 like the reference executor, so that ONNX Runtime reproduces its quantiser inputs bit
     for bit. Off for float models (nothing downstream quantises) and for the TensorRT flavour (the
-    GPU computes those parts in its own precision)."""
+    GPU computes those parts in its own precision).
 
-    def __init__(self, model: Decoder, quant: QuantConfig, float_islands: bool):
+    tensorrt: the TensorRT flavour (writer.tensorrt_flavour says what differs). external: where the
+    initializers' bytes go as they are made (None: into the graph)."""
+
+    def __init__(self, model: Decoder, quant: QuantConfig, float_islands: bool, tensorrt: bool = False,
+                 external: ExternalData | None = None):
         self.model, self.quant, self.cfg = model, quant, model.config
         self.islands = float_islands
-        self.b = Builder(prefix="/model", inline_constants=False)
+        self.tensorrt = tensorrt
+        self.b = Builder(prefix="/model", inline_constants=False, external=external)
         self.functions: dict[tuple[str, str], onnx.FunctionProto] = {}
         self.inputs: list[onnx.ValueInfoProto] = []
         self.outputs: list[onnx.ValueInfoProto] = []
 
     # --- custom op nodes ------------------------------------------------------------------------
     def _custom(self, b: Builder, op: str, inputs: list[str], n_out: int, overload: str, fn, attrs: dict,
-                outputs: list[str] | None = None):
-        if (op, overload) not in self.functions:
+                outputs: list[str] | None = None, name: str | None = None):
+        """A resq node. ORT flavour: with its function body (selected by overload), absent optional
+        inputs "" where later ones follow. TensorRT flavour: no body, absent inputs left out (the
+        parser would make "" a null tensor of no type; the plugins find inputs by attributes and count)."""
+        if self.tensorrt:
+            inputs, overload = [i for i in inputs if i], ""
+        elif (op, overload) not in self.functions:
             self.functions[(op, overload)] = fn()
         while inputs and inputs[-1] == "":
             inputs.pop()
-        return b.op(op, *inputs, outputs=outputs or n_out, name=op, domain=DOMAIN, overload=overload,
+        return b.op(op, *inputs, outputs=outputs or n_out, name=name or op, domain=DOMAIN, overload=overload,
                     plugin_namespace=load_spec()["plugin_namespace"], plugin_version=str(op_version(op)), **attrs)
 
     def linear(self, b: Builder, x: str, lin: FloatLinear | QuantLinear, name: str) -> str:
@@ -80,21 +108,29 @@ class GraphExporter:
             high_groups=len(lay.w_bits) - n_low_groups, a_bits_low=lay.a_bits[0], a_bits_high=lay.a_bits[-1],
             lqer_rank=0 if lin.lqer is None else lin.lqer.a_q.shape[0], has_bias=lin.bias is not None,
         )
-        t = linear_tensors("", lin)  # the artifact's own storage layout, packing included
-        names = [x] + [self.b.initializer(f"{init}.{k}", _np(t[k])) if t.get(k) is not None else ""
-                       for k in ("qweight_low", "qweight_high", "wscale", "bias",
-                                 "lqer_a", "lqer_a_scale", "lqer_b", "lqer_b_scale")]
+        t = {k: _np(v) for k, v in linear_tensors("", lin).items()}  # the artifact's storage layout, packing included
         attrs = dict(low_groups=sig.low_groups, high_groups=sig.high_groups, a_bits_low=sig.a_bits_low,
                      a_bits_high=sig.a_bits_high, lqer_rank=sig.lqer_rank)
-        return self._custom(b, "ResQMixedLinear", names, 1, sig.overload, lambda: linear_function(sig), attrs)
+        if self.tensorrt:
+            t = _prepared_tensors(sig, t)
+            attrs["k_low"] = sig.k_low
+        names = [x] + [self.b.initializer(f"{init}.{k}", t[k]) if t.get(k) is not None else ""
+                       for k in _spec_inputs(PREPARED_LINEAR if self.tensorrt else "ResQMixedLinear")[1:]]
+        return self._custom(b, PREPARED_LINEAR if self.tensorrt else "ResQMixedLinear", names, 1, sig.overload,
+                            lambda: linear_function(sig), attrs, name="ResQMixedLinear")
 
     # --- graph --------------------------------------------------------------------------------------
+    def _io_type(self, dtype: int) -> int:
+        # uint8 graph I/O (only the KV codes and zero points) is int8 with the same bytes for TensorRT,
+        # which supports neither uint8 plugin I/O nor uint8 network I/O outside Cast/Identity layers
+        return INT8 if self.tensorrt and dtype == UINT8 else dtype
+
     def _input(self, name: str, dtype: int, shape: list) -> str:
-        self.inputs.append(helper.make_tensor_value_info(name, dtype, shape))
+        self.inputs.append(helper.make_tensor_value_info(name, self._io_type(dtype), shape))
         return name
 
     def _output(self, name: str, dtype: int, shape: list) -> None:
-        self.outputs.append(helper.make_tensor_value_info(name, dtype, shape))
+        self.outputs.append(helper.make_tensor_value_info(name, self._io_type(dtype), shape))
 
     @property
     def _float(self) -> tuple[int, type]:
@@ -224,6 +260,19 @@ def is_quantised(model: Decoder) -> bool:
     return model.kv_quantizer is not None or any(isinstance(lay.qkv, QuantLinear) for lay in model.layers)
 
 
-def build_onnx(model: Decoder, quant: QuantConfig, float_islands: bool | None = None) -> onnx.ModelProto:
-    """float_islands defaults to on for quantised models (the ORT flavour)."""
-    return GraphExporter(model, quant, is_quantised(model) if float_islands is None else float_islands).build()
+def build_onnx(model: Decoder, quant: QuantConfig, external: ExternalData | None = None) -> onnx.ModelProto:
+    """The ORT flavour; float islands on for quantised models."""
+    return GraphExporter(model, quant, is_quantised(model), external=external).build()
+
+
+def _prepared_tensors(sig: LinearSignature, t: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A linear's contract tensors -> ResQMixedLinearPrepared's: weights in the GEMM's layout (padded
+    groups, code sums) and always a bias (zeros where the model has none)."""
+    lay = PaddedLayout(sig.k, sig.k_low, sig.low_groups, sig.high_groups)
+    out = {k: t.get(k) for k in ("wscale", "lqer_a_scale", "lqer_b", "lqer_b_scale")}
+    w_low, out["weight_high"], out["weight_sums"] = prepare_weights(lay, t.get("qweight_low"), t.get("qweight_high"))
+    out["weight_low"] = w_low if sig.low_groups else None
+    out["bias"] = t["bias"] if t.get("bias") is not None else np.zeros(sig.n, np.float32)
+    if sig.lqer_rank:
+        out["lqer_a"], out["lqer_a_sums"] = prepare_lqer_a(lay, t["lqer_a"])
+    return out

@@ -12,7 +12,8 @@ from resq_export.algo.quant import pack_int4
 from resq_export.artifact import load_artifact
 from resq_export.errors import ArtifactError
 from resq_export.export.functions import LinearSignature, linear_function
-from resq_export.export.writer import ORT_FILE, TRT_FILE, check_onnx_folder, export_onnx, prepared_inputs
+from resq_export.export.graph import prepared_inputs
+from resq_export.export.writer import ORT_FILE, TRT_FILE, check_onnx_folder, export_onnx
 from resq_export.validate.compare import decode_check
 from resq_export.validate.ort_runner import OrtDecoder
 from tiny_models import SMALL, run_cli

@@ -119,7 +119,8 @@ def test_tensorrt_flavour_linears_equal_the_reference_executor(cpu_ref, artifact
     from onnx import helper, numpy_helper
 
     from resq_export.artifact import load_artifact
-    from resq_export.export.writer import prepared_inputs, tensorrt_flavour
+    from resq_export.export.graph import prepared_inputs
+    from resq_export.export.writer import tensorrt_flavour
 
     model, quant, _ = load_artifact(artifacts[artifact])
     proto = tensorrt_flavour(model, quant)
