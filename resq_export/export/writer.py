@@ -42,8 +42,26 @@ def tensorrt_flavour(model: Decoder, quant: QuantConfig, external: ExternalData 
     return GraphExporter(model, quant, float_islands=False, tensorrt=True, external=external).build()
 
 
+def check_external_data(proto: onnx.ModelProto, path: Path) -> None:
+    """Refuse a graph whose weights file is missing or shorter than the graph says (a folder copied
+    without its .data files, an interrupted copy), before a runtime fails on it less clearly."""
+    needed: dict[str, int] = {}
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in t.external_data}
+            end = int(info.get("offset", 0)) + int(info.get("length", 0))
+            needed[info["location"]] = max(needed.get(info["location"], 0), end)
+    for location, end in needed.items():
+        data = Path(path).parent / location
+        size = data.stat().st_size if data.is_file() else -1
+        if size < end:
+            raise ArtifactError(f"{path}: its weights file {data} is {'missing' if size < 0 else f'{size} bytes, '}"
+                                f"{'' if size < 0 else f'the graph reads up to {end}'}; copy the whole ONNX folder")
+
+
 def check_tensorrt_flavour(proto: onnx.ModelProto, path: Path) -> None:
     """Refuse a TensorRT-flavour graph written by another resq-export (the plugins would not match)."""
+    check_external_data(proto, path)
     for node in proto.graph.node:
         if node.domain != DOMAIN:
             continue
@@ -111,6 +129,7 @@ def check_onnx_folder(onnx_dir: Path) -> dict:
         proto = onnx.load(str(onnx_dir / ORT_FILE), load_external_data=False)
     except Exception as e:
         raise ArtifactError(f"{onnx_dir / ORT_FILE} is not a readable ONNX file: {e}") from None
+    check_external_data(proto, onnx_dir / ORT_FILE)
     for node in proto.graph.node:
         if node.domain != DOMAIN:
             continue

@@ -109,6 +109,14 @@ def test_external_data_for_both_flavours(exported, artifacts, tmp_path):
     got = OrtDecoder(folder).forward(ids)[0]
     want = OrtDecoder(exported["resq_lqer"][1]).forward(ids)[0]
     np.testing.assert_array_equal(got, want)
+    # a folder copied without its weights, or with a cut-off weights file, is refused by name
+    data = folder / "model.onnx.data"
+    data.write_bytes(data.read_bytes()[:-1])
+    with pytest.raises(ArtifactError, match="model.onnx.data is .* bytes, the graph reads up to"):
+        check_onnx_folder(folder)
+    data.unlink()
+    with pytest.raises(ArtifactError, match="model.onnx.data is missing; copy the whole ONNX folder"):
+        check_onnx_folder(folder)
 
 
 def test_tied_head_stores_the_embedding_once(exported, artifacts):
