@@ -38,17 +38,6 @@ def _quantize_asym(b: Builder, x: str, bits: int) -> tuple[str, str, str]:
     return q, scale, zp
 
 
-def _unpack_int4(b: Builder, packed: str, rows: int, cols: int) -> str:
-    """int8 [rows, cols/2] two's-complement nibbles -> int8 [rows, cols]."""
-    byte = b.op("BitwiseAnd", b.op("Cast", packed, to=INT32), b.const(255, np.int32))
-    nibbles = []
-    for part in (b.op("BitwiseAnd", byte, b.const(15, np.int32)), b.op("Div", byte, b.const(16, np.int32))):
-        signed = b.op("Where", b.op("Greater", part, b.const(7, np.int32)),
-                      b.op("Sub", part, b.const(16, np.int32)), part)
-        nibbles.append(b.op("Unsqueeze", signed, b.i64(2)))
-    return b.op("Cast", b.op("Reshape", b.op("Concat", *nibbles, axis=2), b.i64(rows, cols)), to=INT8)
-
-
 @dataclass(frozen=True)
 class LinearSignature:
     """Everything static about one ResQMixedLinear node: selects (and names) its function overload."""
@@ -85,11 +74,33 @@ def _matmul_int(b: Builder, a_u8: str, w_u8: str, a_offset: bool = False) -> str
     return b.op("MatMulInteger", a_u8, w_u8, zp if a_offset else "", zp)
 
 
-def _part_weights(b: Builder, w_int8: str, rows: int, groups: int, width: int) -> tuple[str, str]:
-    """int8 [rows, groups*width] -> ([groups, width, rows] as uint8 + 128, group sums [groups, 1, rows] int32)."""
-    w = b.op("Transpose", b.op("Reshape", w_int8, b.i64(rows, groups, width)), perm=[1, 2, 0])
-    wsum = b.op("ReduceSum", b.op("Cast", w, to=INT32), b.i64(1), keepdims=1)
-    return _offset_u8(b, w), wsum
+# Stored byte -> code + 128 as uint8, by table lookup (Gather wraps the negative int8 indices). int4x2:
+# a nibble v holds w = v - 16 [v > 7], and (v XOR 8) = w + 8, low nibble first.
+_INT4X2_U8 = np.array([[((j & 15) ^ 8) + 120, ((j >> 4) ^ 8) + 120] for j in range(256)], np.uint8)
+_INT4X2_SUM = np.array([((j & 15) ^ 8) + ((j >> 4) ^ 8) - 16 for j in range(256)], np.int32)
+_INT8_U8 = np.array([(j + 128) % 256 for j in range(256)], np.uint8)
+
+
+def _part_weights(b: Builder, w: str, rows: int, groups: int, width: int, packed: bool) -> tuple[str, str]:
+    """Stored codes (int4x2 when packed, else int8) [rows, groups*width(/2)] -> ([groups, width, rows]
+    as uint8 = code + 128, group sums [groups, 1, rows] int32).
+
+    ONNX Runtime folds this into constants at session start and holds every intermediate of the
+    fold until it ends, so it is table lookups on the stored bytes (~5 bytes per weight in flight)
+    rather than a chain of int32 ops (~45: SmolLM2's session peaked at 4.3 GB that way)."""
+    idx = b.op("Cast", w, to=INT32)
+    if packed:
+        u8 = b.op("Reshape", b.op("Gather", b.const(_INT4X2_U8, np.uint8, "int4x2_u8"), idx, axis=0),
+                  b.i64(rows, groups * width))
+        if width % 2 == 0:  # each byte inside one group: sum the bytes' nibble pairs
+            sums, per = b.op("Gather", b.const(_INT4X2_SUM, np.int32, "int4x2_sum"), idx, axis=0), width // 2
+        else:
+            sums, per = b.op("Sub", b.op("Cast", u8, to=INT32), b.const(128, np.int32)), width
+    else:
+        u8, sums, per = b.op("Gather", b.const(_INT8_U8, np.uint8, "int8_u8"), idx, axis=0), idx, width
+    wsum = b.op("ReduceSum", b.op("Reshape", sums, b.i64(rows, groups, per)), b.i64(2), keepdims=0)
+    wsum = b.op("Unsqueeze", b.op("Transpose", wsum, perm=[1, 0]), b.i64(1))
+    return b.op("Transpose", b.op("Reshape", u8, b.i64(rows, groups, width)), perm=[1, 2, 0]), wsum
 
 
 def _grouped_gemm(b: Builder, q_u8: str, scale: str, zp: str, w: str, wsum: str, wscale64: str) -> str:
@@ -103,20 +114,21 @@ def _grouped_gemm(b: Builder, q_u8: str, scale: str, zp: str, w: str, wsum: str,
 def linear_function(sig: LinearSignature) -> onnx.FunctionProto:
     b = Builder(prefix="f")
     x2 = b.op("Reshape", "X", b.i64(-1, sig.k))
-    parts = []  # (start, groups, width, a_bits, int8 weights [N, width*groups], wscale columns)
+    parts = []  # (start, groups, width, a_bits, weights [groups, width, N] as code + 128, their sums, wscale column)
     if sig.low_groups:  # absent with 8-bit weights throughout
-        w_low = _unpack_int4(b, "qweight_low", sig.n, sig.k_low)
-        parts.append((0, sig.low_groups, sig.k_low // sig.low_groups, sig.a_bits_low, w_low, 0))
+        width = sig.k_low // sig.low_groups
+        parts.append((0, sig.low_groups, width, sig.a_bits_low,
+                      *_part_weights(b, "qweight_low", sig.n, sig.low_groups, width, packed=True), 0))
     if sig.high_groups:
-        kh = sig.k - sig.k_low
-        parts.append((sig.k_low, sig.high_groups, kh // sig.high_groups, sig.a_bits_high, "qweight_high",
-                      sig.low_groups))
+        width = (sig.k - sig.k_low) // sig.high_groups
+        parts.append((sig.k_low, sig.high_groups, width, sig.a_bits_high,
+                      *_part_weights(b, "qweight_high", sig.n, sig.high_groups, width, packed=False), sig.low_groups))
     wscale_t = b.op("Unsqueeze", b.op("Transpose", "wscale", perm=[1, 0]), b.i64(1))  # [G, 1, N]
     if sig.float_activations:
         weights = []
-        for start, groups, width, _, w, g0 in parts:
+        for start, groups, width, _, wt, _, g0 in parts:
             sw = b.op("Slice", wscale_t, b.i64(g0), b.i64(g0 + groups), b.i64(0))  # [groups, 1, N]
-            wf = b.op("Transpose", b.op("Reshape", b.op("Cast", w, to=FLOAT), b.i64(sig.n, groups, width)), perm=[1, 2, 0])
+            wf = b.op("Sub", b.op("Cast", wt, to=FLOAT), b.const(128.0))
             deq = b.op("Mul", wf, sw)  # [groups, width, N]
             weights.append(b.op("Reshape", deq, b.i64(groups * width, sig.n)))
         w_all = b.op("Concat", *weights, axis=0) if len(weights) > 1 else weights[0]
@@ -130,18 +142,17 @@ def linear_function(sig: LinearSignature) -> onnx.FunctionProto:
     else:
         y = None
         xa = None
-        for start, groups, width, bits, w, g0 in parts:
+        for start, groups, width, bits, wt, wsum, g0 in parts:
             xs = b.op("Slice", x2, b.i64(start), b.i64(start + groups * width), b.i64(1))
             xs = b.op("Transpose", b.op("Reshape", xs, b.i64(-1, groups, width)), perm=[1, 0, 2])  # [G, T, g]
             q, scale, zp = _quantize_asym(b, xs, bits)
             q_u8 = b.op("Cast", q, to=UINT8)
-            wt, wsum = _part_weights(b, w, sig.n, groups, width)
             sw = b.f64(b.op("Slice", wscale_t, b.i64(g0), b.i64(g0 + groups), b.i64(0)))
             part = _grouped_gemm(b, q_u8, scale, zp, wt, wsum, sw)
             y = part if y is None else b.op("Add", y, part)
             if sig.lqer_rank:
                 a_part = b.op("Slice", "lqer_a", b.i64(start), b.i64(start + groups * width), b.i64(1))
-                at, asum = _part_weights(b, a_part, sig.lqer_rank, groups, width)
+                at, asum = _part_weights(b, a_part, sig.lqer_rank, groups, width, packed=False)
                 a_scale = b.f64(b.op("Reshape", "lqer_a_scale", b.i64(1, 1, sig.lqer_rank)))
                 xa_part = _grouped_gemm(b, q_u8, scale, zp, at, asum, a_scale)
                 xa = xa_part if xa is None else b.op("Add", xa, xa_part)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..export.writer import ORT_FILE, check_onnx_folder
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap that ONNX Runtime's constant folding freed back to the OS. glibc keeps it
+    otherwise: SmolLM2's session then holds 1.4 GB instead of 0.4 GB (measured)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
 
 
 class OrtDecoder:
@@ -29,6 +41,7 @@ class OrtDecoder:
             so.enable_profiling = True
             so.profile_file_prefix = profile_prefix
         self.session = ort.InferenceSession(str(Path(onnx_dir) / ORT_FILE), so, providers=["CPUExecutionProvider"])
+        _return_freed_memory()
         self.past_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past.")]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -169,23 +169,25 @@ def _linear_model(lin, sig):
                              functions=[linear_function(sig)], ir_version=10)
 
 
-@pytest.mark.parametrize("a_bits", [4, 8])
-def test_mixed_linear_function_is_integer_exact(a_bits):
+@pytest.mark.parametrize("a_bits, low_width, high", [(4, 56, (8, 8)), (8, 56, (8, 8)), (4, 27, (10,))])
+def test_mixed_linear_function_is_integer_exact(a_bits, low_width, high):
     """Same float input -> the ONNX body equals the reference bit for bit: integer GEMMs exact, the
-    epilogue a float64 island (the group-sum order of ORT's ReduceSum cannot show)."""
+    epilogue a float64 island (the group-sum order of ORT's ReduceSum cannot show). Odd 4-bit group
+    widths put a group boundary inside a packed byte."""
     from resq_export.layout import LinearLayout
     from resq_export.reference import QuantLinear
 
     g = torch.Generator().manual_seed(0)
-    layout = LinearLayout((56, 56, 8, 8), (4, 4, 8, 8), (a_bits, a_bits, 8, 8))
-    q = torch.cat([torch.randint(-8, 8, (24, 112), generator=g), torch.randint(-128, 128, (24, 16), generator=g)], 1)
-    lin = QuantLinear(layout, q.int(), torch.rand(24, 4, generator=g) * 0.05, torch.randn(24, generator=g))
-    sig = LinearSignature(128, 112, 24, 2, 2, a_bits, 8, 0, True)
+    layout = LinearLayout((low_width, low_width, *high), (4, 4) + (8,) * len(high), (a_bits, a_bits) + (8,) * len(high))
+    k_low, k = 2 * low_width, 2 * low_width + sum(high)
+    q = torch.cat([torch.randint(-8, 8, (24, k_low), generator=g), torch.randint(-128, 128, (24, k - k_low), generator=g)], 1)
+    lin = QuantLinear(layout, q.int(), torch.rand(24, 2 + len(high), generator=g) * 0.05, torch.randn(24, generator=g))
+    sig = LinearSignature(k, k_low, 24, 2, len(high), a_bits, 8, 0, True)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(_linear_model(lin, sig).SerializeToString(), so,
                                    providers=["CPUExecutionProvider"])
-    x = torch.randn(33, 128, generator=g) * 4
+    x = torch.randn(33, k, generator=g) * 4
     got = session.run(None, {"X": x.numpy()})[0]
     np.testing.assert_array_equal(got, lin(x).numpy())
 
