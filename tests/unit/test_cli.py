@@ -112,6 +112,26 @@ def test_corrupt_or_foreign_artifact_is_refused(artifacts, tmp_path):
     assert result.exit_code == 1 and "not a resq-export artifact" in result.output
 
 
+def test_artifact_missing_a_tensor_or_unreadable_is_refused(artifacts, tmp_path):
+    """Past the sha256 check (verify=False), the loader still names a missing tensor and refuses a
+    file safetensors cannot read: it reads tensors one by one as the decoder is built."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from resq_export.errors import ArtifactError
+
+    art = shutil.copytree(artifacts["resq"], tmp_path / "art")
+    tensors = load_file(str(art / "model.safetensors"))
+    del tensors["layers.1.mlp_down.wscale"]
+    save_file(tensors, str(art / "model.safetensors"))
+    with pytest.raises(ArtifactError, match="lacks the tensor layers.1.mlp_down.wscale"):
+        load_artifact(art, verify=False)
+    (art / "model.safetensors").write_bytes(b"\x08" + bytes(64))
+    with pytest.raises(ArtifactError, match="cannot read .*model.safetensors"):
+        load_artifact(art, verify=False)
+
+
 def test_fp_artifact_equals_the_source_model(artifacts, tiny_dirs):
     from resq_export.models.loader import load_model
 
