@@ -111,13 +111,13 @@ class GraphExporter:
         t = {k: _np(v) for k, v in linear_tensors("", lin).items()}  # the artifact's storage layout, packing included
         attrs = dict(low_groups=sig.low_groups, high_groups=sig.high_groups, a_bits_low=sig.a_bits_low,
                      a_bits_high=sig.a_bits_high, lqer_rank=sig.lqer_rank)
+        op = "ResQMixedLinear"
         if self.tensorrt:
-            t = _prepared_tensors(sig, t)
+            op, t = PREPARED_LINEAR, _prepared_tensors(sig, t)
             attrs["k_low"] = sig.k_low
         names = [x] + [self.b.initializer(f"{init}.{k}", t[k]) if t.get(k) is not None else ""
-                       for k in _spec_inputs(PREPARED_LINEAR if self.tensorrt else "ResQMixedLinear")[1:]]
-        return self._custom(b, PREPARED_LINEAR if self.tensorrt else "ResQMixedLinear", names, 1, sig.overload,
-                            lambda: linear_function(sig), attrs, name="ResQMixedLinear")
+                       for k in _spec_inputs(op)[1:]]
+        return self._custom(b, op, names, 1, sig.overload, lambda: linear_function(sig), attrs, name="ResQMixedLinear")
 
     # --- graph --------------------------------------------------------------------------------------
     def _io_type(self, dtype: int) -> int:

@@ -53,10 +53,13 @@ def check_external_data(proto: onnx.ModelProto, path: Path) -> None:
             needed[info["location"]] = max(needed.get(info["location"], 0), end)
     for location, end in needed.items():
         data = Path(path).parent / location
-        size = data.stat().st_size if data.is_file() else -1
-        if size < end:
-            raise ArtifactError(f"{path}: its weights file {data} is {'missing' if size < 0 else f'{size} bytes, '}"
-                                f"{'' if size < 0 else f'the graph reads up to {end}'}; copy the whole ONNX folder")
+        if not data.is_file():
+            problem = "missing"
+        elif data.stat().st_size < end:
+            problem = f"{data.stat().st_size} bytes, the graph reads up to {end}"
+        else:
+            continue
+        raise ArtifactError(f"{path}: its weights file {data} is {problem}; copy the whole ONNX folder")
 
 
 def check_tensorrt_flavour(proto: onnx.ModelProto, path: Path) -> None:
