@@ -87,7 +87,7 @@ def _part_weights(b: Builder, w: str, rows: int, groups: int, width: int, packed
 
     ONNX Runtime folds this into constants at session start and holds every intermediate of the
     fold until it ends, so it is table lookups on the stored bytes (~5 bytes per weight in flight)
-    rather than a chain of int32 ops (~45: SmolLM2's session peaked at 4.3 GB that way)."""
+    rather than a chain of int32 ops (~45: SmolLM2's session peaked at 4363 MiB that way)."""
     idx = b.op("Cast", w, to=INT32)
     if packed:
         u8 = b.op("Reshape", b.op("Gather", b.const(_INT4X2_U8, np.uint8, "int4x2_u8"), idx, axis=0),
