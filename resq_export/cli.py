@@ -22,7 +22,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except ResQError as e:
             click.echo(f"error: {e}", err=True)
-            ctx.exit(1)
+            ctx.exit(e.exit_code)
 
 
 @click.group(cls=_Group)
@@ -81,6 +81,16 @@ def quantize(model_source, out_dir, calib_data, quiet, **settings) -> None:
         click.echo(f"wrote {out_dir} ({stats['wall_time_s']:.1f} s, peak RSS {stats['peak_rss_mb']:.0f} MB)")
 
 
+def _engine_target_options(f):
+    f = click.option("--target-sm", default=None,
+                     help="GPU to build for, e.g. 89 (RTX 40xx), 86, 120; ahead of time with TensorRT-RTX, no GPU "
+                          "needed [the local GPU].")(f)
+    return click.option("--runtime", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto",
+                        show_default=True,
+                        help="auto: TensorRT where importable, else TensorRT-RTX "
+                             "(pip install 'resq-export[tensorrt-rtx]').")(f)
+
+
 @main.command()
 @click.option("--model", "model_source", required=True, help="HF folder, .gguf file or 'smollm2-135m'.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -88,9 +98,12 @@ def quantize(model_source, out_dir, calib_data, quiet, **settings) -> None:
 @click.option("--eval-max-tokens", type=int, default=2048, show_default=True,
               help="Tokens of the packaged evaluation text the validation and the FP baseline read.")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also build a TensorRT engine here (needs TensorRT; exit code 2 without it, after the ONNX is written).")
+              help="Also build a TensorRT engine here (needs a TensorRT runtime and the plugin library; exit "
+                   "code 2 without them, after the ONNX is written).")
+@_engine_target_options
 @quant_options
-def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, engine_path, **settings) -> None:
+def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, engine_path, runtime, target_sm,
+          **settings) -> None:
     """quantize -> export -> validate (ONNX Runtime against the reference executor, and the float
     model's perplexity on the same windows as the baseline) (-> TensorRT engine), with a summary."""
     import time
@@ -105,6 +118,9 @@ def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, engine_path
     from .validate.ppl import perplexity
 
     cfg = _quant_config(**settings)
+    # A target that cannot work is refused before hours of quantisation; a missing runtime or
+    # plugin library only after the ONNX is written (exit code 2).
+    setup, missing = _engine_setup(runtime, target_sm) if engine_path else (None, None)
     rows = []
 
     def stage(name: str, fn):
@@ -117,8 +133,9 @@ def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, engine_path
     art, onnx_dir = out_dir / "artifact", out_dir / "onnx"
     stats = stage("quantize", lambda: run(model_source, cfg, art, calib_data or None, progress=not quiet))
     stage("export", lambda: export_onnx(art, onnx_dir))
-    if engine_path:  # before the validation: without TensorRT, stop as soon as the ONNX is written
-        _tensorrt_or_exit()
+    if missing is not None:  # before the validation: stop as soon as the ONNX is written
+        click.echo(f"error: {missing}", err=True)
+        sys.exit(2)
     reference, _, tokenizer = load_artifact(art)
     windows = eval_windows(tokenize_corpus(tokenizer, read_texts([default_eval_path()])), 512, eval_max_tokens)
     result = stage("validate", lambda: compare(OrtDecoder(onnx_dir), reference, windows, progress=not quiet))
@@ -126,7 +143,11 @@ def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, engine_path
     result["ppl_fp"] = fp["ppl"]
     (out_dir / "validation.json").write_text(json.dumps(result, indent=2))
     if engine_path:
-        stage("engine", lambda: _build_engine(onnx_dir, engine_path))
+        from .engine.build import build_engine
+
+        plan = stage("engine", lambda: build_engine(onnx_dir, engine_path, setup))
+    else:
+        plan = None
     size = sum(f.stat().st_size for f in onnx_dir.glob("model.onnx*"))
     click.echo(f"\n{'stage':<12} {'time':>9}")
     for name, seconds in rows:
@@ -139,30 +160,32 @@ def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, engine_path
     click.echo(f"ONNX Runtime vs reference: top-1 agreement {100 * result['top1_agreement']:.2f}%, max relative "
                f"logit error {result['max_rel_err']:.1e}; decode through the cache matches: {result['decode_match']}; "
                f"quantisation peak RSS {stats['peak_rss_mb']:.0f} MB")
+    if plan is not None:
+        click.echo(_plan_summary(engine_path, plan))
     if not result["passed"]:
         click.echo("error: validation failed: a tolerance is broken (see validation.json)", err=True)
         sys.exit(3)
 
 
-def _tensorrt_or_exit():
-    from .engine.build import TensorRTMissing, require_tensorrt
+def _engine_setup(runtime: str, target_sm: str | None):
+    """(setup, None), or (None, the TensorRTMissing message) where a runtime or the plugin library is
+    absent; a target that cannot work raises ResQError (exit code 1)."""
+    from .engine.build import TensorRTMissing, prepare_engine
 
     try:
-        return require_tensorrt()
+        return prepare_engine(runtime, target_sm), None
     except TensorRTMissing as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        return None, e
 
 
-def _build_engine(onnx_dir: Path, engine_path: Path, plugins: Path | None = None, limits=None) -> dict:
-    from .engine.build import TensorRTMissing, build_engine
-    from .engine.profiles import EngineLimits
-
-    try:
-        return build_engine(onnx_dir, engine_path, plugins, limits or EngineLimits())
-    except TensorRTMissing as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+def _plan_summary(engine_path: Path, m: dict) -> str:
+    layers = ", ".join(f"{n} {c}" for n, c in m["network"]["layers"].items())
+    plugins = ", ".join(f"{n} {c}" for n, c in m["network"]["plugin_layers"].items())
+    return (f"wrote {engine_path} ({m['plan_bytes'] / 2**20:.1f} MiB, {m['runtime']['name']} {m['runtime']['version']}, "
+            f"sm_{m['target_sm']}, {len(m['profiles'])} profiles: {', '.join(m['profiles'])}; "
+            f"build {m['build']['wall_s']:.1f} s, peak RSS {m['build']['peak_rss_mb']:.0f} MB) and {engine_path}.json\n"
+            f"network: {layers}\nplugin layers: {plugins}; shapes checked against the op spec at "
+            f"{m['network']['profile_corners_checked']} profile corners")
 
 
 @main.command()
@@ -173,14 +196,17 @@ def _build_engine(onnx_dir: Path, engine_path: Path, plugins: Path | None = None
 @click.option("--max-batch", type=int, default=1, show_default=True)
 @click.option("--max-sequence", type=int, default=2048, show_default=True, help="Prompt tokens of one prefill.")
 @click.option("--max-context", type=int, default=4096, show_default=True, help="Past + new tokens of one decode.")
-def engine(onnx_dir, engine_path, plugins, max_batch, max_sequence, max_context) -> None:
+@_engine_target_options
+def engine(onnx_dir, engine_path, plugins, max_batch, max_sequence, max_context, runtime, target_sm) -> None:
     """Build a TensorRT engine (prefill and decode profiles) from an ONNX folder.
-    Exit code 2 when TensorRT or the plugin library is missing."""
+    Exit code 2 when no TensorRT runtime or the plugin library is missing."""
+    from .engine.build import build_engine
     from .engine.profiles import EngineLimits
 
     limits = EngineLimits(max_batch, max_sequence, max_context, min(512, max_sequence), min(1024, max_context))
-    manifest = _build_engine(onnx_dir, engine_path, plugins, limits)
-    click.echo(f"wrote {engine_path} (TensorRT {manifest['tensorrt']}) and {engine_path}.json")
+    manifest = build_engine(onnx_dir, engine_path, limits=limits, runtime=runtime, target_sm=target_sm,
+                            plugin_library=plugins)
+    click.echo(_plan_summary(engine_path, manifest))
 
 
 @main.command("eval")

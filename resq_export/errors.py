@@ -4,6 +4,8 @@
 class ResQError(Exception):
     """Base class of every error caused by bad input or configuration."""
 
+    exit_code = 1  # what the CLI exits with
+
 
 class ModelLoadError(ResQError):
     """The model source is missing, corrupt, or of an unsupported architecture."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The native build without CMake (for machines that have nvcc and g++ but no cmake, e.g. a bare GPU
 # box): the same sources and flags as plugins/CMakeLists.txt, into build/plugins/.
-# Usage: tools/build_native.sh [cpu|cuda|all] ; RESQ_CUDA_ARCHS="90a" (default "80 89 90a").
+# Usage: tools/build_native.sh [cpu|cuda|all] ; RESQ_CUDA_ARCHS="90a" (default "80 86 89 90a 120").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -16,7 +16,9 @@ fi
 if [[ "$what" == cuda || "$what" == all ]]; then
   command -v nvcc > /dev/null || { echo "nvcc not found: the CUDA kernel library is skipped" >&2; exit 0; }
   gencode=()
-  for a in ${RESQ_CUDA_ARCHS:-80 89 90a}; do gencode+=("-gencode=arch=compute_$a,code=sm_$a"); done
+  archs=(${RESQ_CUDA_ARCHS:-80 86 89 90a 120})
+  for a in "${archs[@]}"; do gencode+=("-gencode=arch=compute_$a,code=sm_$a"); done
+  csv=$(IFS=,; echo "${archs[*]}")
   nvcc -std=c++17 -O3 -lineinfo --expt-relaxed-constexpr -Xcompiler=-fPIC,-fvisibility=hidden -shared \
-    "${gencode[@]}" "${inc[@]}" plugins/cuda/*.cu -o "$out/libresq_kernels.so"
+    "${gencode[@]}" -DRESQ_CUDA_ARCH_LIST="\"$csv\"" "${inc[@]}" plugins/cuda/*.cu -o "$out/libresq_kernels.so"
 fi

@@ -5,6 +5,10 @@
 
 #include "common.cuh"
 
+#ifndef RESQ_CUDA_ARCH_LIST
+#error "RESQ_CUDA_ARCH_LIST (the -gencode architectures, comma-separated) must be defined by the build"
+#endif
+
 namespace {
 std::mutex g_mutex;
 std::string g_last_error = "no error";
@@ -47,3 +51,5 @@ RESQ_KAPI const char* resq_cuda_last_error(void) {
 RESQ_KAPI int resq_cuda_layout_of(const ResQLinearShape* s, ResQLinearLayout* out) { return resq_linear_layout(s, out); }
 
 RESQ_KAPI int resq_cuda_device_sm(void) { return resq::device_sm(); }
+
+RESQ_KAPI const char* resq_cuda_compiled_archs(void) { return RESQ_CUDA_ARCH_LIST; }

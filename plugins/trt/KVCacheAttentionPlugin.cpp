@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <string>
 
 namespace resq {
 namespace trt {
@@ -18,7 +19,12 @@ KVCacheAttentionPlugin::KVCacheAttentionPlugin(Attributes attrs)
     : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs,
                  std::move(attrs)) {
   const ResQKVShape s = kv_shape(1);  // the required attributes are checked now rather than at enqueue
-  if (resq_kv_check(&s) != RESQ_OK) throw std::invalid_argument("attributes outside the op contract");
+  if (resq_kv_check(&s) != RESQ_OK)
+    throw std::invalid_argument(
+        "attributes outside the op contract (docs/ops.md): num_heads " + std::to_string(s.num_heads) +
+        ", num_kv_heads " + std::to_string(s.num_kv_heads) + ", head_dim " + std::to_string(s.head_dim) +
+        ", high_channels " + std::to_string(s.high_channels) + ", kv_bits " + std::to_string(s.kv_bits) +
+        ", high_bits " + std::to_string(s.high_bits));
   if (s.head_dim > 256) throw std::invalid_argument("the CUDA attention takes head_dim <= 256");
 }
 

@@ -1,45 +1,49 @@
-"""`resq-export engine`: parse the TensorRT-flavour ONNX (model.trt.onnx) with the resq plugin
-library loaded, set the prefill and decode profiles, build, write the plan and a manifest."""
+"""`resq-export engine`: build a TensorRT plan from the TensorRT-flavour ONNX (model.trt.onnx) with
+the resq plugin library, for the prefill and decode profiles, and write it with a manifest.
+
+What can be refused without TensorRT is refused first (the graph's version, what the kernels run,
+the target GPU); the parse, network check and build then run in a separate process (worker.py)
+with the runtime's environment; the plan appears under its name only when whole."""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
 from ..errors import ResQError
-from ..fileio import atomic_file, atomic_write_text
-from ..export.spec import op_version
 from ..export.graph import PREPARED_LINEAR, prepared_inputs
 from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
+from ..fileio import atomic_write_text, sha256_file
 from .profiles import EngineLimits, profile_shapes
+from .runtime import (PLUGIN_HINT, Runtime, TensorRTMissing, check_kernel_target, choose_target, kernel_archs,
+                      local_sm, resolve_runtime, worker_environment)
 
 log = logging.getLogger(__name__)
 
 PLUGIN_LIBRARY = "libresq_plugins.so"
-INSTALL_HINT = (
-    "TensorRT is not installed: the engine needs TensorRT >= 10 with its Python bindings "
-    "(`pip install tensorrt` from NVIDIA's package index, or the wheel in a TensorRT SDK) on a machine with an "
-    "NVIDIA GPU, and the resq plugin library built against it "
-    "(`cmake -S . -B build -DRESQ_TENSORRT_ROOT=/path/to/TensorRT && cmake --build build`)."
-)
+MANIFEST_TOOL = "resq-export"
 
 
-class TensorRTMissing(ResQError):
-    """TensorRT (or the plugin library) is not available here; the CLI exits with code 2."""
+@dataclass(frozen=True)
+class EngineSetup:
+    """Everything an engine build needs besides the model, checked: the runtime, the GPU it builds
+    for, the plugin library and the kernels' cubins."""
 
-
-def require_tensorrt():
-    """The tensorrt module, or TensorRTMissing naming what to install."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise TensorRTMissing(f"{INSTALL_HINT} (import tensorrt: {e})") from None
-    return tensorrt
+    runtime: Runtime
+    target_sm: int
+    plugins: Path
+    kernel_archs: tuple[str, ...]
 
 
 def default_plugin_library() -> Path:
@@ -48,24 +52,18 @@ def default_plugin_library() -> Path:
     return library_dir() / PLUGIN_LIBRARY
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _device() -> dict:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability()
-            return {"name": torch.cuda.get_device_name(), "sm": f"{major}{minor}", "cuda": torch.version.cuda}
-    except ImportError:
-        pass
-    return {"name": None, "sm": None, "cuda": None}
+def prepare_engine(runtime: str = "auto", target_sm: str | int | None = None,
+                   plugin_library: Path | None = None) -> EngineSetup:
+    """Resolve and check the build's environment. Raises TensorRTMissing (exit code 2) when the
+    runtime or the plugin library is absent, ResQError when the target cannot work."""
+    rt = resolve_runtime(runtime)
+    sm = choose_target(rt, target_sm, local_sm())
+    plugins = Path(plugin_library or os.environ.get("RESQ_PLUGIN_LIBRARY") or default_plugin_library())
+    if not plugins.is_file():
+        raise TensorRTMissing(f"the plugin library {plugins} is missing: {PLUGIN_HINT}")
+    archs = kernel_archs(plugins)
+    check_kernel_target(archs, sm)
+    return EngineSetup(rt, sm, plugins.resolve(), tuple(archs))
 
 
 def check_gpu_support(model: onnx.ModelProto) -> None:
@@ -92,20 +90,54 @@ def check_gpu_support(model: onnx.ModelProto) -> None:
                         "(for TensorRT quantise with 4-bit activations, e.g. --method resq)")
 
 
-def _load_plugins(registry, plugins: Path) -> None:
-    """Load the plugin library once per process: TensorRT returns no handle for a library whose
-    creators are already registered."""
-    if registry.get_creator(PREPARED_LINEAR, str(op_version(PREPARED_LINEAR)), "resq") is not None:
+def _check_engine_path(engine_path: Path) -> None:
+    """Never overwrite a file resq-export did not write: an existing plan is replaced only when its
+    manifest says it is ours."""
+    if not engine_path.exists():
         return
-    if registry.load_library(str(plugins)) is None:
-        raise ResQError(f"TensorRT could not load the plugin library {plugins}")
+    manifest = Path(str(engine_path) + ".json")
+    try:
+        ours = json.loads(manifest.read_text()).get("tool") == MANIFEST_TOOL
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if engine_path.is_dir() or not ours:
+        raise ResQError(f"{engine_path} exists and is not a plan resq-export wrote (no {manifest.name} of ours): "
+                        "choose another --engine path or remove it yourself")
 
 
-def build_engine(onnx_dir: Path, engine_path: Path, plugin_library: Path | None = None,
-                 limits: EngineLimits | None = None, workspace_mib: int = 4096) -> dict:
-    """Build out.plan (and out.plan.json, the manifest) from an ONNX folder. Raises TensorRTMissing
-    when TensorRT or the plugin library is absent, ResQError when the network cannot be built."""
+def _run_worker(setup: EngineSetup, request: dict) -> dict:
+    """Run worker.py in its own process; its result, or ResQError with TensorRT's words."""
+    with tempfile.TemporaryDirectory(prefix="resq-engine-") as tmp:
+        req, res, errors = Path(tmp) / "request.json", Path(tmp) / "result.json", Path(tmp) / "errors.log"
+        req.write_text(json.dumps({**request, "log": str(errors)}))
+        env = worker_environment(setup.runtime, Path(tmp))
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        proc = subprocess.run([sys.executable, "-m", "resq_export.engine.worker", str(req), str(res)], env=env)
+        said = errors.read_text().splitlines() if errors.is_file() else []
+        for line in said:
+            log.info("TensorRT: %s", line)
+        if proc.returncode < 0:
+            name = signal.Signals(-proc.returncode).name
+            last = f"; TensorRT's last error: {said[-1]}" if said else ""
+            raise ResQError(f"the TensorRT build process ended with {name}{last}")
+        if not res.is_file():
+            raise ResQError(f"the TensorRT build process exited with code {proc.returncode} and no result")
+        result = json.loads(res.read_text())
+    if not result.get("ok"):
+        raise ResQError(result.get("error", "the TensorRT build failed"))
+    return result
+
+
+def build_engine(onnx_dir: Path, engine_path: Path, setup: EngineSetup | None = None,
+                 limits: EngineLimits | None = None, workspace_mib: int = 4096, *, runtime: str = "auto",
+                 target_sm: str | int | None = None, plugin_library: Path | None = None) -> dict:
+    """Build out.plan and out.plan.json (the manifest) from an ONNX folder; returns the manifest.
+    Without `setup`, prepare_engine(runtime, target_sm, plugin_library) once the model is checked.
+    Raises TensorRTMissing when the runtime or the plugin library is absent, ResQError when the
+    model or target cannot be built. Nothing is written unless the plan is whole."""
     limits = limits or EngineLimits()
+    engine_path = Path(engine_path)
     meta = check_onnx_folder(onnx_dir)
     trt_onnx = Path(onnx_dir) / TRT_FILE
     if not trt_onnx.is_file():
@@ -114,50 +146,41 @@ def build_engine(onnx_dir: Path, engine_path: Path, plugin_library: Path | None 
     check_tensorrt_flavour(graph, trt_onnx)
     check_gpu_support(graph)
     shapes = profile_shapes(graph, limits)
-    trt = require_tensorrt()
-    plugins = Path(plugin_library or os.environ.get("RESQ_PLUGIN_LIBRARY") or default_plugin_library())
-    if not plugins.is_file():
-        raise TensorRTMissing(f"{plugins} is missing: build the plugin library against TensorRT "
-                              "(`cmake -S . -B build -DRESQ_TENSORRT_ROOT=/path/to/TensorRT && cmake --build build`)")
+    _check_engine_path(engine_path)
+    setup = setup or prepare_engine(runtime, target_sm, plugin_library)
+    log.info("building for sm_%s with %s %s", setup.target_sm, setup.runtime.name, setup.runtime.version)
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    _load_plugins(builder.get_plugin_registry(), plugins)
-    # Strongly typed: the int8 weights and KV tensors are plain data for the plugins, not quantised
-    # values wanting scales (TensorRT 10's weakly typed default); TensorRT 11 is always strongly typed.
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(trt_onnx)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ResQError(f"TensorRT cannot parse {trt_onnx}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    for name, per_input in shapes.items():
-        profile = builder.create_optimization_profile()
-        for inp, (lo, opt, hi) in per_input.items():
-            profile.set_shape(inp, lo, opt, hi)
-        if config.add_optimization_profile(profile) < 0:
-            raise ResQError(f"TensorRT refused the {name} optimisation profile: {per_input}")
-        log.info("profile %s: %s", name, per_input)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ResQError("TensorRT failed to build the engine (see its log above)")
-    manifest = {
-        "tool": "resq-export", "onnx": str(onnx_dir), "tensorrt": trt.__version__, "device": _device(),
-        "ops": meta.get("tensorrt_ops", {}), "spec_version": meta.get("spec_version"),
-        "plugin_library": {"path": str(plugins), "sha256": _sha256(plugins)},
-        "profiles": {n: {k: [list(s) for s in v] for k, v in p.items()} for n, p in shapes.items()},
-        "limits": limits.__dict__,
-    }
-    engine_path = Path(engine_path)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(engine_path, "wb") as f:
-        f.write(bytes(plan))
+    fd, tmp_plan = tempfile.mkstemp(prefix=f".{engine_path.name}.tmp-", dir=engine_path.parent)
+    os.close(fd)
+    t0 = time.perf_counter()
+    try:
+        request = {"module": setup.runtime.module, "onnx": str(trt_onnx.resolve()), "plugins": str(setup.plugins),
+                   "target_sm": setup.target_sm if setup.runtime.name == "tensorrt-rtx" else None,
+                   "workspace_mib": workspace_mib, "plan": tmp_plan,
+                   "profiles": {n: {k: [list(s) for s in v] for k, v in p.items()} for n, p in shapes.items()}}
+        result = _run_worker(setup, request)
+        manifest = {
+            "tool": MANIFEST_TOOL, "onnx": str(Path(onnx_dir).resolve()), "trt_onnx_sha256": sha256_file(trt_onnx),
+            "runtime": {"name": setup.runtime.name, "version": setup.runtime.version},
+            "target_sm": setup.target_sm, "local_sm": local_sm(),
+            "ops": meta.get("tensorrt_ops", {}), "spec_version": meta.get("spec_version"),
+            "plugin_library": {"path": str(setup.plugins), "sha256": sha256_file(setup.plugins)},
+            "kernel_archs": list(setup.kernel_archs),
+            "profiles": request["profiles"], "limits": limits.__dict__,
+            "network": result["network"], "plan_bytes": result["plan_bytes"],
+            "build": {"wall_s": round(time.perf_counter() - t0, 2), "parse_s": round(result["parse_s"], 2),
+                      "build_s": round(result["build_s"], 2), "peak_rss_mb": round(result["peak_rss_mb"], 1)},
+        }
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_plan, 0o666 & ~umask)  # mkstemp makes it private; a plan is an ordinary file
+        os.replace(tmp_plan, engine_path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_plan)
     atomic_write_text(Path(str(engine_path) + ".json"), json.dumps(manifest, indent=2))
     return manifest
 
 
-__all__ = ["EngineLimits", "TensorRTMissing", "build_engine", "require_tensorrt"]
+__all__ = ["EngineLimits", "EngineSetup", "TensorRTMissing", "build_engine", "prepare_engine"]
