@@ -73,6 +73,10 @@ class WorkDir:
             work.commit(resumed=True)
             return work
         if root.exists():  # killed before its first record: nothing in it can be trusted
+            foreign = [p.name for p in root.iterdir() if p.name != "README" and ".tmp-" not in p.name]
+            if foreign:
+                raise ResumeError(f"{root} exists but is not the work folder of a resq-export run (it holds "
+                                  f"{', '.join(sorted(foreign)[:3])}): move it away (quantize keeps its progress there)")
             shutil.rmtree(root)
         root.mkdir(parents=True)
         (root / "README").write_text(

@@ -68,15 +68,23 @@ def _quant_config(method, weight_algo, w_bits, a_bits, kv_bits, high_bits, high_
     )
 
 
+_OVERWRITE = click.option("--overwrite", is_flag=True,
+                          help="Replace an existing --out that is not an earlier output of this command.")
+
+
 @main.command()
 @click.option("--model", "model_source", required=True, help="HF folder, .gguf file or 'smollm2-135m'.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The artifact folder. An existing one must be empty or an earlier artifact (replaced), "
+                   "unless --overwrite; progress is kept in OUT.partial/ until it is written.")
+@_OVERWRITE
 @quant_options
-def quantize(model_source, out_dir, calib_data, quiet, **settings) -> None:
+def quantize(model_source, out_dir, calib_data, quiet, overwrite, **settings) -> None:
     """Calibrate, rotate and quantise a model into an artifact folder."""
     from .quantize import quantize as run
 
-    stats = run(model_source, _quant_config(**settings), out_dir, calib_data or None, progress=not quiet)
+    stats = run(model_source, _quant_config(**settings), out_dir, calib_data or None, progress=not quiet,
+                overwrite=overwrite)
     if not quiet:
         click.echo(f"wrote {out_dir} ({stats['wall_time_s']:.1f} s, peak RSS {stats['peak_rss_mb']:.0f} MB)")
 
@@ -94,7 +102,9 @@ def _engine_target_options(f):
 @main.command()
 @click.option("--model", "model_source", required=True, help="HF folder, .gguf file or 'smollm2-135m'.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for artifact/, onnx/ and validation.json.")
+              help="Folder for artifact/, onnx/ and validation.json; an existing one must be empty or an earlier "
+                   "build's, unless --overwrite.")
+@_OVERWRITE
 @click.option("--eval-max-tokens", type=int, default=2048, show_default=True,
               help="Tokens of the packaged evaluation text the validation and the FP baseline read.")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -102,7 +112,7 @@ def _engine_target_options(f):
                    "code 2 without them, after the ONNX is written).")
 @_engine_target_options
 @quant_options
-def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, engine_path, runtime, target_sm,
+def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, engine_path, runtime, target_sm,
           **settings) -> None:
     """quantize -> export -> validate (ONNX Runtime against the reference executor, and the float
     model's perplexity on the same windows as the baseline) (-> TensorRT engine), with a summary."""
@@ -112,12 +122,14 @@ def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, engine_path
     from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
     from .export.writer import export_onnx
     from .models.loader import load_model
+    from .outputs import check_output
     from .quantize import quantize as run
     from .validate.compare import compare
     from .validate.ort_runner import OrtDecoder
     from .validate.ppl import perplexity
 
     cfg = _quant_config(**settings)
+    out_dir = check_output(out_dir, "build", [model_source, *calib_data], overwrite)
     # A target that cannot work is refused before hours of quantisation; a missing runtime or
     # plugin library only after the ONNX is written (exit code 2).
     setup, missing = _engine_setup(runtime, target_sm) if engine_path else (None, None)
@@ -131,8 +143,9 @@ def build(model_source, out_dir, calib_data, quiet, eval_max_tokens, engine_path
         return out
 
     art, onnx_dir = out_dir / "artifact", out_dir / "onnx"
-    stats = stage("quantize", lambda: run(model_source, cfg, art, calib_data or None, progress=not quiet))
-    stage("export", lambda: export_onnx(art, onnx_dir))
+    stats = stage("quantize", lambda: run(model_source, cfg, art, calib_data or None, progress=not quiet,
+                                          overwrite=overwrite))
+    stage("export", lambda: export_onnx(art, onnx_dir, overwrite=overwrite))
     if missing is not None:  # before the validation: stop as soon as the ONNX is written
         click.echo(f"error: {missing}", err=True)
         sys.exit(2)
@@ -262,12 +275,15 @@ def report(artifact, out_file) -> None:
 
 @main.command("export")
 @click.option("--artifact", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-def export_cmd(artifact, out_dir) -> None:
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The ONNX folder. An existing one must be empty or an earlier export (replaced), unless "
+                   "--overwrite.")
+@_OVERWRITE
+def export_cmd(artifact, out_dir, overwrite) -> None:
     """Write the ONNX folder: model.onnx (ONNX Runtime) and model.trt.onnx (TensorRT plugins)."""
     from .export.writer import export_onnx
 
-    meta = export_onnx(artifact, out_dir)
+    meta = export_onnx(artifact, out_dir, overwrite=overwrite)
     click.echo(f"wrote {out_dir} ({', '.join(f'{k} v{v}' for k, v in meta['ops'].items()) or 'standard ops only'})")
 
 

@@ -13,12 +13,53 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporary siblings `.NAME.tmp-PID-*` / `.NAME.old-PID-*` that a killed write to
+    `target` left behind (their process is gone; older ones carry no pid). Returns what was removed."""
+    target = Path(target)
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for kind in ("tmp", "old"):
+        for path in target.parent.glob(f".{glob_escape(target.name)}.{kind}-*"):
+            pid = path.name[len(target.name) + len(kind) + 3:].split("-", 1)[0]
+            if pid.isdigit() and _alive(int(pid)):
+                continue  # another run is writing it now
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            removed.append(path)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def temp_prefix(target: Path, kind: str = "tmp") -> str:
+    return f".{target.name}.{kind}-{os.getpid()}-"
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path, replace: bool = True) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it takes `target`'s name (replacing an old one)."""
+    """Yield a temporary sibling folder; on success it takes `target`'s name (replacing an old one).
+    Leftovers of an earlier killed write to the same target are removed first."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new folder
@@ -27,7 +68,7 @@ def atomic_directory(target: Path, replace: bool = True) -> Iterator[Path]:
         if target.exists():
             if not replace:
                 raise FileExistsError(f"{target} exists")
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(target, "old"), dir=target.parent))
             os.replace(target, old / "x")
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -44,7 +85,8 @@ def atomic_file(path: Path, mode: str = "w") -> Iterator:
     the usual permissions, on any error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -31,6 +31,7 @@ from .errors import ResQError
 from .layout import LinearLayout, high_channels, role_layouts
 from .models.config import ModelConfig
 from .models.loader import ModelSource, open_model
+from .outputs import check_output
 from .reference import LqerBranch, QuantLinear
 from .tensorfile import Entry, write_safetensors
 from .transforms import rotate
@@ -530,14 +531,17 @@ class _Pipeline:
 
 def quantize(
     source: str, quant: QuantConfig, out_dir: Path, calib_data: Sequence[str] | None = None,
-    progress: bool = True, in_memory: bool = False,
+    progress: bool = True, in_memory: bool = False, overwrite: bool = False,
 ) -> dict:
     """Run the whole stage and write the artifact. Returns the stats recorded in its manifest.
 
     Streams the model layer by layer (memory does not grow with the number of layers) and keeps its
     progress in `<out_dir>.partial/`, so an interrupted run continues with the same call. in_memory:
-    read every source tensor up front instead (same result; for comparison and small models)."""
+    read every source tensor up front instead (same result; for comparison and small models).
+    out_dir must be new, empty or an earlier artifact (overwrite: any folder), and apart from the
+    model and calibration files (outputs.check_output)."""
     quant.validate()
+    out_dir = check_output(out_dir, "artifact", [source, *(calib_data or ())], overwrite)
     torch.manual_seed(quant.seed)
     t0 = time.perf_counter()
     src = open_model(source, in_memory=in_memory)

@@ -24,7 +24,7 @@ import onnx
 from ..errors import ResQError
 from ..export.graph import PREPARED_LINEAR, prepared_inputs
 from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
-from ..fileio import atomic_write_text, sha256_file
+from ..fileio import atomic_write_text, remove_stale_temporaries, sha256_file, temp_prefix
 from .profiles import EngineLimits, profile_shapes
 from .runtime import (PLUGIN_HINT, Runtime, TensorRTMissing, check_kernel_target, choose_target, kernel_archs,
                       local_sm, resolve_runtime, worker_environment)
@@ -151,7 +151,8 @@ def build_engine(onnx_dir: Path, engine_path: Path, setup: EngineSetup | None = 
     log.info("building for sm_%s with %s %s", setup.target_sm, setup.runtime.name, setup.runtime.version)
 
     engine_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_plan = tempfile.mkstemp(prefix=f".{engine_path.name}.tmp-", dir=engine_path.parent)
+    remove_stale_temporaries(engine_path)
+    fd, tmp_plan = tempfile.mkstemp(prefix=temp_prefix(engine_path), dir=engine_path.parent)
     os.close(fd)
     t0 = time.perf_counter()
     try:

@@ -141,7 +141,10 @@ def kernel_archs(plugin_library: Path) -> list[str]:
     path = Path(plugin_library).with_name("libresq_kernels.so")
     if not path.is_file():
         raise TensorRTMissing(f"{path} is missing beside the plugin library: the plugins call it; {PLUGIN_HINT}")
-    lib = ctypes.CDLL(str(path))
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:  # typically the CUDA runtime it links (libcudart) is not on the library path
+        raise TensorRTMissing(f"cannot load {path}: {e}") from None
     try:
         fn = lib.resq_cuda_compiled_archs
     except AttributeError:

@@ -16,6 +16,7 @@ from ..config import QuantConfig
 from ..decoder import Decoder
 from ..errors import ArtifactError
 from ..fileio import atomic_directory, read_json
+from ..outputs import check_output
 from .builder import ExternalData
 from .graph import GraphExporter, build_onnx
 from .spec import DOMAIN, load_spec, op_version
@@ -95,10 +96,12 @@ def _custom_ops(m: onnx.ModelProto) -> dict[str, int]:
     return {op: op_version(op) for op in sorted({n.op_type for n in m.graph.node if n.domain == DOMAIN})}
 
 
-def export_onnx(artifact: Path, out_dir: Path, external_over: int = _EXTERNAL_THRESHOLD) -> dict:
+def export_onnx(artifact: Path, out_dir: Path, external_over: int = _EXTERNAL_THRESHOLD, overwrite: bool = False) -> dict:
     """Both flavours, one after the other, their weights written as they are made: in memory are the
     model and one graph without its weights. A flavour over external_over bytes (by default
-    protobuf's limit) keeps its weights in <file>.data."""
+    protobuf's limit) keeps its weights in <file>.data. out_dir must be new, empty or an earlier
+    ONNX folder (overwrite: any folder), and apart from the artifact."""
+    out_dir = check_output(out_dir, "onnx", [artifact], overwrite)
     model, quant, tokenizer = load_artifact(artifact)
     with atomic_directory(Path(out_dir)) as tmp:
         proto, external = _write_flavour(tmp / ORT_FILE, lambda sink: build_onnx(model, quant, sink), external_over)

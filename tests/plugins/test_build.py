@@ -9,7 +9,7 @@ import pytest
 
 from resq_export.native import loader
 
-ARCHS = {"sm_80", "sm_89", "sm_90a"}
+ARCHS = {"sm_80", "sm_86", "sm_89", "sm_90a", "sm_120"}  # CMake's default RESQ_CUDA_ARCHS
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,23 @@ def test_kernels_compiled_for_every_arch(kernel_library):
     else:  # every embedded cubin names its target (sm_80, sm_89, sm_90a) in the fat binary
         listing = " ".join(m.decode() for m in re.findall(rb"sm_\d+a?", kernel_library.read_bytes()))
     assert ARCHS <= set(re.findall(r"sm_\d+a?", listing)), listing
+
+
+def test_kernel_library_reports_its_cubins(kernel_library):
+    """What an ahead-of-time engine build asks (engine/runtime.kernel_archs) is what the fat binary
+    holds, and the target check follows it: sm_121 runs the sm_120 cubin, sm_90 only 90a, sm_75 none."""
+    from resq_export.engine.runtime import check_kernel_target, kernel_archs
+    from resq_export.errors import ResQError
+
+    archs = kernel_archs(kernel_library.with_name("libresq_plugins.so"))
+    embedded = set(re.findall(rb"sm_\d+a?", kernel_library.read_bytes()))
+    assert {f"sm_{a}".encode() for a in archs} <= embedded and ARCHS <= {f"sm_{a}" for a in archs}, archs
+    for sm in (80, 86, 89, 90, 120, 121):
+        check_kernel_target(archs, sm)
+    with pytest.raises(ResQError, match="sm_80 or newer"):
+        check_kernel_target(archs, 75)
+    with pytest.raises(ResQError, match="RESQ_CUDA_ARCHS"):
+        check_kernel_target(archs, 100)
 
 
 def test_c_api_validates_before_touching_the_device(kernel_library):
