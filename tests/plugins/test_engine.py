@@ -150,7 +150,7 @@ def _without_runtimes(tmp_path, *args):
     shadow = tmp_path / "shadow"
     shadow.mkdir(exist_ok=True)
     for module in ("tensorrt", "tensorrt_rtx_bindings"):
-        (shadow / f"{module}.py").write_text(f"raise ImportError('No module named {module!r}')\n")
+        (shadow / f"{module}.py").write_text(f'raise ImportError("No module named {module}")\n')
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])}
     code = "import sys; from resq_export.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True)
