@@ -68,7 +68,9 @@ class WorkDir:
             for tmp in root.rglob(".*.tmp-*"):  # leftovers of writes that a kill cut short
                 with contextlib.suppress(OSError):
                     tmp.unlink()
-            log.info("resuming from %s: %s", root, {k: v for k, v in state.items() if k.endswith("_done")})
+            done = {k: v for k, v in state.items() if k.endswith("_done")}
+            log.warning("resuming the interrupted run kept in %s (%s)", root,
+                        ", ".join(f"{k.removesuffix('_done')}: {v}" for k, v in done.items()))
             work = cls(root, state)
             work.commit(resumed=True)
             return work

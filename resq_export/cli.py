@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -14,8 +15,15 @@ from .config import METHODS, QuantConfig
 from .errors import ResQError
 
 
+_OS_HINTS = {errno.ENOSPC: "free space and rerun the same command (quantize continues from its last finished layer)",
+             errno.EROFS: "choose a writable location", errno.EACCES: "choose a location you may write to",
+             errno.EPERM: "choose a location you may write to", errno.EDQUOT: "free space and rerun the same command"}
+
+
 class _Group(click.Group):
-    """Bad input of any stage becomes one clear line on stderr and exit code 1."""
+    """Bad input of any stage becomes one clear line on stderr and exit code 1 (2: a missing
+    runtime); an environment fault (read-only or full disk) one line naming the path and the remedy;
+    Ctrl-C says that finished work is kept."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -23,13 +31,25 @@ class _Group(click.Group):
         except ResQError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:
+            if e.errno not in _OS_HINTS:
+                raise
+            where = f" ({e.filename})" if e.filename else ""
+            click.echo(f"error: {e.strerror}{where}: {_OS_HINTS[e.errno]}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: finished outputs are kept and nothing half-written is left under its final "
+                       "name; rerun the same command to continue (quantize resumes from its last finished layer)",
+                       err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="resq-export")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def main(verbose: bool) -> None:
-    """ResQ / LQER mixed-precision quantisation of Llama and Qwen2 models."""
+    """ResQ / LQER mixed-precision quantisation of Llama, Mistral and Qwen2 models, exported to ONNX
+    and TensorRT."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
 
@@ -68,6 +88,9 @@ def _quant_config(method, weight_algo, w_bits, a_bits, kv_bits, high_bits, high_
     )
 
 
+_FULL_CHECK = click.option("--full-check", is_flag=True,
+                           help="Check the sha256 of every file of the ONNX folder (default: sizes, and the hashes "
+                                "of files up to 512 MiB).")
 _OVERWRITE = click.option("--overwrite", is_flag=True,
                           help="Replace an existing --out that is not an earlier output of this command.")
 
@@ -175,6 +198,7 @@ def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, 
                f"quantisation peak RSS {stats['peak_rss_mb']:.0f} MB")
     if plan is not None:
         click.echo(_plan_summary(engine_path, plan))
+    click.echo(f"validation: {'PASSED' if result['passed'] else 'FAILED'} ({out_dir / 'validation.json'})")
     if not result["passed"]:
         click.echo("error: validation failed: a tolerance is broken (see validation.json)", err=True)
         sys.exit(3)
@@ -210,7 +234,9 @@ def _plan_summary(engine_path: Path, m: dict) -> str:
 @click.option("--max-sequence", type=int, default=2048, show_default=True, help="Prompt tokens of one prefill.")
 @click.option("--max-context", type=int, default=4096, show_default=True, help="Past + new tokens of one decode.")
 @_engine_target_options
-def engine(onnx_dir, engine_path, plugins, max_batch, max_sequence, max_context, runtime, target_sm) -> None:
+@_FULL_CHECK
+def engine(onnx_dir, engine_path, plugins, max_batch, max_sequence, max_context, runtime, target_sm,
+           full_check) -> None:
     """Build a TensorRT engine (prefill and decode profiles) from an ONNX folder.
     Exit code 2 when no TensorRT runtime or the plugin library is missing."""
     from .engine.build import build_engine
@@ -218,7 +244,7 @@ def engine(onnx_dir, engine_path, plugins, max_batch, max_sequence, max_context,
 
     limits = EngineLimits(max_batch, max_sequence, max_context, min(512, max_sequence), min(1024, max_context))
     manifest = build_engine(onnx_dir, engine_path, limits=limits, runtime=runtime, target_sm=target_sm,
-                            plugin_library=plugins)
+                            plugin_library=plugins, verify="full" if full_check else "quick")
     click.echo(_plan_summary(engine_path, manifest))
 
 
@@ -292,21 +318,25 @@ def export_cmd(artifact, out_dir, overwrite) -> None:
 @click.option("--artifact", type=click.Path(file_okay=False, path_type=Path),
               help="The artifact the ONNX folder was exported from [the one recorded in export.json].")
 @click.option("--text", "text_files", multiple=True, type=click.Path(), help="Evaluation text [the packaged eval text].")
-@click.option("--seqlen", type=int, default=512, show_default=True)
-@click.option("--max-tokens", type=int, default=4096, show_default=True)
-@click.option("--decode-steps", type=int, default=16, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--quiet", is_flag=True)
-def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, as_json, quiet) -> None:
+@click.option("--seqlen", type=click.IntRange(min=2), default=512, show_default=True, help="Tokens per window.")
+@click.option("--max-tokens", type=click.IntRange(min=2), default=4096, show_default=True,
+              help="Evaluate only the first N tokens' windows.")
+@click.option("--decode-steps", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Tokens decoded one by one through the KV cache and compared with recomputation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
+@click.option("--quiet", is_flag=True, help="No progress bars (the result is still printed).")
+@_FULL_CHECK
+def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, as_json, quiet, full_check) -> None:
     """ONNX Runtime against the reference executor: perplexity, logits, top-1, decode through the cache.
     Exit code 3 when a tolerance is broken."""
     from .artifact import load_artifact
     from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
+    from .export.writer import source_artifact
     from .validate.compare import TOLERANCES, compare
     from .validate.ort_runner import OrtDecoder
 
-    ort_model = OrtDecoder(onnx_dir)
-    reference, _, tokenizer = load_artifact(artifact or Path(ort_model.meta["source_artifact"]["path"]))
+    ort_model = OrtDecoder(onnx_dir, verify="full" if full_check else "quick")
+    reference, _, tokenizer = load_artifact(source_artifact(ort_model.meta, artifact))
     windows = eval_windows(tokenize_corpus(tokenizer, read_texts(list(text_files) or [default_eval_path()])),
                            seqlen, max_tokens)
     result = compare(ort_model, reference, windows, decode_steps, progress=not quiet)
@@ -318,6 +348,7 @@ def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, a
         click.echo(f"top-1 agreement {100 * result['top1_agreement']:.2f}% (tolerance "
                    f"{100 * TOLERANCES['top1_agreement']:.1f}%), max relative logit error {result['max_rel_err']:.2e}")
         click.echo(f"decode through the KV cache ({decode_steps} steps) matches recomputation: {result['decode_match']}")
+        click.echo(f"validation: {'PASSED' if result['passed'] else 'FAILED'}")
     if not result["passed"]:
         click.echo("error: validation failed: a tolerance is broken", err=True)
         sys.exit(3)
@@ -330,14 +361,17 @@ def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, a
 @click.option("--temperature", type=float, default=0.0, show_default=True, help="0: greedy.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--chat", is_flag=True, help="Wrap the prompt in the tokenizer's chat template.")
-def generate(onnx_dir, prompt, max_new_tokens, temperature, seed, chat) -> None:
+@_FULL_CHECK
+def generate(onnx_dir, prompt, max_new_tokens, temperature, seed, chat, full_check) -> None:
     """Stream tokens from ONNX Runtime through the quantised KV cache."""
     from .generate import load_tokenizer, stream
     from .validate.ort_runner import OrtDecoder
 
     if temperature < 0 or max_new_tokens < 1:
         raise click.BadParameter("--temperature must be >= 0 and --max-new-tokens >= 1")
-    session = OrtDecoder(onnx_dir)
+    if not prompt.strip():
+        raise click.BadParameter("the prompt is empty", param_hint="--prompt")
+    session = OrtDecoder(onnx_dir, verify="full" if full_check else "quick")
     for piece in stream(session, load_tokenizer(onnx_dir), prompt, max_new_tokens, temperature, seed, chat):
         click.echo(piece, nl=False)
     click.echo()

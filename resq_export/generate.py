@@ -7,13 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ArtifactError, ConfigError
 from .validate.ort_runner import OrtDecoder
 
 
 def load_tokenizer(onnx_dir: Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(Path(onnx_dir) / "tokenizer"))
+    folder = Path(onnx_dir) / "tokenizer"
+    if not (folder / "tokenizer_config.json").is_file():
+        raise ArtifactError(f"{folder} is missing or incomplete: re-export the ONNX folder "
+                            "(resq-export export --artifact ART --out ONNX_DIR)")
+    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
@@ -31,7 +36,7 @@ def stream(session: OrtDecoder, tokenizer, prompt: str, max_new_tokens: int, tem
     """Yield the decoded text piece by piece; greedy when temperature is 0."""
     ids = prompt_ids(tokenizer, prompt, chat)
     if not ids:
-        raise ValueError("the prompt tokenises to nothing")
+        raise ConfigError("the prompt tokenises to nothing")
     rng = np.random.default_rng(seed)
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     logits, past = session.forward(np.array([ids]))

@@ -27,7 +27,7 @@ from .calib.stats import AbsMeanMax, BasisStatistics, NumericalError, SecondMome
 from .checkpoint import WorkDir, maybe_test_kill
 from .config import SCHEMA_VERSION, QuantConfig
 from .decoder import LINEAR_ROLES, Decoder, FloatLinear, KVCache, Layer, StopForward
-from .errors import ResQError
+from .errors import ConfigError, ResQError
 from .layout import LinearLayout, high_channels, role_layouts
 from .models.config import ModelConfig
 from .models.loader import ModelSource, open_model
@@ -547,6 +547,10 @@ def quantize(
     src = open_model(source, in_memory=in_memory)
     if quant.quantizes_weights:
         role_layouts(src.config, quant)  # shapes that do not fit fail here, before the long work
+        smallest = min(src.config.hidden_size, src.config.num_heads * src.config.head_dim)
+        if quant.lqer_rank > smallest:  # the decomposition cannot give more components than that
+            raise ConfigError(f"--lqer-rank {quant.lqer_rank} exceeds the smallest linear dimension of this "
+                              f"model ({smallest}); choose a rank of at most {smallest}")
     calib = load_calibration(src.tokenizer, quant, calib_data) if quant.quantizes_weights else None
     work = WorkDir.open(Path(out_dir), _fingerprint(src, quant, calib))
     times = {"load": time.perf_counter() - t0}

@@ -87,3 +87,17 @@ def run_cli(*args):
     from resq_export.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def rerecord_onnx_files(folder: Path) -> None:
+    """After a test edits an exported ONNX folder on purpose (to model another release's output):
+    record the edited files in export.json, so that the deeper checks are what the test reaches."""
+    import hashlib
+    import json
+
+    meta_path = Path(folder) / "export.json"
+    meta = json.loads(meta_path.read_text())
+    meta["files"] = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size,
+                                                         "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+                     for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != "export.json"}
+    meta_path.write_text(json.dumps(meta, indent=2))

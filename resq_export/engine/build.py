@@ -131,14 +131,15 @@ def _run_worker(setup: EngineSetup, request: dict) -> dict:
 
 def build_engine(onnx_dir: Path, engine_path: Path, setup: EngineSetup | None = None,
                  limits: EngineLimits | None = None, workspace_mib: int = 4096, *, runtime: str = "auto",
-                 target_sm: str | int | None = None, plugin_library: Path | None = None) -> dict:
+                 target_sm: str | int | None = None, plugin_library: Path | None = None,
+                 verify: str = "quick") -> dict:
     """Build out.plan and out.plan.json (the manifest) from an ONNX folder; returns the manifest.
     Without `setup`, prepare_engine(runtime, target_sm, plugin_library) once the model is checked.
     Raises TensorRTMissing when the runtime or the plugin library is absent, ResQError when the
     model or target cannot be built. Nothing is written unless the plan is whole."""
     limits = limits or EngineLimits()
     engine_path = Path(engine_path)
-    meta = check_onnx_folder(onnx_dir)
+    meta = check_onnx_folder(onnx_dir, verify)
     trt_onnx = Path(onnx_dir) / TRT_FILE
     if not trt_onnx.is_file():
         raise ResQError(f"{trt_onnx} is missing: re-export the ONNX folder with this resq-export")

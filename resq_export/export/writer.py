@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from ..artifact import load_artifact, read_manifest
 from ..config import QuantConfig
 from ..decoder import Decoder
 from ..errors import ArtifactError
-from ..fileio import atomic_directory, read_json
+from ..fileio import atomic_directory, read_json, sha256_file
 from ..outputs import check_output
 from .builder import ExternalData
 from .graph import GraphExporter, build_onnx
 from .spec import DOMAIN, load_spec, op_version
+
+log = logging.getLogger(__name__)
 
 ORT_FILE = "model.onnx"
 TRT_FILE = "model.trt.onnx"
@@ -109,7 +112,7 @@ def export_onnx(artifact: Path, out_dir: Path, external_over: int = _EXTERNAL_TH
         meta = {
             "tool": "resq-export", "tool_version": __version__, "method": quant.method,
             "spec_version": load_spec()["spec_version"], "ops": _custom_ops(proto),
-            "source_artifact": {"path": str(artifact), "manifest_sha256_of_weights":
+            "source_artifact": {"path": str(Path(artifact).resolve()), "manifest_sha256_of_weights":
                                 read_manifest(artifact)["files"].get("model.safetensors")},
             "inputs": [i.name for i in proto.graph.input], "outputs": [o.name for o in proto.graph.output],
             "external_data": external,
@@ -120,17 +123,51 @@ def export_onnx(artifact: Path, out_dir: Path, external_over: int = _EXTERNAL_TH
         meta["tensorrt_ops"] = _custom_ops(trt)
         del trt
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        meta["files"] = {p.relative_to(tmp).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                         for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     return meta
 
 
-def check_onnx_folder(onnx_dir: Path) -> dict:
-    """Refuse folders that are not ours, corrupt, or from another op version, with a clear message."""
+# Files up to this size are hashed by the quick check; larger ones (the .data weights of big models,
+# about 20 s per 10 GB) only by their size, unless the full check is asked for.
+_QUICK_WHOLE = 512 * 1024**2
+
+
+def verify_onnx_files(onnx_dir: Path, meta: dict, full: bool = False) -> None:
+    """Check the folder's files against export.json: each present with its size, and its sha256
+    (whole files up to 512 MiB; with full, every file). ArtifactError names the first that differs."""
+    files = meta.get("files")
+    if files is None:
+        log.warning("%s was exported before export.json listed its files: its integrity is not checked "
+                    "(re-export to get the check)", onnx_dir)
+        return
+    for name, want in files.items():
+        path = Path(onnx_dir) / name
+        if not path.is_file():
+            raise ArtifactError(f"{path} is missing; copy the whole ONNX folder, or re-export it")
+        if path.stat().st_size != want["bytes"]:
+            raise ArtifactError(f"{path} has {path.stat().st_size} bytes where export.json records {want['bytes']}: "
+                                "the folder is damaged; re-export it")
+        if full or want["bytes"] <= _QUICK_WHOLE:
+            if sha256_file(path) != want["sha256"]:
+                raise ArtifactError(f"{path} differs from what export wrote (sha256): the folder is damaged; "
+                                    "re-export it")
+
+
+def check_onnx_folder(onnx_dir: Path, verify: str = "quick") -> dict:
+    """Refuse folders that are not ours, corrupt, or from another op version, with a clear message.
+    verify: the files against export.json, "quick" (sizes, and hashes of files up to 512 MiB),
+    "full" (every hash) or "none"."""
     onnx_dir = Path(onnx_dir)
     meta_path = onnx_dir / META_FILE
     if not meta_path.is_file() or not (onnx_dir / ORT_FILE).is_file():
         raise ArtifactError(f"{onnx_dir} is not a resq-export ONNX folder (needs {ORT_FILE} and {META_FILE})")
     meta = read_json(meta_path, ArtifactError)
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{meta_path} is corrupt (not a JSON object)")
+    if verify != "none":
+        verify_onnx_files(onnx_dir, meta, full=verify == "full")
     try:
         proto = onnx.load(str(onnx_dir / ORT_FILE), load_external_data=False)
     except Exception as e:
@@ -151,3 +188,20 @@ def check_onnx_folder(onnx_dir: Path) -> dict:
                 "re-export the model with this version"
             )
     return meta
+
+
+def source_artifact(meta: dict, given: Path | None = None) -> Path:
+    """The artifact an ONNX folder was exported from: `given`, else the path export.json records;
+    refused when its weights are not the ones the folder was exported from (re-quantised since, or
+    another artifact)."""
+    recorded = meta.get("source_artifact", {})
+    path = Path(given or recorded.get("path", ""))
+    if not (path / "manifest.json").is_file():
+        raise ArtifactError(f"the artifact {path} the ONNX folder was exported from is not there: pass --artifact")
+    want = recorded.get("manifest_sha256_of_weights")
+    have = read_manifest(path)["files"].get("model.safetensors")
+    if want and have != want:
+        raise ArtifactError(f"the ONNX folder was exported from another artifact than {path} (its weights' sha256 "
+                            f"{want[:12]}..., this artifact's {str(have)[:12]}...): pass the right --artifact, or "
+                            f"re-export from this one")
+    return path

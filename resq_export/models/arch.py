@@ -78,6 +78,10 @@ _MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "q
 def arch_of_hf_config(hf: dict) -> ArchSpec:
     """The spec for an HF config dict: its `architectures` entry, else its `model_type` (GGUF configs)."""
     archs = hf.get("architectures") or []
+    if isinstance(archs, str):  # a hand-written config; HF writes a list
+        archs = [archs]
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise ModelLoadError(f"config.json: \"architectures\" should be a list of names, not {archs!r}")
     if archs:
         return get_arch(archs[0])
     model_type = hf.get("model_type")

@@ -170,6 +170,8 @@ def _open_hf_folder(folder: Path, source: dict, in_memory: bool) -> ModelSource:
     if not config_path.is_file():
         raise ModelLoadError(f"{folder} has no config.json; is it a Hugging Face model folder?")
     hf_config = read_json(config_path, ModelLoadError)
+    if not isinstance(hf_config, dict):
+        raise ModelLoadError(f"{config_path} is not a JSON object of model settings")
     config = ModelConfig.from_hf(hf_config)
     weight_files = _weight_files(folder)
     tensors = _SafetensorsReader(weight_files)

@@ -23,10 +23,10 @@ def _return_freed_memory() -> None:
 
 class OrtDecoder:
     def __init__(self, onnx_dir: Path, optimization: str = "basic", threads: int | None = None,
-                 profile_prefix: str | None = None):
+                 profile_prefix: str | None = None, verify: str = "quick"):
         import onnxruntime as ort
 
-        self.meta = check_onnx_folder(onnx_dir)
+        self.meta = check_onnx_folder(onnx_dir, verify)
         so = ort.SessionOptions()
         # "basic" folds the weight unpacking into constants but leaves MatMulInteger chains alone
         # (extended fusions may change the float epilogue, see DESIGN.md)

@@ -11,7 +11,7 @@ import sys
 
 import onnx
 import pytest
-from tiny_models import SMALL, run_cli
+from tiny_models import SMALL, rerecord_onnx_files, run_cli
 
 from resq_export.engine.network import bind_shape, expected_shape
 from resq_export.engine.profiles import EngineLimits, profile_shapes
@@ -88,6 +88,7 @@ def test_engine_refuses_a_tensorrt_flavour_of_another_version(onnx_dir, tmp_path
     model = onnx.load(str(old / TRT_FILE))
     next(n for n in model.graph.node if n.op_type == "ResQMixedLinearPrepared").op_type = "ResQMixedLinear"
     onnx.save(model, str(old / TRT_FILE))
+    rerecord_onnx_files(old)
     result = run_cli("engine", "--onnx", old, "--engine", tmp_path / "out.plan")
     assert result.exit_code == 1, result.output
     assert "ResQMixedLinear version 1" in result.output and "re-export" in result.output
@@ -276,6 +277,7 @@ def _edited_copy(onnx_dir, tmp_path, edit):
     model = onnx.load(str(bad / TRT_FILE))
     edit(model)
     onnx.save(model, str(bad / TRT_FILE))
+    rerecord_onnx_files(bad)
     return bad
 
 
