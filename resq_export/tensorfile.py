@@ -99,6 +99,11 @@ class SafetensorsFile:
         self._index = {}
         for name, info in header.items():
             self._index[name] = (dtypes[info["dtype"]], tuple(info["shape"]), *info["data_offsets"])
+        # A cut-off file is refused now, not when its last tensor is read hours into a run.
+        end = max((entry[3] for entry in self._index.values()), default=0)
+        size = self.path.stat().st_size
+        if size < self._data_start + end:
+            raise ValueError(f"truncated: {size} bytes where its header needs {self._data_start + end}")
 
     def names(self) -> list[str]:
         return list(self._index)

@@ -23,6 +23,9 @@ def places(artifacts, tiny_dirs, tmp_path_factory):
     for name, config in [("list_config", [1, 2]), ("string_arch", {"architectures": "BertModel"})]:
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps(config))
+    cut = shutil.copytree(tiny_dirs["llama"], root / "cut_weights")
+    weights = next(cut.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-100])
     (root / "busy").mkdir()
     (root / "busy" / "keep.txt").write_text("x")
     return {"root": root, "onnx": onnx_dir, "no_tokenizer": no_tokenizer, "art": artifacts["rtn"],
@@ -34,6 +37,7 @@ CASES = [
     ("quantize --model {root}/list_config --out {root}/o1 --quiet", 1, "is not a JSON object"),
     ("quantize --model {root}/string_arch --out {root}/o2 --quiet", 1, "unsupported architecture 'BertModel'"),
     ("quantize --model {root}/missing --out {root}/o3 --quiet", 1, "not found"),
+    ("quantize --model {root}/cut_weights --out {root}/o7 --quiet", 1, "truncated"),
     ("quantize --model {model} --out {root}/busy --quiet", 1, "--overwrite"),
     ("quantize --model {model} --out {model} --quiet", 1, "is the input"),
     ("quantize --model {model} --out {root}/o4 --method nope", 2, "Invalid value for '--method'"),
