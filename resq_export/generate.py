@@ -31,15 +31,40 @@ def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
     return list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
 
 
+# Prompt tokens per prefill call: the graph serves any past length, so a long prompt goes through the
+# KV cache in chunks and memory follows the chunk (attention scores, activations), not the prompt.
+PREFILL_CHUNK = 512
+# Tokenizers without a known context report this sentinel (transformers' VERY_LARGE_INTEGER).
+_UNKNOWN_CONTEXT = 10**12
+
+
+def context_length(tokenizer) -> int | None:
+    n = getattr(tokenizer, "model_max_length", None)
+    return int(n) if isinstance(n, int) and 0 < n < _UNKNOWN_CONTEXT else None
+
+
+def prefill(session: OrtDecoder, ids: list[int], chunk: int = PREFILL_CHUNK):
+    """(logits of the last chunk, past) after the whole prompt, chunk by chunk through the cache."""
+    logits, past = None, None
+    for start in range(0, len(ids), chunk):
+        logits, past = session.forward(np.array([ids[start:start + chunk]]), past)
+    return logits, past
+
+
 def stream(session: OrtDecoder, tokenizer, prompt: str, max_new_tokens: int, temperature: float, seed: int,
            chat: bool = False) -> Iterator[str]:
-    """Yield the decoded text piece by piece; greedy when temperature is 0."""
+    """Yield the decoded text piece by piece; greedy when temperature is 0. A prompt that, with the
+    tokens to generate, exceeds the model's context is refused before any work."""
     ids = prompt_ids(tokenizer, prompt, chat)
     if not ids:
         raise ConfigError("the prompt tokenises to nothing")
+    limit = context_length(tokenizer)
+    if limit is not None and len(ids) + max_new_tokens > limit:
+        raise ConfigError(f"the prompt has {len(ids)} tokens; with --max-new-tokens {max_new_tokens} that exceeds the "
+                          f"model's context of {limit} tokens: shorten the prompt or lower --max-new-tokens")
     rng = np.random.default_rng(seed)
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    logits, past = session.forward(np.array([ids]))
+    logits, past = prefill(session, ids)
     generated: list[int] = []
     shown = ""
     for _ in range(max_new_tokens):

@@ -551,6 +551,9 @@ def quantize(
         if quant.lqer_rank > smallest:  # the decomposition cannot give more components than that
             raise ConfigError(f"--lqer-rank {quant.lqer_rank} exceeds the smallest linear dimension of this "
                               f"model ({smallest}); choose a rank of at most {smallest}")
+    context = getattr(src.tokenizer, "model_max_length", None)
+    if isinstance(context, int) and quant.seqlen > context:
+        raise ConfigError(f"--seqlen {quant.seqlen} exceeds the model's context of {context} tokens")
     calib = load_calibration(src.tokenizer, quant, calib_data) if quant.quantizes_weights else None
     work = WorkDir.open(Path(out_dir), _fingerprint(src, quant, calib))
     times = {"load": time.perf_counter() - t0}

@@ -138,6 +138,7 @@ def open_model(source: str | os.PathLike, in_memory: bool = False) -> ModelSourc
     if path.is_file() and path.suffix == ".gguf":
         hf_config, state, tokenizer = _read_gguf(path)
         config = ModelConfig.from_hf(hf_config)
+        _record_context(tokenizer, hf_config)
         return _dict_source(config, tokenizer, {"kind": "gguf", "path": str(path), "sha256": file_sha256([path])},
                             state)
     if path.is_dir():
@@ -176,6 +177,7 @@ def _open_hf_folder(folder: Path, source: dict, in_memory: bool) -> ModelSource:
     weight_files = _weight_files(folder)
     tensors = _SafetensorsReader(weight_files)
     tokenizer = _load_tokenizer(folder)
+    _record_context(tokenizer, hf_config)
     source = {**source, "sha256": file_sha256([config_path, *weight_files])}
     if in_memory:
         return _dict_source(config, tokenizer, source, {n: tensors.get(n) for n in tensors.names()})
@@ -266,6 +268,16 @@ def _build_layer(c: ModelConfig, need: Callable[[str, tuple[int, ...]], torch.Te
         attn_norm=need(n["attn_norm"] + ".weight", (hid,)),
         mlp_norm=need(n["mlp_norm"] + ".weight", (hid,)),
     )
+
+
+def _record_context(tokenizer, hf_config: dict) -> None:
+    """Give the tokenizer the model's context where it has none of its own (GGUF-derived ones, many
+    small models): the artifact and ONNX folder carry the tokenizer, and `generate` and `quantize`
+    check lengths against it."""
+    context = hf_config.get("max_position_embeddings")
+    known = getattr(tokenizer, "model_max_length", None)
+    if isinstance(context, int) and context > 0 and not (isinstance(known, int) and known < 10**12):
+        tokenizer.model_max_length = context
 
 
 def _load_tokenizer(folder: Path, gguf_file: str | None = None):

@@ -299,3 +299,19 @@ def test_generate_with_a_chat_template(exported):
     assert prompt_ids(tokenizer, "The function", chat=True) == want
     assert prompt_ids(tokenizer, "The function", chat=False) != want
     assert list(stream(OrtDecoder(folder), tokenizer, "The function", 6, 0.0, 0, chat=True))
+
+
+def test_chunked_prefill_equals_one_call(exported):
+    """A long prompt goes through the KV cache in chunks (bounded memory); the last logits and the
+    cache it leaves are those of one prefill call over the whole prompt."""
+    from resq_export.generate import prefill
+
+    session = OrtDecoder(exported["resq"][1])
+    ids = torch.randint(0, 400, (1, 37), generator=torch.Generator().manual_seed(5)).numpy()
+    whole, past = session.forward(ids)
+    chunked, past_chunked = prefill(session, ids[0].tolist(), chunk=8)
+    np.testing.assert_allclose(chunked[0, -1], whole[0, -1], rtol=1e-5, atol=1e-5)
+    assert int(chunked[0, -1].argmax()) == int(whole[0, -1].argmax())
+    assert past.keys() == past_chunked.keys()
+    for name in past:  # per-token projections and quantisation: the cached codes do not see the chunking
+        np.testing.assert_array_equal(past[name], past_chunked[name], err_msg=name)
