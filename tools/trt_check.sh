@@ -31,7 +31,7 @@ if grep -qE "[0-9]+ skipped" "$out/trt-tests.log"; then
   tests=1
 fi
 
-echo "== SmolLM2-135M: build --engine for sm_89 (quantise, export, validate, engine; about 8 minutes on 2 cores)"
+echo "== SmolLM2-135M: build --engine for sm_89 (quantise, export, validate, engine; 8 to 17 minutes on 2 cores)"
 rm -rf "$out/smollm2" "$out/smollm2.plan" "$out/smollm2.plan.json"
 set +e
 /usr/bin/time -v .venv/bin/resq-export build --model smollm2-135m --out "$out/smollm2" --engine "$out/smollm2.plan" \
