@@ -166,9 +166,10 @@ def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, 
         return out
 
     art, onnx_dir = out_dir / "artifact", out_dir / "onnx"
+    # run again, finished stages are kept (a build stopped during validation continues there)
     stats = stage("quantize", lambda: run(model_source, cfg, art, calib_data or None, progress=not quiet,
-                                          overwrite=overwrite))
-    stage("export", lambda: export_onnx(art, onnx_dir, overwrite=overwrite))
+                                          overwrite=overwrite, reuse_finished=True))
+    stage("export", lambda: export_onnx(art, onnx_dir, overwrite=overwrite, reuse_finished=True))
     if missing is not None:  # before the validation: stop as soon as the ONNX is written
         click.echo(f"error: {missing}", err=True)
         sys.exit(2)

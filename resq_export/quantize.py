@@ -24,7 +24,7 @@ from .algo.rotation import haar_orthogonal, pca_basis, subspace_rotations
 from .artifact import artifact_config, linear_tensors, write_artifact
 from .calib.data import calibration_windows, default_calibration_path, read_texts, tokenize_corpus
 from .calib.stats import AbsMeanMax, BasisStatistics, NumericalError, SecondMoment, check_finite
-from .checkpoint import WorkDir, maybe_test_kill
+from .checkpoint import WorkDir, fingerprint_hash, maybe_test_kill
 from .config import SCHEMA_VERSION, QuantConfig
 from .decoder import LINEAR_ROLES, Decoder, FloatLinear, KVCache, Layer, StopForward
 from .errors import ConfigError, ResQError
@@ -529,9 +529,20 @@ class _Pipeline:
         return [self.work.path(n) for n in names]
 
 
+def _finished_stats(out_dir: Path, fingerprint: str) -> dict | None:
+    """The manifest stats of a whole artifact in out_dir made with this fingerprint, else None."""
+    from .artifact import read_manifest
+
+    try:
+        stats = read_manifest(out_dir).get("stats", {})
+    except ResQError:
+        return None
+    return stats if stats.get("fingerprint") == fingerprint else None
+
+
 def quantize(
     source: str, quant: QuantConfig, out_dir: Path, calib_data: Sequence[str] | None = None,
-    progress: bool = True, in_memory: bool = False, overwrite: bool = False,
+    progress: bool = True, in_memory: bool = False, overwrite: bool = False, reuse_finished: bool = False,
 ) -> dict:
     """Run the whole stage and write the artifact. Returns the stats recorded in its manifest.
 
@@ -539,7 +550,9 @@ def quantize(
     progress in `<out_dir>.partial/`, so an interrupted run continues with the same call. in_memory:
     read every source tensor up front instead (same result; for comparison and small models).
     out_dir must be new, empty or an earlier artifact (overwrite: any folder), and apart from the
-    model and calibration files (outputs.check_output)."""
+    model and calibration files (outputs.check_output). reuse_finished: an artifact already in
+    out_dir from the same model, settings, calibration data and tool version is kept as it is (what
+    `build` does when run again)."""
     quant.validate()
     out_dir = check_output(out_dir, "artifact", [source, *(calib_data or ())], overwrite)
     torch.manual_seed(quant.seed)
@@ -555,6 +568,12 @@ def quantize(
     if isinstance(context, int) and quant.seqlen > context:
         raise ConfigError(f"--seqlen {quant.seqlen} exceeds the model's context of {context} tokens")
     calib = load_calibration(src.tokenizer, quant, calib_data) if quant.quantizes_weights else None
+    fingerprint = fingerprint_hash(_fingerprint(src, quant, calib))
+    if reuse_finished:
+        finished = _finished_stats(out_dir, fingerprint)
+        if finished is not None:
+            log.warning("%s is already quantised from this model with these settings: kept", out_dir)
+            return finished
     work = WorkDir.open(Path(out_dir), _fingerprint(src, quant, calib))
     times = {"load": time.perf_counter() - t0}
     pipe = _Pipeline(src, quant, calib, work, progress)
@@ -579,6 +598,7 @@ def quantize(
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "torch_threads": torch.get_num_threads(),
         "resumed": work.state.get("resumed", False),
+        "fingerprint": fingerprint,
         **bases.report,
     }
     layers = [work.state["layers"].get(str(i), {}) for i in range(src.config.num_layers)]

@@ -123,7 +123,8 @@ def tokenize_corpus(tokenizer, texts: Sequence[str]) -> torch.Tensor:
     if isinstance(texts, str):
         texts = [texts]
     text = _DOC_SEPARATOR.join(texts)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    # verbose=False: a corpus is longer than the model's context on purpose (it is cut into windows)
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     tokens = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
     if tokens.numel() == 0:
         raise DataError(

@@ -99,12 +99,31 @@ def _custom_ops(m: onnx.ModelProto) -> dict[str, int]:
     return {op: op_version(op) for op in sorted({n.op_type for n in m.graph.node if n.domain == DOMAIN})}
 
 
-def export_onnx(artifact: Path, out_dir: Path, external_over: int = _EXTERNAL_THRESHOLD, overwrite: bool = False) -> dict:
+def _finished_export(artifact: Path, out_dir: Path) -> dict | None:
+    """export.json of an intact export of this artifact's weights by this tool version, else None."""
+    try:
+        meta = check_onnx_folder(out_dir)
+    except ArtifactError:
+        return None
+    weights = read_manifest(artifact)["files"].get("model.safetensors")
+    same = (meta.get("tool_version") == __version__ and meta.get("spec_version") == load_spec()["spec_version"]
+            and meta.get("source_artifact", {}).get("manifest_sha256_of_weights") == weights)
+    return meta if same else None
+
+
+def export_onnx(artifact: Path, out_dir: Path, external_over: int = _EXTERNAL_THRESHOLD, overwrite: bool = False,
+                reuse_finished: bool = False) -> dict:
     """Both flavours, one after the other, their weights written as they are made: in memory are the
     model and one graph without its weights. A flavour over external_over bytes (by default
     protobuf's limit) keeps its weights in <file>.data. out_dir must be new, empty or an earlier
-    ONNX folder (overwrite: any folder), and apart from the artifact."""
+    ONNX folder (overwrite: any folder), and apart from the artifact. reuse_finished: an intact
+    export of this artifact by this version is kept as it is (what `build` does when run again)."""
     out_dir = check_output(out_dir, "onnx", [artifact], overwrite)
+    if reuse_finished:
+        kept = _finished_export(artifact, out_dir)
+        if kept is not None:
+            log.warning("%s is already exported from this artifact: kept", out_dir)
+            return kept
     model, quant, tokenizer = load_artifact(artifact)
     with atomic_directory(Path(out_dir)) as tmp:
         proto, external = _write_flavour(tmp / ORT_FILE, lambda sink: build_onnx(model, quant, sink), external_over)

@@ -124,3 +124,20 @@ def test_a_killed_exports_temporary_folder_is_removed_by_the_next_run(artifacts,
     result = run_cli("export", "--artifact", artifacts["resq"], "--out", out)
     assert result.exit_code == 0, result.output
     assert list(tmp_path.glob(".onnx.*")) == [] and (out / "model.onnx").is_file()
+
+
+def test_build_run_again_keeps_its_finished_stages(tiny_dirs, calib_file, tmp_path):
+    """The same build command after a finished (or interrupted-in-validation) build keeps the
+    artifact and the ONNX folder as they are and validates again; other settings re-quantise."""
+    out = tmp_path / "b"
+    args = ["build", "--model", tiny_dirs["llama"], "--out", out, "--calib-data", calib_file, *SMALL,
+            "--method", "rtn", "--eval-max-tokens", "512"]
+    first = run_cli(*args)
+    assert first.exit_code == 0, first.output
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "artifact" / "manifest.json", out / "onnx" / "export.json")}
+    (out / "validation.json").unlink()  # as if stopped during validation
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and (out / "validation.json").is_file()
+    assert run_cli(*args, "--nsamples", "3").exit_code == 0  # other settings: quantised again
+    assert (out / "artifact" / "manifest.json").stat().st_mtime_ns != stamps[out / "artifact" / "manifest.json"]
