@@ -565,8 +565,9 @@ def quantize(
             raise ConfigError(f"--lqer-rank {quant.lqer_rank} exceeds the smallest linear dimension of this "
                               f"model ({smallest}); choose a rank of at most {smallest}")
     context = getattr(src.tokenizer, "model_max_length", None)
-    if isinstance(context, int) and quant.seqlen > context:
-        raise ConfigError(f"--seqlen {quant.seqlen} exceeds the model's context of {context} tokens")
+    if isinstance(context, int) and quant.seqlen > context:  # runs (RoPE extends), but not what the model saw
+        log.warning("--seqlen %d exceeds the model's context of %d tokens: calibration windows longer than the "
+                    "model was trained on", quant.seqlen, context)
     calib = load_calibration(src.tokenizer, quant, calib_data) if quant.quantizes_weights else None
     fingerprint = fingerprint_hash(_fingerprint(src, quant, calib))
     if reuse_finished:

@@ -27,7 +27,7 @@ from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
 from ..fileio import atomic_write_text, remove_stale_temporaries, sha256_file, temp_prefix
 from .profiles import EngineLimits, profile_shapes
 from .runtime import (PLUGIN_HINT, Runtime, TensorRTMissing, check_kernel_target, choose_target, kernel_archs,
-                      local_sm, resolve_runtime, worker_environment)
+                      local_sm, parse_sm, resolve_runtime, worker_environment)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ def prepare_engine(runtime: str = "auto", target_sm: str | int | None = None,
                    plugin_library: Path | None = None) -> EngineSetup:
     """Resolve and check the build's environment. Raises TensorRTMissing (exit code 2) when the
     runtime or the plugin library is absent, ResQError when the target cannot work."""
+    if target_sm is not None:
+        parse_sm(target_sm)  # a misspelt target is the user's to fix, whatever is installed
     rt = resolve_runtime(runtime)
     sm = choose_target(rt, target_sm, local_sm())
     plugins = Path(plugin_library or os.environ.get("RESQ_PLUGIN_LIBRARY") or default_plugin_library())
