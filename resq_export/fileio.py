@@ -48,8 +48,14 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def temp_prefix(target: Path, kind: str = "tmp") -> str:
+def _temp_prefix(target: Path, kind: str = "tmp") -> str:
     return f".{target.name}.{kind}-{os.getpid()}-"
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 @contextlib.contextmanager
@@ -59,16 +65,14 @@ def atomic_directory(target: Path, replace: bool = True) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result should look like any new folder
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should look like any new folder
     try:
         yield tmp
         if target.exists():
             if not replace:
                 raise FileExistsError(f"{target} exists")
-            old = Path(tempfile.mkdtemp(prefix=temp_prefix(target, "old"), dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(target, "old"), dir=target.parent))
             os.replace(target, old / "x")
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -80,26 +84,33 @@ def atomic_directory(target: Path, replace: bool = True) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "w") -> Iterator:
-    """Yield a file open on a temporary sibling; on success it is synced and takes `path`'s name with
-    the usual permissions, on any error it is removed."""
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield the path of an empty temporary sibling for this process or another to fill; on success
+    it takes `path`'s name with the usual permissions, on any error it is removed. Leftovers of an
+    earlier killed write to the same path are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the result should look like any new file
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the result should look like any new file
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator:
+    """Yield a file open on a temporary sibling (atomic_path); on success it is synced and takes
+    `path`'s name, on any error it is removed."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def atomic_write_text(path: Path, text: str) -> None:

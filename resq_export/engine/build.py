@@ -7,7 +7,6 @@ with the runtime's environment; the plan appears under its name only when whole.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ import onnx
 from ..errors import ResQError
 from ..export.graph import PREPARED_LINEAR, prepared_inputs
 from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
-from ..fileio import atomic_write_text, remove_stale_temporaries, sha256_file, temp_prefix
+from ..fileio import atomic_path, atomic_write_text, sha256_file
 from .profiles import EngineLimits, profile_shapes
 from .runtime import (PLUGIN_HINT, Runtime, TensorRTMissing, check_kernel_target, choose_target, kernel_archs,
                       local_sm, parse_sm, resolve_runtime, worker_environment)
@@ -153,15 +152,11 @@ def build_engine(onnx_dir: Path, engine_path: Path, setup: EngineSetup | None = 
     setup = setup or prepare_engine(runtime, target_sm, plugin_library)
     log.info("building for sm_%s with %s %s", setup.target_sm, setup.runtime.name, setup.runtime.version)
 
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(engine_path)
-    fd, tmp_plan = tempfile.mkstemp(prefix=temp_prefix(engine_path), dir=engine_path.parent)
-    os.close(fd)
     t0 = time.perf_counter()
-    try:
+    with atomic_path(engine_path) as tmp_plan:  # the worker writes the plan; it takes its name when whole
         request = {"module": setup.runtime.module, "onnx": str(trt_onnx.resolve()), "plugins": str(setup.plugins),
                    "target_sm": setup.target_sm if setup.runtime.name == "tensorrt-rtx" else None,
-                   "workspace_mib": workspace_mib, "plan": tmp_plan,
+                   "workspace_mib": workspace_mib, "plan": str(tmp_plan),
                    "profiles": {n: {k: [list(s) for s in v] for k, v in p.items()} for n, p in shapes.items()}}
         result = _run_worker(setup, request)
         manifest = {
@@ -176,13 +171,6 @@ def build_engine(onnx_dir: Path, engine_path: Path, setup: EngineSetup | None = 
             "build": {"wall_s": round(time.perf_counter() - t0, 2), "parse_s": round(result["parse_s"], 2),
                       "build_s": round(result["build_s"], 2), "peak_rss_mb": round(result["peak_rss_mb"], 1)},
         }
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_plan, 0o666 & ~umask)  # mkstemp makes it private; a plan is an ordinary file
-        os.replace(tmp_plan, engine_path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_plan)
     atomic_write_text(Path(str(engine_path) + ".json"), json.dumps(manifest, indent=2))
     return manifest
 
