@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ArtifactError, ConfigError
+from .models.loader import context_length
 from .validate.ort_runner import OrtDecoder
 
 
@@ -34,15 +35,6 @@ def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
 # Prompt tokens per prefill call: the graph serves any past length, so a long prompt goes through the
 # KV cache in chunks and memory follows the chunk (attention scores, activations), not the prompt.
 PREFILL_CHUNK = 512
-# Tokenizers without a known context report this sentinel (transformers' VERY_LARGE_INTEGER).
-_UNKNOWN_CONTEXT = 10**12
-
-
-def context_length(tokenizer) -> int | None:
-    n = getattr(tokenizer, "model_max_length", None)
-    return int(n) if isinstance(n, int) and 0 < n < _UNKNOWN_CONTEXT else None
-
-
 def prefill(session: OrtDecoder, ids: list[int], chunk: int = PREFILL_CHUNK):
     """(logits of the last chunk, past) after the whole prompt, chunk by chunk through the cache."""
     logits, past = None, None

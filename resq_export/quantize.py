@@ -30,7 +30,7 @@ from .decoder import LINEAR_ROLES, Decoder, FloatLinear, KVCache, Layer, StopFor
 from .errors import ConfigError, ResQError
 from .layout import LinearLayout, high_channels, role_layouts
 from .models.config import ModelConfig
-from .models.loader import ModelSource, open_model
+from .models.loader import ModelSource, context_length, open_model
 from .outputs import check_output
 from .reference import LqerBranch, QuantLinear
 from .tensorfile import Entry, write_safetensors
@@ -564,18 +564,19 @@ def quantize(
         if quant.lqer_rank > smallest:  # the decomposition cannot give more components than that
             raise ConfigError(f"--lqer-rank {quant.lqer_rank} exceeds the smallest linear dimension of this "
                               f"model ({smallest}); choose a rank of at most {smallest}")
-    context = getattr(src.tokenizer, "model_max_length", None)
-    if isinstance(context, int) and quant.seqlen > context:  # runs (RoPE extends), but not what the model saw
+    context = context_length(src.tokenizer)
+    if context is not None and quant.seqlen > context:  # runs (RoPE extends), but not what the model saw
         log.warning("--seqlen %d exceeds the model's context of %d tokens: calibration windows longer than the "
                     "model was trained on", quant.seqlen, context)
     calib = load_calibration(src.tokenizer, quant, calib_data) if quant.quantizes_weights else None
-    fingerprint = fingerprint_hash(_fingerprint(src, quant, calib))
+    run_fingerprint = _fingerprint(src, quant, calib)
+    fingerprint = fingerprint_hash(run_fingerprint)
     if reuse_finished:
         finished = _finished_stats(out_dir, fingerprint)
         if finished is not None:
             log.warning("%s is already quantised from this model with these settings: kept", out_dir)
             return finished
-    work = WorkDir.open(Path(out_dir), _fingerprint(src, quant, calib))
+    work = WorkDir.open(out_dir, run_fingerprint)
     times = {"load": time.perf_counter() - t0}
     pipe = _Pipeline(src, quant, calib, work, progress)
     try:

@@ -51,7 +51,7 @@ def _reason(parser, logger) -> str:
     return " ".join(errors[0].split()) if errors else "no error reported"
 
 
-def _load_plugins(trt, registry, library: str, logger) -> None:
+def _load_plugins(registry, library: str, logger) -> None:
     if registry.load_library(library) is None:
         said = " ".join(" ".join(logger.errors[-2:]).split())
         raise RuntimeError(f"TensorRT could not load the plugin library {library}: {said or 'no reason given'}")
@@ -62,7 +62,7 @@ def build(request: dict) -> dict:
     logger = _logger(trt, request["log"])
     t0 = time.perf_counter()
     builder = trt.Builder(logger)
-    _load_plugins(trt, builder.get_plugin_registry(), request["plugins"], logger)
+    _load_plugins(builder.get_plugin_registry(), request["plugins"], logger)
     # Strongly typed where the flag exists (TensorRT 10): the int8 weights and KV tensors are plain
     # data for the plugins, not quantised values wanting scales; TensorRT 11 and TensorRT-RTX
     # networks are always strongly typed.

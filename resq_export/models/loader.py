@@ -270,13 +270,22 @@ def _build_layer(c: ModelConfig, need: Callable[[str, tuple[int, ...]], torch.Te
     )
 
 
+# Tokenizers without a known context report this sentinel (transformers' VERY_LARGE_INTEGER).
+_UNKNOWN_CONTEXT = 10**12
+
+
+def context_length(tokenizer) -> int | None:
+    """The model context a tokenizer records, or None where it records none."""
+    n = getattr(tokenizer, "model_max_length", None)
+    return int(n) if isinstance(n, int) and 0 < n < _UNKNOWN_CONTEXT else None
+
+
 def _record_context(tokenizer, hf_config: dict) -> None:
     """Give the tokenizer the model's context where it has none of its own (GGUF-derived ones, many
     small models): the artifact and ONNX folder carry the tokenizer, and `generate` and `quantize`
     check lengths against it."""
     context = hf_config.get("max_position_embeddings")
-    known = getattr(tokenizer, "model_max_length", None)
-    if isinstance(context, int) and context > 0 and not (isinstance(known, int) and known < 10**12):
+    if isinstance(context, int) and context > 0 and context_length(tokenizer) is None:
         tokenizer.model_max_length = context
 
 
