@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,87 +117,103 @@ def read_manifest(art_dir: Path) -> dict:
 
 
 def load_artifact(art_dir: Path, verify: bool = True) -> tuple[Decoder, QuantConfig, Any]:
-    """Artifact folder -> (reference Decoder, settings, tokenizer). verify: check every file's sha256."""
-    from safetensors import safe_open
-    from transformers import AutoTokenizer
+    """Artifact folder -> (reference Decoder with every layer, settings, tokenizer). verify: check every
+    file's sha256. Validation reads it layer by layer instead (open_artifact)."""
+    reader = open_artifact(art_dir, verify)
+    return reader.decoder(), reader.quant, reader.tokenizer()
 
+
+def open_artifact(art_dir: Path, verify: bool = True) -> "ArtifactReader":
     art_dir = Path(art_dir)
     manifest = read_manifest(art_dir)
-    for name, digest in manifest.get("files", {}).items():
+    files = manifest.get("files", {})
+    if verify:
+        size = sum((art_dir / n).stat().st_size for n in files if (art_dir / n).is_file())
+        if size > 1 << 30:
+            log.warning("checking the sha256 of %s (%.1f GiB; about %.0f s)", art_dir, size / 2**30,
+                        size / 400e6)
+    for name, digest in files.items():
         f = art_dir / name
         if not f.is_file():
             raise ArtifactError(f"{f} is missing from the artifact")
         if verify and sha256_file(f) != digest:
             raise ArtifactError(f"{f} is corrupt (its sha256 differs from the manifest)")
-    config = json.loads((art_dir / "config.json").read_text())
-    model_cfg = ModelConfig.from_dict(config["model"])
-    quant = QuantConfig.from_dict(config["quant"])
-    layouts = {r: LinearLayout.from_dict(d) for r, d in (config["layouts"] or {}).items()}
-    try:
-        with safe_open(str(art_dir / WEIGHTS_FILE), framework="pt") as f:
-            # each tensor read when its linear is built: the packed file is never in memory whole
-            # beside the decoder (at 8B that was 5.6 GB on top of 11)
-            model = _decoder_from_tensors(model_cfg, quant, layouts, _TensorReader(f))
-    except KeyError as e:
-        raise ArtifactError(f"{art_dir / WEIGHTS_FILE} lacks the tensor {e.args[0]}") from None
-    except Exception as e:
-        raise ArtifactError(f"cannot read {art_dir / WEIGHTS_FILE}: {e}") from None
-    tokenizer = AutoTokenizer.from_pretrained(str(art_dir / "tokenizer"))
-    return model, quant, tokenizer
+    return ArtifactReader(art_dir)
 
 
-class _TensorReader(Mapping):
-    """A safetensors file as a read-on-access mapping (each key is read once by the loader)."""
+class ArtifactReader:
+    """An artifact's settings, and its tensors read when asked: one layer, or rows of the embedding
+    and head, at a time (the packed file is never in memory whole)."""
 
-    def __init__(self, handle):
-        self._handle, self._keys = handle, set(handle.keys())
+    def __init__(self, art_dir: Path):
+        from safetensors import SafetensorError, safe_open
 
-    def __getitem__(self, key: str) -> torch.Tensor:
-        if key not in self._keys:
-            raise KeyError(key)
-        return self._handle.get_tensor(key)
+        self.dir = Path(art_dir)
+        config = read_json(self.dir / "config.json", ArtifactError)
+        self.config = ModelConfig.from_dict(config["model"])
+        self.quant = QuantConfig.from_dict(config["quant"])
+        self.layouts = {r: LinearLayout.from_dict(d) for r, d in (config["layouts"] or {}).items()}
+        try:
+            self._handle = safe_open(str(self.dir / WEIGHTS_FILE), framework="pt")
+        except (SafetensorError, OSError) as e:
+            raise ArtifactError(f"cannot read {self.dir / WEIGHTS_FILE}: {e}") from None
+        self._names = set(self._handle.keys())
 
-    def __contains__(self, key) -> bool:  # Mapping's would read the tensor
-        return key in self._keys
+    def tokenizer(self):
+        from transformers import AutoTokenizer
 
-    def __iter__(self):
-        return iter(self._keys)
+        return AutoTokenizer.from_pretrained(str(self.dir / "tokenizer"))
 
-    def __len__(self) -> int:
-        return len(self._keys)
+    def has(self, name: str) -> bool:
+        return name in self._names
+
+    def tensor(self, name: str) -> torch.Tensor:
+        if name not in self._names:
+            raise ArtifactError(f"{self.dir / WEIGHTS_FILE} lacks the tensor {name}")
+        return self._handle.get_tensor(name)
+
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of the embedding or the head, as float32."""
+        if name not in self._names:
+            raise ArtifactError(f"{self.dir / WEIGHTS_FILE} lacks the tensor {name}")
+        return self._handle.get_slice(name)[start:stop].to(torch.float32)
+
+    @property
+    def kv_quantizer(self) -> KVQuantizer | None:
+        return kv_quantizer(self.config, self.quant) if self.quant.quantizes_weights else None
+
+    def layer(self, i: int) -> Layer:
+        cfg = self.config
+        lin = {r: _linear_from_tensors(f"layers.{i}.{r}.", self, self.layouts.get(r)) for r in LINEAR_ROLES}
+        r_head = high_channels(cfg.head_dim, self.quant)
+        key_rotation = f"layers.{i}.key_rotation"
+        return Layer(
+            qkv=lin["attn_qkv"], o=lin["attn_o"], gate_up=lin["mlp_gate_up"], down=lin["mlp_down"],
+            key_rotation=self.tensor(key_rotation) if self.has(key_rotation) else None,
+            down_rotation=self.tensor("down_rotation.left") if self.has("down_rotation.left") else None,
+            o_input_perm=o_input_permutation(cfg.num_heads, cfg.head_dim, r_head) if r_head else None,
+        )
+
+    def decoder(self) -> Decoder:
+        """Every layer at once: the reference executor (float64 islands)."""
+        cfg = self.config
+        layers = [self.layer(i) for i in range(cfg.num_layers)]
+        head = TiedHead(self.tensor("lm_head.factor")) if self.has("lm_head.factor") else \
+            FloatLinear(self.tensor("lm_head.weight").float())
+        return Decoder(cfg, self.tensor("embed"), layers, head, None, self.kv_quantizer, float_islands=True)
 
 
-def _linear_from_tensors(prefix: str, t: dict, layout: LinearLayout | None) -> FloatLinear | QuantLinear:
-    bias = t.get(prefix + "bias")
+def _linear_from_tensors(prefix: str, t: ArtifactReader, layout: LinearLayout | None) -> FloatLinear | QuantLinear:
+    bias = t.tensor(prefix + "bias") if t.has(prefix + "bias") else None
     if layout is None:
-        return FloatLinear(t[prefix + "weight"].float(), bias)
+        return FloatLinear(t.tensor(prefix + "weight").float(), bias)
     parts = []  # int8 codes, as the quantiser makes them: a quarter of int32's memory at 8B
     if layout.low_channels:
-        parts.append(unpack_int4(t[prefix + "qweight_low"], signed=True).to(torch.int8))
+        parts.append(unpack_int4(t.tensor(prefix + "qweight_low"), signed=True).to(torch.int8))
     if layout.low_channels < layout.in_features:
-        parts.append(t[prefix + "qweight_high"].to(torch.int8))
+        parts.append(t.tensor(prefix + "qweight_high").to(torch.int8))
     lqer = None
-    if prefix + "lqer_a" in t:
-        lqer = LqerBranch(t[prefix + "lqer_a"].to(torch.int32), t[prefix + "lqer_a_scale"],
-                          t[prefix + "lqer_b"].to(torch.int32), t[prefix + "lqer_b_scale"])
-    return QuantLinear(layout, torch.cat(parts, 1), t[prefix + "wscale"], bias, lqer)
-
-
-def _decoder_from_tensors(cfg: ModelConfig, quant: QuantConfig, layouts: dict, t: dict) -> Decoder:
-    down_rot = None
-    if "down_rotation.left" in t:
-        down_rot = t["down_rotation.left"]
-    r_head = high_channels(cfg.head_dim, quant)
-    perm = o_input_permutation(cfg.num_heads, cfg.head_dim, r_head) if r_head else None
-    layers = []
-    for i in range(cfg.num_layers):
-        lin = {r: _linear_from_tensors(f"layers.{i}.{r}.", t, layouts.get(r)) for r in LINEAR_ROLES}
-        layers.append(Layer(
-            qkv=lin["attn_qkv"], o=lin["attn_o"], gate_up=lin["mlp_gate_up"], down=lin["mlp_down"],
-            key_rotation=t.get(f"layers.{i}.key_rotation"),
-            down_rotation=down_rot,
-            o_input_perm=perm,
-        ))
-    kvq: KVQuantizer | None = kv_quantizer(cfg, quant) if quant.quantizes_weights else None
-    head = TiedHead(t["lm_head.factor"]) if "lm_head.factor" in t else FloatLinear(t["lm_head.weight"].float())
-    return Decoder(cfg, t["embed"], layers, head, None, kvq, float_islands=True)  # the reference executor
+    if t.has(prefix + "lqer_a"):
+        lqer = LqerBranch(t.tensor(prefix + "lqer_a").to(torch.int32), t.tensor(prefix + "lqer_a_scale"),
+                          t.tensor(prefix + "lqer_b").to(torch.int32), t.tensor(prefix + "lqer_b_scale"))
+    return QuantLinear(layout, torch.cat(parts, 1), t.tensor(prefix + "wscale"), bias, lqer)

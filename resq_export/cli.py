@@ -141,14 +141,14 @@ def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, 
     model's perplexity on the same windows as the baseline) (-> TensorRT engine), with a summary."""
     import time
 
-    from .artifact import load_artifact
+    from .artifact import open_artifact
     from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
     from .export.writer import export_onnx
-    from .models.loader import load_model
+    from .models.loader import open_model
     from .outputs import check_output
     from .quantize import quantize as run
-    from .validate.compare import compare
-    from .validate.ort_runner import OrtDecoder
+    from .validate.layerwise import float_layers, reference_layers
+    from .validate.onnx_layers import OnnxLayers
     from .validate.ppl import perplexity
 
     cfg = _quant_config(**settings)
@@ -173,10 +173,11 @@ def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, 
     if missing is not None:  # before the validation: stop as soon as the ONNX is written
         click.echo(f"error: {missing}", err=True)
         sys.exit(2)
-    reference, _, tokenizer = load_artifact(art)
-    windows = eval_windows(tokenize_corpus(tokenizer, read_texts([default_eval_path()])), 512, eval_max_tokens)
-    result = stage("validate", lambda: compare(OrtDecoder(onnx_dir), reference, windows, progress=not quiet))
-    fp = stage("FP baseline", lambda: perplexity(load_model(model_source).decoder, windows, progress=not quiet))
+    reader = open_artifact(art)
+    windows = eval_windows(tokenize_corpus(reader.tokenizer(), read_texts([default_eval_path()])), 512,
+                           eval_max_tokens)
+    result = stage("validate", lambda: _compare(OnnxLayers(onnx_dir), reference_layers(reader), windows, quiet))
+    fp = stage("FP baseline", lambda: perplexity(float_layers(open_model(model_source)), windows, progress=not quiet))
     result["ppl_fp"] = fp["ppl"]
     (out_dir / "validation.json").write_text(json.dumps(result, indent=2))
     if engine_path:
@@ -203,6 +204,15 @@ def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, 
     if not result["passed"]:
         click.echo("error: validation failed: a tolerance is broken (see validation.json)", err=True)
         sys.exit(3)
+
+
+def _compare(ort_model, reference, windows, quiet: bool, decode_steps: int = 16) -> dict:
+    from .validate.compare import compare
+
+    try:
+        return compare(ort_model, reference, windows, decode_steps, progress=not quiet)
+    finally:
+        ort_model.close()
 
 
 def _engine_setup(runtime: str, target_sm: str | None):
@@ -266,15 +276,17 @@ def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, qu
     if (artifact is None) == (model_source is None):
         raise click.UsageError("give exactly one of --artifact or --model")
     if artifact is not None:
-        from .artifact import load_artifact
+        from .artifact import open_artifact
+        from .validate.layerwise import reference_layers
 
-        model, quant, tokenizer = load_artifact(artifact)
-        label = quant.method
+        reader = open_artifact(artifact)
+        model, tokenizer, label = reference_layers(reader), reader.tokenizer(), reader.quant.method
     else:
-        from .models.loader import load_model
+        from .models.loader import open_model
+        from .validate.layerwise import float_layers
 
-        loaded = load_model(model_source)
-        model, tokenizer, label = loaded.decoder, loaded.tokenizer, "fp"
+        src = open_model(model_source)
+        model, tokenizer, label = float_layers(src), src.tokenizer, "fp"
     texts = read_texts(list(text_files) or [default_eval_path()])
     windows = eval_windows(tokenize_corpus(tokenizer, texts), seqlen, max_tokens)
     result = {"method": label, "seqlen": seqlen, **perplexity(model, windows, progress=not quiet)}
@@ -330,17 +342,18 @@ def export_cmd(artifact, out_dir, overwrite) -> None:
 def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, as_json, quiet, full_check) -> None:
     """ONNX Runtime against the reference executor: perplexity, logits, top-1, decode through the cache.
     Exit code 3 when a tolerance is broken."""
-    from .artifact import load_artifact
+    from .artifact import open_artifact
     from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
     from .export.writer import source_artifact
-    from .validate.compare import TOLERANCES, compare
-    from .validate.ort_runner import OrtDecoder
+    from .validate.compare import TOLERANCES
+    from .validate.layerwise import reference_layers
+    from .validate.onnx_layers import OnnxLayers
 
-    ort_model = OrtDecoder(onnx_dir, verify="full" if full_check else "quick")
-    reference, _, tokenizer = load_artifact(source_artifact(ort_model.meta, artifact))
-    windows = eval_windows(tokenize_corpus(tokenizer, read_texts(list(text_files) or [default_eval_path()])),
+    ort_model = OnnxLayers(onnx_dir, verify="full" if full_check else "quick")
+    reader = open_artifact(source_artifact(ort_model.meta, artifact))
+    windows = eval_windows(tokenize_corpus(reader.tokenizer(), read_texts(list(text_files) or [default_eval_path()])),
                            seqlen, max_tokens)
-    result = compare(ort_model, reference, windows, decode_steps, progress=not quiet)
+    result = _compare(ort_model, reference_layers(reader), windows, quiet, decode_steps)
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -11,7 +11,7 @@ import numpy as np
 from ..export.writer import ORT_FILE, check_onnx_folder
 
 
-def _return_freed_memory() -> None:
+def return_freed_memory() -> None:
     """Hand the heap that ONNX Runtime's constant folding freed back to the OS. glibc keeps it
     otherwise: SmolLM2's session then holds 1387 MiB instead of 395 MiB (measured)."""
     if sys.platform.startswith("linux"):
@@ -21,27 +21,37 @@ def _return_freed_memory() -> None:
             pass
 
 
+def session_options(optimization: str = "basic", threads: int | None = None, profile_prefix: str | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    # "basic" folds the weight unpacking into constants but leaves MatMulInteger chains alone
+    # (extended fusions may change the float epilogue, see DESIGN.md)
+    so.graph_optimization_level = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    if threads:
+        so.intra_op_num_threads = threads
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return so
+
+
 class OrtDecoder:
+    """The whole graph in one session (generate, benchmarks); validate runs it layer by layer
+    (onnx_layers.py)."""
+
     def __init__(self, onnx_dir: Path, optimization: str = "basic", threads: int | None = None,
                  profile_prefix: str | None = None, verify: str = "quick"):
         import onnxruntime as ort
 
         self.meta = check_onnx_folder(onnx_dir, verify)
-        so = ort.SessionOptions()
-        # "basic" folds the weight unpacking into constants but leaves MatMulInteger chains alone
-        # (extended fusions may change the float epilogue, see DESIGN.md)
-        so.graph_optimization_level = {
-            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[optimization]
-        if threads:
-            so.intra_op_num_threads = threads
-        if profile_prefix:
-            so.enable_profiling = True
-            so.profile_file_prefix = profile_prefix
+        so = session_options(optimization, threads, profile_prefix)
         self.session = ort.InferenceSession(str(Path(onnx_dir) / ORT_FILE), so, providers=["CPUExecutionProvider"])
-        _return_freed_memory()
+        return_freed_memory()
         self.past_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past.")]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

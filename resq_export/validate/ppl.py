@@ -1,5 +1,5 @@
 """Perplexity with the papers' protocol: non-overlapping windows, tail dropped,
-PPL = exp(mean over windows of the mean token NLL)."""
+PPL = exp(mean over windows of the mean token NLL); the model read layer by layer."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..decoder import Decoder
+from .layerwise import LayerwiseModel, run_layers
 
 
 @torch.inference_mode()
-def perplexity(model: Decoder, windows: torch.Tensor, progress: bool = False) -> dict:
-    nlls = []
-    for window in tqdm(windows, desc="perplexity", disable=not progress):
-        logits = model.forward(window[None])[0]
-        nlls.append(F.cross_entropy(logits[:-1].float(), window[1:]).item())
+def perplexity(model: LayerwiseModel, windows: torch.Tensor, progress: bool = False) -> dict:
+    states = run_layers(model, [[w] for w in windows], "perplexity", progress)
+    nlls = [F.cross_entropy(model.logits(s[0])[:-1].float(), w[1:]).item() for s, w in zip(states, windows)]
     mean_nll = sum(nlls) / len(nlls)
     return {"ppl": math.exp(mean_nll), "nll": mean_nll, "windows": len(nlls), "tokens": int(windows.numel())}
