@@ -15,7 +15,7 @@ from .algo.quant import pack_int4, unpack_int4
 from .config import SCHEMA_VERSION, QuantConfig
 from .decoder import LINEAR_ROLES, Decoder, FloatLinear, KVQuantizer, Layer, TiedHead
 from .errors import ArtifactError
-from .fileio import atomic_directory, read_json, sha256_file
+from .fileio import atomic_directory, note_hashing, read_json, sha256_file
 from .layout import LinearLayout, high_channels, kv_quantizer, role_layouts
 from .models.config import ModelConfig
 from .reference import LqerBranch, QuantLinear
@@ -25,6 +25,7 @@ from .transforms.rotate import o_input_permutation
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
+VALIDATION_FILE = "validation.json"  # beside the artifact in a `build` folder: its validation and FP baseline
 STATS_FILE = "stats.json"  # calibration spectra, per-layer errors and times (read by `resq-export report`)
 
 
@@ -128,10 +129,7 @@ def open_artifact(art_dir: Path, verify: bool = True) -> "ArtifactReader":
     manifest = read_manifest(art_dir)
     files = manifest.get("files", {})
     if verify:
-        size = sum((art_dir / n).stat().st_size for n in files if (art_dir / n).is_file())
-        if size > 1 << 30:
-            log.warning("checking the sha256 of %s (%.1f GiB; about %.0f s)", art_dir, size / 2**30,
-                        size / 400e6)
+        note_hashing(art_dir, [art_dir / n for n in files])
     for name, digest in files.items():
         f = art_dir / name
         if not f.is_file():

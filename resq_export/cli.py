@@ -141,9 +141,10 @@ def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, 
     model's perplexity on the same windows as the baseline) (-> TensorRT engine), with a summary."""
     import time
 
-    from .artifact import open_artifact
+    from .artifact import VALIDATION_FILE, WEIGHTS_FILE, open_artifact, read_manifest
     from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
     from .export.writer import export_onnx
+    from .fileio import atomic_write_text
     from .models.loader import open_model
     from .outputs import check_output
     from .quantize import quantize as run
@@ -178,8 +179,10 @@ def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, 
                            eval_max_tokens)
     result = stage("validate", lambda: _compare(OnnxLayers(onnx_dir), reference_layers(reader), windows, quiet))
     fp = stage("FP baseline", lambda: perplexity(float_layers(open_model(model_source)), windows, progress=not quiet))
-    result["ppl_fp"] = fp["ppl"]
-    (out_dir / "validation.json").write_text(json.dumps(result, indent=2))
+    weights_sha = read_manifest(art)["files"].get(WEIGHTS_FILE)
+    result.update(ppl_fp=fp["ppl"], seqlen=512, text="packaged eval text",
+                  artifact={"path": str(art.resolve()), "weights_sha256": weights_sha})
+    atomic_write_text(out_dir / VALIDATION_FILE, json.dumps(result, indent=2))  # read by `resq-export report`
     if engine_path:
         from .engine.build import build_engine
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -125,6 +126,16 @@ def sha256_file(path: Path, digest=None) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+HASH_NOTE_BYTES = 1 << 30  # hashing more than this takes long enough (~3 s/GiB here) to say so
+
+
+def note_hashing(what: object, paths: list[Path]) -> None:
+    """A line on screen before hashing a large model, so minutes of silence are not taken for a hang."""
+    size = sum(Path(p).stat().st_size for p in paths if Path(p).is_file())
+    if size > HASH_NOTE_BYTES:
+        logging.getLogger("resq_export").warning("checking the sha256 of %s (%.1f GiB) ...", what, size / 2**30)
 
 
 def read_json(path: Path, error: type[Exception]):

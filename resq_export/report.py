@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from .artifact import STATS_FILE, read_manifest
+from .artifact import STATS_FILE, VALIDATION_FILE, WEIGHTS_FILE, read_manifest
 from .errors import ArtifactError
 from .evaluations import read_evaluations
 from .fileio import atomic_write_text, read_json
@@ -182,6 +182,24 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def build_validation(art_dir: Path, manifest: dict) -> dict | None:
+    """The validation.json a `build` wrote beside this artifact, if it is this artifact's (same weights)."""
+    path = Path(art_dir).parent / VALIDATION_FILE
+    if not path.is_file():
+        return None
+    v = read_json(path, ArtifactError)
+    recorded = v.get("artifact", {}).get("weights_sha256") if isinstance(v, dict) else None
+    return v if recorded and recorded == manifest.get("files", {}).get(WEIGHTS_FILE) else None
+
+
+def report_title(manifest: dict, quant: dict) -> str:
+    """'<source model> <method> W4A4KV4': a build's artifact folder is always named 'artifact'."""
+    src = manifest.get("source_model", {})
+    name = src.get("name") or Path(src.get("path", "model")).name
+    bits = f"W{quant.get('w_bits')}A{quant.get('a_bits')}KV{quant.get('kv_bits')}"
+    return f"{name} {quant.get('method')} {bits}"
+
+
 def build_report(art_dir: Path, out: Path) -> Path:
     """Write the HTML report of artifact `art_dir` to `out` (atomically); returns `out`."""
     import matplotlib
@@ -207,10 +225,26 @@ def build_report(art_dir: Path, out: Path) -> Path:
         timing_rows.append((f"variance in 8-bit subspace, {k}", f"{v:.3f}"))
     sections.append(("Run", _table([r for r in timing_rows if r[1] is not None], ("quantity", "value"))))
 
+    validation = build_validation(art_dir, manifest)
+    rows = []
+    if validation:
+        v = validation
+        for label, key in (("FP (source model)", "ppl_fp"), ("ONNX Runtime (build)", "ppl_ort"),
+                           ("reference executor (build)", "ppl_reference")):
+            rows.append((label, f"{v[key]:.4f}", v.get("windows"), v.get("seqlen"), v.get("tokens"),
+                         v.get("text", ""), ""))
+        sections.append(("Validation (build)", _table([
+            ("result", "PASSED" if v.get("passed") else "FAILED"),
+            ("perplexity ONNX Runtime / FP", f"{v['ppl_ort'] / v['ppl_fp']:.3f}x"),
+            ("ONNX Runtime vs reference, perplexity difference", f"{100 * v['ppl_rel_diff']:.4f}%"),
+            ("top-1 agreement", f"{100 * v['top1_agreement']:.2f}%"),
+            ("max relative logit error", f"{v['max_rel_err']:.2e}"),
+            ("decode through the KV cache matches recomputation", f"{v['decode_match']} ({v['decode_steps']} steps)"),
+        ], ("check", "value"))))
     evals = read_evaluations(art_dir)
-    if evals:
-        rows = [(e.get("label", "artifact"), f"{e['ppl']:.4f}", e.get("windows"), e.get("seqlen"), e.get("tokens"),
-                 e.get("text", ""), e.get("date", "")) for e in evals]
+    rows += [(e.get("label", "artifact"), f"{e['ppl']:.4f}", e.get("windows"), e.get("seqlen"), e.get("tokens"),
+              e.get("text", ""), e.get("date", "")) for e in evals]
+    if rows:
         sections.append(("Perplexity", _table(rows, ("model", "perplexity", "windows", "seqlen", "tokens",
                                                      "text", "date"))))
     else:
@@ -234,9 +268,10 @@ def build_report(art_dir: Path, out: Path) -> Path:
     if not details:
         sections.append(("Note", "<p>This artifact has no stats.json (made by an older version): no plots.</p>"))
 
+    title = report_title(manifest, quant)
     body = "".join(f"<section><h2>{html.escape(t)}</h2>{c}</section>" for t, c in sections)
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>resq-export report: {html.escape(art_dir.name)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>resq-export report: {html.escape(title)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }}
 table {{ border-collapse: collapse; font-size: 13px; margin: .5em 0; }}
@@ -245,7 +280,7 @@ th {{ background: #f0f0f0; }}
 img {{ max-width: 100%; }}
 h2 {{ font-size: 17px; border-bottom: 1px solid #ddd; }}
 </style></head><body>
-<h1>resq-export report</h1>
+<h1>resq-export report: {html.escape(title)}</h1>
 <p>Artifact <code>{html.escape(str(art_dir.resolve()))}</code>, method <b>{html.escape(str(quant.get("method")))}</b>,
 tool {html.escape(str(manifest.get("tool_version")))}, source {html.escape(json.dumps(manifest.get("source_model", {})))}</p>
 {body}

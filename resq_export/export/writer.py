@@ -16,7 +16,7 @@ from ..artifact import load_artifact, read_manifest
 from ..config import QuantConfig
 from ..decoder import Decoder
 from ..errors import ArtifactError
-from ..fileio import atomic_directory, read_json, sha256_file
+from ..fileio import atomic_directory, note_hashing, read_json, sha256_file
 from ..outputs import check_output
 from .builder import ExternalData
 from .graph import GraphExporter, build_onnx
@@ -161,6 +161,7 @@ def verify_onnx_files(onnx_dir: Path, meta: dict, full: bool = False) -> None:
         log.warning("%s was exported before export.json listed its files: its integrity is not checked "
                     "(re-export to get the check)", onnx_dir)
         return
+    note_hashing(onnx_dir, [Path(onnx_dir) / n for n, w in files.items() if full or w["bytes"] <= _QUICK_WHOLE])
     for name, want in files.items():
         path = Path(onnx_dir) / name
         if not path.is_file():

@@ -20,7 +20,7 @@ import torch
 from ..calib.stats import all_finite
 from ..decoder import Decoder, FloatLinear, Layer, TiedHead
 from ..errors import ModelLoadError
-from ..fileio import atomic_directory, read_json, sha256_file
+from ..fileio import atomic_directory, note_hashing, read_json, sha256_file
 from ..tensorfile import SafetensorsFile
 from .arch import arch_of_hf_config, get_arch
 from .config import ModelConfig
@@ -160,6 +160,7 @@ def _dict_source(config: ModelConfig, tokenizer, source: dict, state: dict[str, 
 
 def file_sha256(paths: list[Path]) -> str:
     digest = hashlib.sha256()
+    note_hashing(Path(paths[0]).parent if paths else "the model", paths)
     for p in sorted(paths):
         digest.update(p.name.encode())
         sha256_file(p, digest)

@@ -283,6 +283,19 @@ def test_build_runs_every_stage(tiny_dirs, calib_file, tmp_path):
     validation = json.loads((tmp_path / "b" / "validation.json").read_text())
     assert validation["passed"] is True and validation["top1_agreement"] == 1.0
     assert f"FP {validation['ppl_fp']:.3f}" in result.output
+    # the report made right after reads the build's validation, and is titled by model and method
+    report = run_cli("report", "--artifact", tmp_path / "b" / "artifact", "--out", tmp_path / "r.html")
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "r.html").read_text()
+    assert "No evaluation recorded" not in page and "PASSED" in page
+    for key in ("ppl_fp", "ppl_ort", "ppl_reference"):
+        assert f"{validation[key]:.4f}" in page
+    assert f"<title>resq-export report: {tiny_dirs['qwen2'].name} resq W4A4KV4</title>" in page
+    # a validation.json of other weights (the artifact re-quantised since) is not reported as this one's
+    validation["artifact"]["weights_sha256"] = "0" * 64
+    (tmp_path / "b" / "validation.json").write_text(json.dumps(validation))
+    run_cli("report", "--artifact", tmp_path / "b" / "artifact", "--out", tmp_path / "r.html")
+    assert "No evaluation recorded" in (tmp_path / "r.html").read_text()
 
 
 def test_generate_streams_greedy_and_seeded_samples(exported):

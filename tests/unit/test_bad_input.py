@@ -46,6 +46,7 @@ CASES = [
     ("export --artifact {art} --out {art}", 1, "is the input"),
     ("validate --onnx {root}/busy", 1, "is not a resq-export ONNX folder"),
     ("validate --onnx {onnx} --decode-steps 0", 2, "0 is not in the range x>=1"),
+    ("validate --onnx {onnx} --seqlen 8 --max-tokens 16 --decode-steps 40 --quiet", 1, "--decode-steps 40 needs 55"),
     ("generate --onnx {onnx} --prompt ''", 2, "the prompt is empty"),
     ("generate --onnx {onnx} --prompt hi --max-new-tokens 0", 2, "--max-new-tokens >= 1"),
     ("generate --onnx {no_tokenizer} --prompt hi", 1, "tokenizer.json is missing"),
@@ -54,6 +55,8 @@ CASES = [
     ("engine --onnx {onnx} --engine {root}/e.plan --target-sm ada", 1, "compute capability"),
     ("report --artifact {root}/busy --out {root}/r.html", 1, "not a resq-export artifact"),
     ("eval --quiet", 2, "exactly one of --artifact or --model"),
+    ("eval --artifact {root}/missing --quiet", 1, "not a resq-export artifact"),
+    ("eval --model {root}/missing --quiet", 1, "not found"),
     ("build --model {model} --out {root}/busy --quiet", 1, "--overwrite"),
 ]
 
@@ -101,3 +104,19 @@ def test_seqlen_beyond_the_context_is_said(places, caplog):
                                            "--seqlen", "300", "--nsamples", "2", "--method", "rtn"])
     assert result.exit_code == 0, result.output
     assert "--seqlen 300 exceeds the model's context of 256 tokens" in caplog.text
+
+
+def test_a_note_before_hashing_a_large_model(tmp_path, caplog, monkeypatch):
+    """Minutes of hashing at 8B are announced, not silent; a small model says nothing."""
+    import logging
+
+    from resq_export import fileio
+
+    big = tmp_path / "model.safetensors"
+    big.write_bytes(bytes(4096))
+    with caplog.at_level(logging.WARNING):
+        fileio.note_hashing(tmp_path, [big])
+        assert not caplog.records
+        monkeypatch.setattr(fileio, "HASH_NOTE_BYTES", 1024)
+        fileio.note_hashing(tmp_path, [big, tmp_path / "absent"])
+    assert f"checking the sha256 of {tmp_path}" in caplog.text
