@@ -58,13 +58,22 @@ class QuantConfig:
     def quantizes_weights(self) -> bool:
         return self.w_bits != 16
 
+    @property
+    def transforms(self) -> bool:
+        """Rotations or the online Hadamard (also with float weights: then exact)."""
+        return self.rotation != "none" or self.online_hadamard
+
     def validate(self) -> None:
         if self.method == "fp":
             if (self.w_bits, self.a_bits, self.kv_bits) != (16, 16, 16) or self.lqer_rank:
                 raise ConfigError("--method fp quantises nothing: leave the bit widths and --lqer-rank unset")
             return
-        if self.w_bits not in (4, 8):
-            raise ConfigError(f"unsupported weight bit width {self.w_bits}; supported: 4, 8")
+        if self.w_bits == 16:  # the transforms alone (exact: the logits stay the float model's)
+            if (self.a_bits, self.kv_bits) != (16, 16) or self.lqer_rank:
+                raise ConfigError("--w-bits 16 keeps the model float: it needs --a-bits 16 --kv-bits 16 and no "
+                                  "--lqer-rank")
+        elif self.w_bits not in (4, 8):
+            raise ConfigError(f"unsupported weight bit width {self.w_bits}; supported: 4, 8 (16: float)")
         if self.a_bits not in (4, 8, 16):
             raise ConfigError(f"unsupported activation bit width {self.a_bits}; supported: 4, 8, 16 (float)")
         if self.kv_bits not in (4, 8, 16):

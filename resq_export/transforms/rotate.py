@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..algo.hadamard import apply_down_hadamard
-from ..decoder import Decoder, FloatLinear, Layer, TiedHead
+from ..decoder import FloatLinear, Layer
 from ..models.config import ModelConfig
 
 
@@ -60,18 +60,6 @@ def rotate_rows(rows: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return _by_rows(rows, lambda w: w @ u)
 
 
-def fold_norms(model: Decoder) -> None:
-    """Move every RMSNorm weight into the input columns of the linears that read it."""
-    for layer in model.layers:
-        fold_layer_norms(layer)
-    head = model.lm_head
-    if isinstance(head, TiedHead):
-        head.factor = fold_head_norm(head.factor, model.final_norm)
-    else:
-        head.weight = fold_head_norm(head.weight, model.final_norm)
-    model.final_norm = None
-
-
 def _input_side(lin: FloatLinear, u: torch.Tensor) -> None:
     lin.weight = rotate_rows(lin.weight, u)
 
@@ -82,36 +70,11 @@ def _output_side(lin: FloatLinear, u: torch.Tensor) -> None:
         lin.bias = (_f64(lin.bias) @ u).float()
 
 
-def rotate_residual(model: Decoder, u: torch.Tensor) -> None:
-    """U_A on the residual stream (norms must be folded first: RMSNorm without weight commutes with U)."""
-    if model.final_norm is not None:
-        raise ValueError("fold the norms before rotating the residual stream")
-    model.embed = rotate_rows(model.embed, u)
-    for layer in model.layers:
-        rotate_layer_residual(layer, u)
-    rotate_head(model, u)
-
-
-def rotate_head(model: Decoder, u: torch.Tensor) -> None:
-    """The head's input side, after the embedding was rotated (a tied head follows the embedding)."""
-    if isinstance(model.lm_head, TiedHead):
-        model.lm_head.factor = tied_head_factor(model.lm_head.factor, u)
-    else:
-        _input_side(model.lm_head, u)
-
-
 def rotate_layer_residual(layer: Layer, u: torch.Tensor) -> None:
     _input_side(layer.qkv, u)
     _input_side(layer.gate_up, u)
     _output_side(layer.o, u)
     _output_side(layer.down, u)
-
-
-def rotate_values(model: Decoder, bases: list[torch.Tensor]) -> None:
-    """U_B per layer and KV head ([n_kv, hd, hd] each): v_proj rows <- U_B^T ., o_proj columns of
-    query head j <- . U_B[j // group]."""
-    for layer, u in zip(model.layers, bases):
-        rotate_layer_values(model.config, layer, u)
 
 
 def rotate_layer_values(cfg: ModelConfig, layer: Layer, u: torch.Tensor) -> None:
@@ -131,18 +94,6 @@ def rotate_layer_values(cfg: ModelConfig, layer: Layer, u: torch.Tensor) -> None
     layer.o.weight = wo.float()
 
 
-def set_key_rotations(model: Decoder, bases: list[torch.Tensor]) -> None:
-    """U_C per layer, applied online to q and k after RoPE (RoPE sits between k_proj and the cache)."""
-    for layer, u in zip(model.layers, bases):
-        layer.key_rotation = u.float()
-
-
-def set_down_rotation(model: Decoder, left: torch.Tensor) -> None:
-    """U_D = kron(left, Sylvester) online on the down_proj input; the weight absorbs it: W <- W U_D."""
-    for layer in model.layers:
-        set_layer_down_rotation(layer, left)
-
-
 def set_layer_down_rotation(layer: Layer, left: torch.Tensor) -> None:
     layer.down.weight = _by_rows(layer.down.weight, lambda w: apply_down_hadamard(w, left))
     layer.down_rotation = left.float()
@@ -154,13 +105,6 @@ def o_input_permutation(num_heads: int, head_dim: int, high_per_head: int) -> to
     low = [j * head_dim + c for j in range(num_heads) for c in range(head_dim - high_per_head)]
     high = [j * head_dim + c for j in range(num_heads) for c in range(head_dim - high_per_head, head_dim)]
     return torch.tensor(low + high, dtype=torch.long)
-
-
-def permute_o_inputs(model: Decoder, high_per_head: int) -> None:
-    cfg = model.config
-    perm = o_input_permutation(cfg.num_heads, cfg.head_dim, high_per_head)
-    for layer in model.layers:
-        permute_layer_o(layer, perm)
 
 
 def permute_layer_o(layer: Layer, perm: torch.Tensor) -> None:

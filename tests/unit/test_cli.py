@@ -183,7 +183,7 @@ def test_nan_or_inf_weights_are_named(tiny_dirs, calib_file, tmp_path, name, val
 def test_singular_hessian_is_named(tiny_dirs, calib_file, tmp_path, monkeypatch):
     """A Hessian that damping cannot make positive definite (planted: layer 1's mlp_down input Hessian
     negated) stops the run with the layer and tensor named, and leaves nothing behind."""
-    import resq_export.quantize as q
+    import resq_export.quantize.linears as q
 
     real = q.gptq_quantize
 

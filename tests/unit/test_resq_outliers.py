@@ -8,7 +8,7 @@ from resq_export.algo.rotation import haar_orthogonal, pca_basis, subspace_rotat
 from resq_export.config import QuantConfig
 from resq_export.decoder import FloatLinear
 from resq_export.layout import LinearLayout
-from resq_export.quantize import quantize_linear
+from resq_export.quantize.linears import quantize_linear
 
 D, OUT, N = 128, 96, 4096
 

@@ -1,15 +1,13 @@
 """Every fold and rotation is exact without quantisation: logits unchanged (fp32, tight tolerance)."""
 
-import copy
-
 import pytest
 import torch
 
 from resq_export.algo.rotation import haar_orthogonal, pca_basis, subspace_rotations
 from resq_export.config import QuantConfig
 from resq_export.models.loader import load_model
-from resq_export.quantize import CalibrationSet, apply_bases, collect_basis_statistics
-from resq_export.transforms import rotate
+from resq_export.artifact import load_artifact
+from resq_export.quantize import quantize
 from tiny_models import FAMILIES
 
 
@@ -34,32 +32,25 @@ def test_haar_and_pca_bases_are_orthogonal():
     assert torch.count_nonzero(r[:28, 28:]) == 0 and torch.count_nonzero(r[28:, :28]) == 0
 
 
-def test_basis_statistics_bases_orthogonal(tiny_dirs):
-    model = load_model(tiny_dirs["llama"]).decoder
-    rotate.fold_norms(model)
-    stats = collect_basis_statistics(model, CalibrationSet(_ids(3, (4, 32))), progress=False)
-    for sigma in [stats.residual.finalize(), stats.values_[1][0].finalize(), stats.keys_[0].finalize()]:
-        _, u = pca_basis(sigma)
-        torch.testing.assert_close(u.T @ u, torch.eye(u.shape[0], dtype=torch.float64), atol=1e-10, rtol=0)
-
-
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("method", ["resq", "quarot"])
-def test_all_transforms_leave_logits_unchanged(tiny_dirs, family, method):
-    model = load_model(tiny_dirs[family]).decoder
+def test_all_transforms_leave_logits_unchanged(tiny_dirs, calib_file, tmp_path, family, method):
+    """The production pipeline (quantize) with float weights, activations and KV cache: every fold,
+    rotation, permutation and the online Hadamard applied, nothing rounded -> the source's logits."""
+    cfg = QuantConfig.for_method(method, w_bits=16, a_bits=16, kv_bits=16, nsamples=4, seqlen=32)
+    quantize(str(tiny_dirs[family]), cfg, tmp_path / "art", [str(calib_file)], progress=False)
+    rotated, _, _ = load_artifact(tmp_path / "art")
+    source = load_model(tiny_dirs[family]).decoder
     ids = _ids(5)
     with torch.no_grad():
-        before = model(ids)
-        rotated = copy.deepcopy(model)
-        rotate.fold_norms(rotated)
-        _assert_same_logits(rotated(ids), before)
-        apply_bases(rotated, QuantConfig.for_method(method), CalibrationSet(_ids(6, (4, 32))), progress=False)
-        after = rotated(ids)
+        _assert_same_logits(rotated(ids), source(ids))
     layer = rotated.layers[0]
     assert layer.key_rotation is not None and layer.down_rotation is not None
     assert (layer.o_input_perm is not None) == (method == "resq")
-    assert not torch.equal(rotated.embed, model.embed)
-    _assert_same_logits(after, before)
+    assert rotated.final_norm is None and not torch.equal(rotated.embed, source.embed)
+    for u in (layer.key_rotation, layer.down_rotation):  # U_C and U_D's left factor, orthogonal
+        torch.testing.assert_close(u.double() @ u.double().T, torch.eye(u.shape[0], dtype=torch.float64),
+                                   atol=1e-6, rtol=0)
 
 
 def test_float64_transforms_by_blocks_equal_whole_matrix(monkeypatch):

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_models import SMALL, run_cli
 
-import resq_export.quantize as quantize_module
+import resq_export.quantize.pipeline as quantize_module
 from resq_export.artifact import load_artifact
 from resq_export.checkpoint import TEST_KILL_ENV, ResumeError, work_dir_for
 from resq_export.config import QuantConfig
