@@ -139,94 +139,33 @@ def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, 
           **settings) -> None:
     """quantize -> export -> validate (ONNX Runtime against the reference executor, and the float
     model's perplexity on the same windows as the baseline) (-> TensorRT engine), with a summary."""
-    import time
-
-    from .artifact import VALIDATION_FILE, WEIGHTS_FILE, open_artifact, read_manifest
-    from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
-    from .export.writer import export_onnx
-    from .fileio import atomic_write_text
-    from .models.loader import open_model
-    from .outputs import check_output
-    from .quantize import quantize as run
-    from .validate.layerwise import float_layers, reference_layers
-    from .validate.onnx_layers import OnnxLayers
-    from .validate.ppl import perplexity
+    from .build import build as run
 
     cfg = _quant_config(**settings)
-    out_dir = check_output(out_dir, "build", [model_source, *calib_data], overwrite)
-    # A target that cannot work is refused before hours of quantisation; a missing runtime or
-    # plugin library only after the ONNX is written (exit code 2).
-    setup, missing = _engine_setup(runtime, target_sm) if engine_path else (None, None)
-    rows = []
-
-    def stage(name: str, fn):
-        click.echo(f"[{len(rows) + 1}/{5 if engine_path else 4}] {name} ...", err=True)
-        t = time.perf_counter()
-        out = fn()
-        rows.append((name, time.perf_counter() - t))
-        return out
-
-    art, onnx_dir = out_dir / "artifact", out_dir / "onnx"
-    # run again, finished stages are kept (a build stopped during validation continues there)
-    stats = stage("quantize", lambda: run(model_source, cfg, art, calib_data or None, progress=not quiet,
-                                          overwrite=overwrite, reuse_finished=True))
-    stage("export", lambda: export_onnx(art, onnx_dir, overwrite=overwrite, reuse_finished=True))
-    if missing is not None:  # before the validation: stop as soon as the ONNX is written
-        click.echo(f"error: {missing}", err=True)
+    r = run(model_source, out_dir, cfg, calib_data, engine_path, runtime, target_sm, eval_max_tokens,
+            progress=not quiet, overwrite=overwrite, announce=lambda line: click.echo(line, err=True))
+    if r.missing_runtime is not None:
+        click.echo(f"error: {r.missing_runtime}", err=True)
         sys.exit(2)
-    reader = open_artifact(art)
-    windows = eval_windows(tokenize_corpus(reader.tokenizer(), read_texts([default_eval_path()])), 512,
-                           eval_max_tokens)
-    result = stage("validate", lambda: _compare(OnnxLayers(onnx_dir), reference_layers(reader), windows, quiet))
-    fp = stage("FP baseline", lambda: perplexity(float_layers(open_model(model_source)), windows, progress=not quiet))
-    weights_sha = read_manifest(art)["files"].get(WEIGHTS_FILE)
-    result.update(ppl_fp=fp["ppl"], seqlen=512, text="packaged eval text",
-                  artifact={"path": str(art.resolve()), "weights_sha256": weights_sha})
-    atomic_write_text(out_dir / VALIDATION_FILE, json.dumps(result, indent=2))  # read by `resq-export report`
-    if engine_path:
-        from .engine.build import build_engine
-
-        plan = stage("engine", lambda: build_engine(onnx_dir, engine_path, setup))
-    else:
-        plan = None
-    size = sum(f.stat().st_size for f in onnx_dir.glob("model.onnx*"))
+    result = r.validation
+    size = sum(f.stat().st_size for f in r.onnx_dir.glob("model.onnx*"))
     click.echo(f"\n{'stage':<12} {'time':>9}")
-    for name, seconds in rows:
+    for name, seconds in r.stage_times_s:
         click.echo(f"{name:<12} {seconds:>8.1f}s")
-    click.echo(f"\nmethod {cfg.method}: artifact {art}, ONNX {onnx_dir / 'model.onnx'} ({size / 2**20:.1f} MiB), "
-               f"TensorRT flavour {onnx_dir / 'model.trt.onnx'}")
-    click.echo(f"perplexity on {result['tokens']} tokens of the packaged evaluation text: FP {fp['ppl']:.3f}, "
-               f"ONNX Runtime {result['ppl_ort']:.3f} ({result['ppl_ort'] / fp['ppl']:.3f}x FP), "
+    click.echo(f"\nmethod {cfg.method}: artifact {r.artifact}, ONNX {r.onnx_dir / 'model.onnx'} "
+               f"({size / 2**20:.1f} MiB), TensorRT flavour {r.onnx_dir / 'model.trt.onnx'}")
+    click.echo(f"perplexity on {result['tokens']} tokens of the packaged evaluation text: FP {result['ppl_fp']:.3f}, "
+               f"ONNX Runtime {result['ppl_ort']:.3f} ({result['ppl_ort'] / result['ppl_fp']:.3f}x FP), "
                f"reference executor {result['ppl_reference']:.3f}")
     click.echo(f"ONNX Runtime vs reference: top-1 agreement {100 * result['top1_agreement']:.2f}%, max relative "
                f"logit error {result['max_rel_err']:.1e}; decode through the cache matches: {result['decode_match']}; "
-               f"quantisation peak RSS {stats['peak_rss_mb']:.0f} MB")
-    if plan is not None:
-        click.echo(_plan_summary(engine_path, plan))
+               f"quantisation peak RSS {r.quantize_stats['peak_rss_mb']:.0f} MB")
+    if r.plan is not None:
+        click.echo(_plan_summary(engine_path, r.plan))
     click.echo(f"validation: {'PASSED' if result['passed'] else 'FAILED'} ({out_dir / 'validation.json'})")
     if not result["passed"]:
         click.echo("error: validation failed: a tolerance is broken (see validation.json)", err=True)
         sys.exit(3)
-
-
-def _compare(ort_model, reference, windows, quiet: bool, decode_steps: int = 16) -> dict:
-    from .validate.compare import compare
-
-    try:
-        return compare(ort_model, reference, windows, decode_steps, progress=not quiet)
-    finally:
-        ort_model.close()
-
-
-def _engine_setup(runtime: str, target_sm: str | None):
-    """(setup, None), or (None, the TensorRTMissing message) where a runtime or the plugin library is
-    absent; a target that cannot work raises ResQError (exit code 1)."""
-    from .engine.build import TensorRTMissing, prepare_engine
-
-    try:
-        return prepare_engine(runtime, target_sm), None
-    except TensorRTMissing as e:
-        return None, e
 
 
 def _plan_summary(engine_path: Path, m: dict) -> str:
@@ -273,7 +212,7 @@ def engine(onnx_dir, engine_path, plugins, max_batch, max_sequence, max_context,
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, quiet) -> None:
     """Perplexity of an artifact (reference executor) or of a float model."""
-    from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
+    from .calib.data import evaluation_windows
     from .validate.ppl import perplexity
 
     if (artifact is None) == (model_source is None):
@@ -290,8 +229,7 @@ def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, qu
 
         src = open_model(model_source)
         model, tokenizer, label = float_layers(src), src.tokenizer, "fp"
-    texts = read_texts(list(text_files) or [default_eval_path()])
-    windows = eval_windows(tokenize_corpus(tokenizer, texts), seqlen, max_tokens)
+    windows = evaluation_windows(tokenizer, text_files, seqlen, max_tokens)
     result = {"method": label, "seqlen": seqlen, **perplexity(model, windows, progress=not quiet)}
     if artifact is not None:  # kept beside the artifact for `resq-export report`
         from .evaluations import record_evaluation
@@ -346,17 +284,16 @@ def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, a
     """ONNX Runtime against the reference executor: perplexity, logits, top-1, decode through the cache.
     Exit code 3 when a tolerance is broken."""
     from .artifact import open_artifact
-    from .calib.data import default_eval_path, eval_windows, read_texts, tokenize_corpus
+    from .calib.data import evaluation_windows
     from .export.writer import source_artifact
-    from .validate.compare import TOLERANCES
+    from .validate.compare import TOLERANCES, compare
     from .validate.layerwise import reference_layers
     from .validate.onnx_layers import OnnxLayers
 
-    ort_model = OnnxLayers(onnx_dir, verify="full" if full_check else "quick")
-    reader = open_artifact(source_artifact(ort_model.meta, artifact))
-    windows = eval_windows(tokenize_corpus(reader.tokenizer(), read_texts(list(text_files) or [default_eval_path()])),
-                           seqlen, max_tokens)
-    result = _compare(ort_model, reference_layers(reader), windows, quiet, decode_steps)
+    with OnnxLayers(onnx_dir, verify="full" if full_check else "quick") as ort_model:
+        reader = open_artifact(source_artifact(ort_model.meta, artifact))
+        windows = evaluation_windows(reader.tokenizer(), text_files, seqlen, max_tokens)
+        result = compare(ort_model, reference_layers(reader), windows, decode_steps, progress=not quiet)
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -195,3 +195,10 @@ def eval_windows(tokens: torch.Tensor, seqlen: int, max_tokens: int | None = Non
             f"seqlen={seqlen} tokens; use a smaller --seqlen or a longer text"
         )
     return tokens[: n_windows * seqlen].reshape(n_windows, seqlen).clone()
+
+
+def evaluation_windows(tokenizer, text_files: Sequence[str | os.PathLike[str]], seqlen: int,
+                       max_tokens: int | None) -> torch.Tensor:
+    """The perplexity windows of `text_files` (the packaged evaluation text when none are given)."""
+    texts = read_texts(list(text_files) or [default_eval_path()])
+    return eval_windows(tokenize_corpus(tokenizer, texts), seqlen, max_tokens)

@@ -120,6 +120,12 @@ class OnnxLayers:
         self._head = None
         self._tmp.cleanup()
 
+    def __enter__(self) -> "OnnxLayers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _session(self, s: int, example: dict[str, np.ndarray]):
         import onnxruntime as ort
 
