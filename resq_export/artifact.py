@@ -13,10 +13,10 @@ import torch
 from . import __version__
 from .algo.quant import pack_int4, unpack_int4
 from .config import SCHEMA_VERSION, QuantConfig
-from .decoder import LINEAR_ROLES, Decoder, FloatLinear, KVQuantizer, Layer, TiedHead
+from .decoder import LINEAR_ROLES, Decoder, FloatLinear, Layer, TiedHead
 from .errors import ArtifactError
 from .fileio import atomic_directory, note_hashing, read_json, sha256_file
-from .layout import LinearLayout, high_channels, kv_quantizer, role_layouts
+from .layout import KVQuantizer, LinearLayout, high_channels, kv_quantizer, role_layouts
 from .models.config import ModelConfig
 from .reference import LqerBranch, QuantLinear
 from .tensorfile import Entry, SafetensorsFile, write_safetensors

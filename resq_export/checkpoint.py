@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .errors import ResQError
+from .errors import ResumeError
 from .fileio import atomic_write_text, read_json
 from .tensorfile import save_tensors
 
@@ -32,10 +32,6 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 TEST_KILL_ENV = "RESQ_EXPORT_TEST_KILL_AT"  # "pass2:3": SIGKILL itself once pass-2 layer 3 is recorded
-
-
-class ResumeError(ResQError):
-    """The work folder belongs to a different run."""
 
 
 def fingerprint_hash(fingerprint: dict) -> str:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .algo.hadamard import apply_down_hadamard
-from .algo.quant import dequantize_groups, quantize_groups
+from .layout import KVQuantizer
 from .models.config import ModelConfig
 
 
@@ -65,20 +65,6 @@ class Observer(Protocol):
 
 class StopForward(Exception):
     """Raised by an observer that has seen what it needs."""
-
-
-@dataclass(frozen=True)
-class KVQuantizer:
-    """Per token per head asymmetric quantisation of K and V: the head_dim channels split into groups."""
-
-    group_sizes: tuple[int, ...]
-    bits: tuple[int, ...]
-
-    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return quantize_groups(x, self.group_sizes, self.bits)
-
-    def dequantize(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-        return dequantize_groups(q, scale, zero, self.group_sizes)
 
 
 @dataclass

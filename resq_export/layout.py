@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+
+from .algo.quant import dequantize_groups, quantize_groups
 from .config import QuantConfig
-from .decoder import KVQuantizer
 from .errors import ConfigError
 from .models.config import ModelConfig
 
@@ -90,6 +92,20 @@ def role_layouts(model: ModelConfig, cfg: QuantConfig) -> dict[str, LinearLayout
         "mlp_gate_up": residual,
         "mlp_down": _part_layout([(_split(model.intermediate_size, g), False)], cfg),
     }
+
+
+@dataclass(frozen=True)
+class KVQuantizer:
+    """Per token per head asymmetric quantisation of K and V: the head_dim channels split into groups."""
+
+    group_sizes: tuple[int, ...]
+    bits: tuple[int, ...]
+
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return quantize_groups(x, self.group_sizes, self.bits)
+
+    def dequantize(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+        return dequantize_groups(q, scale, zero, self.group_sizes)
 
 
 def kv_quantizer(model: ModelConfig, cfg: QuantConfig) -> KVQuantizer | None:

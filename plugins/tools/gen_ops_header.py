@@ -1,4 +1,5 @@
-"""Generate resq_ops.h (op names, versions, input/output indices, attribute names and defaults)
+"""Generate resq_ops.h (op names, versions, input/output indices, which optional inputs a node lists,
+attribute names and defaults, the plugin creators' fields)
 from resq_export/export/ops.json. Run by CMake at build time; stdlib only."""
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ def generate(spec: dict) -> str:
                 "enum Output : int { " + ", ".join(f"out_{_ident(o['name'])} = {n}" for n, o in enumerate(s["outputs"])) + " };",
                 "constexpr bool kInputOptional[] = {"
                 + ", ".join("true" if i.get("optional") else "false" for i in s["inputs"]) + "};",
+                # an input with present_if is listed when that attribute (or its default) is > 0
+                "constexpr const char* kInputPresentIf[] = {"
+                + ", ".join(f'"{i["present_if"]}"' if i.get("present_if") else "nullptr" for i in s["inputs"]) + "};",
+                "constexpr int kInputPresentDefault[] = {"
+                + ", ".join(str(int(s["attributes"][i["present_if"]].get("default", 0))) if i.get("present_if") else "1"
+                            for i in s["inputs"]) + "};",
+                # the creator's plugin fields: every INT attribute, in ops.json's order
+                "constexpr const char* kIntFields[] = {"
+                + ", ".join([f'"{n}"' for n, a in s["attributes"].items() if a["type"] == "INT"] or ["nullptr"]) + "};",
+                f"constexpr int kNumIntFields = {sum(1 for a in s['attributes'].values() if a['type'] == 'INT')};",
+                "// whether a node lists spec input `spec`; attrs.get(name, fallback) reads an INT attribute",
+                "template <class Attrs> inline bool input_present(int spec, const Attrs& attrs) {",
+                "  return kInputPresentIf[spec] == nullptr || attrs.get(kInputPresentIf[spec], kInputPresentDefault[spec]) > 0;",
+                "}",
                 "constexpr const char* kInputDTypes[] = {" + ", ".join(f'"{i["dtype"]}"' for i in s["inputs"]) + "};",
                 "constexpr const char* kOutputDTypes[] = {" + ", ".join(f'"{o["dtype"]}"' for o in s["outputs"]) + "};"]
         for name, a in sorted(s["attributes"].items()):

@@ -43,7 +43,8 @@ int32_t HadamardPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const
   return 0;
 }
 
-HadamardCreator::HadamardCreator() : CreatorBase(S::kName, S::kVersion, {}) {}
+HadamardCreator::HadamardCreator()
+    : CreatorBase(S::kName, S::kVersion, {S::kIntFields, S::kIntFields + S::kNumIntFields}) {}
 
 nvinfer1::IPluginV3* HadamardCreator::createPlugin(const char*, const nvinfer1::PluginFieldCollection* fc,
                                                    nvinfer1::TensorRTPhase) noexcept {

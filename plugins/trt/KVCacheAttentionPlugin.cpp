@@ -146,9 +146,7 @@ int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_des
 }
 
 KVCacheAttentionCreator::KVCacheAttentionCreator()
-    : CreatorBase(S::kName, S::kVersion,
-                  {S::attr_num_heads, S::attr_num_kv_heads, S::attr_head_dim, S::attr_high_channels, S::attr_kv_bits,
-                   S::attr_high_bits}) {}
+    : CreatorBase(S::kName, S::kVersion, {S::kIntFields, S::kIntFields + S::kNumIntFields}) {}
 
 nvinfer1::IPluginV3* KVCacheAttentionCreator::createPlugin(const char*, const nvinfer1::PluginFieldCollection* fc,
                                                            nvinfer1::TensorRTPhase) noexcept {

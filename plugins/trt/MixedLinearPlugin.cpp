@@ -31,16 +31,13 @@ nvinfer1::IPluginV3* MixedLinearPlugin::clone() noexcept {
 }
 
 // The TensorRT flavour (resq_export/export/writer.py) lists only present inputs, so the attributes
-// alone say where each input is.
+// alone say where each input is: ops.json's present_if rule, generated into resq_ops.h.
+bool MixedLinearPlugin::present(int spec) const { return S::input_present(spec, attrs_); }
+
 int MixedLinearPlugin::compact(int spec) const {
-  const bool low = attrs_.get(S::attr_low_groups, S::default_low_groups) > 0;
-  const bool high = attrs_.get(S::attr_high_groups, S::default_high_groups) > 0;
-  const bool lqer = attrs_.get(S::attr_lqer_rank, S::default_lqer_rank) > 0;
-  static_assert(S::kNumInputs == 11, "ops.json changed: update the presence table");
-  const bool present[S::kNumInputs] = {true, low, high, true, true, true, lqer, lqer, lqer, lqer, lqer};
-  if (!present[spec]) return -1;
+  if (!present(spec)) return -1;
   int pos = 0;
-  for (int i = 0; i < spec; ++i) pos += present[i] ? 1 : 0;
+  for (int i = 0; i < spec; ++i) pos += present(i) ? 1 : 0;
   return pos;
 }
 
@@ -167,9 +164,7 @@ int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, co
 }
 
 MixedLinearCreator::MixedLinearCreator()
-    : CreatorBase(S::kName, S::kVersion,
-                  {S::attr_k_low, S::attr_low_groups, S::attr_high_groups, S::attr_a_bits_low, S::attr_a_bits_high,
-                   S::attr_lqer_rank}) {}
+    : CreatorBase(S::kName, S::kVersion, {S::kIntFields, S::kIntFields + S::kNumIntFields}) {}
 
 nvinfer1::IPluginV3* MixedLinearCreator::createPlugin(const char*, const nvinfer1::PluginFieldCollection* fc,
                                                       nvinfer1::TensorRTPhase) noexcept {

@@ -26,6 +26,7 @@ class MixedLinearPlugin : public PluginBase {
   int spec_input(int32_t pos, int32_t nb_inputs) const override;
 
  private:
+  bool present(int spec) const;  // whether the node lists this spec input
   int compact(int spec) const;  // position of a spec input, -1 when absent
   int32_t expected_inputs() const;
   ResQLinearShape shape(int64_t k) const;

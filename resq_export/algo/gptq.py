@@ -11,15 +11,11 @@ from collections.abc import Sequence
 
 import torch
 
-from ..calib.stats import all_finite
+from ..errors import HessianError
+from .finite import all_finite
 from .quant import group_bounds, quantize_sym
 
-
 UPDATE_ROWS = 512  # rows per piece of the lazy batch update (the same products as one GEMM, tested)
-
-
-class HessianError(ValueError):
-    """The Hessian is not positive definite even after damping."""
 
 
 def gptq_quantize(

@@ -15,7 +15,7 @@ from importlib import resources
 
 import torch
 
-from resq_export.errors import ResQError
+from ..errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +24,6 @@ _EVAL_FILE = "eval_en.txt"
 _JSONL_SUFFIXES = frozenset({".jsonl"})
 # Separates documents so a window that straddles two of them still looks like prose.
 _DOC_SEPARATOR = "\n\n"
-
-
-class DataError(ResQError, ValueError):
-    """Unusable calibration/evaluation data; the message is meant for the user."""
 
 
 def _packaged(name: str) -> pathlib.Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import ResQError
-from ..export.graph import PREPARED_LINEAR, prepared_inputs
+from ..export.spec import DOMAIN, PREPARED_LINEAR, node_attributes, prepared_inputs
 from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
 from ..fileio import atomic_path, atomic_write_text, sha256_file
 from .profiles import EngineLimits, profile_shapes
@@ -73,12 +73,14 @@ def check_gpu_support(model: onnx.ModelProto) -> None:
     dims = {t.name: list(t.dims) for t in model.graph.initializer}
     problems = []
     for node in model.graph.node:
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.domain != DOMAIN:
+            continue
+        attrs = node_attributes(node)
         if node.op_type == PREPARED_LINEAR:
             n = dims[prepared_inputs(node)["wscale"]][0]
-            if attrs.get("low_groups", 1) and attrs.get("a_bits_low", 4) != 4:
+            if attrs["low_groups"] and attrs["a_bits_low"] != 4:
                 problems.append(f"{node.name}: {attrs['a_bits_low']}-bit activations (the GPU GEMM takes 4)")
-            if attrs.get("high_groups", 0) and attrs.get("a_bits_high", 8) != 8:
+            if attrs["high_groups"] and attrs["a_bits_high"] != 8:
                 problems.append(f"{node.name}: {attrs['a_bits_high']}-bit high-part activations (the GPU GEMM takes 8)")
             if n % 8:
                 problems.append(f"{node.name}: {n} output features (the GPU GEMM needs a multiple of 8)")

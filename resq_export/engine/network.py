@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import onnx
 
-from ..export.graph import PREPARED_LINEAR, prepared_inputs
-from ..export.spec import DOMAIN, op_spec, op_version
+from ..export.spec import DOMAIN, PREPARED_LINEAR, op_spec, op_version, prepared_inputs
 
 # The TensorRT flavour carries the spec's uint8 tensors as int8 with the same bytes (docs/plugins.md).
 _TRT_DTYPE = {"float32": "FLOAT", "int8": "INT8", "uint8": "INT8", "int32": "INT32"}

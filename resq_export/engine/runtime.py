@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ResQError
+from ..errors import ResQError, TensorRTMissing
 
 RUNTIMES = ("auto", "tensorrt", "tensorrt-rtx")
 MODULES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx_bindings"}
@@ -27,12 +27,6 @@ INSTALL_HINT = (
 PLUGIN_HINT = ("build it against the TensorRT headers: `cmake -S . -B build -DRESQ_TENSORRT_ROOT=<TensorRT or "
                "TensorRT-RTX SDK, or a folder with the headers in include/> && cmake --build build` "
                "(tools/trt_check.sh HEADERS_DIR does this and checks it)")
-
-
-class TensorRTMissing(ResQError):
-    """TensorRT (or the plugin library) is not available here; the CLI exits with code 2."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

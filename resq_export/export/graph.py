@@ -12,7 +12,7 @@ from onnx import helper
 from ..artifact import linear_tensors
 from ..config import QuantConfig
 from ..decoder import Decoder, FloatLinear, Layer, TiedHead
-from ..errors import ArtifactError, ConfigError
+from ..errors import ConfigError
 from ..layout import LinearLayout
 from ..reference import QuantLinear
 from .builder import DOUBLE, FLOAT, INT8, INT64, OPSET, UINT8, Builder, ExternalData
@@ -21,11 +21,10 @@ from .functions import (
     linear_function,
 )
 from .kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
-from .spec import DOMAIN, load_spec, op_spec, op_version
+from .spec import DOMAIN, PREPARED_LINEAR, load_spec, op_spec, op_version, present_inputs
 
 IR_VERSION = 10  # onnx 1.23 writes 14 by default, which ONNX Runtime rejects
 KV_TENSORS = ("codes", "scales", "zeros")
-PREPARED_LINEAR = "ResQMixedLinearPrepared"  # what the TensorRT flavour has for each ResQMixedLinear
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -44,18 +43,6 @@ def _check_op_layout(lay: LinearLayout, name: str) -> int:
                 f"activation bits {list(lay.a_bits)}) does not fit. 8-bit weights export without a high-precision "
                 "part (--high-fraction 0, or --method rtn/quarot/lqer)")
     return n_low
-
-
-def prepared_inputs(node: onnx.NodeProto) -> dict[str, str]:
-    """Input name -> tensor of a ResQMixedLinearPrepared node. The node lists only present inputs and
-    its attributes say which those are (the plugin's presence table, MixedLinearPlugin::compact)."""
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    present = {"weight_low": attrs.get("low_groups", 1) > 0, "weight_high": attrs.get("high_groups", 0) > 0}
-    names = [n for n in _spec_inputs(PREPARED_LINEAR)
-             if present.get(n, True) and (attrs.get("lqer_rank", 0) > 0 or not n.startswith("lqer_"))]
-    if len(names) != len(node.input):
-        raise ArtifactError(f"{node.name}: {len(node.input)} inputs where its attributes imply {len(names)}")
-    return dict(zip(names, node.input))
 
 
 def _spec_inputs(op: str) -> list[str]:
@@ -112,11 +99,16 @@ class GraphExporter:
         attrs = dict(low_groups=sig.low_groups, high_groups=sig.high_groups, a_bits_low=sig.a_bits_low,
                      a_bits_high=sig.a_bits_high, lqer_rank=sig.lqer_rank)
         op = "ResQMixedLinear"
-        if self.tensorrt:
+        if self.tensorrt:  # only the inputs the spec's presence rule lists, as the plugin reads them
             op, t = PREPARED_LINEAR, _prepared_tensors(sig, t)
             attrs["k_low"] = sig.k_low
-        names = [x] + [self.b.initializer(f"{init}.{k}", t[k]) if t.get(k) is not None else ""
-                       for k in _spec_inputs(op)[1:]]
+            listed = present_inputs(op, attrs)[1:]
+            if listed != [k for k in _spec_inputs(op)[1:] if t.get(k) is not None]:
+                raise AssertionError(f"{name}: ops.json's present_if rule and the exported tensors disagree")
+            names = [x] + [self.b.initializer(f"{init}.{k}", t[k]) for k in listed]
+        else:
+            names = [x] + [self.b.initializer(f"{init}.{k}", t[k]) if t.get(k) is not None else ""
+                           for k in _spec_inputs(op)[1:]]
         return self._custom(b, op, names, 1, sig.overload, lambda: linear_function(sig), attrs, name="ResQMixedLinear")
 
     # --- graph --------------------------------------------------------------------------------------

@@ -22,3 +22,43 @@ def op_spec(name: str) -> dict[str, Any]:
 
 def op_version(name: str) -> int:
     return int(op_spec(name)["version"])
+
+
+def attribute_default(op: str, name: str):
+    return op_spec(op)["attributes"][name].get("default")
+
+
+def present_inputs(op: str, attrs: dict) -> list[str]:
+    """The inputs a node of `op` lists, in order, given its attributes: an input with "present_if" is
+    there when that attribute (or its default) is > 0. The plugins read the same rule from the
+    generated header (resq_ops.h: kInputPresentIf)."""
+    names = []
+    for spec_input in op_spec(op)["inputs"]:
+        gate = spec_input.get("present_if")
+        value = attrs.get(gate, attribute_default(op, gate)) if gate else 1
+        if (value or 0) > 0:
+            names.append(spec_input["name"])
+    return names
+
+
+PREPARED_LINEAR = "ResQMixedLinearPrepared"  # what the TensorRT flavour has for each ResQMixedLinear
+
+
+def node_attributes(node) -> dict:
+    """A resq node's (onnx.NodeProto) attributes, the spec's defaults filled in for those it omits."""
+    from onnx import helper
+
+    given = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    defaults = {k: a["default"] for k, a in op_spec(node.op_type)["attributes"].items() if "default" in a}
+    return {**defaults, **given}
+
+
+def prepared_inputs(node) -> dict[str, str]:
+    """Input name -> tensor of a ResQMixedLinearPrepared node (onnx.NodeProto), which lists only its
+    present inputs."""
+    from ..errors import ArtifactError
+
+    names = present_inputs(PREPARED_LINEAR, node_attributes(node))
+    if len(names) != len(node.input):
+        raise ArtifactError(f"{node.name}: {len(node.input)} inputs where its attributes imply {len(names)}")
+    return dict(zip(names, node.input))

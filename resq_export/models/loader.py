@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..calib.stats import all_finite
+from ..algo.finite import all_finite
 from ..decoder import Decoder, FloatLinear, Layer, TiedHead
 from ..errors import ModelLoadError
 from ..fileio import atomic_directory, note_hashing, read_json, sha256_file

@@ -7,20 +7,12 @@ import os
 from functools import cache
 from pathlib import Path
 
+from ..errors import NativeError
 from ..layout import LinearLayout
 
 ENV_DIR = "RESQ_NATIVE_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT / "build" / "plugins"
-
-STATUS = {0: "ok", 1: "invalid argument or shape", 2: "unsupported by this kernel", 3: "CUDA error", 4: "no CUDA device"}
-
-
-class NativeError(RuntimeError):
-    def __init__(self, function: str, code: int):
-        super().__init__(f"{function} failed: {STATUS.get(code, 'unknown status')} (code {code})")
-        self.code = code
-
 
 class LinearShape(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int32) for n in ("k", "k_low", "low_groups", "high_groups", "a_bits_low", "a_bits_high")]

@@ -21,7 +21,9 @@ from ..algo.quant import (
     weight_scale,
 )
 from ..artifact import linear_tensors
-from ..calib.stats import AbsMeanMax, NumericalError, SecondMoment, check_finite
+from ..algo.finite import check_finite
+from ..calib.stats import AbsMeanMax, SecondMoment
+from ..errors import NumericalError
 from ..config import QuantConfig
 from ..decoder import LINEAR_ROLES, Decoder, FloatLinear, KVCache, Layer, StopForward
 from ..layout import LinearLayout

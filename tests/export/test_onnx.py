@@ -7,15 +7,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tiny_models import SMALL, run_cli
 
 from resq_export.algo.quant import pack_int4
 from resq_export.artifact import load_artifact
 from resq_export.errors import ArtifactError
 from resq_export.export.functions import LinearSignature, linear_function
-from resq_export.export.graph import prepared_inputs
+from resq_export.export.spec import prepared_inputs
 from resq_export.export.writer import ORT_FILE, TRT_FILE, check_onnx_folder, export_onnx
 from resq_export.validate.ort_runner import OrtDecoder
-from tiny_models import SMALL, run_cli
 
 ort = pytest.importorskip("onnxruntime")
 NAMES = ["resq", "resq_lqer", "quarot", "lqer", "fp", "w4a16", "w8a8"]
@@ -336,3 +336,17 @@ def test_chunked_prefill_equals_one_call(exported):
     assert past.keys() == past_chunked.keys()
     for name in past:  # per-token projections and quantisation: the cached codes do not see the chunking
         np.testing.assert_array_equal(past[name], past_chunked[name], err_msg=name)
+
+
+def test_build_with_an_engine_but_no_runtime_stops_after_the_onnx(tiny_dirs, calib_file, tmp_path):
+    """Exit code 2 naming what is missing, once the ONNX folder is written; no validation yet."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") or importlib.util.find_spec("tensorrt_rtx"):
+        pytest.skip("a TensorRT runtime is installed here: the engine tests (-m trt) cover this build")
+    result = run_cli("build", "--model", tiny_dirs["llama"], "--out", tmp_path / "b", "--calib-data", calib_file,
+                     "--nsamples", "4", "--seqlen", "32", "--quiet", "--engine", tmp_path / "m.plan")
+    assert result.exit_code == 2, result.output
+    assert "TensorRT" in result.output and "Traceback" not in result.output
+    assert (tmp_path / "b" / "onnx" / "export.json").is_file() and not (tmp_path / "b" / "validation.json").exists()
+    assert not (tmp_path / "m.plan").exists()

@@ -77,3 +77,55 @@ def test_no_device_is_a_clear_status(kernel_library):
                                       None, None, fake, 0, None)
     assert status == 4, lib.resq_cuda_last_error()
     assert lib.resq_cuda_last_error().startswith(b"cuda")
+
+
+def test_generated_presence_rule_equals_the_exporters(tmp_path):
+    """Which optional inputs a ResQMixedLinearPrepared node lists is ops.json's present_if rule: the
+    exporter and the engine check read it in Python (export.spec.present_inputs), the plugin through
+    resq_ops.h's input_present. Compiled here and compared for every combination of the gates."""
+    import itertools
+    import sys
+    from pathlib import Path
+
+    from resq_export.export.spec import PREPARED_LINEAR, op_spec, present_inputs
+
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found")
+    root = Path(__file__).resolve().parents[2]
+    header = tmp_path / "resq_ops.h"
+    subprocess.run([sys.executable, str(root / "plugins/tools/gen_ops_header.py"),
+                    str(root / "resq_export/export/ops.json"), str(header)], check=True)
+    gates = sorted({i["present_if"] for i in op_spec(PREPARED_LINEAR)["inputs"] if i.get("present_if")})
+    assert gates == ["high_groups", "low_groups", "lqer_rank"]
+    cases = [dict(zip(gates, values)) for values in itertools.product((0, 2), repeat=len(gates))]
+    cases.append({})  # every attribute at its default
+    program = tmp_path / "presence.cpp"
+    program.write_text("""
+#include <cstdio>
+#include <cstring>
+#include "resq_ops.h"
+namespace S = resq::spec::ResQMixedLinearPrepared;
+struct Attrs {  // "name=value" pairs from argv
+  int argc; char** argv;
+  int get(const char* name, int fallback) const {
+    for (int i = 1; i < argc; ++i) {
+      const char* eq = std::strchr(argv[i], '=');
+      if (eq && std::strncmp(argv[i], name, eq - argv[i]) == 0 && std::strlen(name) == size_t(eq - argv[i]))
+        return std::atoi(eq + 1);
+    }
+    return fallback;
+  }
+};
+int main(int argc, char** argv) {
+  Attrs a{argc, argv};
+  for (int i = 0; i < S::kNumInputs; ++i) std::printf("%d", S::input_present(i, a) ? 1 : 0);
+  std::printf("\\n");
+}
+""".replace("#include <cstring>", "#include <cstring>\n#include <cstdlib>"))
+    exe = tmp_path / "presence"
+    subprocess.run(["g++", "-std=c++17", "-I", str(tmp_path), str(program), "-o", str(exe)], check=True)
+    names = [i["name"] for i in op_spec(PREPARED_LINEAR)["inputs"]]
+    for attrs in cases:
+        out = subprocess.run([str(exe), *(f"{k}={v}" for k, v in attrs.items())], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        assert [n for n, bit in zip(names, out) if bit == "1"] == present_inputs(PREPARED_LINEAR, attrs), attrs

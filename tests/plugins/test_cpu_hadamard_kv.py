@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from resq_export.algo.hadamard import apply_down_hadamard, fwht, hadamard_left_factor
-from resq_export.decoder import KVQuantizer, _attention
+from resq_export.decoder import _attention
+from resq_export.errors import NativeError
 from resq_export.export.spec import load_spec
-from resq_export.native.loader import KVShape, NativeError
+from resq_export.layout import KVQuantizer
+from resq_export.native.loader import KVShape
 
 
 def expected_manifest() -> str:

@@ -7,8 +7,13 @@ import torch
 from helpers import LAYOUTS, activations, contract_weights, layout, random_linear
 
 from resq_export.algo.quant import quantize_groups, unpack_int4
-from resq_export.export.kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
-from resq_export.native.loader import LinearShape, NativeError, layout_of, linear_shape
+from resq_export.errors import NativeError
+from resq_export.export.kernel_layout import (
+    PaddedLayout,
+    prepare_lqer_a,
+    prepare_weights,
+)
+from resq_export.native.loader import LinearShape, layout_of, linear_shape
 from resq_export.reference import group_sums
 
 
@@ -119,7 +124,7 @@ def test_tensorrt_flavour_linears_equal_the_reference_executor(cpu_ref, artifact
     from onnx import helper, numpy_helper
 
     from resq_export.artifact import load_artifact
-    from resq_export.export.graph import prepared_inputs
+    from resq_export.export.spec import prepared_inputs
     from resq_export.export.writer import tensorrt_flavour
 
     model, quant, _ = load_artifact(artifacts[artifact])

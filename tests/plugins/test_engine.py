@@ -180,7 +180,8 @@ def test_build_with_engine_without_any_runtime_writes_onnx_then_exits_2(tiny_dir
 def _trt_ready():
     """(ready, reason): the TensorRT-RTX bindings import and the plugin library is built."""
     from resq_export.engine.build import default_plugin_library
-    from resq_export.engine.runtime import TensorRTMissing, resolve_runtime
+    from resq_export.engine.runtime import resolve_runtime
+    from resq_export.errors import TensorRTMissing
 
     try:
         resolve_runtime("tensorrt-rtx")

@@ -13,7 +13,8 @@ from helpers import LAYOUTS, activations, contract_weights, layout, random_linea
 
 from resq_export.algo.hadamard import hadamard_left_factor
 from resq_export.export.kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
-from resq_export.native.loader import KVShape, NativeError, linear_shape
+from resq_export.errors import NativeError
+from resq_export.native.loader import KVShape, linear_shape
 
 pytestmark = pytest.mark.gpu
 

@@ -17,7 +17,8 @@ from tiny_models import SMALL, run_cli
 
 import resq_export.quantize.pipeline as quantize_module
 from resq_export.artifact import load_artifact
-from resq_export.checkpoint import TEST_KILL_ENV, ResumeError, work_dir_for
+from resq_export.checkpoint import TEST_KILL_ENV, work_dir_for
+from resq_export.errors import ResumeError
 from resq_export.config import QuantConfig
 from resq_export.errors import ArtifactError
 from resq_export.quantize import quantize
