@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ from .tensorfile import save_tensors
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
-TEST_KILL_ENV = "RESQ_EXPORT_TEST_KILL_AT"  # "pass2:3": SIGKILL itself once pass-2 layer 3 is recorded
 
 
 def fingerprint_hash(fingerprint: dict) -> str:
@@ -110,11 +108,3 @@ class WorkDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-def maybe_test_kill(phase: str, i: int) -> None:
-    """Test hook: die as abruptly as a killed process would, right after step (phase, i) is recorded."""
-    if os.environ.get(TEST_KILL_ENV) == f"{phase}:{i}":
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)

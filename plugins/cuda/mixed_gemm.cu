@@ -10,8 +10,9 @@
 // - Fragments are loaded straight from global memory into registers: with the padded layout every
 //   load is an aligned 32-bit word, and the lanes of a warp read whole 32-byte sectors. (A shared
 //   memory pipeline with cp.async / TMA is the next step for large M; see docs/plugins.md.)
-// - int32 accumulators are flushed to float at the end of every group, in the reference's order:
-//   y = part_0 + part_1 + ..., part_g = (float(acc - z * wsum) * sx) * wscale, then LQER, then bias.
+// - int32 accumulators are flushed at the end of every group into a float64 sum, in the reference's
+//   order: y = part_0 + part_1 + ..., part_g = (double(acc - z * wsum) * sx) * wscale, then LQER, then
+//   bias, rounded to float32 once (the float64 island of docs/ops.md).
 // - sm_80/86/89: u4 x s4 m16n8k64 MMAs. sm_90+: no 4-bit MMA, the 4-bit registers are unpacked to
 //   INT8 and fed to u8 x s8 m16n8k32 MMAs. The 8-bit part is u8 x s8 everywhere.
 #include <cstdlib>

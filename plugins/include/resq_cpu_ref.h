@@ -37,7 +37,8 @@ RESQ_API int resq_cpu_lqer_project(const ResQLinearShape* s, int64_t t, int32_t 
                                    const int8_t* a_p, const int32_t* asum, const float* a_scale,
                                    int8_t* qa, float* sa);
 
-// y [t, n] float32 = sum_g float32(acc_g - zx*wsum_g) * sx * wscale  (+ LQER from qa, sa) (+ bias).
+// y [t, n] float32 = sum_g (acc_g - zx*wsum_g) * sx * wscale  (+ LQER from qa, sa) (+ bias), the sum a
+// float64 island rounded to float32 once (docs/ops.md).
 // qa/sa/lqer_b/lqer_b_scale may be NULL (rank 0); bias may be NULL.
 RESQ_API int resq_cpu_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t n, const uint8_t* q_low,
                                  const uint8_t* q_high, const float* sx, const int32_t* zx,

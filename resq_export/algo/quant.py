@@ -18,9 +18,6 @@ from collections.abc import Sequence
 
 import torch
 
-SUPPORTED_INT_BITS = (4, 8)
-FLOAT_BITS = 16  # "16" in a bit-width setting means: not quantised, kept in floating point
-
 
 def group_bounds(group_sizes: Sequence[int]) -> list[tuple[int, int]]:
     bounds, start = [], 0

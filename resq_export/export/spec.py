@@ -1,5 +1,6 @@
 """The op spec (ops.json): the single source of truth for custom op names, versions, inputs,
-outputs and attributes, read by the exporter, the checks and (later) the plugin header generator."""
+outputs, attributes and which optional inputs a TensorRT node lists, read by the exporter, the checks,
+the engine build and plugins/tools/gen_ops_header.py (the C++ header the kernels and plugins include)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Write and read the ONNX folder: model.onnx (ORT flavour, with function bodies), model.trt.onnx
-(the same graph without them, for the TensorRT parser and the plugins) and export.json."""
+(the model for the TensorRT parser and the plugins: float32, no bodies, prepared weights, compact
+inputs; tensorrt_flavour says what differs) and export.json."""
 
 from __future__ import annotations
 

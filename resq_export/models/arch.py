@@ -9,13 +9,6 @@ from dataclasses import dataclass
 
 from ..errors import ModelLoadError
 
-# Roles of the per-layer tensors, as the quantiser sees them.
-LAYER_ROLES = (
-    "attn_norm", "attn_q", "attn_k", "attn_v", "attn_o",
-    "mlp_norm", "mlp_gate", "mlp_up", "mlp_down",
-)
-
-
 @dataclass(frozen=True)
 class ArchSpec:
     hf_architecture: str

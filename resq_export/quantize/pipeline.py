@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..artifact import artifact_config, write_artifact
 from ..calib.stats import BasisStatistics
-from ..checkpoint import WorkDir, fingerprint_hash, maybe_test_kill
+from ..checkpoint import WorkDir, fingerprint_hash
 from ..config import SCHEMA_VERSION, QuantConfig
 from ..decoder import Decoder, Layer
 from ..errors import ConfigError, ResQError
@@ -107,7 +107,6 @@ class _Pipeline:
                 w.commit(pass1_done=i + 1, pass1_counts=counts)
                 w.drop(f"pass1-stats-{i:05d}.safetensors")
                 w.drop(f"pass1-acts-{i:05d}.safetensors")
-                maybe_test_kill("pass1", i)
         t = time.perf_counter()
         bases = compute_bases(cfg, self.quant, stats)
         w.save("bases.safetensors", bases.tensors())
@@ -161,7 +160,6 @@ class _Pipeline:
             record.update(pass2_s=round(time.perf_counter() - t, 3), pass2_peak_rss_mb=round(peak_rss_mb()))
             w.commit(pass2_done=i + 1)
             w.drop(f"pass2-acts-{i:05d}.safetensors")
-            maybe_test_kill("pass2", i)
 
     def files(self) -> list[Path]:
         """The work files whose tensors make up the artifact, in the artifact's order."""

@@ -17,7 +17,7 @@ from tiny_models import SMALL, run_cli
 
 import resq_export.quantize.pipeline as quantize_module
 from resq_export.artifact import load_artifact
-from resq_export.checkpoint import TEST_KILL_ENV, work_dir_for
+from resq_export.checkpoint import work_dir_for
 from resq_export.errors import ResumeError
 from resq_export.config import QuantConfig
 from resq_export.errors import ArtifactError
@@ -79,11 +79,33 @@ def test_streaming_equals_in_memory(tiny_dirs, calib_file, tmp_path, dtype):
     assert not work_dir_for(tmp_path / "streamed").exists()  # removed once the artifact is in place
 
 
-def _cli(model, out, calib_file, env_extra=None):
+# The CLI in a child process that SIGKILLs itself right after the work folder records step
+# KILL_AT ("pass2:1"): as abrupt as a killed process, with no hook in the library.
+_KILLING_CLI = """
+import os, signal, sys
+from resq_export import checkpoint
+from resq_export.cli import main
+
+phase, layer = os.environ["KILL_AT"].split(":")
+real_commit = checkpoint.WorkDir.commit
+
+def commit(self, **changes):
+    real_commit(self, **changes)
+    if changes.get(phase + "_done") == int(layer) + 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+checkpoint.WorkDir.commit = commit
+sys.argv[0] = "resq-export"
+main()
+"""
+
+
+def _cli(model, out, calib_file, kill_at=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop(TEST_KILL_ENV, None)
-    env.update(env_extra or {})
-    cmd = [sys.executable, "-m", "resq_export.cli", "quantize", "--model", str(model), "--out", str(out),
+    program = ["-c", _KILLING_CLI] if kill_at else ["-m", "resq_export.cli"]
+    if kill_at:
+        env["KILL_AT"] = kill_at
+    cmd = [sys.executable, *program, "quantize", "--model", str(model), "--out", str(out),
            "--calib-data", str(calib_file), *SMALL]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
 
@@ -91,11 +113,12 @@ def _cli(model, out, calib_file, env_extra=None):
 def test_resume_after_kill_gives_the_same_artifact(sharded_bf16, calib_file, tmp_path):
     reference = tmp_path / "reference"
     assert _cli(sharded_bf16, reference, calib_file).returncode == 0
-    rng = random.Random()
+    seed = int(os.environ.get("RESQ_TEST_SEED", "0"))  # another seed, another kill point
+    rng = random.Random(seed)
     phase, layer = rng.choice(["pass1", "pass2"]), rng.randrange(3)
-    print(f"killing after {phase} layer {layer}")
+    print(f"RESQ_TEST_SEED={seed}: killing after {phase} layer {layer}")
     out = tmp_path / "out"
-    killed = _cli(sharded_bf16, out, calib_file, {TEST_KILL_ENV: f"{phase}:{layer}"})
+    killed = _cli(sharded_bf16, out, calib_file, kill_at=f"{phase}:{layer}")
     assert killed.returncode == -9, killed.stderr
     partial = work_dir_for(out)
     assert not out.exists() and (partial / "state.json").is_file()
