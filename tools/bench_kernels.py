@@ -148,7 +148,8 @@ def attention_rows(warmup: int, reps: int) -> list[dict]:
         new = torch.randn(b, hkv, 1, d, device="cuda")
         t_append, _ = timed([partial(K.kv_append, shape, new, kc, ctx - 1) for kc, _ in caches], warmup, reps)
         rows.append({"kind": "decode_attention", "context": ctx, "fp16_sdpa_ms": t_fp16, "resq_ms": t_resq,
-                     "resq_append_ms": t_append, "speedup": t_fp16 / t_resq, "sets": [fp16_sets, sets], "timing": [mode16, mode]})
+                     "resq_append_ms": t_append, "speedup": t_fp16 / t_resq, "sets": [fp16_sets, sets],
+                     "timing": [mode16, mode]})
         print(rows[-1], flush=True)
         del caches, fp16
     return rows
@@ -160,7 +161,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
            f"device-to-device copy: {meta['copy_gbps']:.0f} GB/s (read + written); every row: median of "
            f"{meta['reps']} replays of a CUDA graph over enough input sets to read ~4x the L2 cache "
            "(timing column: 'graph', or eager where capture failed)", "",
-           "| GEMM K x N | M | FP16 cuBLAS ms | resq GEMM ms | x | resq quant+GEMM ms | x | weights GB/s FP16 / resq | timing |",
+           "| GEMM K x N | M | FP16 cuBLAS ms | resq GEMM ms | x | resq quant+GEMM ms | x "
+           "| weights GB/s FP16 / resq | timing |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["kind"] == "gemm":

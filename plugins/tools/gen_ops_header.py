@@ -47,7 +47,8 @@ def generate(spec: dict) -> str:
                 f"constexpr int kNumInputs = {len(s['inputs'])};",
                 f"constexpr int kNumOutputs = {len(s['outputs'])};",
                 "enum Input : int { " + ", ".join(f"in_{_ident(i['name'])} = {n}" for n, i in enumerate(s["inputs"])) + " };",
-                "enum Output : int { " + ", ".join(f"out_{_ident(o['name'])} = {n}" for n, o in enumerate(s["outputs"])) + " };",
+                "enum Output : int { "
+                + ", ".join(f"out_{_ident(o['name'])} = {n}" for n, o in enumerate(s["outputs"])) + " };",
                 "constexpr bool kInputOptional[] = {"
                 + ", ".join("true" if i.get("optional") else "false" for i in s["inputs"]) + "};",
                 # an input with present_if is listed when that attribute (or its default) is > 0
@@ -62,7 +63,8 @@ def generate(spec: dict) -> str:
                 f"constexpr int kNumIntFields = {sum(1 for a in s['attributes'].values() if a['type'] == 'INT')};",
                 "// whether a node lists spec input `spec`; attrs.get(name, fallback) reads an INT attribute",
                 "template <class Attrs> inline bool input_present(int spec, const Attrs& attrs) {",
-                "  return kInputPresentIf[spec] == nullptr || attrs.get(kInputPresentIf[spec], kInputPresentDefault[spec]) > 0;",
+                "  return kInputPresentIf[spec] == nullptr ||",
+                "         attrs.get(kInputPresentIf[spec], kInputPresentDefault[spec]) > 0;",
                 "}",
                 "constexpr const char* kInputDTypes[] = {" + ", ".join(f'"{i["dtype"]}"' for i in s["inputs"]) + "};",
                 "constexpr const char* kOutputDTypes[] = {" + ", ".join(f'"{o["dtype"]}"' for o in s["outputs"]) + "};"]

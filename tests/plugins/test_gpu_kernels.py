@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 from helpers import LAYOUTS, activations, contract_weights, layout, random_linear
+from tolerances import GPU_VS_CPU
 
 from resq_export.algo.hadamard import hadamard_left_factor
-from resq_export.export.kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
 from resq_export.errors import NativeError
+from resq_export.export.kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
 from resq_export.native.loader import KVShape, linear_shape
 
 pytestmark = pytest.mark.gpu
@@ -136,7 +137,7 @@ def test_kv_cache(cpu_ref, cuda_kernels, d, r, bits, past, seq):
             np.testing.assert_array_equal(_cpu(g), a)
     out_c = cpu_ref.kv_attention(shape, q.numpy(), *caches_c, total)
     out_g = cuda_kernels.kv_attention(shape, q.cuda(), *caches_g, total)
-    np.testing.assert_allclose(_cpu(out_g), out_c, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(_cpu(out_g), out_c, **GPU_VS_CPU)
 
 
 @pytest.mark.parametrize("workspace", ["sized", "none"])
@@ -155,7 +156,7 @@ def test_kv_attention_splits_and_spare_capacity(cpu_ref, cuda_kernels, workspace
     ws = None if workspace == "sized" else torch.empty(1, dtype=torch.uint8, device="cuda")
     out_c = cpu_ref.kv_attention(shape, q.numpy(), *caches_c, seq)
     out_g = cuda_kernels.kv_attention(shape, q.cuda(), *caches_g, seq, workspace=ws)
-    np.testing.assert_allclose(_cpu(out_g), out_c, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(_cpu(out_g), out_c, **GPU_VS_CPU)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

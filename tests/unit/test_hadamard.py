@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from tolerances import FLOAT64_EXACT
 
 from resq_export.algo.hadamard import apply_kron, hadamard_factors, paley, sylvester
 
@@ -77,7 +78,7 @@ def test_hadamard_factors(n):
     assert is_had is expected_had
     assert b & (b - 1) == 0
 
-    torch.testing.assert_close(left @ left.T, torch.eye(a, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(left @ left.T, torch.eye(a, dtype=torch.float64), **FLOAT64_EXACT)
     if is_had:
         _assert_hadamard(torch.round(left * math.sqrt(a)), a)
         torch.testing.assert_close(left * math.sqrt(a), torch.round(left * math.sqrt(a)))
@@ -87,7 +88,7 @@ def test_hadamard_factors(n):
     rows = min(b, 16)
     assert bool((right[:rows].abs() == 1 / math.sqrt(b)).all())
     torch.testing.assert_close(
-        right[:rows] @ right.T, torch.eye(rows, b, dtype=torch.float64), atol=1e-12, rtol=0
+        right[:rows] @ right.T, torch.eye(rows, b, dtype=torch.float64), **FLOAT64_EXACT
     )
     assert torch.equal(torch.round(right[:rows, :rows] * math.sqrt(b)), sylvester(rows))
 
@@ -106,9 +107,9 @@ def test_hadamard_factors_explicit_kron_small():
         left, right, is_had = hadamard_factors(n)
         assert is_had is expected_had
         dense = torch.kron(left, right)
-        torch.testing.assert_close(dense @ dense.T, torch.eye(n, dtype=torch.float64), atol=1e-12, rtol=0)
+        torch.testing.assert_close(dense @ dense.T, torch.eye(n, dtype=torch.float64), **FLOAT64_EXACT)
         x = torch.randn(3, n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-        torch.testing.assert_close(apply_kron(x, left, right), x @ dense, atol=1e-12, rtol=0)
+        torch.testing.assert_close(apply_kron(x, left, right), x @ dense, **FLOAT64_EXACT)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +122,7 @@ def test_hadamard_factors_edge_cases(n, left_order, is_had):
     assert left.shape[0] * right.shape[0] == n
     assert had is is_had
     dense = torch.kron(left, right)
-    torch.testing.assert_close(dense @ dense.T, torch.eye(n, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(dense @ dense.T, torch.eye(n, dtype=torch.float64), **FLOAT64_EXACT)
 
 
 def test_fallback_is_seeded():
@@ -154,7 +155,7 @@ def test_apply_kron_matches_dense(n):
     expected = x @ torch.kron(left, right)
     out = apply_kron(x, left, right)
     assert out.shape == x.shape and out.dtype == x.dtype
-    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(out, expected, **FLOAT64_EXACT)
 
 
 def test_apply_kron_arbitrary_factors():
@@ -163,9 +164,9 @@ def test_apply_kron_arbitrary_factors():
     left = torch.randn(3, 3, dtype=torch.float64, generator=gen)
     right = torch.randn(5, 5, dtype=torch.float64, generator=gen)
     x = torch.randn(4, 15, dtype=torch.float64, generator=gen)
-    torch.testing.assert_close(apply_kron(x, left, right), x @ torch.kron(left, right), atol=1e-12, rtol=0)
+    torch.testing.assert_close(apply_kron(x, left, right), x @ torch.kron(left, right), **FLOAT64_EXACT)
     v = x[0]
-    torch.testing.assert_close(apply_kron(v, left, right), v @ torch.kron(left, right), atol=1e-12, rtol=0)
+    torch.testing.assert_close(apply_kron(v, left, right), v @ torch.kron(left, right), **FLOAT64_EXACT)
 
 
 def test_apply_kron_casts_to_input_dtype():
@@ -196,7 +197,7 @@ def test_fwht_equals_sylvester_matmul(n):
     from resq_export.algo.hadamard import fwht
 
     x = torch.randn(3, 5, n, dtype=torch.float64)
-    torch.testing.assert_close(fwht(x), x @ sylvester(n) / n ** 0.5, atol=1e-12, rtol=0)
+    torch.testing.assert_close(fwht(x), x @ sylvester(n) / n ** 0.5, **FLOAT64_EXACT)
 
 
 @pytest.mark.parametrize("n", [96, 1536, 2816, 11008 // 8])

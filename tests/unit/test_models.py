@@ -3,10 +3,11 @@ import shutil
 
 import pytest
 import torch
+from tiny_models import FAMILIES
+from tolerances import FLOAT_VS_HF
 
 from resq_export.errors import ModelLoadError
 from resq_export.models.loader import load_model
-from tiny_models import FAMILIES
 
 
 def _hf_logits(folder, ids):
@@ -24,7 +25,7 @@ def test_decoder_matches_transformers(tiny_dirs, family):
     with torch.no_grad():
         ours = loaded.decoder(ids)
     ref = _hf_logits(tiny_dirs[family], ids)
-    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours, ref, **FLOAT_VS_HF)
 
 
 def test_kv_cache_decode_equals_full_forward(tiny_dirs):
@@ -33,7 +34,7 @@ def test_kv_cache_decode_equals_full_forward(tiny_dirs):
     full = model(ids)
     cache = model.new_cache()
     steps = [model(ids[:, :16], cache)] + [model(ids[:, t:t + 1], cache) for t in range(16, 24)]
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.cat(steps, 1), full, **FLOAT_VS_HF)
 
 
 def _copy(src, dst):

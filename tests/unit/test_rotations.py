@@ -2,13 +2,14 @@
 
 import pytest
 import torch
+from tiny_models import FAMILIES
+from tolerances import FLOAT64_EXACT, TRANSFORMS_ATOL_REL, TRANSFORMS_RTOL
 
 from resq_export.algo.rotation import haar_orthogonal, pca_basis, subspace_rotations
+from resq_export.artifact import load_artifact
 from resq_export.config import QuantConfig
 from resq_export.models.loader import load_model
-from resq_export.artifact import load_artifact
 from resq_export.quantize import quantize
-from tiny_models import FAMILIES
 
 
 def _ids(seed, shape=(2, 48)):
@@ -16,18 +17,18 @@ def _ids(seed, shape=(2, 48)):
 
 
 def _assert_same_logits(a, b):
-    torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-5 * b.abs().max().item())
+    torch.testing.assert_close(a, b, rtol=TRANSFORMS_RTOL, atol=TRANSFORMS_ATOL_REL * b.abs().max().item())
 
 
 def test_haar_and_pca_bases_are_orthogonal():
     gen = torch.Generator().manual_seed(0)
     for n in (1, 7, 64):
         q = haar_orthogonal(n, gen)
-        torch.testing.assert_close(q.T @ q, torch.eye(n, dtype=torch.float64), atol=1e-12, rtol=0)
+        torch.testing.assert_close(q.T @ q, torch.eye(n, dtype=torch.float64), **FLOAT64_EXACT)
     x = torch.randn(500, 32, dtype=torch.float64)
     eig, basis = pca_basis(x.T @ x / 500)
     assert torch.all(eig[1:] >= eig[:-1])
-    torch.testing.assert_close(basis.T @ basis, torch.eye(32, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(32, dtype=torch.float64), **FLOAT64_EXACT)
     r = subspace_rotations(32, 4, gen)
     assert torch.count_nonzero(r[:28, 28:]) == 0 and torch.count_nonzero(r[28:, :28]) == 0
 
