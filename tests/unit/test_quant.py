@@ -257,7 +257,7 @@ def test_gptq_refuses_a_hessian_damping_cannot_rescue(plant):
 
 
 def test_all_finite_checks_every_piece():
-    from resq_export.calib.stats import all_finite
+    from resq_export.algo.finite import all_finite
 
     t = torch.randn(3, 100, 70, generator=G)
     assert all_finite(t, block=64) and all_finite(t.mT, block=64)
