@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "common.cuh"
+#include "resq_ops.h"
 
 namespace resq {
 namespace {
@@ -173,7 +174,8 @@ RESQ_KAPI int resq_cuda_kv_attention(const ResQKVShape* s, const float* q, int32
       !v_zeros)
     return RESQ_ERR_INVALID;
   if (seq <= 0 || length < seq || length > capacity) return RESQ_ERR_INVALID;
-  if (s->head_dim > kMaxChan * 32 || seq > 65535) return RESQ_ERR_UNSUPPORTED;  // seq: gridDim.y
+  static_assert(kMaxChan * 32 == spec::ResQKVCacheAttention::gpu_max_head_dim, "ops.json's gpu.max_head_dim");
+  if (s->head_dim > spec::ResQKVCacheAttention::gpu_max_head_dim || seq > 65535) return RESQ_ERR_UNSUPPORTED;  // seq: gridDim.y
   AttnArgs a{};
   a.s = *s;
   a.seq = seq;

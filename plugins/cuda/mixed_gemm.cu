@@ -20,6 +20,7 @@
 
 #include "common.cuh"
 #include "mma.cuh"
+#include "resq_ops.h"
 
 namespace resq {
 namespace {
@@ -249,7 +250,10 @@ RESQ_KAPI int resq_cuda_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t 
   if ((s->k_low && (!q_low || !w_low_p)) || (s->high_groups && (!q_high || !w_high_p))) return RESQ_ERR_INVALID;
   if (rank > 0 && (!qa || !sa || !lqer_b || !lqer_b_scale)) return RESQ_ERR_INVALID;
   if (y_dtype != RESQ_F32 && y_dtype != RESQ_F16 && y_dtype != RESQ_BF16) return RESQ_ERR_INVALID;
-  if ((s->k_low && s->a_bits_low != 4) || (s->high_groups && s->a_bits_high != 8) || n % 8) return RESQ_ERR_UNSUPPORTED;
+  namespace G = spec::ResQMixedLinearPrepared;
+  if ((s->k_low && s->a_bits_low != G::gpu_a_bits_low) || (s->high_groups && s->a_bits_high != G::gpu_a_bits_high) ||
+      n % G::gpu_n_multiple)
+    return RESQ_ERR_UNSUPPORTED;
   if (t == 0) return RESQ_OK;
   a.s = *s;
   a.t = t;

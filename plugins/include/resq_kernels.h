@@ -5,7 +5,8 @@
 // resq_cuda_last_error() names the CUDA error.
 //
 // Supported by the CUDA mixed GEMM (others return RESQ_ERR_UNSUPPORTED; the CPU references
-// support the whole contract): a_bits_low == 4, a_bits_high == 8, n % 8 == 0.
+// support the whole contract): ops.json's "gpu" entry (resq_ops.h gpu_*): a_bits_low == 4,
+// a_bits_high == 8, n % 8 == 0; the attention takes head_dim <= 256.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>

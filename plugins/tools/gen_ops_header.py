@@ -68,6 +68,8 @@ def generate(spec: dict) -> str:
                 "}",
                 "constexpr const char* kInputDTypes[] = {" + ", ".join(f'"{i["dtype"]}"' for i in s["inputs"]) + "};",
                 "constexpr const char* kOutputDTypes[] = {" + ", ".join(f'"{o["dtype"]}"' for o in s["outputs"]) + "};"]
+        # what the CUDA kernels run (ops.json "gpu"), asked by the kernels, the plugins and Python
+        out += [f"constexpr int gpu_{_ident(k)} = {int(v)};" for k, v in s.get("gpu", {}).items() if k != "doc"]
         for name, a in sorted(s["attributes"].items()):
             out.append(f'constexpr const char* attr_{_ident(name)} = "{name}";')
             if "default" in a and a["type"] == "INT":

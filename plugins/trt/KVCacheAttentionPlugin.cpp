@@ -25,7 +25,8 @@ KVCacheAttentionPlugin::KVCacheAttentionPlugin(Attributes attrs)
         ", num_kv_heads " + std::to_string(s.num_kv_heads) + ", head_dim " + std::to_string(s.head_dim) +
         ", high_channels " + std::to_string(s.high_channels) + ", kv_bits " + std::to_string(s.kv_bits) +
         ", high_bits " + std::to_string(s.high_bits));
-  if (s.head_dim > 256) throw std::invalid_argument("the CUDA attention takes head_dim <= 256");
+  if (s.head_dim > S::gpu_max_head_dim)
+    throw std::invalid_argument("the CUDA attention takes head_dim <= " + std::to_string(S::gpu_max_head_dim));
 }
 
 nvinfer1::IPluginV3* KVCacheAttentionPlugin::clone() noexcept {

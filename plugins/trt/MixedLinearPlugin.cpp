@@ -16,8 +16,8 @@ MixedLinearPlugin::MixedLinearPlugin(Attributes attrs)
   // what the CUDA GEMM runs (resq_kernels.h): refused when the engine is built, not at its first call
   const bool low = attrs_.get(S::attr_low_groups, S::default_low_groups) > 0;
   const bool high = attrs_.get(S::attr_high_groups, S::default_high_groups) > 0;
-  if ((low && attrs_.get(S::attr_a_bits_low, S::default_a_bits_low) != 4) ||
-      (high && attrs_.get(S::attr_a_bits_high, S::default_a_bits_high) != 8))
+  if ((low && attrs_.get(S::attr_a_bits_low, S::default_a_bits_low) != S::gpu_a_bits_low) ||
+      (high && attrs_.get(S::attr_a_bits_high, S::default_a_bits_high) != S::gpu_a_bits_high))
     throw std::invalid_argument("the CUDA GEMM takes 4-bit activations on the 4-bit groups and 8-bit on the 8-bit "
                                 "ones (a_bits_low 4, a_bits_high 8)");
 }

@@ -21,7 +21,7 @@ from pathlib import Path
 import onnx
 
 from ..errors import ResQError
-from ..export.spec import DOMAIN, PREPARED_LINEAR, node_attributes, prepared_inputs
+from ..export.spec import DOMAIN, PREPARED_LINEAR, node_attributes, op_spec, prepared_inputs
 from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
 from ..fileio import atomic_path, atomic_write_text, sha256_file
 from .profiles import EngineLimits, profile_shapes
@@ -76,16 +76,21 @@ def check_gpu_support(model: onnx.ModelProto) -> None:
         if node.domain != DOMAIN:
             continue
         attrs = node_attributes(node)
+        gpu = op_spec(node.op_type).get("gpu", {})  # what the CUDA kernels run (ops.json)
         if node.op_type == PREPARED_LINEAR:
             n = dims[prepared_inputs(node)["wscale"]][0]
-            if attrs["low_groups"] and attrs["a_bits_low"] != 4:
-                problems.append(f"{node.name}: {attrs['a_bits_low']}-bit activations (the GPU GEMM takes 4)")
-            if attrs["high_groups"] and attrs["a_bits_high"] != 8:
-                problems.append(f"{node.name}: {attrs['a_bits_high']}-bit high-part activations (the GPU GEMM takes 8)")
-            if n % 8:
-                problems.append(f"{node.name}: {n} output features (the GPU GEMM needs a multiple of 8)")
-        elif node.op_type == "ResQKVCacheAttention" and attrs.get("head_dim", 0) > 256:
-            problems.append(f"{node.name}: head_dim {attrs['head_dim']} (the GPU attention takes up to 256)")
+            if attrs["low_groups"] and attrs["a_bits_low"] != gpu["a_bits_low"]:
+                problems.append(f"{node.name}: {attrs['a_bits_low']}-bit activations (the GPU GEMM takes "
+                                f"{gpu['a_bits_low']})")
+            if attrs["high_groups"] and attrs["a_bits_high"] != gpu["a_bits_high"]:
+                problems.append(f"{node.name}: {attrs['a_bits_high']}-bit high-part activations (the GPU GEMM takes "
+                                f"{gpu['a_bits_high']})")
+            if n % gpu["n_multiple"]:
+                problems.append(f"{node.name}: {n} output features (the GPU GEMM needs a multiple of "
+                                f"{gpu['n_multiple']})")
+        elif node.op_type == "ResQKVCacheAttention" and attrs.get("head_dim", 0) > gpu["max_head_dim"]:
+            problems.append(f"{node.name}: head_dim {attrs['head_dim']} (the GPU attention takes up to "
+                            f"{gpu['max_head_dim']})")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ResQError("the CUDA kernels cannot run this model: " + "; ".join(problems[:3]) + more +
