@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,13 +193,31 @@ class ArtifactReader:
             o_input_perm=o_input_permutation(cfg.num_heads, cfg.head_dim, r_head) if r_head else None,
         )
 
-    def decoder(self) -> Decoder:
-        """Every layer at once: the reference executor (float64 islands)."""
+    def decoder(self, lazy: bool = False) -> Decoder:
+        """The reference executor (float64 islands) with every layer in memory, or (lazy) with its
+        layers read each time they are visited and freed after: export walks them once per flavour."""
         cfg = self.config
-        layers = [self.layer(i) for i in range(cfg.num_layers)]
+        layers = LazyLayers(self) if lazy else [self.layer(i) for i in range(cfg.num_layers)]
         head = TiedHead(self.tensor("lm_head.factor")) if self.has("lm_head.factor") else \
             FloatLinear(self.tensor("lm_head.weight").float())
         return Decoder(cfg, self.tensor("embed"), layers, head, None, self.kv_quantizer, float_islands=True)
+
+
+class LazyLayers(Sequence):
+    """An artifact's layers as a sequence that reads each one when it is visited and keeps none."""
+
+    def __init__(self, reader: ArtifactReader):
+        self._reader = reader
+
+    def __len__(self) -> int:
+        return self._reader.config.num_layers
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self._reader.layer(i % len(self))
 
 
 def _linear_from_tensors(prefix: str, t: ArtifactReader, layout: LinearLayout | None) -> FloatLinear | QuantLinear:

@@ -13,7 +13,7 @@ import onnx
 from onnx.external_data_helper import load_external_data_for_model
 
 from .. import __version__
-from ..artifact import load_artifact, read_manifest
+from ..artifact import open_artifact, read_manifest
 from ..config import QuantConfig
 from ..decoder import Decoder
 from ..errors import ArtifactError
@@ -125,7 +125,8 @@ def export_onnx(artifact: Path, out_dir: Path, external_over: int = _EXTERNAL_TH
         if kept is not None:
             log.warning("%s is already exported from this artifact: kept", out_dir)
             return kept
-    model, quant, tokenizer = load_artifact(artifact)
+    reader = open_artifact(artifact)
+    model, quant, tokenizer = reader.decoder(lazy=True), reader.quant, reader.tokenizer()
     with atomic_directory(Path(out_dir)) as tmp:
         proto, external = _write_flavour(tmp / ORT_FILE, lambda sink: build_onnx(model, quant, sink), external_over)
         onnx.checker.check_model(str(tmp / ORT_FILE), full_check=not external)  # by path: external data too
