@@ -4,5 +4,7 @@
 
 RESQ_API const char* resq_spec_manifest(void) { return RESQ_SPEC_MANIFEST; }
 
+RESQ_API int resq_abi_version(void) { return RESQ_ABI_VERSION; }
+
 // The layout arithmetic of resq_layout.h, exported so callers (Python) never duplicate it.
 RESQ_API int resq_layout_of(const ResQLinearShape* s, ResQLinearLayout* out) { return resq_linear_layout(s, out); }

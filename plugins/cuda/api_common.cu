@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common.cuh"
+#include "resq_ops.h"
 
 #ifndef RESQ_CUDA_ARCH_LIST
 #error "RESQ_CUDA_ARCH_LIST (the -gencode architectures, comma-separated) must be defined by the build"
@@ -53,3 +54,5 @@ RESQ_KAPI int resq_cuda_layout_of(const ResQLinearShape* s, ResQLinearLayout* ou
 RESQ_KAPI int resq_cuda_device_sm(void) { return resq::device_sm(); }
 
 RESQ_KAPI const char* resq_cuda_compiled_archs(void) { return RESQ_CUDA_ARCH_LIST; }
+
+RESQ_KAPI int resq_cuda_abi_version(void) { return RESQ_ABI_VERSION; }

@@ -14,6 +14,8 @@
 
 // "ResQMixedLinear v1 in=... out=... attrs=..." lines compiled from the generated resq_ops.h.
 RESQ_API const char* resq_spec_manifest(void);
+// The C API's version (RESQ_ABI_VERSION of ops.json's abi_version, at this library's build).
+RESQ_API int resq_abi_version(void);
 RESQ_API int resq_layout_of(const ResQLinearShape* s, ResQLinearLayout* out);
 
 // x [t, k] float32 -> activation codes in the padded layout (resq_layout.h), scales [t, G] and

@@ -25,6 +25,8 @@ RESQ_KAPI int resq_cuda_device_sm(void);
 // The architectures this library holds cubins for, as the build's RESQ_CUDA_ARCHS spells them,
 // comma-separated ("80,86,89,90a,120"). No device needed: an ahead-of-time engine build asks it.
 RESQ_KAPI const char* resq_cuda_compiled_archs(void);
+// The C API's version (RESQ_ABI_VERSION of ops.json's abi_version, at this library's build).
+RESQ_KAPI int resq_cuda_abi_version(void);
 
 // x [t, k] (x_dtype: RESQ_F32, RESQ_F16 or RESQ_BF16) -> codes in the padded layout, sx, zx.
 RESQ_KAPI int resq_cuda_quantize_act(const ResQLinearShape* s, const void* x, int x_dtype, int64_t t,

@@ -35,6 +35,8 @@ def generate(spec: dict) -> str:
         f'#define RESQ_SPEC_DOMAIN "{spec["domain"]}"',
         f'#define RESQ_SPEC_PLUGIN_NAMESPACE "{spec["plugin_namespace"]}"',
         f"#define RESQ_SPEC_VERSION {int(spec['spec_version'])}",
+        # the C entry points' signatures: bumped with any change, checked by the Python loader and the plugins
+        f"#define RESQ_ABI_VERSION {int(spec['abi_version'])}",
         f'#define RESQ_SPEC_MANIFEST "{_manifest(spec)}"',
         "",
         "#ifdef __cplusplus",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ResQError, TensorRTMissing
+from ..export.spec import check_abi
 
 RUNTIMES = ("auto", "tensorrt", "tensorrt-rtx")
 MODULES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx_bindings"}
@@ -139,6 +140,7 @@ def kernel_archs(plugin_library: Path) -> list[str]:
         lib = ctypes.CDLL(str(path))
     except OSError as e:  # typically the CUDA runtime it links (libcudart) is not on the library path
         raise TensorRTMissing(f"cannot load {path}: {e}") from None
+    check_abi(path, getattr(lib, "resq_cuda_abi_version", None))
     try:
         fn = lib.resq_cuda_compiled_archs
     except AttributeError:

@@ -21,6 +21,18 @@ def op_spec(name: str) -> dict[str, Any]:
     return load_spec()["ops"][name]
 
 
+def check_abi(path, version_function) -> None:
+    """Refuse a native library built from another tree: its entry points may take other arguments.
+    version_function: its resq_abi_version / resq_cuda_abi_version (None where it has none)."""
+    from ..errors import ResQError
+
+    want = int(load_spec()["abi_version"])
+    got = int(version_function()) if version_function is not None else None
+    if got != want:
+        raise ResQError(f"{path} has C API version {got}, this resq-export needs {want}: rebuild it "
+                        "(cmake --build build)")
+
+
 def op_version(name: str) -> int:
     return int(op_spec(name)["version"])
 

@@ -8,11 +8,14 @@ from functools import cache
 from pathlib import Path
 
 from ..errors import NativeError
+from ..export.spec import check_abi
 from ..layout import LinearLayout
 
 ENV_DIR = "RESQ_NATIVE_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT / "build" / "plugins"
+ABI_FUNCTIONS = {"resq_cpu_ref": "resq_abi_version", "resq_kernels": "resq_cuda_abi_version"}
+
 
 class LinearShape(ctypes.Structure):
     _fields_ = [(n, ctypes.c_int32) for n in ("k", "k_low", "low_groups", "high_groups", "a_bits_low", "a_bits_high")]
@@ -43,7 +46,10 @@ def load(name: str) -> ctypes.CDLL:
         raise FileNotFoundError(
             f"{path} is missing: build it with `cmake -S {REPO_ROOT} -B {REPO_ROOT / 'build'} && "
             f"cmake --build {REPO_ROOT / 'build'}` (or set {ENV_DIR})")
-    return ctypes.CDLL(str(path))
+    lib = ctypes.CDLL(str(path))
+    if name in ABI_FUNCTIONS:
+        check_abi(path, getattr(lib, ABI_FUNCTIONS[name], None))
+    return lib
 
 
 def check(function: str, code: int) -> None:

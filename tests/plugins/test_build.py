@@ -129,3 +129,16 @@ int main(int argc, char** argv) {
         out = subprocess.run([str(exe), *(f"{k}={v}" for k, v in attrs.items())], capture_output=True, text=True,
                              check=True).stdout.strip()
         assert [n for n, bit in zip(names, out) if bit == "1"] == present_inputs(PREPARED_LINEAR, attrs), attrs
+
+
+def test_native_libraries_report_the_specs_abi_version(cpu_ref):
+    """The Python loader checks every library's C API version against ops.json's abi_version (a
+    library left from another tree is refused by name, not called with the wrong arguments)."""
+    from resq_export.errors import ResQError
+    from resq_export.export.spec import check_abi, load_spec
+
+    assert loader.load("resq_cpu_ref").resq_abi_version() == load_spec()["abi_version"]
+    with pytest.raises(ResQError, match="libresq_kernels.so has C API version 99, this resq-export needs"):
+        check_abi("libresq_kernels.so", lambda: 99)
+    with pytest.raises(ResQError, match="has C API version None"):
+        check_abi("libold.so", None)
