@@ -19,6 +19,18 @@ from .models.config import ModelConfig
 
 
 @dataclass(frozen=True)
+class OpParts:
+    """A linear's shape as the op and the kernels see it (resq_layout.h's ResQLinearShape)."""
+
+    k: int
+    k_low: int
+    low_groups: int
+    high_groups: int
+    a_bits_low: int
+    a_bits_high: int
+
+
+@dataclass(frozen=True)
 class LinearLayout:
     group_sizes: tuple[int, ...]
     w_bits: tuple[int, ...]
@@ -47,6 +59,21 @@ class LinearLayout:
     @property
     def float_activations(self) -> bool:
         return all(b == 16 for b in self.a_bits)
+
+    def op_parts(self, name: str = "this linear") -> "OpParts":
+        """The layout as ResQMixedLinear and the kernels hold it: a 4-bit-weight part then an 8-bit
+        one, each of equal groups with one activation width. ConfigError where it does not fit."""
+        low = [(s, a) for s, w, a in zip(self.group_sizes, self.w_bits, self.a_bits) if w == 4]
+        high = [(s, a) for s, w, a in zip(self.group_sizes, self.w_bits, self.a_bits) if w != 4]
+        for part in (low, high):
+            if len({s for s, _ in part}) > 1 or len({a for _, a in part}) > 1:
+                raise ConfigError(
+                    f"{name}: ResQMixedLinear holds a 4-bit-weight part and an 8-bit one, each of equal groups with "
+                    f"one activation width; this layout (group sizes {list(self.group_sizes)}, weight bits "
+                    f"{list(self.w_bits)}, activation bits {list(self.a_bits)}) does not fit. 8-bit weights export "
+                    "without a high-precision part (--high-fraction 0, or --method rtn/quarot/lqer)")
+        return OpParts(self.in_features, self.low_channels, len(low), len(high), low[0][1] if low else 4,
+                       high[0][1] if high else 8)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) for k, v in asdict(self).items()}

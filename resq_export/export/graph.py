@@ -12,8 +12,6 @@ from onnx import helper
 from ..artifact import linear_tensors
 from ..config import QuantConfig
 from ..decoder import Decoder, FloatLinear, Layer, TiedHead
-from ..errors import ConfigError
-from ..layout import LinearLayout
 from ..reference import QuantLinear
 from .builder import DOUBLE, FLOAT, INT8, INT64, OPSET, UINT8, Builder, ExternalData
 from .functions import (
@@ -29,20 +27,6 @@ KV_TENSORS = ("codes", "scales", "zeros")
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
-
-
-def _check_op_layout(lay: LinearLayout, name: str) -> int:
-    """The number of 4-bit weight groups, if ResQMixedLinear can hold this layout: a 4-bit-weight
-    part then an 8-bit one, each of equal-width groups sharing one activation bit width."""
-    n_low = sum(1 for bits in lay.w_bits if bits == 4)
-    for part in (slice(0, n_low), slice(n_low, None)):
-        if len(set(lay.group_sizes[part])) > 1 or len(set(lay.a_bits[part])) > 1:
-            raise ConfigError(
-                f"{name}: ResQMixedLinear holds a 4-bit-weight part and an 8-bit one, each of equal groups with one "
-                f"activation width; this layout (group sizes {list(lay.group_sizes)}, weight bits {list(lay.w_bits)}, "
-                f"activation bits {list(lay.a_bits)}) does not fit. 8-bit weights export without a high-precision "
-                "part (--high-fraction 0, or --method rtn/quarot/lqer)")
-    return n_low
 
 
 def _spec_inputs(op: str) -> list[str]:
@@ -89,7 +73,7 @@ class GraphExporter:
             y = b.op("MatMul", x, self.b.initializer(f"{init}.weight_t", _np(lin.weight.T)), name="MatMul")
             return y if lin.bias is None else b.op("Add", y, self.b.initializer(f"{init}.bias", _np(lin.bias)))
         lay = lin.layout
-        n_low_groups = _check_op_layout(lay, name)
+        n_low_groups = lay.op_parts(name).low_groups
         sig = LinearSignature(
             k=lin.in_features, k_low=lay.low_channels, n=lin.out_features, low_groups=n_low_groups,
             high_groups=len(lay.w_bits) - n_low_groups, a_bits_low=lay.a_bits[0], a_bits_high=lay.a_bits[-1],

@@ -58,15 +58,9 @@ def check(function: str, code: int) -> None:
 
 
 def linear_shape(layout: LinearLayout) -> LinearShape:
-    """The C description of a quantised linear's groups: every 4-bit-weight group equal, every
-    8-bit one equal (what the exporter's ResQMixedLinear attributes say)."""
-    low = [(s, a) for s, w, a in zip(layout.group_sizes, layout.w_bits, layout.a_bits) if w == 4]
-    high = [(s, a) for s, w, a in zip(layout.group_sizes, layout.w_bits, layout.a_bits) if w != 4]
-    for part in (low, high):
-        if len({s for s, _ in part}) > 1 or len({a for _, a in part}) > 1:
-            raise ValueError(f"groups of one precision must be equal in size and bits: {layout}")
-    return LinearShape(layout.in_features, layout.low_channels, len(low), len(high),
-                       low[0][1] if low else 4, high[0][1] if high else 8)
+    """The C description of a quantised linear's groups (LinearLayout.op_parts)."""
+    p = layout.op_parts()
+    return LinearShape(p.k, p.k_low, p.low_groups, p.high_groups, p.a_bits_low, p.a_bits_high)
 
 
 def layout_of(shape: LinearShape) -> LinearLayoutC:
