@@ -7,9 +7,7 @@ inputs as in the whole graph, so the logits are the whole graph's, bit for bit (
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,19 +104,11 @@ class OnnxLayers:
         self.num_layers = len(self.segments) - 2
         self._inits = {t.name: t for t in self.proto.graph.initializer}
         self._graph_inputs = {v.name: v for v in self.proto.graph.input}
-        self._graph_outputs = {v.name for v in self.proto.graph.output}
-        # each piece is written beside a link to the weights file, which its initializers name
-        self._tmp = tempfile.TemporaryDirectory(prefix="resq-validate-")
-        for t in self.proto.graph.initializer:
-            for entry in t.external_data:
-                link = Path(self._tmp.name) / entry.value
-                if entry.key == "location" and not link.exists():
-                    os.symlink((self.onnx_dir / entry.value).resolve(), link)
         self._head = None
 
     def close(self) -> None:
         self._head = None
-        self._tmp.cleanup()
+        return_freed_memory()
 
     def __enter__(self) -> "OnnxLayers":
         return self
@@ -138,11 +128,11 @@ class OnnxLayers:
                                   [self._inits[n] for n in seg.initializers])
         model = helper.make_model(graph, opset_imports=self.proto.opset_import, functions=self.proto.functions,
                                   ir_version=self.proto.ir_version)
-        path = Path(self._tmp.name) / f"piece{s}.onnx"
-        onnx.save(model, str(path))
         so = session_options("basic")
         so.enable_cpu_mem_arena = False  # a piece's transient buffers go back when its run ends
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        # the piece is given as bytes; its initializers' external data is read from the ONNX folder
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(self.onnx_dir))
+        session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         return_freed_memory()
         return session
 

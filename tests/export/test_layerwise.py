@@ -32,11 +32,22 @@ def onnx_dirs(artifacts, tmp_path_factory):
 @pytest.mark.parametrize("name", NAMES)
 def test_onnx_pieces_equal_the_whole_graph(onnx_dirs, name):
     """The whole graph's logits bit for bit, in one chunk and continued through the cache in four."""
-    layers = OnnxLayers(onnx_dirs[name])
+    _check_pieces(onnx_dirs[name])
+
+
+def test_onnx_pieces_with_external_weights(artifacts, tmp_path):
+    """What a model over 2 GiB has: the weights in model.onnx.data, read by each piece from the folder."""
+    export_onnx(artifacts["resq_lqer"], tmp_path / "ext", external_over=0)
+    assert (tmp_path / "ext" / "model.onnx.data").is_file()
+    _check_pieces(tmp_path / "ext")
+
+
+def _check_pieces(folder):
+    layers = OnnxLayers(folder)
     try:
         assert layers.num_layers == 2
         whole, chunked = run_layers(layers, [[IDS], CHUNKS], "test")
-        session = OrtDecoder(onnx_dirs[name])
+        session = OrtDecoder(folder)
         want, past = session.forward(IDS.numpy()[None])
         np.testing.assert_array_equal(layers.logits(whole[0]).numpy(), want[0])
         got, past = [], None
