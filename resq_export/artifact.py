@@ -145,18 +145,16 @@ class ArtifactReader:
     and head, at a time (the packed file is never in memory whole)."""
 
     def __init__(self, art_dir: Path):
-        from safetensors import SafetensorError, safe_open
-
         self.dir = Path(art_dir)
         config = read_json(self.dir / "config.json", ArtifactError)
         self.config = ModelConfig.from_dict(config["model"])
         self.quant = QuantConfig.from_dict(config["quant"])
         self.layouts = {r: LinearLayout.from_dict(d) for r, d in (config["layouts"] or {}).items()}
-        try:
-            self._handle = safe_open(str(self.dir / WEIGHTS_FILE), framework="pt")
-        except (SafetensorError, OSError) as e:
+        try:  # positional reads, not a memory map: the mapped pages of an 8B model would count as RSS
+            self._file = SafetensorsFile(self.dir / WEIGHTS_FILE)
+        except (ValueError, KeyError, OSError) as e:
             raise ArtifactError(f"cannot read {self.dir / WEIGHTS_FILE}: {e}") from None
-        self._names = set(self._handle.keys())
+        self._names = set(self._file.names())
 
     def tokenizer(self):
         from transformers import AutoTokenizer
@@ -169,13 +167,13 @@ class ArtifactReader:
     def tensor(self, name: str) -> torch.Tensor:
         if name not in self._names:
             raise ArtifactError(f"{self.dir / WEIGHTS_FILE} lacks the tensor {name}")
-        return self._handle.get_tensor(name)
+        return self._file.get(name)
 
     def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of the embedding or the head, as float32."""
         if name not in self._names:
             raise ArtifactError(f"{self.dir / WEIGHTS_FILE} lacks the tensor {name}")
-        return self._handle.get_slice(name)[start:stop].to(torch.float32)
+        return self._file.rows(name, start, stop).to(torch.float32)
 
     @property
     def kv_quantizer(self) -> KVQuantizer | None:
