@@ -5,7 +5,6 @@ import hashlib
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from tiny_models import SMALL, run_cli
@@ -110,16 +109,25 @@ def test_check_output_rules(tmp_path, monkeypatch):
 def test_a_killed_exports_temporary_folder_is_removed_by_the_next_run(artifacts, tmp_path):
     """SIGKILL while export writes: its hidden .onnx.tmp-PID-* folder stays; the next export removes it."""
     out = tmp_path / "onnx"
-    code = "import sys; from resq_export.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "export", "--artifact", str(artifacts["resq"]), "--out",
-                             str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".onnx.tmp-*/model.onnx*")):
-        if proc.poll() is not None:
-            pytest.fail("export finished before it could be killed")
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # the child SIGKILLs itself once the first flavour is written into the temporary folder: as abrupt
+    # as a kill from outside, without racing an export that may finish first
+    code = """
+import os, signal, sys
+from resq_export.export import writer
+from resq_export.cli import main
+
+real = writer._write_flavour
+def write_then_die(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+writer._write_flavour = write_then_die
+sys.argv[0] = "resq-export"
+main()
+"""
+    proc = subprocess.run([sys.executable, "-c", code, "export", "--artifact", str(artifacts["resq"]), "--out",
+                           str(out)], capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert list(tmp_path.glob(".onnx.tmp-*/model.onnx"))
     assert list(tmp_path.glob(".onnx.tmp-*")) and not out.exists()
     result = run_cli("export", "--artifact", artifacts["resq"], "--out", out)
     assert result.exit_code == 0, result.output
