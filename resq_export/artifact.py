@@ -210,9 +210,7 @@ class LazyLayers(Sequence):
     def __len__(self) -> int:
         return self._reader.config.num_layers
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def __getitem__(self, i: int) -> Layer:
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         return self._reader.layer(i % len(self))

@@ -76,6 +76,14 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     write_safetensors(path, [Entry.of(k, tensors[k]) for k in sorted(tensors)], metadata)
 
 
+ROW_BLOCK = 8192  # rows of an embedding-sized matrix read or transformed at once (bounds their memory)
+
+
+def row_blocks(rows: int, block: int = ROW_BLOCK) -> list[tuple[int, int]]:
+    """[start, stop) of consecutive blocks of `block` rows covering `rows`."""
+    return [(a, min(a + block, rows)) for a in range(0, rows, block)]
+
+
 class SafetensorsFile:
     """Reads tensors, or blocks of rows of one tensor, with positional reads of just their bytes.
 

@@ -6,21 +6,14 @@ import torch
 
 from ..config import QuantConfig
 from ..models.loader import ModelSource
-from ..tensorfile import Entry
+from ..tensorfile import Entry, row_blocks
 from ..transforms import rotate
-
-EMBED_BLOCK_ROWS = 8192  # rows of the embedding / head transformed at once (bounds their memory)
-
-
-def _row_blocks(vocab: int):
-    return [(a, min(a + EMBED_BLOCK_ROWS, vocab)) for a in range(0, vocab, EMBED_BLOCK_ROWS)]
-
 
 def embedding_blocks(src: ModelSource, u_a: torch.Tensor | None, ids: torch.Tensor | None,
                      gathered: torch.Tensor | None):
     """The (rotated) float32 embedding, block of rows by block; the rows of the calibration tokens
     `ids` are copied into `gathered` on the way (they are the calibration's first activations)."""
-    for a, b in _row_blocks(src.config.vocab_size):
+    for a, b in row_blocks(src.config.vocab_size):
         rows = src.rows(src.embed_name, a, b)
         if u_a is not None:
             rows = rotate.rotate_rows(rows, u_a)
@@ -40,7 +33,7 @@ def head_entries(src: ModelSource, u_a: torch.Tensor | None, dtype: torch.dtype)
         return [Entry.of("lm_head.factor", rotate.tied_head_factor(factor, u_a) if u_a is not None else factor)]
 
     def blocks():
-        for a, b in _row_blocks(src.config.vocab_size):
+        for a, b in row_blocks(src.config.vocab_size):
             rows = rotate.fold_head_norm(src.rows(src.head_name, a, b), final_norm)
             yield (rotate.rotate_rows(rows, u_a) if u_a is not None else rows).to(dtype)
 

@@ -16,9 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..decoder import Decoder, Layer, rms_norm
-
-HEAD_BLOCK_ROWS = 8192  # rows of the embedding / head read at once
-
+from ..tensorfile import row_blocks
 
 class LayerStep(Protocol):
     def new_cache(self) -> Any: ...
@@ -75,14 +73,10 @@ class TorchLayers:
     def num_layers(self) -> int:
         return self.shell.config.num_layers
 
-    def _blocks(self):
-        vocab = self.shell.config.vocab_size
-        return [(a, min(a + HEAD_BLOCK_ROWS, vocab)) for a in range(0, vocab, HEAD_BLOCK_ROWS)]
-
     def embed(self, chunks: list[tuple[torch.Tensor, int]]) -> list[tuple[torch.Tensor, tuple]]:
         ids = torch.cat([c for c, _ in chunks])
         h = torch.empty(ids.numel(), self.shell.config.hidden_size)
-        for a, b in self._blocks():  # only the blocks the tokens hit are read
+        for a, b in row_blocks(self.shell.config.vocab_size):  # only the blocks the tokens hit are read
             hit = (ids >= a) & (ids < b)
             if hit.any():
                 h[hit] = self.embed_rows(a, b)[ids[hit] - a]
@@ -102,7 +96,7 @@ class TorchLayers:
         x = rms_norm(state[0][0], self.shell.final_norm, cfg.rms_norm_eps, self.shell.island)
         if self.head_factor is not None:
             x = x @ self.head_factor.to(torch.float32).T
-        return torch.cat([x @ self.head_rows(a, b).T for a, b in self._blocks()], -1)
+        return torch.cat([x @ self.head_rows(a, b).T for a, b in row_blocks(self.shell.config.vocab_size)], -1)
 
 
 class _TorchLayer:

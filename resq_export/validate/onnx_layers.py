@@ -166,6 +166,7 @@ class _OnnxLayer:
     def __init__(self, owner: OnnxLayers, s: int):
         self.owner, self.s, self.session = owner, s, None
         self.seg = owner.segments[s]
+        self.read_later = {n for seg in owner.segments[s + 1:] for n in seg.inputs}  # what the state keeps
 
     def new_cache(self) -> dict[str, np.ndarray]:
         past = {}
@@ -184,9 +185,7 @@ class _OnnxLayer:
         for name, value in outs.items():
             if name.startswith("present."):
                 cache[name.replace("present.", "past.", 1)] = value
-        later = {n for seg in self.owner.segments[self.s + 1:] for n in seg.inputs}
-        kept = {n: v for n, v in state.items() if n in later}
-        return {**kept, **{n: v for n, v in outs.items() if n in later}}
+        return {n: v for n, v in (*state.items(), *outs.items()) if n in self.read_later}
 
     def close(self) -> None:
         self.session = None
