@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resq_export.native import cuda as K
-from resq_export.native.loader import KVShape, LinearShape
+from resq_export.native.params import KVShape, LinearShape
 
 # (name, K, N, ResQ groups): qkv/up-like rows keep the last 1/8 of channels at 8 bits; down_proj is
 # one 4-bit group (docs/ops.md).

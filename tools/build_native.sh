@@ -8,10 +8,11 @@ what="${1:-all}"
 out=build/plugins
 mkdir -p "$out/generated"
 python3 plugins/tools/gen_ops_header.py resq_export/export/ops.json "$out/generated/resq_ops.h"
-inc=(-Iplugins/include -I"$out/generated")
+inc=(-I"$out/generated")
+for dir in plugins/*/; do inc+=(-I"$dir"); done  # common/ and the op folders, as plugins/CMakeLists.txt
 if [[ "$what" == cpu || "$what" == all ]]; then
   g++ -std=c++17 -O2 -ffp-contract=off -fno-fast-math -fPIC -shared -fvisibility=hidden "${inc[@]}" \
-    plugins/cpu/*.cpp -o "$out/libresq_cpu_ref.so"
+    plugins/common/spec_manifest.cpp plugins/*/*_ref.cpp -o "$out/libresq_cpu_ref.so"
 fi
 if [[ "$what" == cuda || "$what" == all ]]; then
   command -v nvcc > /dev/null || { echo "nvcc not found: the CUDA kernel library is skipped" >&2; exit 0; }
@@ -20,5 +21,5 @@ if [[ "$what" == cuda || "$what" == all ]]; then
   for a in "${archs[@]}"; do gencode+=("-gencode=arch=compute_$a,code=sm_$a"); done
   csv=$(IFS=,; echo "${archs[*]}")
   nvcc -std=c++17 -O3 -lineinfo --expt-relaxed-constexpr -Xcompiler=-fPIC,-fvisibility=hidden -shared \
-    "${gencode[@]}" -DRESQ_CUDA_ARCH_LIST="\"$csv\"" "${inc[@]}" plugins/cuda/*.cu -o "$out/libresq_kernels.so"
+    "${gencode[@]}" -DRESQ_CUDA_ARCH_LIST="\"$csv\"" "${inc[@]}" plugins/*/*.cu -o "$out/libresq_kernels.so"
 fi

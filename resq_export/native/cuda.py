@@ -1,4 +1,4 @@
-"""torch wrappers of the CUDA kernel library (plugins/include/resq_kernels.h): CUDA tensors in and
+"""torch wrappers of the CUDA kernel library (plugins/common/resq_kernels.h): CUDA tensors in and
 out, the current torch stream. Used by the GPU tests and tools/bench_kernels.py."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ import ctypes
 
 import torch
 
-from .loader import KVShape, LinearShape, check, layout_of, load
+from ..export.spec import PREPARED_LINEAR
+from . import params as P
+from .loader import check, layout_of, load
 
 F32, F16, BF16 = 0, 1, 2
 _DTYPES = {torch.float32: F32, torch.float16: F16, torch.bfloat16: BF16}
@@ -21,9 +23,9 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
-def _call(name: str, *args) -> None:
+def _call(name: str, params: ctypes.Structure) -> None:
     lib = _lib()
-    code = getattr(lib, name)(*args)
+    code = getattr(lib, name)(ctypes.byref(params), _stream())
     if code == 3:
         raise RuntimeError(f"{name}: {lib.resq_cuda_last_error().decode()}")
     check(name, code)
@@ -49,59 +51,78 @@ def _empty(shape, dtype) -> torch.Tensor:
     return torch.zeros(shape, dtype=dtype, device="cuda")
 
 
-def quantize_act(shape: LinearShape, x: torch.Tensor):
+def quantize_act(shape: P.LinearShape, x: torch.Tensor):
     lay = layout_of(shape)
     t = x.shape[0]
     out = (_empty((t, max(lay.act_low_pitch, 1)), torch.uint8), _empty((t, max(lay.act_high_pitch, 1)), torch.uint8),
            _empty((t, lay.groups), torch.float32), _empty((t, lay.groups), torch.int32))
-    _call("resq_cuda_quantize_act", ctypes.byref(shape), _p(x), _DTYPES[x.dtype], ctypes.c_int64(t),
-          *(_p(o) for o in out), _stream())
+    _call("resq_cuda_quantize_act", P.QuantizeActParams(shape, t, _p(x), _DTYPES[x.dtype], _act(out)))
     return out
 
 
-def prepare_weights(shape: LinearShape, w_low: torch.Tensor | None, w_high: torch.Tensor | None, n: int):
+def _act(act) -> P.ActCodes:
+    return P.ActCodes(*(_p(a) for a in act))
+
+
+def _inputs(**tensors) -> P.OpInputs:
+    """ResQMixedLinearPrepared's input table from tensors named as in ops.json."""
+    return P.op_inputs(PREPARED_LINEAR, {name: _p(t) for name, t in tensors.items()})
+
+
+def _weights(weights, wscale) -> dict:
+    return {"weight_low": weights[0], "weight_high": weights[1], "weight_sums": weights[2], "wscale": wscale}
+
+
+def prepare_weights(shape: P.LinearShape, w_low: torch.Tensor | None, w_high: torch.Tensor | None, n: int):
     lay = layout_of(shape)
     out = (_empty((n, max(lay.w_low_pitch, 1)), torch.int8), _empty((n, max(lay.w_high_pitch, 1)), torch.int8),
            _empty((n, lay.groups), torch.int32))
-    _call("resq_cuda_prepare_weights", ctypes.byref(shape), ctypes.c_int32(n), _p(w_low), _p(w_high),
-          *(_p(o) for o in out), _stream())
+    _call("resq_cuda_prepare_weights", P.PrepareWeightsParams(shape, n, _p(w_low), _p(w_high), *(_p(o) for o in out)))
     return out
 
 
-def prepare_lqer_a(shape: LinearShape, a: torch.Tensor):
+def prepare_lqer_a(shape: P.LinearShape, a: torch.Tensor):
     lay = layout_of(shape)
     out = (_empty((a.shape[0], lay.a8_pitch), torch.int8), _empty((a.shape[0], lay.groups), torch.int32))
-    _call("resq_cuda_prepare_lqer_a", ctypes.byref(shape), ctypes.c_int32(a.shape[0]), _p(a), *(_p(o) for o in out),
-          _stream())
+    _call("resq_cuda_prepare_lqer_a", P.PrepareLqerAParams(shape, a.shape[0], _p(a), *(_p(o) for o in out)))
     return out
 
 
-def lqer_project(shape: LinearShape, act, a_p, asum, a_scale):
+def lqer_project(shape: P.LinearShape, act, a_p, asum, a_scale):
     t, rank = act[2].shape[0], a_p.shape[0]
     qa, sa = _empty((t, rank), torch.int8), _empty((t,), torch.float32)
-    _call("resq_cuda_lqer_project", ctypes.byref(shape), ctypes.c_int64(t), ctypes.c_int32(rank),
-          *(_p(a) for a in act), _p(a_p), _p(asum), _p(a_scale), _p(qa), _p(sa), _stream())
+    lqer = _inputs(lqer_a=a_p, lqer_a_sums=asum, lqer_a_scale=a_scale)
+    _call("resq_cuda_lqer_project", P.LqerProjectParams(shape, t, rank, _act(act), lqer, _p(qa), _p(sa)))
     return qa, sa
 
 
-def mixed_gemm(shape: LinearShape, act, weights, wscale, lqer=None, bias=None, out_dtype=torch.float32, out=None):
+def mixed_gemm(shape: P.LinearShape, act, weights, wscale, lqer=None, bias=None, out_dtype=torch.float32, out=None,
+               mma: int = P.MMA_AUTO, inputs=None):
+    """mma: P.MMA_AUTO, or P.MMA_INT4 / P.MMA_INT4_AS_INT8 to force one 4-bit MMA path; inputs: more of
+    ResQMixedLinearPrepared's inputs by name (ops.json)."""
     t, n = act[2].shape[0], weights[2].shape[0]
     y = out if out is not None else _empty((t, n), out_dtype)
     qa, sa, lb, lbs = lqer if lqer is not None else (None, None, None, None)
     rank = 0 if qa is None else qa.shape[1]
-    _call("resq_cuda_mixed_gemm", ctypes.byref(shape), ctypes.c_int64(t), ctypes.c_int32(n), *(_p(a) for a in act),
-          _p(weights[0]), _p(weights[1]), _p(wscale), _p(weights[2]), ctypes.c_int32(rank), _p(qa), _p(sa), _p(lb),
-          _p(lbs), _p(bias), _p(y), _DTYPES[y.dtype], _stream())
+    table = _inputs(**_weights(weights, wscale), bias=bias, lqer_b=lb, lqer_b_scale=lbs, **(inputs or {}))
+    _call("resq_cuda_mixed_gemm", P.MixedGemmParams(shape, t, n, rank, _act(act), table, _p(qa), _p(sa), _p(y),
+                                                    _DTYPES[y.dtype], mma))
     return y
 
 
-def mixed_linear_workspace(shape: LinearShape, t: int, rank: int) -> torch.Tensor:
-    size = _lib().resq_cuda_mixed_linear_workspace(ctypes.byref(shape), ctypes.c_int64(t), ctypes.c_int32(rank))
+def _linear_params(shape, t, rank) -> P.MixedLinearParams:
+    params = P.MixedLinearParams()
+    params.shape, params.tokens, params.rank = shape, t, rank
+    return params
+
+
+def mixed_linear_workspace(shape: P.LinearShape, t: int, rank: int) -> torch.Tensor:
+    size = _lib().resq_cuda_mixed_linear_workspace(ctypes.byref(_linear_params(shape, t, rank)))
     return _empty((max(size, 1),), torch.uint8)
 
 
-def mixed_linear(shape: LinearShape, x, weights, wscale, lqer_a=None, lqer_b=None, bias=None,
-                 out_dtype=torch.float32, workspace=None, out=None):
+def mixed_linear(shape: P.LinearShape, x, weights, wscale, lqer_a=None, lqer_b=None, bias=None,
+                 out_dtype=torch.float32, workspace=None, out=None, mma: int = P.MMA_AUTO, inputs=None):
     """lqer_a = (a_p, asum, a_scale) from prepare_lqer_a, lqer_b = (lqer_b, lqer_b_scale)."""
     t, n = x.shape[0], weights[2].shape[0]
     rank = 0 if lqer_a is None else lqer_a[0].shape[0]
@@ -109,55 +130,57 @@ def mixed_linear(shape: LinearShape, x, weights, wscale, lqer_a=None, lqer_b=Non
     y = out if out is not None else _empty((t, n), out_dtype)
     a_p, asum, a_scale = lqer_a if lqer_a is not None else (None, None, None)
     lb, lbs = lqer_b if lqer_b is not None else (None, None)
-    _call("resq_cuda_mixed_linear", ctypes.byref(shape), _p(x), _DTYPES[x.dtype], ctypes.c_int64(t), ctypes.c_int32(n),
-          _p(weights[0]), _p(weights[1]), _p(wscale), _p(weights[2]), ctypes.c_int32(rank), _p(a_p), _p(asum),
-          _p(a_scale), _p(lb), _p(lbs), _p(bias), _p(y), _DTYPES[y.dtype], _p(ws), ctypes.c_size_t(ws.numel()),
-          _stream())
+    table = _inputs(X=x, **_weights(weights, wscale), bias=bias, lqer_a=a_p, lqer_a_sums=asum, lqer_a_scale=a_scale,
+                    lqer_b=lb, lqer_b_scale=lbs, **(inputs or {}))
+    _call("resq_cuda_mixed_linear", P.MixedLinearParams(shape, t, n, rank, table, _DTYPES[x.dtype], _p(y),
+                                                        _DTYPES[y.dtype], mma, _p(ws), ws.numel()))
     return y
 
 
 def hadamard(x: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
     n = x.shape[-1]
     y = torch.empty_like(x)
-    _call("resq_cuda_hadamard", _p(x), ctypes.c_int64(x.numel() // n), ctypes.c_int32(n), _p(left),
-          ctypes.c_int32(left.shape[0]), _p(y), _stream())
+    _call("resq_cuda_hadamard", P.HadamardParams(x.numel() // n, n, left.shape[0], _p(x), _p(left), _p(y)))
     return y
 
 
 def rotate(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     d = x.shape[-1]
     y = torch.empty_like(x)
-    _call("resq_cuda_rotate", _p(x), ctypes.c_int64(x.numel() // d), ctypes.c_int32(d), _p(u), _p(y), _stream())
+    _call("resq_cuda_rotate", P.RotateParams(x.numel() // d, d, _p(x), _p(u), _p(y)))
     return y
 
 
-def kv_cache(shape: KVShape, capacity: int):
+def kv_cache(shape: P.KVShape, capacity: int):
     g = 2 if shape.high_channels else 1
     lead = (shape.batch, shape.num_kv_heads, capacity)
     return (_empty((*lead, shape.head_dim), torch.uint8), _empty((*lead, g), torch.float32),
             _empty((*lead, g), torch.uint8))
 
 
-def kv_append(shape: KVShape, x: torch.Tensor, cache, pos: int) -> None:
-    _call("resq_cuda_kv_append", ctypes.byref(shape), _p(x), ctypes.c_int32(x.shape[2]), *(_p(c) for c in cache),
-          ctypes.c_int32(cache[0].shape[2]), ctypes.c_int32(pos), _stream())
+def _kv(cache) -> P.KVCache:
+    return P.KVCache(*(_p(c) for c in cache), cache[0].shape[2])
 
 
-def kv_copy(shape: KVShape, past, past_len: int, cache) -> None:
-    _call("resq_cuda_kv_copy", ctypes.byref(shape), *(_p(c) for c in past), ctypes.c_int32(past_len),
-          *(_p(c) for c in cache), ctypes.c_int32(cache[0].shape[2]), _stream())
+def kv_append(shape: P.KVShape, x: torch.Tensor, cache, pos: int) -> None:
+    _call("resq_cuda_kv_append", P.KVAppendParams(shape, x.shape[2], pos, _p(x), _kv(cache)))
 
 
-def kv_attention_workspace(shape: KVShape, seq: int, length: int) -> torch.Tensor:
-    size = _lib().resq_cuda_kv_attention_workspace(ctypes.byref(shape), ctypes.c_int32(seq), ctypes.c_int32(length))
+def kv_copy(shape: P.KVShape, past, past_len: int, cache) -> None:
+    _call("resq_cuda_kv_copy", P.KVCopyParams(shape, past_len, _kv(past), _kv(cache)))
+
+
+def kv_attention_workspace(shape: P.KVShape, seq: int, length: int) -> torch.Tensor:
+    params = P.KVAttentionParams()
+    params.shape, params.seq, params.length = shape, seq, length
+    size = _lib().resq_cuda_kv_attention_workspace(ctypes.byref(params))
     return _empty((max(size, 1),), torch.uint8)
 
 
-def kv_attention(shape: KVShape, q: torch.Tensor, k_cache, v_cache, length: int, workspace=None, out=None):
+def kv_attention(shape: P.KVShape, q: torch.Tensor, k_cache, v_cache, length: int, workspace=None, out=None):
     b, h, s, d = q.shape
     ws = workspace if workspace is not None else kv_attention_workspace(shape, s, length)
     y = out if out is not None else _empty((b, s, h * d), torch.float32)
-    _call("resq_cuda_kv_attention", ctypes.byref(shape), _p(q), ctypes.c_int32(s), *(_p(c) for c in k_cache),
-          *(_p(c) for c in v_cache), ctypes.c_int32(k_cache[0].shape[2]), ctypes.c_int32(length), _p(y), _p(ws),
-          ctypes.c_size_t(ws.numel()), _stream())
+    _call("resq_cuda_kv_attention", P.KVAttentionParams(shape, s, length, _p(q), _kv(k_cache), _kv(v_cache), _p(y),
+                                                        _p(ws), ws.numel()))
     return y

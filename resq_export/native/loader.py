@@ -1,4 +1,4 @@
-"""Finding and loading the native libraries; the C structs of plugins/include/resq_layout.h."""
+"""Finding and loading the native libraries; the shapes of a linear and a KV cache as C structs."""
 
 from __future__ import annotations
 
@@ -10,25 +10,12 @@ from pathlib import Path
 from ..errors import NativeError
 from ..export.spec import check_abi
 from ..layout import LinearLayout
+from .params import LinearLayoutC, LinearShape
 
 ENV_DIR = "RESQ_NATIVE_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT / "build" / "plugins"
 ABI_FUNCTIONS = {"resq_cpu_ref": "resq_abi_version", "resq_kernels": "resq_cuda_abi_version"}
-
-
-class LinearShape(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int32) for n in ("k", "k_low", "low_groups", "high_groups", "a_bits_low", "a_bits_high")]
-
-
-class LinearLayoutC(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int32) for n in ("groups", "gw_low", "gw_high", "gwp_low", "gwp_high", "act_low_pitch",
-                                              "act_high_pitch", "w_low_pitch", "w_high_pitch", "a8_pitch")]
-
-
-class KVShape(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int32) for n in ("batch", "num_heads", "num_kv_heads", "head_dim", "high_channels",
-                                              "kv_bits", "high_bits")]
 
 
 def library_dir() -> Path:

@@ -52,9 +52,12 @@ def test_kernel_library_reports_its_cubins(kernel_library):
 def test_c_api_validates_before_touching_the_device(kernel_library):
     import ctypes
 
+    from resq_export.native import params
+
     lib = loader.load("resq_kernels")
-    bad = loader.LinearShape(64, 63, 1, 1, 4, 8)  # odd 4-bit part
-    assert lib.resq_cuda_quantize_act(ctypes.byref(bad), None, 0, ctypes.c_int64(1), None, None, None, None, None) == 1
+    bad = params.QuantizeActParams(params.LinearShape(64, 63, 1, 1, 4, 8), 1)  # odd 4-bit part
+    assert lib.resq_cuda_quantize_act(ctypes.byref(bad), None) == 1
+    assert lib.resq_cuda_quantize_act(None, None) == 1
     ok = loader.LinearShape(128, 112, 1, 1, 4, 8)
     lay = loader.LinearLayoutC()
     assert lib.resq_cuda_layout_of(ctypes.byref(ok), ctypes.byref(lay)) == 0
@@ -69,12 +72,16 @@ def test_no_device_is_a_clear_status(kernel_library):
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
+    from resq_export.native import params
+
     lib = loader.load("resq_kernels")
     lib.resq_cuda_last_error.restype = ctypes.c_char_p
-    shape = loader.LinearShape(128, 112, 1, 1, 4, 8)
-    fake = ctypes.c_void_p(256)  # never dereferenced: the device check comes first
-    status = lib.resq_cuda_mixed_gemm(ctypes.byref(shape), ctypes.c_int64(1), 8, *([fake] * 8), 0, None, None, None,
-                                      None, None, fake, 0, None)
+    fake = 256  # never dereferenced: the device check comes first
+    weights = params.op_inputs("ResQMixedLinearPrepared", dict.fromkeys(
+        ("weight_low", "weight_high", "wscale", "weight_sums"), fake))
+    gemm = params.MixedGemmParams(params.LinearShape(128, 112, 1, 1, 4, 8), 1, 8, 0, params.ActCodes(*[fake] * 4),
+                                  weights, None, None, fake, 0, params.MMA_AUTO)
+    status = lib.resq_cuda_mixed_gemm(ctypes.byref(gemm), None)
     assert status == 4, lib.resq_cuda_last_error()
     assert lib.resq_cuda_last_error().startswith(b"cuda")
 
@@ -142,3 +149,15 @@ def test_native_libraries_report_the_specs_abi_version(cpu_ref):
         check_abi("libresq_kernels.so", lambda: 99)
     with pytest.raises(ResQError, match="has C API version None"):
         check_abi("libold.so", None)
+
+
+def test_ctypes_parameter_structs_match_the_c_headers(cpu_ref):
+    """Every struct of resq_params.h as the C compiler lays it out (size, each field's offset) equals
+    its ctypes mirror: a field added on one side only fails here, not as a wrong pointer in a kernel."""
+    from resq_export.native import params
+
+    compiled = {line.split()[0]: line for line in cpu_ref.params_manifest().splitlines()}
+    mirrored = {s.__name__: params.manifest_line(s) for s in params.ALL}
+    assert set(compiled) == set(mirrored)
+    for name, line in compiled.items():
+        assert mirrored[name] == line, name

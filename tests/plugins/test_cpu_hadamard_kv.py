@@ -11,7 +11,7 @@ from resq_export.decoder import _attention
 from resq_export.errors import NativeError
 from resq_export.export.spec import load_spec
 from resq_export.layout import KVQuantizer
-from resq_export.native.loader import KVShape
+from resq_export.native.params import KVShape
 
 
 def expected_manifest() -> str:

@@ -13,7 +13,8 @@ from resq_export.export.kernel_layout import (
     prepare_lqer_a,
     prepare_weights,
 )
-from resq_export.native.loader import LinearShape, layout_of, linear_shape
+from resq_export.native.loader import layout_of, linear_shape
+from resq_export.native.params import LinearShape
 from resq_export.reference import group_sums
 
 

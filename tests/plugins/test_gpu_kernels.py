@@ -15,7 +15,8 @@ from tolerances import GPU_VS_CPU
 from resq_export.algo.hadamard import hadamard_left_factor
 from resq_export.errors import NativeError
 from resq_export.export.kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
-from resq_export.native.loader import KVShape, linear_shape
+from resq_export.native.loader import linear_shape
+from resq_export.native.params import KVShape
 
 pytestmark = pytest.mark.gpu
 
@@ -170,6 +171,7 @@ def test_quantize_half_inputs(cpu_ref, cuda_kernels, dtype):
 
 
 OTHER_PATH_SCRIPT = """
+import sys
 import numpy as np, torch
 from helpers import LAYOUTS, activations, contract_weights, random_linear
 from resq_export.native import cuda as K
@@ -184,7 +186,7 @@ for name, lay, n in LAYOUTS:
         w_low, w_high = contract_weights(lin)
         w = K.prepare_weights(shape, None if w_low is None else torch.from_numpy(w_low).cuda(),
                               None if w_high is None else torch.from_numpy(w_high).cuda(), n)
-        y = K.mixed_linear(shape, x.cuda(), w, lin.wscale.cuda())
+        y = K.mixed_linear(shape, x.cuda(), w, lin.wscale.cuda(), mma=int(sys.argv[1]))
         np.testing.assert_array_equal(y.cpu().numpy(), lin(x).numpy(), err_msg=f"{name} t={tokens}")
 print("OK")
 """
@@ -192,12 +194,14 @@ print("OK")
 
 def test_gemm_other_int4_path(cuda_kernels):
     """The 4-bit MMA path this GPU does not take by default (native m16n8k64 on Hopper, the INT8
-    unpacking before it), forced by RESQ_MMA_U4, in a subprocess: an illegal instruction there must
-    not take down this process's CUDA context."""
-    other = "native" if cuda_kernels.device_sm() >= 90 else "int8"
+    unpacking before it), forced by the params' mma field, in a subprocess: an illegal instruction
+    there must not take down this process's CUDA context."""
+    from resq_export.native.params import MMA_INT4, MMA_INT4_AS_INT8
+
+    other = MMA_INT4 if cuda_kernels.device_sm() >= 90 else MMA_INT4_AS_INT8
     here = Path(__file__).resolve().parent
-    env = {**os.environ, "RESQ_MMA_U4": other,
+    env = {**os.environ,
            "PYTHONPATH": os.pathsep.join([str(here), str(here.parents[1]), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", OTHER_PATH_SCRIPT], env=env, capture_output=True, text=True,
-                            timeout=600, check=False)
-    assert result.returncode == 0 and "OK" in result.stdout, f"RESQ_MMA_U4={other}: {result.stderr[-3000:]}"
+    result = subprocess.run([sys.executable, "-c", OTHER_PATH_SCRIPT, str(other)], env=env, capture_output=True,
+                            text=True, timeout=600, check=False)
+    assert result.returncode == 0 and "OK" in result.stdout, f"mma={other}: {result.stderr[-3000:]}"

@@ -15,23 +15,17 @@
 //   bias, rounded to float32 once (the float64 island of docs/ops.md).
 // - sm_80/86/89: u4 x s4 m16n8k64 MMAs. sm_90+: no 4-bit MMA, the 4-bit registers are unpacked to
 //   INT8 and fed to u8 x s8 m16n8k32 MMAs. The 8-bit part is u8 x s8 everywhere.
-#include <cstdlib>
-#include <cstring>
-
-#include "common.cuh"
+#include "cuda_common.cuh"
 #include "mma.cuh"
 #include "resq_ops.h"
 
 namespace resq {
 namespace {
 
-// Which 4-bit MMA: native m16n8k64 before Hopper, unpacked to INT8 from sm_90 on. RESQ_MMA_U4=native
-// or =int8 forces one (a test hook: ptxas accepts the native MMA for sm_90a too, so one GPU can check
-// both code paths; tests/plugins/test_gpu_kernels.py).
-bool unpack_int4(int sm) {
-  const char* force = std::getenv("RESQ_MMA_U4");
-  if (force && !std::strcmp(force, "native")) return false;
-  if (force && !std::strcmp(force, "int8")) return true;
+// Which 4-bit MMA (ResQMmaPath): AUTO is native m16n8k64 before Hopper, unpacked to INT8 from sm_90 on.
+bool unpack_int4(int mma, int sm) {
+  if (mma == RESQ_MMA_INT4) return false;
+  if (mma == RESQ_MMA_INT4_AS_INT8) return true;
   return sm >= 90;
 }
 
@@ -239,17 +233,28 @@ int launch(const GemmArgs& a, bool unpack4, cudaStream_t st) {
 
 using namespace resq;
 
-RESQ_KAPI int resq_cuda_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t n, const uint8_t* q_low,
-                                   const uint8_t* q_high, const float* sx, const int32_t* zx, const int8_t* w_low_p,
-                                   const int8_t* w_high_p, const float* wscale, const int32_t* wsum, int32_t rank,
-                                   const int8_t* qa, const float* sa, const int8_t* lqer_b,
-                                   const float* lqer_b_scale, const float* bias, void* y, int y_dtype, void* stream) {
+RESQ_KAPI int resq_cuda_mixed_gemm(const ResQMixedGemmParams* p, void* stream) {
   GemmArgs a{};
-  if (resq_linear_layout(s, &a.L) != RESQ_OK || t < 0 || n <= 0 || rank < 0 || !sx || !zx || !wscale || !wsum || !y)
+  if (!p || resq_linear_layout(&p->shape, &a.L) != RESQ_OK) return RESQ_ERR_INVALID;
+  const ResQLinearShape* s = &p->shape;
+  const int64_t t = p->tokens;
+  namespace S = spec::ResQMixedLinearPrepared;
+  static_assert(S::kNumInputs <= RESQ_MAX_OP_INPUTS, "ResQOpInputs holds every input");
+  const int32_t n = p->n, rank = p->rank;
+  a.w_low = op_input<int8_t>(p->in, S::in_weight_low);
+  a.w_high = op_input<int8_t>(p->in, S::in_weight_high);
+  a.wscale = op_input<float>(p->in, S::in_wscale);
+  a.wsum = op_input<int32_t>(p->in, S::in_weight_sums);
+  a.lqer_b = op_input<int8_t>(p->in, S::in_lqer_b);
+  a.lqer_b_scale = op_input<float>(p->in, S::in_lqer_b_scale);
+  a.bias = op_input<float>(p->in, S::in_bias);
+  if (t < 0 || n <= 0 || rank < 0 || !p->act.sx || !p->act.zx || !a.wscale || !a.wsum || !p->y)
     return RESQ_ERR_INVALID;
-  if ((s->k_low && (!q_low || !w_low_p)) || (s->high_groups && (!q_high || !w_high_p))) return RESQ_ERR_INVALID;
-  if (rank > 0 && (!qa || !sa || !lqer_b || !lqer_b_scale)) return RESQ_ERR_INVALID;
-  if (y_dtype != RESQ_F32 && y_dtype != RESQ_F16 && y_dtype != RESQ_BF16) return RESQ_ERR_INVALID;
+  if ((s->k_low && (!p->act.q_low || !a.w_low)) || (s->high_groups && (!p->act.q_high || !a.w_high)))
+    return RESQ_ERR_INVALID;
+  if (rank > 0 && (!p->qa || !p->sa || !a.lqer_b || !a.lqer_b_scale)) return RESQ_ERR_INVALID;
+  if (p->y_dtype != RESQ_F32 && p->y_dtype != RESQ_F16 && p->y_dtype != RESQ_BF16) return RESQ_ERR_INVALID;
+  if (p->mma != RESQ_MMA_AUTO && p->mma != RESQ_MMA_INT4 && p->mma != RESQ_MMA_INT4_AS_INT8) return RESQ_ERR_INVALID;
   namespace G = spec::ResQMixedLinearPrepared;
   if ((s->k_low && s->a_bits_low != G::gpu_a_bits_low) || (s->high_groups && s->a_bits_high != G::gpu_a_bits_high) ||
       n % G::gpu_n_multiple)
@@ -259,25 +264,18 @@ RESQ_KAPI int resq_cuda_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t 
   a.t = t;
   a.n = n;
   a.rank = rank;
-  a.q_low = q_low;
-  a.q_high = q_high;
-  a.sx = sx;
-  a.zx = zx;
-  a.w_low = w_low_p;
-  a.w_high = w_high_p;
-  a.wscale = wscale;
-  a.wsum = wsum;
-  a.qa = qa;
-  a.sa = sa;
-  a.lqer_b = lqer_b;
-  a.lqer_b_scale = lqer_b_scale;
-  a.bias = bias;
-  a.y = y;
-  a.y_dtype = y_dtype;
+  a.q_low = p->act.q_low;
+  a.q_high = p->act.q_high;
+  a.sx = p->act.sx;
+  a.zx = p->act.zx;
+  a.qa = p->qa;
+  a.sa = p->sa;
+  a.y = p->y;
+  a.y_dtype = p->y_dtype;
   const int sm = device_sm();
   if (sm < 0) return -sm;
   if (sm < 80) return RESQ_ERR_UNSUPPORTED;
-  const bool unpack4 = unpack_int4(sm);  // Hopper and later: no 4-bit tensor-core MMA
+  const bool unpack4 = unpack_int4(p->mma, sm);
   cudaStream_t st = as_stream(stream);
   // decode: one 16-token row of tiles, four warps splitting K, four k-steps in flight per warp;
   // prefill: 32 x 32 tiles, two warps, one step at a time (a 64 x 32 warp tile needs ~255 registers:

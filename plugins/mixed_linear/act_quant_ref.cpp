@@ -3,7 +3,7 @@
 #include <cstring>
 #include <vector>
 
-#include "common.h"
+#include "cpu_common.h"
 #include "resq_cpu_ref.h"
 
 using namespace resq_cpu;
@@ -28,8 +28,14 @@ void quantize_part(const float* x, int groups, int gw, int gwp, int bits, uint8_
 
 }  // namespace
 
-RESQ_API int resq_cpu_quantize_act(const ResQLinearShape* s, const float* x, int64_t t, uint8_t* q_low,
-                                   uint8_t* q_high, float* sx, int32_t* zx) {
+RESQ_API int resq_cpu_quantize_act(const ResQQuantizeActParams* p) {
+  if (!p || p->x_dtype != RESQ_F32) return RESQ_ERR_INVALID;
+  const ResQLinearShape* s = &p->shape;
+  const float* x = static_cast<const float*>(p->x);
+  const int64_t t = p->tokens;
+  uint8_t *q_low = p->out.q_low, *q_high = p->out.q_high;
+  float* sx = p->out.sx;
+  int32_t* zx = p->out.zx;
   ResQLinearLayout L;
   if (resq_linear_layout(s, &L) != RESQ_OK || t < 0 || !x || !sx || !zx) return RESQ_ERR_INVALID;
   if ((s->k_low && !q_low) || (s->high_groups && !q_high)) return RESQ_ERR_INVALID;
@@ -46,8 +52,13 @@ RESQ_API int resq_cpu_quantize_act(const ResQLinearShape* s, const float* x, int
   return RESQ_OK;
 }
 
-RESQ_API int resq_cpu_prepare_weights(const ResQLinearShape* s, int32_t n, const int8_t* w_low,
-                                      const int8_t* w_high, int8_t* w_low_p, int8_t* w_high_p, int32_t* wsum) {
+RESQ_API int resq_cpu_prepare_weights(const ResQPrepareWeightsParams* p) {
+  if (!p) return RESQ_ERR_INVALID;
+  const ResQLinearShape* s = &p->shape;
+  const int32_t n = p->n;
+  const int8_t *w_low = p->w_low, *w_high = p->w_high;
+  int8_t *w_low_p = p->w_low_p, *w_high_p = p->w_high_p;
+  int32_t* wsum = p->wsum;
   ResQLinearLayout L;
   if (resq_linear_layout(s, &L) != RESQ_OK || n <= 0 || !wsum) return RESQ_ERR_INVALID;
   if (s->k_low && (!w_low || !w_low_p)) return RESQ_ERR_INVALID;
@@ -87,8 +98,13 @@ RESQ_API int resq_cpu_prepare_weights(const ResQLinearShape* s, int32_t n, const
   return RESQ_OK;
 }
 
-RESQ_API int resq_cpu_prepare_lqer_a(const ResQLinearShape* s, int32_t rank, const int8_t* a, int8_t* a_p,
-                                     int32_t* asum) {
+RESQ_API int resq_cpu_prepare_lqer_a(const ResQPrepareLqerAParams* p) {
+  if (!p) return RESQ_ERR_INVALID;
+  const ResQLinearShape* s = &p->shape;
+  const int32_t rank = p->rank;
+  const int8_t* a = p->a;
+  int8_t* a_p = p->a_p;
+  int32_t* asum = p->asum;
   ResQLinearLayout L;
   if (resq_linear_layout(s, &L) != RESQ_OK || rank <= 0 || !a || !a_p || !asum) return RESQ_ERR_INVALID;
   for (int64_t j = 0; j < rank; ++j) {

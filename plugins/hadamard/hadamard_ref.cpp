@@ -1,4 +1,4 @@
-// CPU reference of the online Hadamard transform and of the U_C rotation.
+// CPU reference of the online Hadamard transform.
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -9,7 +9,12 @@ namespace {
 bool power_of_two(int32_t v) { return v > 0 && (v & (v - 1)) == 0; }
 }  // namespace
 
-RESQ_API int resq_cpu_hadamard(const float* x, int64_t rows, int32_t n, const float* left, int32_t a, float* y) {
+RESQ_API int resq_cpu_hadamard(const ResQHadamardParams* p) {
+  if (!p) return RESQ_ERR_INVALID;
+  const float *x = p->x, *left = p->left;
+  const int64_t rows = p->rows;
+  const int32_t n = p->n, a = p->a;
+  float* y = p->y;
   if (!x || !y || rows < 0 || a <= 0 || n <= 0 || n % a || !power_of_two(n / a) || (a > 1 && !left))
     return RESQ_ERR_INVALID;
   const int32_t b = n / a;
@@ -41,16 +46,5 @@ RESQ_API int resq_cpu_hadamard(const float* x, int64_t rows, int32_t n, const fl
         out[static_cast<int64_t>(i) * b + q] = acc;
       }
   }
-  return RESQ_OK;
-}
-
-RESQ_API int resq_cpu_rotate(const float* x, int64_t rows, int32_t d, const float* u, float* y) {
-  if (!x || !u || !y || rows < 0 || d <= 0) return RESQ_ERR_INVALID;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int32_t j = 0; j < d; ++j) {
-      float acc = 0.0f;
-      for (int32_t i = 0; i < d; ++i) acc += x[r * d + i] * u[static_cast<int64_t>(i) * d + j];
-      y[r * d + j] = acc;
-    }
   return RESQ_OK;
 }

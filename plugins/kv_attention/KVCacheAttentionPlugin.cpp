@@ -86,10 +86,13 @@ size_t KVCacheAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTen
   const nvinfer1::Dims& q = in[S::in_Q].max;
   const nvinfer1::Dims& k = in[S::in_K].max;
   const int64_t length = in[compact(S::in_past_key_codes, nb_in)].max.d[2] + k.d[2];
-  const ResQKVShape s = kv_shape(q.d[0]);
+  ResQKVAttentionParams attn{};
+  attn.shape = kv_shape(q.d[0]);
+  attn.seq = 1;
+  attn.length = static_cast<int32_t>(std::max<int64_t>(length, 1));
   const size_t rotated = align256(q.d[0] * q.d[1] * q.d[2] * q.d[3] * 4) + align256(k.d[0] * k.d[1] * k.d[2] * k.d[3] * 4);
   // the attention's bound holds for every batch, seq and length, and enqueue passes the same size
-  return rotated + resq_cuda_kv_attention_workspace(&s, 1, static_cast<int32_t>(std::max<int64_t>(length, 1)));
+  return rotated + resq_cuda_kv_attention_workspace(&attn);
 }
 
 int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
@@ -113,31 +116,34 @@ int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_des
     const float* u = static_cast<const float*>(inputs[rot]);
     float* q_rot = reinterpret_cast<float*>(ws);
     float* k_rot = reinterpret_cast<float*>(ws + q_bytes);
-    st = resq_cuda_rotate(q, qd.d[0] * qd.d[1] * qd.d[2], s.head_dim, u, q_rot, stream);
-    if (st == RESQ_OK) st = resq_cuda_rotate(k, kd.d[0] * kd.d[1] * kd.d[2], s.head_dim, u, k_rot, stream);
+    const ResQRotateParams rq{qd.d[0] * qd.d[1] * qd.d[2], s.head_dim, q, u, q_rot};
+    const ResQRotateParams rk{kd.d[0] * kd.d[1] * kd.d[2], s.head_dim, k, u, k_rot};
+    st = resq_cuda_rotate(&rq, stream);
+    if (st == RESQ_OK) st = resq_cuda_rotate(&rk, stream);
     q = q_rot;
     k = k_rot;
   }
+  // the cache structs' pointers are not const; the past is only read
+  auto cache = [](const void* const* t, int32_t capacity) {
+    return ResQKVCache{static_cast<uint8_t*>(const_cast<void*>(t[0])), static_cast<float*>(const_cast<void*>(t[1])),
+                       static_cast<uint8_t*>(const_cast<void*>(t[2])), capacity};
+  };
   const void* const* past_in = inputs + compact(S::in_past_key_codes, nb_in);
-  void* const* present = outputs + S::out_present_key_codes;
+  const void* const* present = outputs + S::out_present_key_codes;
   const float* news[2] = {k, static_cast<const float*>(inputs[S::in_V])};
   for (int kv = 0; kv < 2 && st == RESQ_OK; ++kv) {  // present = concat(past, quantise(new))
-    const void* const* p = past_in + 3 * kv;
-    void* const* d = present + 3 * kv;
-    st = resq_cuda_kv_copy(&s, static_cast<const uint8_t*>(p[0]), static_cast<const float*>(p[1]),
-                           static_cast<const uint8_t*>(p[2]), past, static_cast<uint8_t*>(d[0]),
-                           static_cast<float*>(d[1]), static_cast<uint8_t*>(d[2]), total, stream);
-    if (st == RESQ_OK)
-      st = resq_cuda_kv_append(&s, news[kv], seq, static_cast<uint8_t*>(d[0]), static_cast<float*>(d[1]),
-                               static_cast<uint8_t*>(d[2]), total, past, stream);
+    const ResQKVCopyParams copy{s, past, cache(past_in + 3 * kv, past), cache(present + 3 * kv, total)};
+    st = resq_cuda_kv_copy(&copy, stream);
+    const ResQKVAppendParams append{s, seq, past, news[kv], cache(present + 3 * kv, total)};
+    if (st == RESQ_OK) st = resq_cuda_kv_append(&append, stream);
   }
   if (st == RESQ_OK) {
-    char* attn_ws = ws + q_bytes + k_bytes;
-    const size_t attn_size = resq_cuda_kv_attention_workspace(&s, 1, total);  // as reserved by getWorkspaceSize
-    st = resq_cuda_kv_attention(&s, q, seq, static_cast<const uint8_t*>(present[0]), static_cast<const float*>(present[1]),
-                                static_cast<const uint8_t*>(present[2]), static_cast<const uint8_t*>(present[3]),
-                                static_cast<const float*>(present[4]), static_cast<const uint8_t*>(present[5]), total,
-                                total, static_cast<float*>(outputs[S::out_Y]), attn_ws, attn_size, stream);
+    ResQKVAttentionParams attn{s, seq, total, q, cache(present, total), cache(present + 3, total),
+                               static_cast<float*>(outputs[S::out_Y]), ws + q_bytes + k_bytes, 0};
+    ResQKVAttentionParams bound = attn;  // the size reserved by getWorkspaceSize
+    bound.seq = 1;
+    attn.workspace_size = resq_cuda_kv_attention_workspace(&bound);
+    st = resq_cuda_kv_attention(&attn, stream);
   }
   if (st != RESQ_OK) {
     report(name_, std::string("kernel failed: ") + (st == RESQ_ERR_CUDA ? resq_cuda_last_error() : std::to_string(st)));

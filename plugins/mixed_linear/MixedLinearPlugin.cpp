@@ -131,8 +131,11 @@ size_t MixedLinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDe
   const nvinfer1::Dims& x = in[0].max;
   int64_t t = 1;
   for (int i = 0; i + 1 < x.nbDims; ++i) t *= x.d[i];
-  const ResQLinearShape s = shape(x.d[x.nbDims - 1]);
-  return resq_cuda_mixed_linear_workspace(&s, t, attrs_.get(S::attr_lqer_rank, 0));
+  ResQMixedLinearParams p{};
+  p.shape = shape(x.d[x.nbDims - 1]);
+  p.tokens = t;
+  p.rank = attrs_.get(S::attr_lqer_rank, 0);
+  return resq_cuda_mixed_linear_workspace(&p);
 }
 
 int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
@@ -145,17 +148,19 @@ int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, co
   const nvinfer1::Dims& x = in_desc[0].dims;
   int64_t t = 1;
   for (int i = 0; i + 1 < x.nbDims; ++i) t *= x.d[i];
-  const ResQLinearShape s = shape(x.d[x.nbDims - 1]);
-  const int32_t n = static_cast<int32_t>(in_desc[compact(S::in_wscale)].dims.d[0]);
-  const int rank = attrs_.get(S::attr_lqer_rank, 0);
-  const size_t ws = resq_cuda_mixed_linear_workspace(&s, t, rank);
-  const int st = resq_cuda_mixed_linear(
-      &s, inputs[0], RESQ_F32, t, n, static_cast<const int8_t*>(at(S::in_weight_low)),
-      static_cast<const int8_t*>(at(S::in_weight_high)), static_cast<const float*>(at(S::in_wscale)),
-      static_cast<const int32_t*>(at(S::in_weight_sums)), rank, static_cast<const int8_t*>(at(S::in_lqer_a)),
-      static_cast<const int32_t*>(at(S::in_lqer_a_sums)), static_cast<const float*>(at(S::in_lqer_a_scale)),
-      static_cast<const int8_t*>(at(S::in_lqer_b)), static_cast<const float*>(at(S::in_lqer_b_scale)),
-      static_cast<const float*>(at(S::in_bias)), outputs[0], RESQ_F32, workspace, ws, stream);
+  ResQMixedLinearParams p{};
+  p.shape = shape(x.d[x.nbDims - 1]);
+  p.tokens = t;
+  p.n = static_cast<int32_t>(in_desc[compact(S::in_wscale)].dims.d[0]);
+  p.rank = attrs_.get(S::attr_lqer_rank, 0);
+  for (int i = 0; i < S::kNumInputs; ++i) p.in.at[i] = at(i);
+  p.x_dtype = RESQ_F32;
+  p.y = outputs[0];
+  p.y_dtype = RESQ_F32;
+  p.mma = RESQ_MMA_AUTO;
+  p.workspace = workspace;
+  p.workspace_size = resq_cuda_mixed_linear_workspace(&p);
+  const int st = resq_cuda_mixed_linear(&p, stream);
   if (st != RESQ_OK) {
     report(name_, std::string("kernel failed: ") + (st == RESQ_ERR_CUDA ? resq_cuda_last_error() : std::to_string(st)));
     return -1;

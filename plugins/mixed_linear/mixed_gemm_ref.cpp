@@ -5,8 +5,12 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "common.h"
+#include "cpu_common.h"
 #include "resq_cpu_ref.h"
+#include "resq_ops.h"
+
+namespace S = resq::spec::ResQMixedLinearPrepared;
+static_assert(S::kNumInputs <= RESQ_MAX_OP_INPUTS, "ResQOpInputs holds every input");
 
 using namespace resq_cpu;
 
@@ -67,10 +71,19 @@ bool operands_ok(const ResQLinearShape* s, const uint8_t* q_low, const uint8_t* 
 
 }  // namespace
 
-RESQ_API int resq_cpu_lqer_project(const ResQLinearShape* s, int64_t t, int32_t rank, const uint8_t* q_low,
-                                   const uint8_t* q_high, const float* sx, const int32_t* zx,
-                                   const int8_t* a_p, const int32_t* asum, const float* a_scale, int8_t* qa,
-                                   float* sa) {
+RESQ_API int resq_cpu_lqer_project(const ResQLqerProjectParams* p) {
+  if (!p) return RESQ_ERR_INVALID;
+  const ResQLinearShape* s = &p->shape;
+  const int64_t t = p->tokens;
+  const int32_t rank = p->rank;
+  const uint8_t *q_low = p->act.q_low, *q_high = p->act.q_high;
+  const float* sx = p->act.sx;
+  const int32_t* zx = p->act.zx;
+  const int8_t* a_p = resq::op_input<int8_t>(p->in, S::in_lqer_a);
+  const int32_t* asum = resq::op_input<int32_t>(p->in, S::in_lqer_a_sums);
+  const float* a_scale = resq::op_input<float>(p->in, S::in_lqer_a_scale);
+  int8_t* qa = p->qa;
+  float* sa = p->sa;
   ResQLinearLayout L;
   if (resq_linear_layout(s, &L) != RESQ_OK || t < 0 || rank <= 0) return RESQ_ERR_INVALID;
   if (!operands_ok(s, q_low, q_high) || !sx || !zx || !a_p || !asum || !a_scale || !qa || !sa) return RESQ_ERR_INVALID;
@@ -101,11 +114,22 @@ RESQ_API int resq_cpu_lqer_project(const ResQLinearShape* s, int64_t t, int32_t 
   return RESQ_OK;
 }
 
-RESQ_API int resq_cpu_mixed_gemm(const ResQLinearShape* s, int64_t t, int32_t n, const uint8_t* q_low,
-                                 const uint8_t* q_high, const float* sx, const int32_t* zx, const int8_t* w_low_p,
-                                 const int8_t* w_high_p, const float* wscale, const int32_t* wsum, int32_t rank,
-                                 const int8_t* qa, const float* sa, const int8_t* lqer_b,
-                                 const float* lqer_b_scale, const float* bias, float* y) {
+RESQ_API int resq_cpu_mixed_gemm(const ResQMixedGemmParams* p) {
+  if (!p || p->y_dtype != RESQ_F32) return RESQ_ERR_INVALID;
+  const ResQLinearShape* s = &p->shape;
+  const int64_t t = p->tokens;
+  const int32_t n = p->n, rank = p->rank;
+  const uint8_t *q_low = p->act.q_low, *q_high = p->act.q_high;
+  const float* sx = p->act.sx;
+  const int32_t* zx = p->act.zx;
+  const int8_t* w_low_p = resq::op_input<int8_t>(p->in, S::in_weight_low);
+  const int8_t* w_high_p = resq::op_input<int8_t>(p->in, S::in_weight_high);
+  const float* wscale = resq::op_input<float>(p->in, S::in_wscale);
+  const int32_t* wsum = resq::op_input<int32_t>(p->in, S::in_weight_sums);
+  const int8_t *qa = p->qa, *lqer_b = resq::op_input<int8_t>(p->in, S::in_lqer_b);
+  const float *sa = p->sa, *lqer_b_scale = resq::op_input<float>(p->in, S::in_lqer_b_scale);
+  const float* bias = resq::op_input<float>(p->in, S::in_bias);
+  float* y = static_cast<float*>(p->y);
   ResQLinearLayout L;
   if (resq_linear_layout(s, &L) != RESQ_OK || t < 0 || n <= 0 || rank < 0) return RESQ_ERR_INVALID;
   if (!operands_ok(s, q_low, q_high) || !sx || !zx || !wscale || !wsum || !y) return RESQ_ERR_INVALID;

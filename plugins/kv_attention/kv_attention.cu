@@ -7,7 +7,7 @@
 // work, see docs/plugins.md).
 #include <cmath>
 
-#include "common.cuh"
+#include "cuda_common.cuh"
 #include "resq_ops.h"
 
 namespace resq {
@@ -161,15 +161,24 @@ int choose_splits(const ResQKVShape* s, int seq, int length, size_t workspace_si
 
 using namespace resq;
 
-RESQ_KAPI size_t resq_cuda_kv_attention_workspace(const ResQKVShape* s, int32_t seq, int32_t length) {
+RESQ_KAPI size_t resq_cuda_kv_attention_workspace(const ResQKVAttentionParams* p) {
+  if (!p) return 0;
+  const ResQKVShape* s = &p->shape;
+  const int32_t seq = p->seq, length = p->length;
   if (resq_kv_check(s) != RESQ_OK || seq <= 0 || length < seq) return 0;
   return partial_bytes(kMaxPartialRows, s->head_dim);  // the same for every seq and length (see above)
 }
 
-RESQ_KAPI int resq_cuda_kv_attention(const ResQKVShape* s, const float* q, int32_t seq, const uint8_t* k_codes,
-                                     const float* k_scales, const uint8_t* k_zeros, const uint8_t* v_codes,
-                                     const float* v_scales, const uint8_t* v_zeros, int32_t capacity, int32_t length,
-                                     float* out, void* workspace, size_t workspace_size, void* stream) {
+RESQ_KAPI int resq_cuda_kv_attention(const ResQKVAttentionParams* p, void* stream) {
+  if (!p || p->k.capacity != p->v.capacity) return RESQ_ERR_INVALID;
+  const ResQKVShape* s = &p->shape;
+  const float* q = p->q;
+  const int32_t seq = p->seq, length = p->length, capacity = p->k.capacity;
+  const uint8_t *k_codes = p->k.codes, *k_zeros = p->k.zeros, *v_codes = p->v.codes, *v_zeros = p->v.zeros;
+  const float *k_scales = p->k.scales, *v_scales = p->v.scales;
+  float* out = p->out;
+  void* workspace = p->workspace;
+  const size_t workspace_size = p->workspace_size;
   if (resq_kv_check(s) != RESQ_OK || !q || !out || !k_codes || !k_scales || !k_zeros || !v_codes || !v_scales ||
       !v_zeros)
     return RESQ_ERR_INVALID;

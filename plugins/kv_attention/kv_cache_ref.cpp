@@ -3,7 +3,7 @@
 #include <cmath>
 #include <vector>
 
-#include "common.h"
+#include "cpu_common.h"
 #include "resq_cpu_ref.h"
 
 using namespace resq_cpu;
@@ -36,8 +36,13 @@ void dequant_row(const Groups& G, int d, const uint8_t* codes, const float* scal
 
 }  // namespace
 
-RESQ_API int resq_cpu_kv_append(const ResQKVShape* s, const float* x, int32_t seq, uint8_t* codes, float* scales,
-                                uint8_t* zeros, int32_t capacity, int32_t pos) {
+RESQ_API int resq_cpu_kv_append(const ResQKVAppendParams* p) {
+  if (!p) return RESQ_ERR_INVALID;
+  const ResQKVShape* s = &p->shape;
+  const float* x = p->x;
+  const int32_t seq = p->seq, pos = p->pos, capacity = p->cache.capacity;
+  uint8_t *codes = p->cache.codes, *zeros = p->cache.zeros;
+  float* scales = p->cache.scales;
   if (resq_kv_check(s) != RESQ_OK || !x || !codes || !scales || !zeros) return RESQ_ERR_INVALID;
   if (seq < 0 || pos < 0 || pos + seq > capacity) return RESQ_ERR_INVALID;
   const Groups G = kv_groups(s);
@@ -56,10 +61,14 @@ RESQ_API int resq_cpu_kv_append(const ResQKVShape* s, const float* x, int32_t se
   return RESQ_OK;
 }
 
-RESQ_API int resq_cpu_kv_attention(const ResQKVShape* s, const float* q, int32_t seq, const uint8_t* k_codes,
-                                   const float* k_scales, const uint8_t* k_zeros, const uint8_t* v_codes,
-                                   const float* v_scales, const uint8_t* v_zeros, int32_t capacity, int32_t length,
-                                   float* out) {
+RESQ_API int resq_cpu_kv_attention(const ResQKVAttentionParams* p) {
+  if (!p || p->k.capacity != p->v.capacity) return RESQ_ERR_INVALID;
+  const ResQKVShape* s = &p->shape;
+  const float* q = p->q;
+  const int32_t seq = p->seq, length = p->length, capacity = p->k.capacity;
+  const uint8_t *k_codes = p->k.codes, *k_zeros = p->k.zeros, *v_codes = p->v.codes, *v_zeros = p->v.zeros;
+  const float *k_scales = p->k.scales, *v_scales = p->v.scales;
+  float* out = p->out;
   if (resq_kv_check(s) != RESQ_OK || !q || !out || !k_codes || !k_scales || !k_zeros || !v_codes || !v_scales ||
       !v_zeros)
     return RESQ_ERR_INVALID;
@@ -68,7 +77,7 @@ RESQ_API int resq_cpu_kv_attention(const ResQKVShape* s, const float* q, int32_t
   const int d = s->head_dim, H = s->num_heads, group = s->num_heads / s->num_kv_heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   std::vector<float> kd(static_cast<size_t>(length) * d), vd(static_cast<size_t>(length) * d);
-  std::vector<double> p(length), acc(d);
+  std::vector<double> score(length), acc(d);
   for (int b = 0; b < s->batch; ++b)
     for (int kvh = 0; kvh < s->num_kv_heads; ++kvh) {
       const int64_t base = (static_cast<int64_t>(b) * s->num_kv_heads + kvh) * capacity;
@@ -86,12 +95,12 @@ RESQ_API int resq_cpu_kv_attention(const ResQKVShape* s, const float* q, int32_t
           for (int t = 0; t <= last; ++t) {
             double dot = 0.0;
             for (int c = 0; c < d; ++c) dot += static_cast<double>(qr[c]) * kd[static_cast<size_t>(t) * d + c];
-            p[t] = dot * scale;
-            m = std::fmax(m, p[t]);
+            score[t] = dot * scale;
+            m = std::fmax(m, score[t]);
           }
           for (int c = 0; c < d; ++c) acc[c] = 0.0;
           for (int t = 0; t <= last; ++t) {
-            const double e = std::exp(p[t] - m);
+            const double e = std::exp(score[t] - m);
             l += e;
             for (int c = 0; c < d; ++c) acc[c] += e * vd[static_cast<size_t>(t) * d + c];
           }

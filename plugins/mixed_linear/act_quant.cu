@@ -1,7 +1,7 @@
 // Per-token activation quantisation into the padded kernel layout (one block per token; the row is
 // read from global memory once and kept in shared memory for the range and the codes), and the
 // one-off weight preparation (padding + group sums).
-#include "common.cuh"
+#include "cuda_common.cuh"
 
 namespace resq {
 namespace {
@@ -132,8 +132,15 @@ inline unsigned blocks_for(int64_t items, int per_block) { return static_cast<un
 
 using namespace resq;
 
-RESQ_KAPI int resq_cuda_quantize_act(const ResQLinearShape* s, const void* x, int x_dtype, int64_t t, uint8_t* q_low,
-                                     uint8_t* q_high, float* sx, int32_t* zx, void* stream) {
+RESQ_KAPI int resq_cuda_quantize_act(const ResQQuantizeActParams* p, void* stream) {
+  if (!p) return RESQ_ERR_INVALID;
+  const ResQLinearShape* s = &p->shape;
+  const void* x = p->x;
+  const int x_dtype = p->x_dtype;
+  const int64_t t = p->tokens;
+  uint8_t *q_low = p->out.q_low, *q_high = p->out.q_high;
+  float* sx = p->out.sx;
+  int32_t* zx = p->out.zx;
   QuantArgs a{};
   if (resq_linear_layout(s, &a.L) != RESQ_OK || t < 0 || !x || !sx || !zx) return RESQ_ERR_INVALID;
   if ((s->k_low && !q_low) || (s->high_groups && !q_high)) return RESQ_ERR_INVALID;
@@ -168,8 +175,13 @@ RESQ_KAPI int resq_cuda_quantize_act(const ResQLinearShape* s, const void* x, in
   return launch_status();
 }
 
-RESQ_KAPI int resq_cuda_prepare_weights(const ResQLinearShape* s, int32_t n, const int8_t* w_low, const int8_t* w_high,
-                                        int8_t* w_low_p, int8_t* w_high_p, int32_t* wsum, void* stream) {
+RESQ_KAPI int resq_cuda_prepare_weights(const ResQPrepareWeightsParams* p, void* stream) {
+  if (!p) return RESQ_ERR_INVALID;
+  const ResQLinearShape* s = &p->shape;
+  const int32_t n = p->n;
+  const int8_t *w_low = p->w_low, *w_high = p->w_high;
+  int8_t *w_low_p = p->w_low_p, *w_high_p = p->w_high_p;
+  int32_t* wsum = p->wsum;
   ResQLinearLayout L;
   if (resq_linear_layout(s, &L) != RESQ_OK || n <= 0 || !wsum) return RESQ_ERR_INVALID;
   if ((s->k_low && (!w_low || !w_low_p)) || (s->high_groups && (!w_high || !w_high_p))) return RESQ_ERR_INVALID;
@@ -189,8 +201,13 @@ RESQ_KAPI int resq_cuda_prepare_weights(const ResQLinearShape* s, int32_t n, con
   return launch_status();
 }
 
-RESQ_KAPI int resq_cuda_prepare_lqer_a(const ResQLinearShape* s, int32_t rank, const int8_t* a, int8_t* a_p,
-                                       int32_t* asum, void* stream) {
+RESQ_KAPI int resq_cuda_prepare_lqer_a(const ResQPrepareLqerAParams* p, void* stream) {
+  if (!p) return RESQ_ERR_INVALID;
+  const ResQLinearShape* s = &p->shape;
+  const int32_t rank = p->rank;
+  const int8_t* a = p->a;
+  int8_t* a_p = p->a_p;
+  int32_t* asum = p->asum;
   ResQLinearLayout L;
   if (resq_linear_layout(s, &L) != RESQ_OK || rank <= 0 || !a || !a_p || !asum) return RESQ_ERR_INVALID;
   cudaStream_t st = as_stream(stream);

@@ -2,7 +2,8 @@
 // then symmetric 8-bit per token. rank is small (tens), so plain integer dot products (one warp per
 // rank component, one block per token) beat a tensor-core tile here; the whole row of xa stays in
 // the block for the per-token maximum.
-#include "common.cuh"
+#include "cuda_common.cuh"
+#include "resq_ops.h"
 
 namespace resq {
 namespace {
@@ -72,9 +73,20 @@ __global__ void lqer_project_kernel(LqerArgs p) {
 
 using namespace resq;
 
-RESQ_KAPI int resq_cuda_lqer_project(const ResQLinearShape* s, int64_t t, int32_t rank, const uint8_t* q_low,
-                                     const uint8_t* q_high, const float* sx, const int32_t* zx, const int8_t* a_p,
-                                     const int32_t* asum, const float* a_scale, int8_t* qa, float* sa, void* stream) {
+RESQ_KAPI int resq_cuda_lqer_project(const ResQLqerProjectParams* p, void* stream) {
+  if (!p) return RESQ_ERR_INVALID;
+  const ResQLinearShape* s = &p->shape;
+  const int64_t t = p->tokens;
+  namespace S = spec::ResQMixedLinearPrepared;
+  const int32_t rank = p->rank;
+  const uint8_t *q_low = p->act.q_low, *q_high = p->act.q_high;
+  const float* sx = p->act.sx;
+  const int32_t* zx = p->act.zx;
+  const int8_t* a_p = op_input<int8_t>(p->in, S::in_lqer_a);
+  const int32_t* asum = op_input<int32_t>(p->in, S::in_lqer_a_sums);
+  const float* a_scale = op_input<float>(p->in, S::in_lqer_a_scale);
+  int8_t* qa = p->qa;
+  float* sa = p->sa;
   LqerArgs a{};
   if (resq_linear_layout(s, &a.L) != RESQ_OK || t < 0 || rank <= 0 || rank > 4096) return RESQ_ERR_INVALID;
   if ((s->k_low && !q_low) || (s->high_groups && !q_high) || !sx || !zx || !a_p || !asum || !a_scale || !qa || !sa)

@@ -1,7 +1,7 @@
 // KV-cache append: quantise the new K or V per token per KV head (groups [D - r, r] at
 // [kv_bits, high_bits]) straight into the cache at its position; one warp per (token, head).
 // And the past -> present copy the ONNX contract implies when the buffers differ.
-#include "common.cuh"
+#include "cuda_common.cuh"
 
 namespace resq {
 namespace {
@@ -46,8 +46,13 @@ int copy_rows(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, si
 
 using namespace resq;
 
-RESQ_KAPI int resq_cuda_kv_append(const ResQKVShape* s, const float* x, int32_t seq, uint8_t* codes, float* scales,
-                                  uint8_t* zeros, int32_t capacity, int32_t pos, void* stream) {
+RESQ_KAPI int resq_cuda_kv_append(const ResQKVAppendParams* p, void* stream) {
+  if (!p) return RESQ_ERR_INVALID;
+  const ResQKVShape* s = &p->shape;
+  const float* x = p->x;
+  const int32_t seq = p->seq, pos = p->pos, capacity = p->cache.capacity;
+  uint8_t *codes = p->cache.codes, *zeros = p->cache.zeros;
+  float* scales = p->cache.scales;
   if (resq_kv_check(s) != RESQ_OK || !x || !codes || !scales || !zeros) return RESQ_ERR_INVALID;
   if (seq < 0 || pos < 0 || pos + seq > capacity) return RESQ_ERR_INVALID;
   if (seq == 0) return RESQ_OK;
@@ -57,9 +62,14 @@ RESQ_KAPI int resq_cuda_kv_append(const ResQKVShape* s, const float* x, int32_t 
   return launch_status();
 }
 
-RESQ_KAPI int resq_cuda_kv_copy(const ResQKVShape* s, const uint8_t* codes, const float* scales, const uint8_t* zeros,
-                                int32_t past_len, uint8_t* dst_codes, float* dst_scales, uint8_t* dst_zeros,
-                                int32_t capacity, void* stream) {
+RESQ_KAPI int resq_cuda_kv_copy(const ResQKVCopyParams* p, void* stream) {
+  if (!p || p->past.capacity < p->past_len) return RESQ_ERR_INVALID;
+  const ResQKVShape* s = &p->shape;
+  const int32_t past_len = p->past_len, capacity = p->dst.capacity;
+  const uint8_t *codes = p->past.codes, *zeros = p->past.zeros;
+  const float* scales = p->past.scales;
+  uint8_t *dst_codes = p->dst.codes, *dst_zeros = p->dst.zeros;
+  float* dst_scales = p->dst.scales;
   if (resq_kv_check(s) != RESQ_OK || past_len < 0 || past_len > capacity) return RESQ_ERR_INVALID;
   if (past_len == 0) return RESQ_OK;
   if (!codes || !scales || !zeros || !dst_codes || !dst_scales || !dst_zeros) return RESQ_ERR_INVALID;

@@ -32,10 +32,11 @@ int32_t HadamardPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const
   const nvinfer1::Dims& x = in_desc[S::in_X].dims;
   int64_t rows = 1;
   for (int i = 0; i + 1 < x.nbDims; ++i) rows *= x.d[i];
-  const int st = resq_cuda_hadamard(static_cast<const float*>(inputs[S::in_X]), rows,
-                                    static_cast<int32_t>(x.d[x.nbDims - 1]), static_cast<const float*>(inputs[S::in_left]),
-                                    static_cast<int32_t>(in_desc[S::in_left].dims.d[0]),
-                                    static_cast<float*>(outputs[S::out_Y]), stream);
+  const ResQHadamardParams p{rows, static_cast<int32_t>(x.d[x.nbDims - 1]),
+                             static_cast<int32_t>(in_desc[S::in_left].dims.d[0]),
+                             static_cast<const float*>(inputs[S::in_X]), static_cast<const float*>(inputs[S::in_left]),
+                             static_cast<float*>(outputs[S::out_Y])};
+  const int st = resq_cuda_hadamard(&p, stream);
   if (st != RESQ_OK) {
     report(name_, std::string("kernel failed: ") + (st == RESQ_ERR_CUDA ? resq_cuda_last_error() : std::to_string(st)));
     return -1;

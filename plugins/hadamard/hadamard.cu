@@ -1,9 +1,9 @@
 // Online Hadamard x @ kron(left, S / sqrt(b)) (b a power of two): one block per row, the row in
 // shared memory, the butterflies stage by stage in the reference's order (so the Walsh-Hadamard part
-// is bit-exact), then the small a x a factor. Also U_C (x @ u per head row).
+// is bit-exact), then the small a x a factor.
 #include <cmath>
 
-#include "common.cuh"
+#include "cuda_common.cuh"
 
 namespace resq {
 namespace {
@@ -38,24 +38,17 @@ __global__ void hadamard_kernel(const float* __restrict__ x, int n, int b, float
   }
 }
 
-__global__ void rotate_kernel(const float* __restrict__ x, int64_t rows, int d, const float* __restrict__ u,
-                              float* __restrict__ y) {
-  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i >= rows * d) return;
-  const int64_t r = i / d;
-  const int j = static_cast<int>(i % d);
-  float acc = 0.0f;
-  for (int k = 0; k < d; ++k) acc = __fadd_rn(acc, __fmul_rn(x[r * d + k], u[static_cast<int64_t>(k) * d + j]));
-  y[i] = acc;
-}
-
 }  // namespace
 }  // namespace resq
 
 using namespace resq;
 
-RESQ_KAPI int resq_cuda_hadamard(const float* x, int64_t rows, int32_t n, const float* left, int32_t a, float* y,
-                                 void* stream) {
+RESQ_KAPI int resq_cuda_hadamard(const ResQHadamardParams* p, void* stream) {
+  if (!p) return RESQ_ERR_INVALID;
+  const float *x = p->x, *left = p->left;
+  const int64_t rows = p->rows;
+  const int32_t n = p->n, a = p->a;
+  float* y = p->y;
   if (!x || !y || rows < 0 || a <= 0 || n <= 0 || n % a || (a > 1 && !left)) return RESQ_ERR_INVALID;
   const int b = n / a;
   if (b & (b - 1)) return RESQ_ERR_INVALID;
@@ -65,13 +58,5 @@ RESQ_KAPI int resq_cuda_hadamard(const float* x, int64_t rows, int32_t n, const 
   if (e != cudaSuccess) return record_cuda_error(e);
   const float norm = static_cast<float>(std::sqrt(static_cast<double>(b)));
   hadamard_kernel<<<static_cast<unsigned>(rows), 256, smem, as_stream(stream)>>>(x, n, b, norm, left, a, y);
-  return launch_status();
-}
-
-RESQ_KAPI int resq_cuda_rotate(const float* x, int64_t rows, int32_t d, const float* u, float* y, void* stream) {
-  if (!x || !u || !y || rows < 0 || d <= 0) return RESQ_ERR_INVALID;
-  if (rows == 0) return RESQ_OK;
-  const int64_t total = rows * d;
-  rotate_kernel<<<static_cast<unsigned>((total + 255) / 256), 256, 0, as_stream(stream)>>>(x, rows, d, u, y);
   return launch_status();
 }

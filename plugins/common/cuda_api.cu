@@ -3,7 +3,7 @@
 #include <mutex>
 #include <string>
 
-#include "common.cuh"
+#include "cuda_common.cuh"
 #include "resq_ops.h"
 
 #ifndef RESQ_CUDA_ARCH_LIST
