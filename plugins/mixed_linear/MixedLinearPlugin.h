@@ -1,5 +1,5 @@
 // TensorRT plugin of ResQMixedLinearPrepared: ResQMixedLinear with its weights already in the CUDA
-// GEMM's layout (see plugins/trt/README.md for the I/O table).
+// GEMM's layout (see plugins/mixed_linear/README.md for the I/O table).
 #pragma once
 #include "PluginUtils.h"
 #include "resq_kernels.h"

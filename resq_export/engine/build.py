@@ -69,7 +69,7 @@ def prepare_engine(runtime: str = "auto", target_sm: str | int | None = None,
 
 def check_gpu_support(model: onnx.ModelProto) -> None:
     """Refuse, before any TensorRT work, a graph whose resq nodes the CUDA kernels cannot run
-    (plugins/include/resq_kernels.h): the engine would build and then fail at its first call."""
+    (plugins/common/resq_kernels.h): the engine would build and then fail at its first call."""
     dims = {t.name: list(t.dims) for t in model.graph.initializer}
     problems = []
     for node in model.graph.node:

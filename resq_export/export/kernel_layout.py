@@ -1,4 +1,4 @@
-"""The CUDA GEMM's layout of a quantised linear's weights (plugins/include/resq_layout.h), made at
+"""The CUDA GEMM's layout of a quantised linear's weights (plugins/common/resq_layout.h), made at
 export time for the TensorRT flavour (op ResQMixedLinearPrepared, docs/ops.md).
 
 The GEMM walks K in 64-channel tiles that must not straddle a group, so every group is zero-padded
