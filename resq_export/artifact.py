@@ -12,7 +12,6 @@ from typing import Any
 import torch
 
 from . import __version__
-from .algo.quant import pack_int4, unpack_int4
 from .config import SCHEMA_VERSION, QuantConfig
 from .decoder import LINEAR_ROLES, Decoder, FloatLinear, Layer, TiedHead
 from .errors import ArtifactError
@@ -35,11 +34,10 @@ def linear_tensors(prefix: str, lin: FloatLinear | QuantLinear) -> dict[str, tor
     if isinstance(lin, FloatLinear):
         out[prefix + "weight"] = lin.weight.float()
     else:
-        low = lin.layout.low_channels
-        if low:
-            out[prefix + "qweight_low"] = pack_int4(lin.qweight[:, :low])
-        if low < lin.in_features:
-            out[prefix + "qweight_high"] = lin.qweight[:, low:].to(torch.int8)
+        if lin.qweight_low is not None:
+            out[prefix + "qweight_low"] = lin.qweight_low
+        if lin.qweight_high is not None:
+            out[prefix + "qweight_high"] = lin.qweight_high
         out[prefix + "wscale"] = lin.wscale.float()
         if lin.lqer is not None:
             out[prefix + "lqer_a"] = lin.lqer.a_q.to(torch.int8)
@@ -220,13 +218,10 @@ def _linear_from_tensors(prefix: str, t: ArtifactReader, layout: LinearLayout | 
     bias = t.tensor(prefix + "bias") if t.has(prefix + "bias") else None
     if layout is None:
         return FloatLinear(t.tensor(prefix + "weight").float(), bias)
-    parts = []  # int8 codes, as the quantiser makes them: a quarter of int32's memory at 8B
-    if layout.low_channels:
-        parts.append(unpack_int4(t.tensor(prefix + "qweight_low"), signed=True).to(torch.int8))
-    if layout.low_channels < layout.in_features:
-        parts.append(t.tensor(prefix + "qweight_high").to(torch.int8))
     lqer = None
     if t.has(prefix + "lqer_a"):
         lqer = LqerBranch(t.tensor(prefix + "lqer_a").to(torch.int32), t.tensor(prefix + "lqer_a_scale"),
                           t.tensor(prefix + "lqer_b").to(torch.int32), t.tensor(prefix + "lqer_b_scale"))
-    return QuantLinear(layout, torch.cat(parts, 1), t.tensor(prefix + "wscale"), bias, lqer)
+    low = t.tensor(prefix + "qweight_low") if layout.low_channels else None
+    high = t.tensor(prefix + "qweight_high") if layout.low_channels < layout.in_features else None
+    return QuantLinear(layout, low, high, t.tensor(prefix + "wscale"), bias, lqer)

@@ -15,8 +15,8 @@ from functools import cached_property
 
 import torch
 
-from .algo.quant import (dequantize_weight, exact_float_dtype, group_bounds, int_matmul, quantize_groups,
-                         quantize_sym_per_token)
+from .algo.quant import (dequantize_weight, exact_float_dtype, group_bounds, int_matmul, pack_int4, quantize_groups,
+                         quantize_sym_per_token, unpack_int4)
 from .layout import LinearLayout
 
 LQER_BITS = 8
@@ -64,11 +64,31 @@ class LqerBranch:
 
 @dataclass
 class QuantLinear:
+    """Stored as the artifact and the ONNX contract store it (docs/ops.md), so that writing and
+    exporting pass the bytes through; the codes are unpacked only to be computed with."""
+
     layout: LinearLayout
-    qweight: torch.Tensor  # integer codes [out, in] (int8 from the quantiser and the artifact loader)
+    qweight_low: torch.Tensor | None  # int8 [out, low_channels / 2]: the 4-bit codes, two per byte
+    qweight_high: torch.Tensor | None  # int8 [out, in - low_channels]: the 8-bit codes
     wscale: torch.Tensor  # float32 [out, G]
     bias: torch.Tensor | None = None
     lqer: LqerBranch | None = None
+
+    @classmethod
+    def from_codes(cls, layout: LinearLayout, codes: torch.Tensor, wscale: torch.Tensor,
+                   bias: torch.Tensor | None = None, lqer: LqerBranch | None = None) -> QuantLinear:
+        """From integer codes [out, in] (the quantiser's)."""
+        low = layout.low_channels
+        return cls(layout, pack_int4(codes[:, :low]) if low else None,
+                   codes[:, low:].to(torch.int8) if low < codes.shape[1] else None, wscale, bias, lqer)
+
+    @property
+    def qweight(self) -> torch.Tensor:
+        """int8 codes [out, in], unpacked on each call (not kept: the quantiser only stores linears)."""
+        parts = [unpack_int4(self.qweight_low, signed=True).to(torch.int8)] if self.qweight_low is not None else []
+        if self.qweight_high is not None:
+            parts.append(self.qweight_high)
+        return torch.cat(parts, 1)
 
     # The GEMM copies (4-8 bytes per weight) are made on the first call only: the quantiser packs a
     # QuantLinear and takes its effective float weight without ever running it.
@@ -86,11 +106,11 @@ class QuantLinear:
 
     @property
     def in_features(self) -> int:
-        return self.qweight.shape[1]
+        return self.layout.in_features
 
     @property
     def out_features(self) -> int:
-        return self.qweight.shape[0]
+        return self.wscale.shape[0]
 
     def dequantized_weight(self) -> torch.Tensor:
         return dequantize_weight(self.qweight, self.wscale, self.layout.group_sizes)

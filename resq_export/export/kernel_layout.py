@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from ..algo.quant import unpack_int4
 
 KTILE = 64  # RESQ_KTILE
 
@@ -83,13 +86,6 @@ def _group_sums(codes: np.ndarray, groups: int) -> np.ndarray:
     return codes.reshape(codes.shape[0], groups, -1).sum(axis=2, dtype=np.int64).astype(np.int32)
 
 
-def _signed_nibbles(packed: np.ndarray) -> np.ndarray:
-    """int4x2 bytes [N, k/2] (element 2j in the low nibble, two's complement) -> int8 codes [N, k]."""
-    b = packed.view(np.uint8)
-    codes = np.stack([b & 0xF, b >> 4], axis=-1).reshape(b.shape[0], -1).astype(np.int8)
-    return np.where(codes >= 8, codes - 16, codes).astype(np.int8)
-
-
 def prepare_weights(lay: PaddedLayout, qweight_low: np.ndarray | None, qweight_high: np.ndarray | None):
     """Contract weights (qweight_low int8 [N, K_low/2] packed, qweight_high int8 [N, K-K_low]) ->
     (weight_low int8 [N, w_low_pitch], weight_high int8 [N, w_high_pitch] or None, weight_sums int32 [N, G])."""
@@ -99,7 +95,7 @@ def prepare_weights(lay: PaddedLayout, qweight_low: np.ndarray | None, qweight_h
         _check(qweight_low, (n, lay.k_low // 2), "qweight_low")
         # whole bytes: a group of even width is whole bytes, and padding byte 0 is two zero codes
         w_low = _pad_groups(qweight_low.astype(np.int8, copy=False), lay.low_groups, lay.gw_low // 2, lay.gwp_low // 2)
-        sums.append(_group_sums(_signed_nibbles(qweight_low), lay.low_groups))
+        sums.append(_group_sums(unpack_int4(torch.from_numpy(qweight_low), signed=True).numpy(), lay.low_groups))
     if lay.high_groups:
         _check(qweight_high, (n, lay.k - lay.k_low), "qweight_high")
         w_high = _pad_groups(qweight_high.astype(np.int8, copy=False), lay.high_groups, lay.gw_high, lay.gwp_high)

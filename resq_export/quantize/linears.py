@@ -74,9 +74,8 @@ def quantize_linear(
         a, b = lqer_factors(w, w_q, quant.lqer_rank, act_absmean)
         del w_q
         lqer = LqerBranch(*_quantize_rows(a.T, quant.lqer_bits), *_quantize_rows(b.T, quant.lqer_bits))
-    # int8 codes: the streaming quantiser packs them and takes the effective weight; the GEMM
-    # copies of a QuantLinear are only made if it is ever run.
-    return QuantLinear(layout, codes, wscale.to(torch.float32), lin.bias, lqer)
+    # stored packed, as written; the GEMM copies of a QuantLinear are only made if it is ever run
+    return QuantLinear.from_codes(layout, codes, wscale.to(torch.float32), lin.bias, lqer)
 
 
 def _quantize_rows(m: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -192,7 +192,8 @@ def test_mixed_linear_function_is_integer_exact(a_bits, low_width, high):
     layout = LinearLayout((low_width, low_width, *high), (4, 4) + (8,) * len(high), (a_bits, a_bits) + (8,) * len(high))
     k_low, k = 2 * low_width, 2 * low_width + sum(high)
     q = torch.cat([torch.randint(-8, 8, (24, k_low), generator=g), torch.randint(-128, 128, (24, k - k_low), generator=g)], 1)
-    lin = QuantLinear(layout, q.int(), torch.rand(24, 2 + len(high), generator=g) * 0.05, torch.randn(24, generator=g))
+    lin = QuantLinear.from_codes(layout, q.int(), torch.rand(24, 2 + len(high), generator=g) * 0.05,
+                                 torch.randn(24, generator=g))
     sig = LinearSignature(k, k_low, 24, 2, len(high), a_bits, 8, 0, True)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from resq_export.algo.quant import pack_int4
 from resq_export.layout import LinearLayout
 from resq_export.reference import LqerBranch, QuantLinear
 
@@ -45,15 +44,12 @@ def random_linear(lay: LinearLayout, n: int, rank: int = 0, bias: bool = False, 
                           torch.randint(-128, 128, (n, rank), generator=g, dtype=torch.int32),
                           torch.rand(n, generator=g) * 0.01 + 1e-4)
     b = torch.randn(n, generator=g) if bias else None
-    return QuantLinear(lay, qweight, wscale, b, lqer)
+    return QuantLinear.from_codes(lay, qweight, wscale, b, lqer)
 
 
 def contract_weights(lin: QuantLinear):
     """The artifact/ONNX tensors: qweight_low (packed int4 in int8) and qweight_high (int8)."""
-    low = lin.layout.low_channels
-    w_low = pack_int4(lin.qweight[:, :low]).numpy() if low else None
-    w_high = lin.qweight[:, low:].to(torch.int8).numpy() if low < lin.in_features else None
-    return w_low, w_high
+    return tuple(None if w is None else w.numpy() for w in (lin.qweight_low, lin.qweight_high))
 
 
 def activations(t: int, k: int, seed: int = 1) -> torch.Tensor:

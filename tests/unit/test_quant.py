@@ -87,7 +87,7 @@ def _random_quant_linear(layout, out=24, lqer_rank=0):
     if lqer_rank:
         lqer = LqerBranch(torch.randint(-128, 128, (lqer_rank, k), generator=G), torch.rand(lqer_rank) * 0.01,
                           torch.randint(-128, 128, (out, lqer_rank), generator=G), torch.rand(out) * 0.01)
-    return QuantLinear(layout, q.int(), wscale, torch.randn(out, generator=G), lqer)
+    return QuantLinear.from_codes(layout, q.int(), wscale, torch.randn(out, generator=G), lqer)
 
 
 LAYOUTS = {
