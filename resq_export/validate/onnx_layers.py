@@ -18,7 +18,7 @@ from onnx import helper
 
 from ..errors import ArtifactError
 from ..export.writer import ORT_FILE, check_onnx_folder
-from .ort_runner import return_freed_memory, session_options
+from .ort_runner import empty_past, return_freed_memory, session_options
 
 _LAYER_SCOPE = re.compile(r"^/model/layers\.(\d+)/")
 _HEAD_SCOPE = "/model/lm_head/"
@@ -169,15 +169,13 @@ class _OnnxLayer:
         self.read_later = {n for seg in owner.segments[s + 1:] for n in seg.inputs}  # what the state keeps
 
     def new_cache(self) -> dict[str, np.ndarray]:
-        past = {}
+        inputs = {}
         for name in self.seg.inputs:
             if name.startswith("past."):
-                v = self.owner._graph_inputs[name]
-                dims = [d.dim_value if d.HasField("dim_value") else 1 if d.dim_param == "batch" else 0
-                        for d in v.type.tensor_type.shape.dim]
-                past[name] = np.zeros(dims, dtype=np.uint8 if v.type.tensor_type.elem_type ==
-                                      onnx.TensorProto.UINT8 else np.float32)
-        return past
+                t = self.owner._graph_inputs[name].type.tensor_type
+                dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+                inputs[name] = (dims, t.elem_type == onnx.TensorProto.UINT8)
+        return empty_past(inputs, batch=1)
 
     def __call__(self, state: dict[str, np.ndarray], cache: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.session = self.session or self.owner._session(self.s, state)

@@ -11,6 +11,14 @@ import numpy as np
 from ..export.writer import ORT_FILE, check_onnx_folder
 
 
+def empty_past(inputs: dict[str, tuple[list, bool]], batch: int) -> dict[str, np.ndarray]:
+    """The past of no tokens for graph inputs name -> (dims, uint8?): a dim is an int or a symbol,
+    "batch" becoming `batch` and any other (the past sequence) 0."""
+    return {name: np.zeros([d if isinstance(d, int) else batch if d == "batch" else 0 for d in dims],
+                           np.uint8 if is_uint8 else np.float32)
+            for name, (dims, is_uint8) in inputs.items()}
+
+
 def return_freed_memory() -> None:
     """Hand the heap that ONNX Runtime's constant folding freed back to the OS. glibc keeps it
     otherwise: SmolLM2's session then holds 1387 MiB instead of 395 MiB (measured)."""
@@ -56,11 +64,7 @@ class OrtDecoder:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
-        past = {}
-        for inp in self.past_inputs:
-            shape = [batch if d == "batch" else 0 if d == "past_sequence" else d for d in inp.shape]
-            past[inp.name] = np.zeros(shape, dtype=np.uint8 if "uint8" in inp.type else np.float32)
-        return past
+        return empty_past({i.name: (i.shape, "uint8" in i.type) for i in self.past_inputs}, batch)
 
     def forward(self, input_ids: np.ndarray, past: dict[str, np.ndarray] | None = None
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
