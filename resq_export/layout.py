@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .algo.quant import dequantize_groups, quantize_groups
+from .algo.quant import dequantize_groups, group_bounds, pack_int4, quantize_groups, unpack_int4
 from .config import QuantConfig
 from .errors import ConfigError
 from .models.config import ModelConfig
@@ -128,11 +128,36 @@ class KVQuantizer:
     group_sizes: tuple[int, ...]
     bits: tuple[int, ...]
 
-    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return quantize_groups(x, self.group_sizes, self.bits)
+    def __post_init__(self):
+        if any(bits == 4 and width % 2 for width, bits in zip(self.group_sizes, self.bits)):
+            raise ConfigError(f"a 4-bit KV group needs an even width (packed two per byte), got {self.group_sizes}")
 
-    def dequantize(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-        return dequantize_groups(q, scale, zero, self.group_sizes)
+    @property
+    def row_bytes(self) -> int:
+        """Bytes of one cached row (one token, one KV head): ops.json's C."""
+        return sum(width * bits // 8 for width, bits in zip(self.group_sizes, self.bits))
+
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [..., head_dim] -> the stored form (docs/ops.md): codes uint8 [..., row_bytes] (each group's
+        4-bit codes packed two per byte), scales float32 [..., G], zero points uint8 [..., G]."""
+        q, scale, zero = quantize_groups(x, self.group_sizes, self.bits)
+        parts = []
+        for (a, b), bits in zip(group_bounds(self.group_sizes), self.bits):
+            parts.append(pack_int4(q[..., a:b]).view(torch.uint8) if bits == 4 else q[..., a:b].to(torch.uint8))
+        return torch.cat(parts, -1), scale, zero.to(torch.uint8)
+
+    def codes(self, packed: torch.Tensor) -> torch.Tensor:
+        """The stored bytes [..., row_bytes] -> int32 codes [..., head_dim]."""
+        parts, at = [], 0
+        for width, bits in zip(self.group_sizes, self.bits):
+            n = width * bits // 8
+            part = packed[..., at:at + n]
+            parts.append(unpack_int4(part, signed=False) if bits == 4 else part.to(torch.int32))
+            at += n
+        return torch.cat(parts, -1)
+
+    def dequantize(self, packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+        return dequantize_groups(self.codes(packed), scale, zero.to(torch.int32), self.group_sizes)
 
 
 def kv_quantizer(model: ModelConfig, cfg: QuantConfig) -> KVQuantizer | None:

@@ -21,6 +21,7 @@ RESQ_API const char* resq_params_manifest(void);
 // The C API's version (RESQ_ABI_VERSION of ops.json's abi_version, at this library's build).
 RESQ_API int resq_abi_version(void);
 RESQ_API int resq_layout_of(const ResQLinearShape* s, ResQLinearLayout* out);
+RESQ_API int resq_kv_row_bytes_of(const ResQKVShape* s);
 
 // The kernels' contract on host pointers, one parameter struct each (resq_params.h). The CPU
 // references take float32 activations and write float32 outputs only; they ignore mma.

@@ -87,11 +87,32 @@ static inline int resq_linear_layout(const ResQLinearShape* s, ResQLinearLayout*
 
 static inline RESQ_HD int resq_kv_groups(const ResQKVShape* s) { return s->high_channels > 0 ? 2 : 1; }
 
+// One cached K/V row (one token, one KV head; ops.json's C bytes): the low part (head_dim - r
+// channels at kv_bits) then the high part (r channels at high_bits); 4-bit codes two per byte,
+// channel 2j in the low nibble, 8-bit codes one per byte.
+static inline RESQ_HD int32_t resq_kv_low_bytes(const ResQKVShape* s) {
+  return (s->head_dim - s->high_channels) * s->kv_bits / 8;
+}
+static inline RESQ_HD int32_t resq_kv_row_bytes(const ResQKVShape* s) {
+  return resq_kv_low_bytes(s) + s->high_channels * s->high_bits / 8;
+}
+// the code of channel c of a row
+static inline RESQ_HD int resq_kv_code(const ResQKVShape* s, const uint8_t* row, int c) {
+  const int low = s->head_dim - s->high_channels;
+  const int bits = c < low ? s->kv_bits : s->high_bits;
+  const int i = c < low ? c : c - low;
+  const uint8_t* part = c < low ? row : row + resq_kv_low_bytes(s);
+  return bits == 8 ? part[i] : (part[i >> 1] >> ((i & 1) * 4)) & 0xF;
+}
+
 static inline int resq_kv_check(const ResQKVShape* s) {
   if (!s || s->batch <= 0 || s->num_heads <= 0 || s->num_kv_heads <= 0 || s->head_dim <= 0) return RESQ_ERR_INVALID;
   if (s->num_heads % s->num_kv_heads) return RESQ_ERR_INVALID;
   if (s->high_channels < 0 || s->high_channels >= s->head_dim) return RESQ_ERR_INVALID;
   if ((s->kv_bits != 4 && s->kv_bits != 8) || (s->high_bits != 4 && s->high_bits != 8)) return RESQ_ERR_INVALID;
+  // a packed 4-bit part is whole bytes
+  if ((s->kv_bits == 4 && (s->head_dim - s->high_channels) % 2) || (s->high_bits == 4 && s->high_channels % 2))
+    return RESQ_ERR_INVALID;
   return RESQ_OK;
 }
 

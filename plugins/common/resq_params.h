@@ -136,8 +136,8 @@ typedef struct ResQRotateParams {
 } ResQRotateParams;
 
 // One quantised cache tensor (K or V) with room for `capacity` tokens: codes uint8
-// [B, Hkv, capacity, D] (one code per byte), scales float32 [B, Hkv, capacity, G], zeros uint8
-// [B, Hkv, capacity, G].
+// [B, Hkv, capacity, resq_kv_row_bytes] (resq_layout.h: the 4-bit part packed two per byte), scales
+// float32 [B, Hkv, capacity, G], zeros uint8 [B, Hkv, capacity, G].
 typedef struct ResQKVCache {
   uint8_t* codes;
   float* scales;

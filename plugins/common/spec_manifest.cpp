@@ -13,6 +13,11 @@ RESQ_API int resq_abi_version(void) { return RESQ_ABI_VERSION; }
 // The layout arithmetic of resq_layout.h, exported so callers (Python) never duplicate it.
 RESQ_API int resq_layout_of(const ResQLinearShape* s, ResQLinearLayout* out) { return resq_linear_layout(s, out); }
 
+// Bytes of one cached K/V row (resq_kv_row_bytes), or -RESQ_ERR_INVALID for a shape outside the contract.
+RESQ_API int resq_kv_row_bytes_of(const ResQKVShape* s) {
+  return resq_kv_check(s) == RESQ_OK ? resq_kv_row_bytes(s) : -RESQ_ERR_INVALID;
+}
+
 namespace {
 
 #define RESQ_FIELD(S, f) " " #f ":" + std::to_string(offsetof(S, f))

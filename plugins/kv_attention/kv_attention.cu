@@ -2,8 +2,8 @@
 // positions, batch * heads); each block runs four warps over a chunk of the keys with an online
 // softmax, dequantising K and V on the fly (s * (q - z)); a second kernel merges the splits. One
 // lane owns channels lane, lane + 32, ... of the head. Decode (one query) is bound by reading the
-// cache, which is 1 byte per channel plus a scale and a zero point per group instead of 2 bytes
-// (FP16). Prefill uses the same kernel (correct, CUDA cores only; a tensor-core prefill is future
+// cache: resq_kv_row_bytes per token and head (4-bit codes two per byte) plus a scale and a zero
+// point per group, against 2 bytes per channel in FP16. Prefill uses the same kernel (correct, CUDA cores only; a tensor-core prefill is future
 // work, see docs/plugins.md).
 #include <cmath>
 
@@ -28,11 +28,11 @@ struct AttnArgs {
   float *part_m, *part_l, *part_acc;  // [splits, seq, B*H] (acc: x head_dim), when splits > 1
 };
 
-__device__ __forceinline__ float dequant(const uint8_t* codes, const float* scales, const uint8_t* zeros, int64_t slot,
-                                         int d, int ng, int c, int low) {
+__device__ __forceinline__ float dequant(const ResQKVShape& s, const uint8_t* codes, const float* scales,
+                                         const uint8_t* zeros, int64_t slot, int ng, int c, int low) {
   const int g = ng == 2 && c >= low ? 1 : 0;
-  return __fmul_rn(__int2float_rn(static_cast<int>(codes[slot * d + c]) - static_cast<int>(zeros[slot * ng + g])),
-                   scales[slot * ng + g]);
+  const int q = resq_kv_code(&s, codes + slot * resq_kv_row_bytes(&s), c);
+  return __fmul_rn(__int2float_rn(q - static_cast<int>(zeros[slot * ng + g])), scales[slot * ng + g]);
 }
 
 __global__ void __launch_bounds__(32 * kWarps) kv_attention_kernel(AttnArgs p) {
@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(32 * kWarps) kv_attention_kernel(AttnArgs p) {
 #pragma unroll
     for (int j = 0; j < kMaxChan; ++j) {
       const int c = lane + 32 * j;
-      if (c < d) dot += qv[j] * dequant(p.kc, p.ks, p.kz, slot, d, ng, c, low);
+      if (c < d) dot += qv[j] * dequant(p.s, p.kc, p.ks, p.kz, slot, ng, c, low);
     }
     const float score = warp_sum(dot) * p.scale;
     const float m_new = fmaxf(m, score);
@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(32 * kWarps) kv_attention_kernel(AttnArgs p) {
 #pragma unroll
     for (int j = 0; j < kMaxChan; ++j) {
       const int c = lane + 32 * j;
-      if (c < d) acc[j] = acc[j] * corr + e * dequant(p.vc, p.vs, p.vz, slot, d, ng, c, low);
+      if (c < d) acc[j] = acc[j] * corr + e * dequant(p.s, p.vc, p.vs, p.vz, slot, ng, c, low);
     }
     m = m_new;
   }

@@ -1,5 +1,6 @@
 // KV-cache append: quantise the new K or V per token per KV head (groups [D - r, r] at
-// [kv_bits, high_bits]) straight into the cache at its position; one warp per (token, head).
+// [kv_bits, high_bits]) straight into the cache at its position, 4-bit codes packed two per byte
+// (resq_layout.h); one warp per (token, head).
 // And the past -> present copy the ONNX contract implies when the buffers differ.
 #include "cuda_common.cuh"
 
@@ -17,6 +18,7 @@ __global__ void kv_append_kernel(ResQKVShape s, const float* __restrict__ x, int
   const int d = s.head_dim, ng = resq_kv_groups(&s);
   const float* src = x + (bh * seq + i) * d;
   const int64_t slot = bh * capacity + pos + i;
+  uint8_t* row = codes + slot * resq_kv_row_bytes(&s);
   for (int g = 0; g < ng; ++g) {
     const int start = g == 0 ? 0 : d - s.high_channels;
     const int width = g == 0 ? d - s.high_channels : s.high_channels;
@@ -27,7 +29,13 @@ __global__ void kv_append_kernel(ResQKVShape s, const float* __restrict__ x, int
       hi = fmaxf(hi, src[start + c]);
     }
     const AsymParams p = asym_params(warp_min(lo), warp_max(hi), bits);
-    for (int c = lane; c < width; c += 32) codes[slot * d + start + c] = static_cast<uint8_t>(asym_code(src[start + c], p));
+    uint8_t* part = g == 0 ? row : row + resq_kv_low_bytes(&s);
+    if (bits == 8) {
+      for (int c = lane; c < width; c += 32) part[c] = static_cast<uint8_t>(asym_code(src[start + c], p));
+    } else {  // a lane packs channels 2j and 2j + 1 into byte j
+      for (int j = lane; j < width / 2; j += 32)
+        part[j] = static_cast<uint8_t>(asym_code(src[start + 2 * j], p) | (asym_code(src[start + 2 * j + 1], p) << 4));
+    }
     if (lane == 0) {
       scales[slot * ng + g] = p.scale;
       zeros[slot * ng + g] = static_cast<uint8_t>(p.zero);
@@ -73,7 +81,7 @@ RESQ_KAPI int resq_cuda_kv_copy(const ResQKVCopyParams* p, void* stream) {
   if (resq_kv_check(s) != RESQ_OK || past_len < 0 || past_len > capacity) return RESQ_ERR_INVALID;
   if (past_len == 0) return RESQ_OK;
   if (!codes || !scales || !zeros || !dst_codes || !dst_scales || !dst_zeros) return RESQ_ERR_INVALID;
-  const size_t rows = static_cast<size_t>(s->batch) * s->num_kv_heads, d = s->head_dim, g = resq_kv_groups(s);
+  const size_t rows = static_cast<size_t>(s->batch) * s->num_kv_heads, d = resq_kv_row_bytes(s), g = resq_kv_groups(s);
   cudaStream_t st = as_stream(stream);
   int r = copy_rows(dst_codes, capacity * d, codes, past_len * d, past_len * d, rows, st);
   if (r == RESQ_OK) r = copy_rows(dst_scales, capacity * g * 4, scales, past_len * g * 4, past_len * g * 4, rows, st);

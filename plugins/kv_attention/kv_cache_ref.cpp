@@ -1,5 +1,5 @@
-// CPU reference of the quantised KV cache: append (quantise per token per KV head) and causal GQA
-// attention over the dequantised cache.
+// CPU reference of the quantised KV cache: append (quantise per token per KV head, pack the row as
+// resq_layout.h says) and causal GQA attention over the dequantised cache.
 #include <cmath>
 #include <vector>
 
@@ -27,11 +27,11 @@ Groups kv_groups(const ResQKVShape* s) {
 }
 
 // dequantise one cached token of one head: s * (q - z), the subtraction in integers
-void dequant_row(const Groups& G, int d, const uint8_t* codes, const float* scales, const uint8_t* zeros, float* out) {
+void dequant_row(const ResQKVShape* s, const Groups& G, const uint8_t* row, const float* scales, const uint8_t* zeros,
+                 float* out) {
   for (int g = 0; g < G.count; ++g)
     for (int c = G.start[g]; c < G.start[g] + G.width[g]; ++c)
-      out[c] = static_cast<float>(static_cast<int>(codes[c]) - static_cast<int>(zeros[g])) * scales[g];
-  (void)d;
+      out[c] = static_cast<float>(resq_kv_code(s, row, c) - static_cast<int>(zeros[g])) * scales[g];
 }
 
 }  // namespace
@@ -46,16 +46,24 @@ RESQ_API int resq_cpu_kv_append(const ResQKVAppendParams* p) {
   if (resq_kv_check(s) != RESQ_OK || !x || !codes || !scales || !zeros) return RESQ_ERR_INVALID;
   if (seq < 0 || pos < 0 || pos + seq > capacity) return RESQ_ERR_INVALID;
   const Groups G = kv_groups(s);
-  const int d = s->head_dim;
+  const int d = s->head_dim, row_bytes = resq_kv_row_bytes(s);
+  std::vector<uint8_t> one(d);  // a row's codes, one per channel, before packing
   for (int64_t bh = 0; bh < static_cast<int64_t>(s->batch) * s->num_kv_heads; ++bh)
     for (int32_t i = 0; i < seq; ++i) {
       const float* src = x + (bh * seq + i) * d;
       const int64_t slot = bh * capacity + pos + i;
+      uint8_t* row = codes + slot * row_bytes;
       for (int g = 0; g < G.count; ++g) {
         int32_t z;
-        quantize_group(src + G.start[g], G.width[g], G.bits[g], &scales[slot * G.count + g], &z,
-                       codes + slot * d + G.start[g]);
+        quantize_group(src + G.start[g], G.width[g], G.bits[g], &scales[slot * G.count + g], &z, &one[G.start[g]]);
         zeros[slot * G.count + g] = static_cast<uint8_t>(z);
+        uint8_t* part = g == 0 ? row : row + resq_kv_low_bytes(s);
+        for (int c = 0; c < G.width[g]; ++c) {
+          const uint8_t q = one[G.start[g] + c];
+          if (G.bits[g] == 8) part[c] = q;
+          else if (c % 2 == 0) part[c / 2] = q;
+          else part[c / 2] = static_cast<uint8_t>(part[c / 2] | (q << 4));
+        }
       }
     }
   return RESQ_OK;
@@ -82,9 +90,10 @@ RESQ_API int resq_cpu_kv_attention(const ResQKVAttentionParams* p) {
     for (int kvh = 0; kvh < s->num_kv_heads; ++kvh) {
       const int64_t base = (static_cast<int64_t>(b) * s->num_kv_heads + kvh) * capacity;
       for (int t = 0; t < length; ++t) {
-        dequant_row(G, d, k_codes + (base + t) * d, k_scales + (base + t) * G.count, k_zeros + (base + t) * G.count,
+        const int64_t at = (base + t) * resq_kv_row_bytes(s);
+        dequant_row(s, G, k_codes + at, k_scales + (base + t) * G.count, k_zeros + (base + t) * G.count,
                     &kd[static_cast<size_t>(t) * d]);
-        dequant_row(G, d, v_codes + (base + t) * d, v_scales + (base + t) * G.count, v_zeros + (base + t) * G.count,
+        dequant_row(s, G, v_codes + at, v_scales + (base + t) * G.count, v_zeros + (base + t) * G.count,
                     &vd[static_cast<size_t>(t) * d]);
       }
       for (int h = kvh * group; h < (kvh + 1) * group; ++h)

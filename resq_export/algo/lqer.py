@@ -14,9 +14,9 @@ RESOLVED = 1e-6
 
 def top_singular(e: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The k largest singular triplets (u [m, k], sigma [k], vh [k, n]) of a float64 matrix, from the
-    eigendecomposition of its smaller Gram matrix. At LLM shapes this is 2-3x faster than a full SVD
-    and needs none of its m x n copies (8B down_proj: 31 s against 74 s, one thread); the rank-k
-    approximation agrees with torch.linalg.svd's to float64 rounding (tested)."""
+    eigendecomposition of its smaller Gram matrix: faster than a full SVD at LLM shapes and none of its
+    m x n copies (docs/architecture.md, "Measured design choices"); the rank-k approximation agrees
+    with torch.linalg.svd's to float64 rounding (tested)."""
     m, n = e.shape
     tall = m >= n
     gram = e.T @ e if tall else e @ e.T

@@ -111,8 +111,9 @@ def mse_weight_scale(
 
     Rows are independent, so the grid runs over blocks of rows that stay in cache, with in-place
     operations on one buffer: the same element-wise operations and per-row sums as evaluating the
-    whole matrix at once (identical result), about 3x faster on big matrices, where every whole-matrix
-    temporary was a fresh allocation paid for in page faults."""
+    whole matrix at once (identical result), faster on big matrices, where every whole-matrix
+    temporary was a fresh allocation paid for in page faults (docs/architecture.md, "Measured design
+    choices")."""
     w = w.to(torch.float32)
     qmax = 2 ** (bits - 1) - 1
     best_scale = weight_scale(w, bits)

@@ -87,7 +87,8 @@ def _part_weights(b: Builder, w: str, rows: int, groups: int, width: int, packed
 
     ONNX Runtime folds this into constants at session start and holds every intermediate of the
     fold until it ends, so it is table lookups on the stored bytes (~5 bytes per weight in flight)
-    rather than a chain of int32 ops (~45: SmolLM2's session peaked at 4363 MiB that way)."""
+    rather than a chain of int32 ops (~45 bytes per weight; docs/architecture.md, "Measured design
+    choices")."""
     idx = b.op("Cast", w, to=INT32)
     if packed:
         u8 = b.op("Reshape", b.op("Gather", b.const(_INT4X2_U8, np.uint8, "int4x2_u8"), idx, axis=0),
@@ -227,10 +228,17 @@ class AttentionSignature:
 
 
 def _quantize_kv(b: Builder, x: str, sig: AttentionSignature) -> tuple[str, str, str]:
+    """x [B, Hkv, S, D] -> the stored row (docs/ops.md): codes uint8 [B, Hkv, S, C], each 4-bit group
+    packed two per byte (channel 2j in the low nibble), scales, zero points uint8."""
     codes, scales, zeros = [], [], []
     for start, width, bits in sig.parts:
         part = b.op("Slice", x, b.i64(start), b.i64(start + width), b.i64(3))
         q, s, z = _quantize_asym(b, part, bits)
+        if bits == 4:  # exact in float: low + 16 * high <= 255
+            pairs = b.op("Reshape", q, b.i64(0, 0, 0, width // 2, 2))
+            even = b.op("Slice", pairs, b.i64(0), b.i64(1), b.i64(4))
+            odd = b.op("Slice", pairs, b.i64(1), b.i64(2), b.i64(4))
+            q = b.op("Reshape", b.op("Add", even, b.op("Mul", odd, b.const(16.0))), b.i64(0, 0, 0, width // 2))
         codes.append(q)
         scales.append(s)
         zeros.append(z)
@@ -239,9 +247,16 @@ def _quantize_kv(b: Builder, x: str, sig: AttentionSignature) -> tuple[str, str,
 
 
 def _dequantize_kv(b: Builder, codes: str, scales: str, zeros: str, sig: AttentionSignature) -> str:
-    parts = []
-    for g, (start, width, _) in enumerate(sig.parts):
-        q = b.op("Cast", b.op("Slice", codes, b.i64(start), b.i64(start + width), b.i64(3)), to=INT32)
+    parts, at = [], 0
+    for g, (_, width, bits) in enumerate(sig.parts):
+        n = width * bits // 8
+        q = b.op("Cast", b.op("Slice", codes, b.i64(at), b.i64(at + n), b.i64(3)), to=INT32)
+        at += n
+        if bits == 4:  # byte j -> codes 2j (low nibble), 2j + 1
+            sixteen = b.const(16, np.int32)
+            low, high = b.op("Mod", q, sixteen), b.op("Div", q, sixteen)
+            pairs = b.op("Concat", b.op("Unsqueeze", low, b.i64(4)), b.op("Unsqueeze", high, b.i64(4)), axis=4)
+            q = b.op("Reshape", pairs, b.i64(0, 0, 0, width))
         z = b.op("Cast", b.op("Slice", zeros, b.i64(g), b.i64(g + 1), b.i64(3)), to=INT32)
         s = b.op("Slice", scales, b.i64(g), b.i64(g + 1), b.i64(3))
         parts.append(b.op("Mul", b.op("Cast", b.op("Sub", q, z), to=FLOAT), s))

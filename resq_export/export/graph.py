@@ -163,7 +163,7 @@ class GraphExporter:
                   if layer.key_rotation is not None else ""]
         outputs = [b.prefix + "/attn_out"]
         for kind in ("key", "value"):
-            for t, dtype, last in (("codes", UINT8, cfg.head_dim), ("scales", FLOAT, groups), ("zeros", UINT8, groups)):
+            for t, dtype, last in (("codes", UINT8, kvq.row_bytes), ("scales", FLOAT, groups), ("zeros", UINT8, groups)):
                 inputs.append(self._input(f"past.{i}.{kind}_{t}", dtype, kv_dims[:3] + [last]))
                 outputs.append(f"present.{i}.{kind}_{t}")
                 self._output(outputs[-1], dtype, ["batch", cfg.num_kv_heads, "total_sequence", last])

@@ -205,9 +205,10 @@ def check_onnx_folder(onnx_dir: Path, verify: str = "quick") -> dict:
         except KeyError:
             raise ArtifactError(f"{node.name}: unknown custom op {node.op_type!r}") from None
         if found != expected:
+            source = meta.get("source_artifact", {}).get("path", "ARTIFACT")
             raise ArtifactError(
                 f"{node.name}: {node.op_type} has op version {found}; this resq-export reads version {expected}; "
-                "re-export the model with this version"
+                f"re-export it: resq-export export --artifact {source} --out {onnx_dir} --overwrite"
             )
     return meta
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import params as P
 from ..export.spec import PREPARED_LINEAR
-from .loader import check, layout_of, load
+from .loader import check, kv_row_bytes, layout_of, load
 
 
 def _p(a: np.ndarray | None):
@@ -128,7 +128,7 @@ def kv_cache(shape: P.KVShape, capacity: int):
     """Empty cache buffers (codes, scales, zeros) of one tensor (K or V)."""
     g = 2 if shape.high_channels else 1
     lead = (shape.batch, shape.num_kv_heads, capacity)
-    return (np.zeros((*lead, shape.head_dim), np.uint8), np.zeros((*lead, g), np.float32), np.zeros((*lead, g), np.uint8))
+    return (np.zeros((*lead, kv_row_bytes(shape)), np.uint8), np.zeros((*lead, g), np.float32), np.zeros((*lead, g), np.uint8))
 
 
 def _kv(cache) -> P.KVCache:

@@ -9,7 +9,7 @@ import torch
 
 from ..export.spec import PREPARED_LINEAR
 from . import params as P
-from .loader import check, layout_of, load
+from .loader import check, kv_row_bytes, layout_of, load
 
 F32, F16, BF16 = 0, 1, 2
 _DTYPES = {torch.float32: F32, torch.float16: F16, torch.bfloat16: BF16}
@@ -154,7 +154,7 @@ def rotate(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def kv_cache(shape: P.KVShape, capacity: int):
     g = 2 if shape.high_channels else 1
     lead = (shape.batch, shape.num_kv_heads, capacity)
-    return (_empty((*lead, shape.head_dim), torch.uint8), _empty((*lead, g), torch.float32),
+    return (_empty((*lead, kv_row_bytes(shape)), torch.uint8), _empty((*lead, g), torch.float32),
             _empty((*lead, g), torch.uint8))
 
 

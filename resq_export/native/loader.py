@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import NativeError
 from ..export.spec import check_abi
 from ..layout import LinearLayout
-from .params import LinearLayoutC, LinearShape
+from .params import KVShape, LinearLayoutC, LinearShape
 
 ENV_DIR = "RESQ_NATIVE_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +48,13 @@ def linear_shape(layout: LinearLayout) -> LinearShape:
     """The C description of a quantised linear's groups (LinearLayout.op_parts)."""
     p = layout.op_parts()
     return LinearShape(p.k, p.k_low, p.low_groups, p.high_groups, p.a_bits_low, p.a_bits_high)
+
+
+def kv_row_bytes(shape: KVShape) -> int:
+    """Bytes of one cached K/V row of this shape, as the C layout computes them (resq_layout.h)."""
+    n = load("resq_cpu_ref").resq_kv_row_bytes_of(ctypes.byref(shape))
+    check("resq_kv_row_bytes_of", max(-n, 0))
+    return n
 
 
 def layout_of(shape: LinearShape) -> LinearLayoutC:

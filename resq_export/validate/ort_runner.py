@@ -21,7 +21,8 @@ def empty_past(inputs: dict[str, tuple[list, bool]], batch: int) -> dict[str, np
 
 def return_freed_memory() -> None:
     """Hand the heap that ONNX Runtime's constant folding freed back to the OS. glibc keeps it
-    otherwise: SmolLM2's session then holds 1387 MiB instead of 395 MiB (measured)."""
+    otherwise, and a session holds several times the memory it needs (docs/architecture.md,
+    "Measured design choices")."""
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL("libc.so.6").malloc_trim(0)

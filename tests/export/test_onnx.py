@@ -14,7 +14,7 @@ from resq_export.algo.quant import pack_int4
 from resq_export.artifact import load_artifact
 from resq_export.errors import ArtifactError
 from resq_export.export.functions import LinearSignature, linear_function
-from resq_export.export.spec import prepared_inputs
+from resq_export.export.spec import op_version, prepared_inputs
 from resq_export.export.writer import ORT_FILE, TRT_FILE, check_onnx_folder, export_onnx
 from resq_export.validate.ort_runner import OrtDecoder
 
@@ -41,7 +41,8 @@ def test_full_checker_and_flavours(exported, name):
     for node in custom:
         attrs = {a.name: a for a in node.attribute}
         assert node.op_type.startswith("ResQ")
-        assert attrs["plugin_namespace"].s == b"resq" and attrs["plugin_version"].s == b"1"
+        assert attrs["plugin_namespace"].s == b"resq"
+        assert attrs["plugin_version"].s == str(op_version(node.op_type)).encode()
         # the plugins tell inputs apart by attributes and count: no "" (null) inputs, always a bias
         assert "" not in node.input
         assert node.op_type != "ResQMixedLinear"  # replaced by the prepared form
@@ -159,7 +160,8 @@ def test_decode_through_cache_equals_recomputation(exported, artifacts, name):
         np.testing.assert_allclose(logits, ref_step.numpy(), rtol=0, atol=ORT_VS_REFERENCE * np.abs(logits).max())
     if "past.0.key_codes" in past:
         assert past["past.0.key_codes"].dtype == np.uint8 and past["past.0.key_codes"].shape[2] == 11
-        assert np.array_equal(past["past.0.key_codes"], cache.keys[0][0].numpy().astype(np.uint8))
+        for j, part in enumerate(("codes", "scales", "zeros")):  # the stored bytes themselves agree
+            assert np.array_equal(past[f"past.0.key_{part}"], cache.keys[0][j].numpy()), part
 
 
 def _linear_model(lin, sig):
@@ -253,8 +255,15 @@ def test_other_op_version_and_corrupt_files_are_refused(exported, tmp_path):
     onnx.save(model, str(folder / ORT_FILE))
     with pytest.raises(ArtifactError, match="differs from what export wrote"):
         check_onnx_folder(folder)
-    with pytest.raises(ArtifactError, match="op version 2.*reads version 1"):
+    with pytest.raises(ArtifactError, match="op version 2.*reads version 1.*resq-export export --artifact .* --out"):
         check_onnx_folder(folder, verify="none")  # as another release would have written it
+    for node in model.graph.node:  # an ONNX folder of op contract v1: its KV cache one code per byte
+        for attr in node.attribute:
+            if attr.name == "plugin_version":
+                attr.s = b"1" if node.op_type == "ResQKVCacheAttention" else str(op_version(node.op_type)).encode()
+    onnx.save(model, str(folder / ORT_FILE))
+    with pytest.raises(ArtifactError, match="ResQKVCacheAttention has op version 1; this resq-export reads version 2"):
+        check_onnx_folder(folder, verify="none")
     (folder / ORT_FILE).write_bytes(b"not a protobuf at all" * 10)
     with pytest.raises(ArtifactError, match="not a readable ONNX file"):
         check_onnx_folder(folder, verify="none")
