@@ -81,6 +81,27 @@ int32_t KVCacheAttentionPlugin::getOutputShapes(const DimsExprs* in, int32_t nb_
   return 0;
 }
 
+// The cache tensors' last dims are the stored row of op contract v2 (resq_kv_row_bytes bytes of codes,
+// one scale and zero point per group): a cache of another layout (v1 wrote one code per byte) is
+// refused here rather than read wrongly by the kernels.
+int32_t KVCacheAttentionPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
+                                                const nvinfer1::DynamicPluginTensorDesc* out, int32_t nb_out) noexcept {
+  PluginBase::configurePlugin(in, nb_in, out, nb_out);
+  if (nb_in != S::kNumInputs && nb_in != S::kNumInputs - 1) return -1;
+  const ResQKVShape s = kv_shape(1);
+  for (int t = 0; t < 6; ++t) {  // past_{key,value}_{codes,scales,zeros}
+    const nvinfer1::Dims& dims = in[compact(S::in_past_key_codes + t, nb_in)].desc.dims;
+    const int64_t want = t % 3 == 0 ? resq_kv_row_bytes(&s) : resq_kv_groups(&s);
+    if (dims.nbDims != 4 || (dims.d[3] >= 0 && dims.d[3] != want)) {
+      report(name_, "cache input " + std::to_string(t) + " has last dim " +
+                        std::to_string(dims.nbDims == 4 ? dims.d[3] : -1) + ", the op contract (v" +
+                        std::string(S::kVersion) + ") stores " + std::to_string(want));
+      return -1;
+    }
+  }
+  return 0;
+}
+
 size_t KVCacheAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
                                                 const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept {
   const nvinfer1::Dims& q = in[S::in_Q].max;

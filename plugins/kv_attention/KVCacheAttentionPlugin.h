@@ -1,5 +1,6 @@
 // TensorRT plugin of ResQKVCacheAttention: U_C on q and k, past -> present cache copy, quantised
-// append of the new K/V, causal GQA attention over the dequantised cache.
+// append of the new K/V (rows packed as resq_layout.h says), causal GQA attention over the
+// dequantised cache.
 #pragma once
 #include "PluginUtils.h"
 #include "resq_kernels.h"
@@ -13,6 +14,8 @@ class KVCacheAttentionPlugin : public PluginBase {
   nvinfer1::IPluginV3* clone() noexcept override;
   int32_t getOutputShapes(const nvinfer1::DimsExprs* in, int32_t nb_in, const nvinfer1::DimsExprs*, int32_t,
                           nvinfer1::DimsExprs* out, int32_t nb_out, nvinfer1::IExprBuilder& b) noexcept override;
+  int32_t configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
+                          const nvinfer1::DynamicPluginTensorDesc* out, int32_t nb_out) noexcept override;
   size_t getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
                           const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept override;
   int32_t enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
