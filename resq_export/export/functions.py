@@ -79,6 +79,8 @@ def _matmul_int(b: Builder, a_u8: str, w_u8: str, a_offset: bool = False) -> str
 _INT4X2_U8 = np.array([[((j & 15) ^ 8) + 120, ((j >> 4) ^ 8) + 120] for j in range(256)], np.uint8)
 _INT4X2_SUM = np.array([((j & 15) ^ 8) + ((j >> 4) ^ 8) - 16 for j in range(256)], np.int32)
 _INT8_U8 = np.array([(j + 128) % 256 for j in range(256)], np.uint8)
+# Stored KV byte -> its two unsigned 4-bit codes, low nibble first.
+_UINT4X2 = np.array([[j & 15, j >> 4] for j in range(256)], np.int32)
 
 
 def _part_weights(b: Builder, w: str, rows: int, groups: int, width: int, packed: bool) -> tuple[str, str]:
@@ -252,10 +254,8 @@ def _dequantize_kv(b: Builder, codes: str, scales: str, zeros: str, sig: Attenti
         n = width * bits // 8
         q = b.op("Cast", b.op("Slice", codes, b.i64(at), b.i64(at + n), b.i64(3)), to=INT32)
         at += n
-        if bits == 4:  # byte j -> codes 2j (low nibble), 2j + 1
-            sixteen = b.const(16, np.int32)
-            low, high = b.op("Mod", q, sixteen), b.op("Div", q, sixteen)
-            pairs = b.op("Concat", b.op("Unsqueeze", low, b.i64(4)), b.op("Unsqueeze", high, b.i64(4)), axis=4)
+        if bits == 4:  # byte j -> codes 2j (low nibble), 2j + 1, one lookup for the whole cache
+            pairs = b.op("Gather", b.const(_UINT4X2, np.int32, "uint4x2"), q, axis=0)
             q = b.op("Reshape", pairs, b.i64(0, 0, 0, width))
         z = b.op("Cast", b.op("Slice", zeros, b.i64(g), b.i64(g + 1), b.i64(3)), to=INT32)
         s = b.op("Slice", scales, b.i64(g), b.i64(g + 1), b.i64(3))
