@@ -80,9 +80,9 @@ def lqer_project(shape: P.LinearShape, act, a_p: np.ndarray, asum: np.ndarray, a
     t, rank = act[2].shape[0], a_p.shape[0]
     qa = np.zeros((t, rank), np.int8)
     sa = np.zeros((t,), np.float32)
-    a_scale = _c(a_scale, np.float32)
-    lqer = P.op_inputs(PREPARED_LINEAR, {"lqer_a": _p(_c(a_p, np.int8)), "lqer_a_sums": _p(_c(asum, np.int32)),
-                                         "lqer_a_scale": _p(a_scale)})
+    # converted arrays held by name: the input table keeps bare addresses, not the arrays
+    a_p, asum, a_scale = _c(a_p, np.int8), _c(asum, np.int32), _c(a_scale, np.float32)
+    lqer = P.op_inputs(PREPARED_LINEAR, {"lqer_a": _p(a_p), "lqer_a_sums": _p(asum), "lqer_a_scale": _p(a_scale)})
     _call("resq_cpu_lqer_project", P.LqerProjectParams(shape, t, rank, act_codes(act), lqer, _p(qa), _p(sa)))
     return qa, sa
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ctypes
 
+from ..export.spec import op_spec
+
 i32, i64, ptr, size_t = ctypes.c_int32, ctypes.c_int64, ctypes.c_void_p, ctypes.c_size_t
 
 MMA_AUTO, MMA_INT4, MMA_INT4_AS_INT8 = 0, 1, 2  # ResQMmaPath
@@ -67,8 +69,6 @@ def manifest_line(struct: type[ctypes.Structure]) -> str:
 def op_inputs(op: str, tensors: dict[str, int | None]) -> OpInputs:
     """The input table of a node of `op` (ResQOpInputs): each named tensor's address at its index in
     ops.json; names the op does not have are refused, inputs not named stay NULL."""
-    from ..export.spec import op_spec
-
     names = [i["name"] for i in op_spec(op)["inputs"]]
     if len(names) > MAX_OP_INPUTS or set(tensors) - set(names):
         raise ValueError(f"{op}: inputs {sorted(set(tensors) - set(names))} are not in ops.json")
