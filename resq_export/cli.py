@@ -185,7 +185,8 @@ def _plan_summary(engine_path: Path, m: dict) -> str:
               help="libresq_plugins.so [build/plugins/libresq_plugins.so].")
 @click.option("--max-batch", type=int, default=1, show_default=True)
 @click.option("--max-sequence", type=int, default=2048, show_default=True, help="Prompt tokens of one prefill.")
-@click.option("--max-context", type=int, default=4096, show_default=True, help="Past + new tokens of one decode.")
+@click.option("--max-context", type=int, default=4096, show_default=True,
+              help="KV cache capacity: past + new tokens of any call.")
 @_engine_target_options
 @_FULL_CHECK
 def engine(onnx_dir, engine_path, plugins, max_batch, max_sequence, max_context, runtime, target_sm,

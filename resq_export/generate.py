@@ -35,12 +35,15 @@ def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
 # Prompt tokens per prefill call: the graph serves any past length, so a long prompt goes through the
 # KV cache in chunks and memory follows the chunk (attention scores, activations), not the prompt.
 PREFILL_CHUNK = 512
-def prefill(session: OrtDecoder, ids: list[int], chunk: int = PREFILL_CHUNK):
-    """(logits of the last chunk, past) after the whole prompt, chunk by chunk through the cache."""
-    logits, past = None, None
+
+
+def prefill(session: OrtDecoder, ids: list[int], capacity: int, chunk: int = PREFILL_CHUNK):
+    """(logits of the last chunk, cache) after the whole prompt, chunk by chunk, into a cache of
+    `capacity` rows (the prompt and the tokens to come)."""
+    logits, cache = None, session.new_cache(1, capacity)
     for start in range(0, len(ids), chunk):
-        logits, past = session.forward(np.array([ids[start:start + chunk]]), past)
-    return logits, past
+        logits, cache = session.forward(np.array([ids[start:start + chunk]]), cache)
+    return logits, cache
 
 
 def stream(session: OrtDecoder, tokenizer, prompt: str, max_new_tokens: int, temperature: float, seed: int,
@@ -56,7 +59,7 @@ def stream(session: OrtDecoder, tokenizer, prompt: str, max_new_tokens: int, tem
                           f"model's context of {limit} tokens: shorten the prompt or lower --max-new-tokens")
     rng = np.random.default_rng(seed)
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    logits, past = prefill(session, ids)
+    logits, cache = prefill(session, ids, len(ids) + max_new_tokens)
     generated: list[int] = []
     shown = ""
     for _ in range(max_new_tokens):
@@ -73,7 +76,7 @@ def stream(session: OrtDecoder, tokenizer, prompt: str, max_new_tokens: int, tem
         if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
             yield text[len(shown):]
             shown = text
-        logits, past = session.forward(np.array([[token]]), past)
+        logits, cache = session.forward(np.array([[token]]), cache)
     rest = tokenizer.decode(generated, skip_special_tokens=True)[len(shown):]
     if rest:
         yield rest

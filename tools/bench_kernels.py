@@ -140,13 +140,14 @@ def attention_rows(warmup: int, reps: int) -> list[dict]:
                  torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda")) for _ in range(fp16_sets)]
         q = torch.randn(b, h, 1, d, device="cuda")
         q16 = q.half()
-        ws = K.kv_attention_workspace(shape, 1, ctx)
+        ws = K.kv_attention_workspace(shape, 1)
         out = torch.empty(b, 1, h * d, device="cuda")
+        last = torch.full((b,), ctx - 1, dtype=torch.int32, device="cuda")  # the new token's row, on the device
         t_fp16, mode16 = timed([partial(sdpa, q16, k16, v16, enable_gqa=True) for k16, v16 in fp16], warmup, reps)
-        t_resq, mode = timed([partial(K.kv_attention, shape, q, kc, vc, ctx, workspace=ws, out=out)
+        t_resq, mode = timed([partial(K.kv_attention, shape, q, kc, vc, last, workspace=ws, out=out)
                               for kc, vc in caches], warmup, reps)
         new = torch.randn(b, hkv, 1, d, device="cuda")
-        t_append, _ = timed([partial(K.kv_append, shape, new, kc, ctx - 1) for kc, _ in caches], warmup, reps)
+        t_append, _ = timed([partial(K.kv_append, shape, new, kc, last) for kc, _ in caches], warmup, reps)
         rows.append({"kind": "decode_attention", "context": ctx, "fp16_sdpa_ms": t_fp16, "resq_ms": t_resq,
                      "resq_append_ms": t_append, "speedup": t_fp16 / t_resq, "sets": [fp16_sets, sets],
                      "timing": [mode16, mode]})

@@ -49,7 +49,9 @@ def measure(onnx_dir: str, context: int, steps: int, reps: int, threads: int) ->
 
     session = OrtDecoder(Path(onnx_dir), optimization="all", threads=threads)
     ids = np.random.default_rng(0).integers(0, 1000, (1, context))
-    _, past = session.forward(ids)
+    # either code's runner: a fixed-capacity cache (op contract v3) or one that grows (before)
+    start = session.new_cache(1, context + steps) if hasattr(session, "new_cache") else None
+    _, past = session.forward(ids, start)
     token = ids[:, -1:]
     times = []
     for _ in range(reps + 1):  # the first is a warm-up

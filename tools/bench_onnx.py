@@ -50,13 +50,13 @@ def measure(onnx_dir: str, prompt_len: int, decode_tokens: int, reps: int, threa
     out = {"prefill_tok_s": prompt_len / _median_time(lambda: session.forward(prompt), reps)}
     for batch in (1, 8):
         ids = rng.integers(0, 1000, (batch, CONTEXT))
-        _, past = session.forward(ids)
+        _, cache = session.forward(ids, session.new_cache(batch, CONTEXT + decode_tokens))
         token = ids[:, -1:]
 
-        def decode(past=past, token=token):
-            p = past
+        def decode(cache=cache, token=token):
+            c = cache
             for _ in range(decode_tokens):
-                _, p = session.forward(token, p)
+                _, c = session.forward(token, c)
 
         out[f"decode_ms_b{batch}"] = 1000 * _median_time(decode, reps) / decode_tokens
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -72,9 +72,9 @@ def profile(onnx_dir: str, decode_tokens: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         runner = OrtDecoder(Path(onnx_dir), optimization="all", threads=threads, profile_prefix=str(Path(tmp) / "prof"))
         ids = np.random.default_rng(0).integers(0, 1000, (1, CONTEXT))
-        _, past = runner.forward(ids)
+        _, cache = runner.forward(ids, runner.new_cache(1, CONTEXT + decode_tokens))
         for _ in range(decode_tokens):
-            _, past = runner.forward(ids[:, -1:], past)
+            _, cache = runner.forward(ids[:, -1:], cache)
         trace = json.loads(Path(runner.session.end_profiling()).read_text())
     runs = sorted((e for e in trace if e.get("name") == "model_run"), key=lambda e: e["ts"])
     decode_start = runs[0]["ts"] + runs[0]["dur"]  # the first run is the prefill of the context

@@ -24,8 +24,9 @@ def _feed() -> dict:
     session = OrtDecoder(Path(os.environ["RESQ_ONNX"]))
     vocab = session.session.get_outputs()[0].shape[2]
     ids = np.random.default_rng(0).integers(0, vocab, (1, PROMPT_LEN)).astype(np.int64)
+    cache = session.new_cache(1, PROMPT_LEN)
     return {"input_ids": ids, "position_ids": np.arange(PROMPT_LEN, dtype=np.int64)[None],
-            **session.empty_past(1)}, session
+            **cache.feeds(PROMPT_LEN)}, session
 
 
 def load_data():

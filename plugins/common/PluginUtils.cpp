@@ -53,14 +53,14 @@ const nvinfer1::PluginFieldCollection* Attributes::fields() {
 }
 
 PluginBase::PluginBase(const char* name, const char* version, const char* const* in_dtypes, int n_spec_inputs,
-                       const char* const* out_dtypes, int n_outputs, Attributes attrs)
+                       const char* const* out_dtypes, int n_outputs, const int* out_aliases, Attributes attrs)
     : name_(name), version_(version), in_dtypes_(in_dtypes), n_spec_inputs_(n_spec_inputs), out_dtypes_(out_dtypes),
-      n_outputs_(n_outputs), attrs_(std::move(attrs)) {}
+      n_outputs_(n_outputs), out_aliases_(out_aliases), attrs_(std::move(attrs)) {}
 
 nvinfer1::IPluginCapability* PluginBase::getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept {
   switch (type) {
     case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
-    case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
+    case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuildV2*>(this);
     case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
   }
   return nullptr;

@@ -33,14 +33,16 @@ class Attributes {
 };
 
 // The parts of IPluginV3 that are the same for every resq op: identity from the spec, formats
-// (linear, the spec's dtypes), output dtypes, capability lookup.
+// (linear, the spec's dtypes), output dtypes, capability lookup, the outputs aliased to inputs
+// (ops.json "aliases"; the build interface is V2, TensorRT 10.3+, which asks for them when the
+// builder enables PreviewFeature::kALIASED_PLUGIN_IO_10_03).
 class PluginBase : public nvinfer1::IPluginV3,
                    public nvinfer1::IPluginV3OneCore,
-                   public nvinfer1::IPluginV3OneBuild,
+                   public nvinfer1::IPluginV3OneBuildV2,
                    public nvinfer1::IPluginV3OneRuntime {
  public:
   PluginBase(const char* name, const char* version, const char* const* in_dtypes, int n_spec_inputs,
-             const char* const* out_dtypes, int n_outputs, Attributes attrs);
+             const char* const* out_dtypes, int n_outputs, const int* out_aliases, Attributes attrs);
 
   nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
   const char* getPluginName() const noexcept override { return name_; }
@@ -48,6 +50,11 @@ class PluginBase : public nvinfer1::IPluginV3,
   const char* getPluginNamespace() const noexcept override { return RESQ_SPEC_PLUGIN_NAMESPACE; }
 
   int32_t getNbOutputs() const noexcept override { return n_outputs_; }
+  // an aliased input precedes every optional one (gen_ops_header.py checks), so its spec index is
+  // its position however many optional inputs a node lists
+  int32_t getAliasedInput(int32_t output) noexcept override {
+    return output >= 0 && output < n_outputs_ ? out_aliases_[output] : -1;
+  }
   int32_t getOutputDataTypes(nvinfer1::DataType* out, int32_t nb_out, const nvinfer1::DataType* in,
                              int32_t nb_in) const noexcept override;
   bool supportsFormatCombination(int32_t pos, const nvinfer1::DynamicPluginTensorDesc* io, int32_t nb_in,
@@ -75,6 +82,7 @@ class PluginBase : public nvinfer1::IPluginV3,
   int n_spec_inputs_;
   const char* const* out_dtypes_;
   int n_outputs_;
+  const int* out_aliases_;
   Attributes attrs_;
   int32_t nb_inputs_ = -1;
 };

@@ -47,8 +47,7 @@ RESQ_KAPI int resq_cuda_hadamard(const ResQHadamardParams* p, void* stream);
 RESQ_KAPI int resq_cuda_rotate(const ResQRotateParams* p, void* stream);
 
 RESQ_KAPI int resq_cuda_kv_append(const ResQKVAppendParams* p, void* stream);
-RESQ_KAPI int resq_cuda_kv_copy(const ResQKVCopyParams* p, void* stream);
-// An upper bound for every seq and length of the shape's head_dim (about 1 MiB at head_dim 256),
+// An upper bound for every seq and capacity of the shape's head_dim (about 1 MiB at head_dim 256),
 // read from p's shape; seq <= 65535 queries per call.
 RESQ_KAPI size_t resq_cuda_kv_attention_workspace(const ResQKVAttentionParams* p);
 RESQ_KAPI int resq_cuda_kv_attention(const ResQKVAttentionParams* p, void* stream);

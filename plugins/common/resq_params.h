@@ -145,31 +145,28 @@ typedef struct ResQKVCache {
   int32_t capacity;
 } ResQKVCache;
 
-// Quantise x [B, Hkv, seq, D] per token per KV head into positions pos .. pos + seq - 1 of cache.
+// Quantise x [B, Hkv, seq, D] per token per KV head into rows past_length[b] .. past_length[b] + seq - 1
+// of sequence b's cache (in place). past_length: [B] int32 in the callee's memory (the GPU's for
+// resq_cuda_*), read there so a call needs no host copy of it (CUDA graphs, TensorRT's device
+// tensor). The CPU refuses rows beyond the capacity; the GPU, which cannot return an error per row,
+// leaves them unwritten.
 typedef struct ResQKVAppendParams {
   ResQKVShape shape;
   int32_t seq;
-  int32_t pos;
+  const int32_t* past_length;
   const float* x;
   ResQKVCache cache;
 } ResQKVAppendParams;
 
-// The first past_len positions of past (capacity past_len) -> the first past_len positions of dst.
-typedef struct ResQKVCopyParams {
-  ResQKVShape shape;
-  int32_t past_len;
-  ResQKVCache past;
-  ResQKVCache dst;
-} ResQKVCopyParams;
-
-// Causal GQA attention of q [B, H, seq, D] (the last seq of `length` positions) over the dequantised
-// caches (their first `length` positions) -> out [B, seq, H * D] float32. The GPU splits the keys only
-// as far as `workspace` holds (resq_cuda_kv_attention_workspace bytes is enough for any split), so a
+// Causal GQA attention of q [B, H, seq, D] over the dequantised caches: query i of sequence b is at
+// row past_length[b] + i and reads rows 0 .. past_length[b] + i -> out [B, seq, H * D] float32. The
+// GPU splits the keys by the capacity (the bound it knows without reading past_length), only as far
+// as `workspace` holds (resq_cuda_kv_attention_workspace bytes is enough for any split), so a
 // smaller one, or none, is correct, only slower.
 typedef struct ResQKVAttentionParams {
   ResQKVShape shape;
   int32_t seq;
-  int32_t length;
+  const int32_t* past_length;
   const float* q;
   ResQKVCache k;
   ResQKVCache v;

@@ -69,12 +69,10 @@ std::string params_manifest() {
   m += RESQ_STRUCT(ResQKVCache, RESQ_FIELD(ResQKVCache, codes) + RESQ_FIELD(ResQKVCache, scales) +
                    RESQ_FIELD(ResQKVCache, zeros) + RESQ_FIELD(ResQKVCache, capacity));
   m += RESQ_STRUCT(ResQKVAppendParams, RESQ_FIELD(ResQKVAppendParams, shape) + RESQ_FIELD(ResQKVAppendParams, seq) +
-                   RESQ_FIELD(ResQKVAppendParams, pos) + RESQ_FIELD(ResQKVAppendParams, x) +
+                   RESQ_FIELD(ResQKVAppendParams, past_length) + RESQ_FIELD(ResQKVAppendParams, x) +
                    RESQ_FIELD(ResQKVAppendParams, cache));
-  m += RESQ_STRUCT(ResQKVCopyParams, RESQ_FIELD(ResQKVCopyParams, shape) + RESQ_FIELD(ResQKVCopyParams, past_len) +
-                   RESQ_FIELD(ResQKVCopyParams, past) + RESQ_FIELD(ResQKVCopyParams, dst));
   m += RESQ_STRUCT(ResQKVAttentionParams, RESQ_FIELD(ResQKVAttentionParams, shape) +
-                   RESQ_FIELD(ResQKVAttentionParams, seq) + RESQ_FIELD(ResQKVAttentionParams, length) +
+                   RESQ_FIELD(ResQKVAttentionParams, seq) + RESQ_FIELD(ResQKVAttentionParams, past_length) +
                    RESQ_FIELD(ResQKVAttentionParams, q) + RESQ_FIELD(ResQKVAttentionParams, k) +
                    RESQ_FIELD(ResQKVAttentionParams, v) + RESQ_FIELD(ResQKVAttentionParams, out) +
                    RESQ_FIELD(ResQKVAttentionParams, workspace) + RESQ_FIELD(ResQKVAttentionParams, workspace_size));

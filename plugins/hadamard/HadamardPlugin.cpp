@@ -8,7 +8,7 @@ namespace trt {
 namespace S = resq::spec::ResQHadamard;
 
 HadamardPlugin::HadamardPlugin(Attributes attrs)
-    : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs,
+    : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs, S::kOutputAliasesInput,
                  std::move(attrs)) {}
 
 nvinfer1::IPluginV3* HadamardPlugin::clone() noexcept {

@@ -1,5 +1,7 @@
 #include "KVCacheAttentionPlugin.h"
 
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -16,7 +18,7 @@ size_t align256(size_t v) { return (v + 255) / 256 * 256; }
 }  // namespace
 
 KVCacheAttentionPlugin::KVCacheAttentionPlugin(Attributes attrs)
-    : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs,
+    : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs, S::kOutputAliasesInput,
                  std::move(attrs)) {
   const ResQKVShape s = kv_shape(1);  // the required attributes are checked now rather than at enqueue
   if (resq_kv_check(&s) != RESQ_OK)
@@ -39,17 +41,9 @@ nvinfer1::IPluginV3* KVCacheAttentionPlugin::clone() noexcept {
   }
 }
 
-// key_rotation (spec input 3) is the only optional input; the TensorRT flavour drops it where the
-// model has none (nine inputs instead of ten) rather than passing a null tensor.
-int KVCacheAttentionPlugin::compact(int spec, int32_t nb_inputs) const {
-  const bool rotation = nb_inputs == S::kNumInputs;
-  if (spec == S::in_key_rotation) return rotation ? spec : -1;
-  return spec > S::in_key_rotation && !rotation ? spec - 1 : spec;
-}
-
-int KVCacheAttentionPlugin::spec_input(int32_t pos, int32_t nb_inputs) const {
-  return nb_inputs == S::kNumInputs || pos < S::in_key_rotation ? pos : pos + 1;
-}
+// key_rotation, the only optional input, is the last: the TensorRT flavour drops it where the model
+// has none (ten inputs instead of eleven), and every other input keeps its spec position.
+int KVCacheAttentionPlugin::rotation_input(int32_t nb_inputs) { return nb_inputs == S::kNumInputs ? S::in_key_rotation : -1; }
 
 ResQKVShape KVCacheAttentionPlugin::kv_shape(int64_t batch) const {
   ResQKVShape s{};
@@ -71,13 +65,8 @@ int32_t KVCacheAttentionPlugin::getOutputShapes(const DimsExprs* in, int32_t nb_
   out[S::out_Y].d[0] = q.d[0];
   out[S::out_Y].d[1] = q.d[2];
   out[S::out_Y].d[2] = b.constant(static_cast<int64_t>(attrs_.get(S::attr_num_heads, 0)) * attrs_.get(S::attr_head_dim, 0));
-  const auto* total = b.operation(DimensionOperation::kSUM, *in[compact(S::in_past_key_codes, nb_in)].d[2],
-                                  *in[S::in_K].d[2]);
-  for (int o = S::out_present_key_codes; o <= S::out_present_value_zeros; ++o) {
-    const int past = compact(S::in_past_key_codes + (o - S::out_present_key_codes), nb_in);
-    out[o] = in[past];  // [B, Hkv, P, x] -> [B, Hkv, P + S, x]
-    out[o].d[2] = total;
-  }
+  for (int o = S::out_present_key_codes; o <= S::out_present_value_zeros; ++o)
+    out[o] = in[S::kOutputAliasesInput[o]];  // the same buffer: [B, Hkv, L, x]
   return 0;
 }
 
@@ -90,7 +79,7 @@ int32_t KVCacheAttentionPlugin::configurePlugin(const nvinfer1::DynamicPluginTen
   if (nb_in != S::kNumInputs && nb_in != S::kNumInputs - 1) return -1;
   const ResQKVShape s = kv_shape(1);
   for (int t = 0; t < 6; ++t) {  // past_{key,value}_{codes,scales,zeros}
-    const nvinfer1::Dims& dims = in[compact(S::in_past_key_codes + t, nb_in)].desc.dims;
+    const nvinfer1::Dims& dims = in[S::in_past_key_codes + t].desc.dims;
     const int64_t want = t % 3 == 0 ? resq_kv_row_bytes(&s) : resq_kv_groups(&s);
     if (dims.nbDims != 4 || (dims.d[3] >= 0 && dims.d[3] != want)) {
       report(name_, "cache input " + std::to_string(t) + " has last dim " +
@@ -102,37 +91,37 @@ int32_t KVCacheAttentionPlugin::configurePlugin(const nvinfer1::DynamicPluginTen
   return 0;
 }
 
-size_t KVCacheAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
+size_t KVCacheAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t,
                                                 const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept {
   const nvinfer1::Dims& q = in[S::in_Q].max;
   const nvinfer1::Dims& k = in[S::in_K].max;
-  const int64_t length = in[compact(S::in_past_key_codes, nb_in)].max.d[2] + k.d[2];
   ResQKVAttentionParams attn{};
   attn.shape = kv_shape(q.d[0]);
   attn.seq = 1;
-  attn.length = static_cast<int32_t>(std::max<int64_t>(length, 1));
   const size_t rotated = align256(q.d[0] * q.d[1] * q.d[2] * q.d[3] * 4) + align256(k.d[0] * k.d[1] * k.d[2] * k.d[3] * 4);
   // the attention's bound holds for every batch, seq and length, and enqueue passes the same size
   return rotated + resq_cuda_kv_attention_workspace(&attn);
 }
 
+// The cache is the outputs' buffers, which TensorRT aliases to the past inputs (getAliasedInput): the
+// new rows are written in place and nothing else of the cache moves. Only where the builder did not
+// enable aliased plugin I/O are they distinct, and the past is copied into them first.
 int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
                                         const void* const* inputs, void* const* outputs, void* workspace,
                                         cudaStream_t stream) noexcept {
-  const int32_t nb_in = nb_inputs_;
   const nvinfer1::Dims& qd = in_desc[S::in_Q].dims;
   const nvinfer1::Dims& kd = in_desc[S::in_K].dims;
   const ResQKVShape s = kv_shape(qd.d[0]);
   const int32_t seq = static_cast<int32_t>(kd.d[2]);
-  const int32_t past = static_cast<int32_t>(in_desc[compact(S::in_past_key_codes, nb_in)].dims.d[2]);
-  const int32_t total = past + seq;
+  const int32_t capacity = static_cast<int32_t>(in_desc[S::in_past_key_codes].dims.d[2]);
+  const auto* past_length = static_cast<const int32_t*>(inputs[S::in_past_length]);
   const float* q = static_cast<const float*>(inputs[S::in_Q]);
   const float* k = static_cast<const float*>(inputs[S::in_K]);
   char* ws = static_cast<char*>(workspace);
   const size_t q_bytes = align256(qd.d[0] * qd.d[1] * qd.d[2] * qd.d[3] * 4);
   const size_t k_bytes = align256(kd.d[0] * kd.d[1] * kd.d[2] * kd.d[3] * 4);
   int st = RESQ_OK;
-  const int rot = compact(S::in_key_rotation, nb_in);
+  const int rot = rotation_input(nb_inputs_);
   if (rot >= 0) {  // U_C after RoPE, on q and k, as the ONNX body does
     const float* u = static_cast<const float*>(inputs[rot]);
     float* q_rot = reinterpret_cast<float*>(ws);
@@ -144,22 +133,24 @@ int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_des
     q = q_rot;
     k = k_rot;
   }
-  // the cache structs' pointers are not const; the past is only read
-  auto cache = [](const void* const* t, int32_t capacity) {
-    return ResQKVCache{static_cast<uint8_t*>(const_cast<void*>(t[0])), static_cast<float*>(const_cast<void*>(t[1])),
-                       static_cast<uint8_t*>(const_cast<void*>(t[2])), capacity};
+  for (int o = S::out_present_key_codes; o <= S::out_present_value_zeros && st == RESQ_OK; ++o) {
+    const int past = S::kOutputAliasesInput[o];
+    if (outputs[o] == inputs[past]) continue;
+    const nvinfer1::Dims& d = in_desc[past].dims;
+    const size_t bytes = static_cast<size_t>(d.d[0] * d.d[1] * d.d[2] * d.d[3]) * (o % 3 == 2 ? 4 : 1);  // scales: float32
+    if (cudaMemcpyAsync(outputs[o], inputs[past], bytes, cudaMemcpyDeviceToDevice, stream) != cudaSuccess) st = RESQ_ERR_CUDA;
+  }
+  auto cache = [capacity](void* const* t) {
+    return ResQKVCache{static_cast<uint8_t*>(t[0]), static_cast<float*>(t[1]), static_cast<uint8_t*>(t[2]), capacity};
   };
-  const void* const* past_in = inputs + compact(S::in_past_key_codes, nb_in);
-  const void* const* present = outputs + S::out_present_key_codes;
+  void* const* present = outputs + S::out_present_key_codes;
   const float* news[2] = {k, static_cast<const float*>(inputs[S::in_V])};
-  for (int kv = 0; kv < 2 && st == RESQ_OK; ++kv) {  // present = concat(past, quantise(new))
-    const ResQKVCopyParams copy{s, past, cache(past_in + 3 * kv, past), cache(present + 3 * kv, total)};
-    st = resq_cuda_kv_copy(&copy, stream);
-    const ResQKVAppendParams append{s, seq, past, news[kv], cache(present + 3 * kv, total)};
-    if (st == RESQ_OK) st = resq_cuda_kv_append(&append, stream);
+  for (int kv = 0; kv < 2 && st == RESQ_OK; ++kv) {
+    const ResQKVAppendParams append{s, seq, past_length, news[kv], cache(present + 3 * kv)};
+    st = resq_cuda_kv_append(&append, stream);
   }
   if (st == RESQ_OK) {
-    ResQKVAttentionParams attn{s, seq, total, q, cache(present, total), cache(present + 3, total),
+    ResQKVAttentionParams attn{s, seq, past_length, q, cache(present), cache(present + 3),
                                static_cast<float*>(outputs[S::out_Y]), ws + q_bytes + k_bytes, 0};
     ResQKVAttentionParams bound = attn;  // the size reserved by getWorkspaceSize
     bound.seq = 1;

@@ -1,6 +1,6 @@
-// TensorRT plugin of ResQKVCacheAttention: U_C on q and k, past -> present cache copy, quantised
-// append of the new K/V (rows packed as resq_layout.h says), causal GQA attention over the
-// dequantised cache.
+// TensorRT plugin of ResQKVCacheAttention: U_C on q and k, quantised append of the new K/V into the
+// cache in place (each present output aliased to its past input; rows packed as resq_layout.h says),
+// causal GQA attention over the dequantised cache.
 #pragma once
 #include "PluginUtils.h"
 #include "resq_kernels.h"
@@ -21,11 +21,8 @@ class KVCacheAttentionPlugin : public PluginBase {
   int32_t enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
                   const void* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
 
- protected:
-  int spec_input(int32_t pos, int32_t nb_inputs) const override;
-
  private:
-  int compact(int spec, int32_t nb_inputs) const;
+  static int rotation_input(int32_t nb_inputs);
   ResQKVShape kv_shape(int64_t batch) const;
 };
 

@@ -1,5 +1,7 @@
 // Causal GQA attention over the quantised cache, split-K ("flash decoding"): grid (splits, query
-// positions, batch * heads); each block runs four warps over a chunk of the keys with an online
+// positions, batch * heads), the keys split by the cache's capacity (the host does not read the
+// sequences' lengths, which stay in device memory: a split past a sequence's length returns at once);
+// each block runs four warps over a chunk of the keys with an online
 // softmax, dequantising K and V on the fly (s * (q - z)); a second kernel merges the splits. One
 // lane owns channels lane, lane + 32, ... of the head. Decode (one query) is bound by reading the
 // cache: resq_kv_row_bytes per token and head (4-bit codes two per byte) plus a scale and a zero
@@ -19,8 +21,9 @@ constexpr int kMinChunk = 64;
 
 struct AttnArgs {
   ResQKVShape s;
-  int seq, capacity, length, splits, chunk;
+  int seq, capacity, splits, chunk;
   float scale;
+  const int32_t* past_length;  // [B], device
   const float* q;
   const uint8_t *kc, *kz, *vc, *vz;
   const float *ks, *vs;
@@ -43,7 +46,7 @@ __global__ void __launch_bounds__(32 * kWarps) kv_attention_kernel(AttnArgs p) {
   const int64_t b = bhq / H;
   const int h = static_cast<int>(bhq % H), kvh = h / (H / p.s.num_kv_heads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int last = p.length - p.seq + i;  // causal: keys 0..last
+  const int last = min(p.past_length[b] + i, p.capacity - 1);  // causal: keys 0..last, never past the cache
   const int t0 = split * p.chunk, t1 = min(t0 + p.chunk, last + 1);
   const int64_t base = (b * p.s.num_kv_heads + kvh) * static_cast<int64_t>(p.capacity);
 
@@ -145,12 +148,12 @@ size_t partial_bytes(int64_t rows, int head_dim) {
   return align_up(static_cast<size_t>(rows) * 4) * 2 + align_up(static_cast<size_t>(rows) * head_dim * 4);
 }
 
-// enough blocks to fill the GPU twice, no chunk below kMinChunk keys, and no more partial rows than
-// the workspace holds (fewer splits are as exact, only slower)
-int choose_splits(const ResQKVShape* s, int seq, int length, size_t workspace_size) {
+// enough blocks to fill the GPU twice, no chunk below kMinChunk keys of the capacity, and no more
+// partial rows than the workspace holds (fewer splits are as exact, only slower)
+int choose_splits(const ResQKVShape* s, int seq, int capacity, size_t workspace_size) {
   const int64_t blocks = static_cast<int64_t>(seq) * s->batch * s->num_heads;
   const int64_t want = (2 * device_sm_count() + blocks - 1) / blocks;
-  const int64_t most = (length + kMinChunk - 1) / kMinChunk;
+  const int64_t most = (capacity + kMinChunk - 1) / kMinChunk;
   int64_t splits = want < 1 ? 1 : (want > most ? most : want);
   while (splits > 1 && partial_bytes(splits * blocks, s->head_dim) > workspace_size) --splits;
   return static_cast<int>(splits);
@@ -164,16 +167,16 @@ using namespace resq;
 RESQ_KAPI size_t resq_cuda_kv_attention_workspace(const ResQKVAttentionParams* p) {
   if (!p) return 0;
   const ResQKVShape* s = &p->shape;
-  const int32_t seq = p->seq, length = p->length;
-  if (resq_kv_check(s) != RESQ_OK || seq <= 0 || length < seq) return 0;
-  return partial_bytes(kMaxPartialRows, s->head_dim);  // the same for every seq and length (see above)
+  if (resq_kv_check(s) != RESQ_OK || p->seq <= 0) return 0;
+  return partial_bytes(kMaxPartialRows, s->head_dim);  // the same for every seq and capacity (see above)
 }
 
 RESQ_KAPI int resq_cuda_kv_attention(const ResQKVAttentionParams* p, void* stream) {
   if (!p || p->k.capacity != p->v.capacity) return RESQ_ERR_INVALID;
   const ResQKVShape* s = &p->shape;
   const float* q = p->q;
-  const int32_t seq = p->seq, length = p->length, capacity = p->k.capacity;
+  const int32_t seq = p->seq, capacity = p->k.capacity;
+  const int32_t* past_length = p->past_length;
   const uint8_t *k_codes = p->k.codes, *k_zeros = p->k.zeros, *v_codes = p->v.codes, *v_zeros = p->v.zeros;
   const float *k_scales = p->k.scales, *v_scales = p->v.scales;
   float* out = p->out;
@@ -182,16 +185,16 @@ RESQ_KAPI int resq_cuda_kv_attention(const ResQKVAttentionParams* p, void* strea
   if (resq_kv_check(s) != RESQ_OK || !q || !out || !k_codes || !k_scales || !k_zeros || !v_codes || !v_scales ||
       !v_zeros)
     return RESQ_ERR_INVALID;
-  if (seq <= 0 || length < seq || length > capacity) return RESQ_ERR_INVALID;
+  if (!past_length || seq <= 0 || seq > capacity) return RESQ_ERR_INVALID;
   static_assert(kMaxChan * 32 == spec::ResQKVCacheAttention::gpu_max_head_dim, "ops.json's gpu.max_head_dim");
   if (s->head_dim > spec::ResQKVCacheAttention::gpu_max_head_dim || seq > 65535) return RESQ_ERR_UNSUPPORTED;  // seq: gridDim.y
   AttnArgs a{};
   a.s = *s;
   a.seq = seq;
   a.capacity = capacity;
-  a.length = length;
-  a.splits = choose_splits(s, seq, length, workspace ? workspace_size : 0);
-  a.chunk = (length + a.splits - 1) / a.splits;
+  a.past_length = past_length;
+  a.splits = choose_splits(s, seq, capacity, workspace ? workspace_size : 0);
+  a.chunk = (capacity + a.splits - 1) / a.splits;
   a.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(s->head_dim)));
   a.q = q;
   a.kc = k_codes;

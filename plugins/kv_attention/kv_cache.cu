@@ -1,23 +1,25 @@
 // KV-cache append: quantise the new K or V per token per KV head (groups [D - r, r] at
-// [kv_bits, high_bits]) straight into the cache at its position, 4-bit codes packed two per byte
-// (resq_layout.h); one warp per (token, head).
-// And the past -> present copy the ONNX contract implies when the buffers differ.
+// [kv_bits, high_bits]) straight into the cache, in place at the row past_length[b] + i read from
+// device memory, 4-bit codes packed two per byte (resq_layout.h); one warp per (token, head).
 #include "cuda_common.cuh"
 
 namespace resq {
 namespace {
 
 __global__ void kv_append_kernel(ResQKVShape s, const float* __restrict__ x, int seq, uint8_t* __restrict__ codes,
-                                 float* __restrict__ scales, uint8_t* __restrict__ zeros, int capacity, int pos) {
+                                 float* __restrict__ scales, uint8_t* __restrict__ zeros, int capacity,
+                                 const int32_t* __restrict__ past_length) {
   const int64_t w = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   const int64_t heads = static_cast<int64_t>(s.batch) * s.num_kv_heads;
   if (w >= heads * seq) return;
   const int64_t bh = w / seq;
   const int i = static_cast<int>(w % seq);
+  const int pos = past_length[bh / s.num_kv_heads] + i;
+  if (pos < 0 || pos >= capacity) return;  // outside the cache: nothing to write (see resq_params.h)
   const int d = s.head_dim, ng = resq_kv_groups(&s);
   const float* src = x + (bh * seq + i) * d;
-  const int64_t slot = bh * capacity + pos + i;
+  const int64_t slot = bh * capacity + pos;
   uint8_t* row = codes + slot * resq_kv_row_bytes(&s);
   for (int g = 0; g < ng; ++g) {
     const int start = g == 0 ? 0 : d - s.high_channels;
@@ -43,12 +45,6 @@ __global__ void kv_append_kernel(ResQKVShape s, const float* __restrict__ x, int
   }
 }
 
-int copy_rows(void* dst, size_t dst_pitch, const void* src, size_t src_pitch, size_t width, size_t rows,
-              cudaStream_t st) {
-  if (width == 0) return RESQ_OK;
-  return record_cuda_error(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, width, rows, cudaMemcpyDeviceToDevice, st));
-}
-
 }  // namespace
 }  // namespace resq
 
@@ -58,33 +54,15 @@ RESQ_KAPI int resq_cuda_kv_append(const ResQKVAppendParams* p, void* stream) {
   if (!p) return RESQ_ERR_INVALID;
   const ResQKVShape* s = &p->shape;
   const float* x = p->x;
-  const int32_t seq = p->seq, pos = p->pos, capacity = p->cache.capacity;
+  const int32_t seq = p->seq, capacity = p->cache.capacity;
+  const int32_t* past_length = p->past_length;
   uint8_t *codes = p->cache.codes, *zeros = p->cache.zeros;
   float* scales = p->cache.scales;
-  if (resq_kv_check(s) != RESQ_OK || !x || !codes || !scales || !zeros) return RESQ_ERR_INVALID;
-  if (seq < 0 || pos < 0 || pos + seq > capacity) return RESQ_ERR_INVALID;
+  if (resq_kv_check(s) != RESQ_OK || !x || !codes || !scales || !zeros || !past_length) return RESQ_ERR_INVALID;
+  if (seq < 0 || seq > capacity) return RESQ_ERR_INVALID;
   if (seq == 0) return RESQ_OK;
   const int64_t warps = static_cast<int64_t>(s->batch) * s->num_kv_heads * seq;
   kv_append_kernel<<<static_cast<unsigned>((warps * 32 + 255) / 256), 256, 0, as_stream(stream)>>>(
-      *s, x, seq, codes, scales, zeros, capacity, pos);
+      *s, x, seq, codes, scales, zeros, capacity, past_length);
   return launch_status();
-}
-
-RESQ_KAPI int resq_cuda_kv_copy(const ResQKVCopyParams* p, void* stream) {
-  if (!p || p->past.capacity < p->past_len) return RESQ_ERR_INVALID;
-  const ResQKVShape* s = &p->shape;
-  const int32_t past_len = p->past_len, capacity = p->dst.capacity;
-  const uint8_t *codes = p->past.codes, *zeros = p->past.zeros;
-  const float* scales = p->past.scales;
-  uint8_t *dst_codes = p->dst.codes, *dst_zeros = p->dst.zeros;
-  float* dst_scales = p->dst.scales;
-  if (resq_kv_check(s) != RESQ_OK || past_len < 0 || past_len > capacity) return RESQ_ERR_INVALID;
-  if (past_len == 0) return RESQ_OK;
-  if (!codes || !scales || !zeros || !dst_codes || !dst_scales || !dst_zeros) return RESQ_ERR_INVALID;
-  const size_t rows = static_cast<size_t>(s->batch) * s->num_kv_heads, d = resq_kv_row_bytes(s), g = resq_kv_groups(s);
-  cudaStream_t st = as_stream(stream);
-  int r = copy_rows(dst_codes, capacity * d, codes, past_len * d, past_len * d, rows, st);
-  if (r == RESQ_OK) r = copy_rows(dst_scales, capacity * g * 4, scales, past_len * g * 4, past_len * g * 4, rows, st);
-  if (r == RESQ_OK) r = copy_rows(dst_zeros, capacity * g, zeros, past_len * g, past_len * g, rows, st);
-  return r;
 }

@@ -1,5 +1,6 @@
 // CPU reference of the quantised KV cache: append (quantise per token per KV head, pack the row as
-// resq_layout.h says) and causal GQA attention over the dequantised cache.
+// resq_layout.h says, write it in place at the sequence's length) and causal GQA attention over the
+// dequantised cache.
 #include <cmath>
 #include <vector>
 
@@ -34,24 +35,33 @@ void dequant_row(const ResQKVShape* s, const Groups& G, const uint8_t* row, cons
       out[c] = static_cast<float>(resq_kv_code(s, row, c) - static_cast<int>(zeros[g])) * scales[g];
 }
 
+// every sequence's new rows inside the cache
+bool lengths_fit(const int32_t* past_length, int batch, int seq, int capacity) {
+  for (int b = 0; b < batch; ++b)
+    if (past_length[b] < 0 || past_length[b] + seq > capacity) return false;
+  return true;
+}
+
 }  // namespace
 
 RESQ_API int resq_cpu_kv_append(const ResQKVAppendParams* p) {
   if (!p) return RESQ_ERR_INVALID;
   const ResQKVShape* s = &p->shape;
   const float* x = p->x;
-  const int32_t seq = p->seq, pos = p->pos, capacity = p->cache.capacity;
+  const int32_t seq = p->seq, capacity = p->cache.capacity;
+  const int32_t* past_length = p->past_length;
   uint8_t *codes = p->cache.codes, *zeros = p->cache.zeros;
   float* scales = p->cache.scales;
-  if (resq_kv_check(s) != RESQ_OK || !x || !codes || !scales || !zeros) return RESQ_ERR_INVALID;
-  if (seq < 0 || pos < 0 || pos + seq > capacity) return RESQ_ERR_INVALID;
+  if (resq_kv_check(s) != RESQ_OK || !x || !codes || !scales || !zeros || !past_length || seq < 0)
+    return RESQ_ERR_INVALID;
+  if (!lengths_fit(past_length, s->batch, seq, capacity)) return RESQ_ERR_INVALID;
   const Groups G = kv_groups(s);
   const int d = s->head_dim, row_bytes = resq_kv_row_bytes(s);
   std::vector<uint8_t> one(d);  // a row's codes, one per channel, before packing
   for (int64_t bh = 0; bh < static_cast<int64_t>(s->batch) * s->num_kv_heads; ++bh)
     for (int32_t i = 0; i < seq; ++i) {
       const float* src = x + (bh * seq + i) * d;
-      const int64_t slot = bh * capacity + pos + i;
+      const int64_t slot = bh * capacity + past_length[bh / s->num_kv_heads] + i;
       uint8_t* row = codes + slot * row_bytes;
       for (int g = 0; g < G.count; ++g) {
         int32_t z;
@@ -73,21 +83,23 @@ RESQ_API int resq_cpu_kv_attention(const ResQKVAttentionParams* p) {
   if (!p || p->k.capacity != p->v.capacity) return RESQ_ERR_INVALID;
   const ResQKVShape* s = &p->shape;
   const float* q = p->q;
-  const int32_t seq = p->seq, length = p->length, capacity = p->k.capacity;
+  const int32_t seq = p->seq, capacity = p->k.capacity;
+  const int32_t* past_length = p->past_length;
   const uint8_t *k_codes = p->k.codes, *k_zeros = p->k.zeros, *v_codes = p->v.codes, *v_zeros = p->v.zeros;
   const float *k_scales = p->k.scales, *v_scales = p->v.scales;
   float* out = p->out;
   if (resq_kv_check(s) != RESQ_OK || !q || !out || !k_codes || !k_scales || !k_zeros || !v_codes || !v_scales ||
       !v_zeros)
     return RESQ_ERR_INVALID;
-  if (seq <= 0 || length < seq || length > capacity) return RESQ_ERR_INVALID;
+  if (!past_length || seq <= 0 || !lengths_fit(past_length, s->batch, seq, capacity)) return RESQ_ERR_INVALID;
   const Groups G = kv_groups(s);
   const int d = s->head_dim, H = s->num_heads, group = s->num_heads / s->num_kv_heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  std::vector<float> kd(static_cast<size_t>(length) * d), vd(static_cast<size_t>(length) * d);
-  std::vector<double> score(length), acc(d);
+  std::vector<float> kd(static_cast<size_t>(capacity) * d), vd(static_cast<size_t>(capacity) * d);
+  std::vector<double> score(capacity), acc(d);
   for (int b = 0; b < s->batch; ++b)
     for (int kvh = 0; kvh < s->num_kv_heads; ++kvh) {
+      const int length = past_length[b] + seq;  // the rows this sequence reads
       const int64_t base = (static_cast<int64_t>(b) * s->num_kv_heads + kvh) * capacity;
       for (int t = 0; t < length; ++t) {
         const int64_t at = (base + t) * resq_kv_row_bytes(s);
@@ -99,7 +111,7 @@ RESQ_API int resq_cpu_kv_attention(const ResQKVAttentionParams* p) {
       for (int h = kvh * group; h < (kvh + 1) * group; ++h)
         for (int i = 0; i < seq; ++i) {
           const float* qr = q + ((static_cast<int64_t>(b) * H + h) * seq + i) * d;
-          const int last = length - seq + i;  // causal: the query at position `last` sees keys 0..last
+          const int last = past_length[b] + i;  // causal: the query at row `last` sees rows 0..last
           double m = -INFINITY, l = 0.0;
           for (int t = 0; t <= last; ++t) {
             double dot = 0.0;

@@ -10,7 +10,7 @@ namespace S = resq::spec::ResQMixedLinearPrepared;
 using nvinfer1::DimsExprs;
 
 MixedLinearPlugin::MixedLinearPlugin(Attributes attrs)
-    : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs,
+    : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs, S::kOutputAliasesInput,
                  std::move(attrs)) {
   attrs_.require(S::attr_k_low);
   // what the CUDA GEMM runs (resq_kernels.h): refused when the engine is built, not at its first call

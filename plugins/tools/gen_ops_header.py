@@ -16,6 +16,17 @@ def _ident(name: str) -> str:
     return name
 
 
+def _input_index(op: dict, name: str) -> int:
+    """The spec index of an aliased input, which must come before every optional input: the plugins
+    then find it at that position whatever a node lists (PluginUtils.h, getAliasedInput)."""
+    names = [i["name"] for i in op["inputs"]]
+    if name not in names:
+        raise SystemExit(f"ops.json: an output aliases {name!r}, which is not an input")
+    if any(i.get("optional") for i in op["inputs"][:names.index(name)]):
+        raise SystemExit(f"ops.json: the aliased input {name!r} follows an optional input")
+    return names.index(name)
+
+
 def _manifest(spec: dict) -> str:
     """One line per op, the same text resq_export.native.spec_manifest() builds from ops.json."""
     lines = []
@@ -69,7 +80,10 @@ def generate(spec: dict) -> str:
                 "         attrs.get(kInputPresentIf[spec], kInputPresentDefault[spec]) > 0;",
                 "}",
                 "constexpr const char* kInputDTypes[] = {" + ", ".join(f'"{i["dtype"]}"' for i in s["inputs"]) + "};",
-                "constexpr const char* kOutputDTypes[] = {" + ", ".join(f'"{o["dtype"]}"' for o in s["outputs"]) + "};"]
+                "constexpr const char* kOutputDTypes[] = {" + ", ".join(f'"{o["dtype"]}"' for o in s["outputs"]) + "};",
+                # the spec input each output shares its buffer with (ops.json "aliases"), -1 for none
+                "constexpr int kOutputAliasesInput[] = {"
+                + ", ".join(str(_input_index(s, o["aliases"])) if o.get("aliases") else "-1" for o in s["outputs"]) + "};"]
         # what the CUDA kernels run (ops.json "gpu"), asked by the kernels, the plugins and Python
         out += [f"constexpr int gpu_{_ident(k)} = {int(v)};" for k, v in s.get("gpu", {}).items() if k != "doc"]
         for name, a in sorted(s["attributes"].items()):

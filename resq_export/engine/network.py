@@ -9,6 +9,7 @@ the shape arithmetic is pure and tested without TensorRT."""
 from __future__ import annotations
 
 import ast
+import ctypes
 import operator
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -144,6 +145,61 @@ def _check_identity_and_dtypes(trt, node, layer) -> list[str]:
     return problems
 
 
+def _check_aliases(node, aliased_input) -> list[str]:
+    """Each output that ops.json aliases to an input (the KV cache's present to its past) is declared
+    so by the plugin made from this node's attributes, so that TensorRT gives both one buffer and the
+    plugin writes the cache in place. aliased_input(op, attrs, output): the plugin library's answer."""
+    spec = op_spec(node.op_type)
+    names = [i["name"] for i in spec["inputs"]]
+    problems = []
+    for j, out in enumerate(spec["outputs"]):
+        want = names.index(out["aliases"]) if out.get("aliases") else -1
+        got = aliased_input(node.op_type, _attributes(node), j)
+        if got != want:
+            problems.append(f"{node.name}: the plugin aliases output {out['name']} to input {got}, the spec to {want}")
+    return problems
+
+
+def cache_copies(graph: onnx.ModelProto) -> list[str]:
+    """The graph's KV cache inputs that a decode step copies: every past.* input that is not read by
+    one node alone whose output aliased to it in ops.json is the matching present.* (the plugin
+    writes that buffer in place). Empty for the quantised cache of the TensorRT flavour; a float
+    cache goes through ScatterElements, a copy."""
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in graph.graph.node:
+        for j, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, j))
+    copied = []
+    for inp in graph.graph.input:
+        if not inp.name.startswith("past."):
+            continue
+        users = readers.get(inp.name, [])
+        in_place = False
+        if len(users) == 1 and users[0][0].domain == DOMAIN:
+            node, j = users[0]
+            spec = op_spec(node.op_type)
+            names = [i["name"] for i in spec["inputs"]]
+            outs = [k for k, o in enumerate(spec["outputs"]) if o.get("aliases") and names.index(o["aliases"]) == j]
+            in_place = bool(outs) and node.output[outs[0]] == inp.name.replace("past.", "present.", 1)
+        if not in_place:
+            copied.append(inp.name)
+    return copied
+
+
+def library_aliases(plugin_library: str):
+    """aliased_input for _check_aliases, asked of the plugin library (resq_plugin_aliased_input)."""
+    fn = ctypes.CDLL(plugin_library).resq_plugin_aliased_input
+    fn.restype = ctypes.c_int32
+    fn.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_int32), ctypes.c_int32,
+                   ctypes.c_int32]
+
+    def aliased_input(op: str, attrs: dict[str, int], output: int) -> int:
+        names = (ctypes.c_char_p * max(len(attrs), 1))(*(k.encode() for k in attrs))
+        values = (ctypes.c_int32 * max(len(attrs), 1))(*attrs.values())
+        return fn(op.encode(), names, values, len(attrs), output)
+    return aliased_input
+
+
 def _check_shapes(node, layer, point: str) -> list[str]:
     spec = op_spec(node.op_type)
     symbols: dict[str, int | tuple] = dict(_attributes(node))
@@ -160,9 +216,11 @@ def _check_shapes(node, layer, point: str) -> list[str]:
     return problems
 
 
-def check_network(trt, network, graph: onnx.ModelProto, profiles: Mapping[str, Mapping[str, tuple]]) -> dict:
+def check_network(trt, network, graph: onnx.ModelProto, profiles: Mapping[str, Mapping[str, tuple]],
+                  aliased_input=None) -> dict:
     """Check the parsed network (see the module doc); raises ValueError listing what disagrees, or
-    returns a summary: layer counts by type, plugin layers by op, profile corners checked."""
+    returns a summary: layer counts by type, plugin layers by op, profile corners checked, aliased
+    outputs (where aliased_input, from library_aliases, can ask the plugins)."""
     custom = [n for n in graph.graph.node if n.domain == DOMAIN]
     layers = _plugin_layers(trt, network)
     problems = [f"{n.name} ({n.op_type}) did not become a plugin layer" for n in custom if n.name not in layers]
@@ -170,6 +228,7 @@ def check_network(trt, network, graph: onnx.ModelProto, profiles: Mapping[str, M
     pairs = [(n, layers[n.name]) for n in custom if n.name in layers]
     for node, layer in pairs:
         problems += _check_identity_and_dtypes(trt, node, layer)
+        problems += _check_aliases(node, aliased_input) if aliased_input else []
     inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
     dynamic = {name: tuple(t.shape) for name, t in inputs.items()}
     corners = 0
@@ -189,4 +248,7 @@ def check_network(trt, network, graph: onnx.ModelProto, profiles: Mapping[str, M
         raise ValueError("the TensorRT network does not match the op spec: " + "; ".join(problems[:5]) + more)
     return {"layers": layer_counts(trt, network),
             "plugin_layers": dict(Counter(n.op_type for n, _ in pairs)),
-            "profile_corners_checked": corners}
+            "profile_corners_checked": corners,
+            "kv_cache_copied_inputs": len(cache_copies(graph)),
+            "aliased_outputs": sum(1 for n, _ in pairs for o in op_spec(n.op_type)["outputs"] if o.get("aliases"))
+            if aliased_input else None}

@@ -1,5 +1,6 @@
-"""Optimisation profiles of the exported decoder: one for prefill (no past, many tokens), one for
-decode (one token over a cache). Pure: reads the ONNX inputs' symbolic dimension names."""
+"""Optimisation profiles of the exported decoder: one for prefill (many tokens), one for decode (one
+token), both over a cache buffer of up to max_context rows that the caller allocates once and the
+engine updates in place. Pure: reads the ONNX inputs' symbolic dimension names."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 import onnx
 
 from ..errors import ConfigError
+from ..export.spec import CACHE_DIM
 
 Shape = tuple[int, ...]
 
@@ -16,7 +18,7 @@ Shape = tuple[int, ...]
 class EngineLimits:
     max_batch: int = 1
     max_sequence: int = 2048  # prompt tokens in one prefill call
-    max_context: int = 4096  # past + new tokens of a decode call
+    max_context: int = 4096  # the cache's capacity: past + new tokens of any call
     opt_sequence: int = 512
     opt_context: int = 1024
 
@@ -26,15 +28,18 @@ class EngineLimits:
                               f"{self}")
         if self.opt_sequence > self.max_sequence or self.opt_context > self.max_context:
             raise ConfigError(f"optimal sizes exceed the maxima: {self}")
+        if self.max_sequence > self.max_context:
+            raise ConfigError(f"a prefill call writes its tokens into the cache: max_sequence {self.max_sequence} "
+                              f"exceeds max_context {self.max_context}")
 
 
 def _ranges(limits: EngineLimits) -> dict[str, dict[str, tuple[int, int, int]]]:
     """(min, opt, max) of every symbolic dimension the exporter writes, per profile."""
     b = (1, 1, limits.max_batch)
     return {
-        "prefill": {"batch": b, "sequence": (1, limits.opt_sequence, limits.max_sequence), "past_sequence": (0, 0, 0)},
-        "decode": {"batch": b, "sequence": (1, 1, 1),
-                   "past_sequence": (1, limits.opt_context - 1, limits.max_context - 1)},
+        "prefill": {"batch": b, "sequence": (1, limits.opt_sequence, limits.max_sequence),
+                    CACHE_DIM: (1, limits.opt_context, limits.max_context)},
+        "decode": {"batch": b, "sequence": (1, 1, 1), CACHE_DIM: (2, limits.opt_context, limits.max_context)},
     }
 
 

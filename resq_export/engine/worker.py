@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from .network import check_network
+from .network import check_network, library_aliases
 
 _MAX_MESSAGES = 40
 
@@ -77,10 +77,13 @@ def build(request: dict) -> dict:
     profiles = {name: {inp: tuple(tuple(s) for s in shapes) for inp, shapes in per.items()}
                 for name, per in request["profiles"].items()}
     graph = onnx.load(request["onnx"], load_external_data=False)
-    check = check_network(trt, network, graph, profiles)
+    check = check_network(trt, network, graph, profiles, library_aliases(request["plugins"]))
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request["workspace_mib"] << 20)
+    # the KV plugin's present outputs alias its past inputs (the cache updated in place); TensorRT asks
+    # the plugins for aliases only with this preview feature on
+    config.set_preview_feature(trt.PreviewFeature.ALIASED_PLUGIN_IO_10_03, True)
     if request.get("target_sm") is not None:  # TensorRT-RTX: ahead of time, no GPU needed
         config.num_compute_capabilities = 1
         config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{request['target_sm']}"), 0)

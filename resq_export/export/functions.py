@@ -11,7 +11,7 @@ import onnx
 from onnx import helper
 
 from ..algo.hadamard import sylvester
-from .builder import DOUBLE, FLOAT, INT8, INT32, OPSET, UINT8, Builder
+from .builder import DOUBLE, FLOAT, INT8, INT32, INT64, OPSET, UINT8, Builder
 from .spec import DOMAIN, op_spec
 
 LINEAR_INPUTS = [i["name"] for i in op_spec("ResQMixedLinear")["inputs"]]
@@ -276,12 +276,33 @@ def _repeat_kv(b: Builder, x: str, num_heads: int, num_kv_heads: int, head_dim: 
     return b.op("Reshape", expanded, b.op("Concat", bt, b.i64(num_heads), tt, b.i64(head_dim), axis=0))
 
 
-def causal_attention(b: Builder, q: str, keys: str, values: str, num_heads: int, num_kv_heads: int,
-                     head_dim: int, output: str | None = None, float64: bool = True) -> str:
-    """Softmax attention of the last S positions over all T (a causal mask offset by T - S);
-    q [B, H, S, D], keys/values [B, Hkv, T, D] -> [B, S, H * D]. A float island unless float64 is
-    False (float graphs and the TensorRT flavour, where nothing downstream quantises or where the
-    GPU computes in its own precision)."""
+def write_rows(b: Builder, cache: str, new: str, past_length: str, output: str | None = None) -> str:
+    """cache [B, Hkv, L, x] with new [B, Hkv, S, x] at rows past_length[b] + s (the op's in-place
+    update). ScatterElements writes into a copy of the cache: ONNX Runtime does not alias a graph
+    input to an output, so this flavour keeps an O(L) copy per call (the TensorRT plugin aliases)."""
+    shape = b.op("Shape", new)
+    s_len = b.op("Squeeze", b.op("Gather", shape, b.i64(2), axis=0))
+    rows = b.op("Reshape", b.op("Range", b.const(0, np.int64), s_len, b.const(1, np.int64)), b.i64(1, 1, -1, 1))
+    pos = b.op("Add", b.op("Reshape", b.op("Cast", past_length, to=INT64), b.i64(-1, 1, 1, 1)), rows)
+    return b.op("ScatterElements", cache, b.op("Expand", pos, shape), new, axis=2, outputs=[output] if output else 1)
+
+
+def filled_rows(b: Builder, past_length: str, new: str) -> str:
+    """[1]: the cache rows any sequence of the batch uses after this call, max(past_length) + S."""
+    s_len = b.op("Gather", b.op("Shape", new), b.i64(2), axis=0)
+    return b.op("Add", b.op("ReduceMax", b.op("Cast", past_length, to=INT64), keepdims=1), s_len)
+
+
+def leading_rows(b: Builder, cache: str, rows: str) -> str:
+    return b.op("Slice", cache, b.i64(0), rows, b.i64(2))
+
+
+def causal_attention(b: Builder, q: str, keys: str, values: str, past_length: str, num_heads: int,
+                     num_kv_heads: int, head_dim: int, output: str | None = None, float64: bool = True) -> str:
+    """Softmax attention of query s of sequence b (cache row past_length[b] + s) over cache rows
+    0 .. past_length[b] + s; q [B, H, S, D], keys/values [B, Hkv, T, D] (the cache's first T rows)
+    -> [B, S, H * D]. A float island unless float64 is False (float graphs and the TensorRT flavour,
+    where nothing downstream quantises or where the GPU computes in its own precision)."""
     dtype = np.float64 if float64 else np.float32
     if float64:
         q, keys, values = b.f64(q), b.f64(keys), b.f64(values)
@@ -289,13 +310,13 @@ def causal_attention(b: Builder, q: str, keys: str, values: str, num_heads: int,
     values = _repeat_kv(b, values, num_heads, num_kv_heads, head_dim)
     scores = b.op("Mul", b.op("MatMul", q, b.op("Transpose", keys, perm=[0, 1, 3, 2])),
                   b.const(1.0 / math.sqrt(head_dim), dtype))
-    s_len = b.op("Gather", b.op("Shape", q), b.i64(2), axis=0)
-    t_len = b.op("Gather", b.op("Shape", keys), b.i64(2), axis=0)
+    s_len = b.op("Squeeze", b.op("Gather", b.op("Shape", q), b.i64(2), axis=0))
+    t_len = b.op("Squeeze", b.op("Gather", b.op("Shape", keys), b.i64(2), axis=0))
     zero, one = b.const(0, np.int64), b.const(1, np.int64)
-    rows = b.op("Add", b.op("Range", zero, b.op("Squeeze", s_len), one), b.op("Squeeze", b.op("Sub", t_len, s_len)))
-    cols = b.op("Range", zero, b.op("Squeeze", t_len), one)
-    allowed = b.op("LessOrEqual", b.op("Unsqueeze", cols, b.i64(0)), b.op("Unsqueeze", rows, b.i64(1)))
-    scores = b.op("Where", allowed, scores, b.const(-np.inf, dtype))
+    rows = b.op("Add", b.op("Reshape", b.op("Cast", past_length, to=INT64), b.i64(-1, 1, 1, 1)),
+                b.op("Reshape", b.op("Range", zero, s_len, one), b.i64(1, 1, -1, 1)))  # [B, 1, S, 1]
+    cols = b.op("Reshape", b.op("Range", zero, t_len, one), b.i64(1, 1, 1, -1))
+    scores = b.op("Where", b.op("LessOrEqual", cols, rows), scores, b.const(-np.inf, dtype))
     out = b.op("Transpose", b.op("MatMul", b.op("Softmax", scores, axis=-1), values), perm=[0, 2, 1, 3])
     if float64:
         out = b.f32(out)
@@ -315,7 +336,9 @@ def attention_function(sig: AttentionSignature) -> onnx.FunctionProto:
     present = []
     for new, prefix in ((k, "key"), ("V", "value")):
         for t, name in zip(_quantize_kv(b, new, sig), ("codes", "scales", "zeros")):
-            present.append(b.op("Concat", f"past_{prefix}_{name}", t, axis=2, outputs=[f"present_{prefix}_{name}"]))
-    keys, values = _dequantize_kv(b, *present[:3], sig), _dequantize_kv(b, *present[3:], sig)
-    causal_attention(b, q, keys, values, sig.num_heads, sig.num_kv_heads, sig.head_dim, output="Y")
+            present.append(write_rows(b, f"past_{prefix}_{name}", t, "past_length", f"present_{prefix}_{name}"))
+    rows = filled_rows(b, "past_length", "K")
+    cached = [leading_rows(b, t, rows) for t in present]  # only the rows in use are dequantised
+    keys, values = _dequantize_kv(b, *cached[:3], sig), _dequantize_kv(b, *cached[3:], sig)
+    causal_attention(b, q, keys, values, "past_length", sig.num_heads, sig.num_kv_heads, sig.head_dim, output="Y")
     return _function("ResQKVCacheAttention", ATTENTION_INPUTS, ATTENTION_OUTPUTS, b, sig.overload)

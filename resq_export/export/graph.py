@@ -13,13 +13,13 @@ from ..artifact import linear_tensors
 from ..config import QuantConfig
 from ..decoder import Decoder, FloatLinear, Layer, TiedHead
 from ..reference import QuantLinear
-from .builder import DOUBLE, FLOAT, INT8, INT64, OPSET, UINT8, Builder, ExternalData
+from .builder import DOUBLE, FLOAT, INT8, INT32, INT64, OPSET, UINT8, Builder, ExternalData
 from .functions import (
-    AttentionSignature, LinearSignature, attention_function, causal_attention, hadamard_function,
-    linear_function,
+    AttentionSignature, LinearSignature, attention_function, causal_attention, filled_rows, hadamard_function,
+    leading_rows, linear_function, write_rows,
 )
 from .kernel_layout import PaddedLayout, prepare_lqer_a, prepare_weights
-from .spec import DOMAIN, PREPARED_LINEAR, load_spec, op_spec, op_version, present_inputs
+from .spec import CACHE_DIM, DOMAIN, PAST_LENGTH, PREPARED_LINEAR, load_spec, op_spec, op_version, present_inputs
 
 IR_VERSION = 10  # onnx 1.23 writes 14 by default, which ONNX Runtime rejects
 KV_TENSORS = ("codes", "scales", "zeros")
@@ -138,35 +138,40 @@ class GraphExporter:
         return b.op("Add", b.op("Mul", x, cos), b.op("Mul", rotated, sin))
 
     def attention(self, b: Builder, i: int, layer: Layer, q: str, k: str, v: str) -> str:
+        """The past and present of a layer are one fixed-capacity buffer each (the op contract's
+        in-place update): same dims, the new rows written at past_length."""
         cfg = self.cfg
-        kv_dims = ["batch", cfg.num_kv_heads, "past_sequence", cfg.head_dim]
+        kv_dims = ["batch", cfg.num_kv_heads, CACHE_DIM]
         kvq = self.model.kv_quantizer
         if kvq is None:
-            past, present = [], []
-            for kind in ("key", "value"):
-                past.append(self._input(f"past.{i}.{kind}", FLOAT, kv_dims))
-                present.append(f"present.{i}.{kind}")
-                self._output(present[-1], FLOAT, ["batch", cfg.num_kv_heads, "total_sequence", cfg.head_dim])
+            caches = []
+            for kind, new in (("key", k), ("value", v)):
+                past = self._input(f"past.{i}.{kind}", FLOAT, kv_dims + [cfg.head_dim])
+                self._output(f"present.{i}.{kind}", FLOAT, kv_dims + [cfg.head_dim])
+                caches.append((past, f"present.{i}.{kind}"))
             if layer.key_rotation is not None:
                 rot = self.b.initializer(f"model.layers.{i}.attn.key_rotation", _np(layer.key_rotation))
                 rot = self._enter_island(b, rot)
                 q, k = (self._leave_island(b, b.op("MatMul", self._enter_island(b, x), rot)) for x in (q, k))
-            keys = b.op("Concat", past[0], k, axis=2, outputs=[present[0]])
-            values = b.op("Concat", past[1], v, axis=2, outputs=[present[1]])
-            return causal_attention(b, q, keys, values, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
-                                    float64=self.islands)
+            rows = filled_rows(b, self.past_length, k)
+            keys, values = (leading_rows(b, write_rows(b, past, new, self.past_length, present), rows)
+                            for (past, present), new in zip(caches, (k, v)))
+            return causal_attention(b, q, keys, values, self.past_length, cfg.num_heads, cfg.num_kv_heads,
+                                    cfg.head_dim, float64=self.islands)
         high = kvq.group_sizes[1] if len(kvq.group_sizes) > 1 else 0
         sig = AttentionSignature(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, high, kvq.bits[0],
                                  kvq.bits[-1] if high else 8, layer.key_rotation is not None)
         groups = len(kvq.group_sizes)
-        inputs = [q, k, v, self.b.initializer(f"model.layers.{i}.attn.key_rotation", _np(layer.key_rotation))
-                  if layer.key_rotation is not None else ""]
+        inputs = [q, k, v]
         outputs = [b.prefix + "/attn_out"]
         for kind in ("key", "value"):
             for t, dtype, last in (("codes", UINT8, kvq.row_bytes), ("scales", FLOAT, groups), ("zeros", UINT8, groups)):
-                inputs.append(self._input(f"past.{i}.{kind}_{t}", dtype, kv_dims[:3] + [last]))
+                inputs.append(self._input(f"past.{i}.{kind}_{t}", dtype, kv_dims + [last]))
                 outputs.append(f"present.{i}.{kind}_{t}")
-                self._output(outputs[-1], dtype, ["batch", cfg.num_kv_heads, "total_sequence", last])
+                self._output(outputs[-1], dtype, kv_dims + [last])
+        inputs.append(self.past_length)
+        if layer.key_rotation is not None:
+            inputs.append(self.b.initializer(f"model.layers.{i}.attn.key_rotation", _np(layer.key_rotation)))
         attrs = dict(num_heads=sig.num_heads, num_kv_heads=sig.num_kv_heads, head_dim=sig.head_dim,
                      high_channels=sig.high_channels, kv_bits=sig.kv_bits, high_bits=sig.high_bits)
         return self._custom(b, "ResQKVCacheAttention", inputs, 7, sig.overload,
@@ -208,6 +213,7 @@ class GraphExporter:
         m, cfg = self.model, self.cfg
         ids = self._input("input_ids", INT64, ["batch", "sequence"])
         positions = self._input("position_ids", INT64, ["batch", "sequence"])
+        self.past_length = self._input(PAST_LENGTH, INT32, ["batch"])
         embed_dtype = torch.float16 if m.embed.dtype == torch.float16 else torch.float32
         embed = self.b.initializer("model.embed_tokens.weight", _np(m.embed.to(embed_dtype)))
         h = self.b.scope("/model/embed_tokens").op("Cast", self.b.op("Gather", embed, ids, axis=0), to=FLOAT)

@@ -17,6 +17,11 @@ def load_spec() -> dict[str, Any]:
     return json.loads(resources.files("resq_export.export").joinpath("ops.json").read_text())
 
 
+# The graph's cache I/O: past.* and present.* [batch, Hkv, CACHE_DIM, ...] are one buffer of a capacity
+# the caller chooses; PAST_LENGTH [batch] int32 counts the rows each sequence has filled before the call.
+CACHE_DIM = "cache_capacity"
+PAST_LENGTH = "past_length"
+
 def op_spec(name: str) -> dict[str, Any]:
     return load_spec()["ops"][name]
 

@@ -135,16 +135,23 @@ def _kv(cache) -> P.KVCache:
     return P.KVCache(*(_p(a) for a in cache), cache[0].shape[2])
 
 
-def kv_append(shape: P.KVShape, x: np.ndarray, cache, pos: int) -> None:
-    """Quantise x [B, Hkv, S, D] into cache (from kv_cache) at positions pos.. in place."""
-    x = _c(x, np.float32)
-    _call("resq_cpu_kv_append", P.KVAppendParams(shape, x.shape[2], pos, _p(x), _kv(cache)))
+def _lengths(shape: P.KVShape, past_length) -> np.ndarray:
+    """past_length as the [batch] int32 array the entry points read: an int stands for every sequence."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(past_length, np.int32), (shape.batch,)))
 
 
-def kv_attention(shape: P.KVShape, q: np.ndarray, k_cache, v_cache, length: int) -> np.ndarray:
-    q = _c(q, np.float32)
+def kv_append(shape: P.KVShape, x: np.ndarray, cache, past_length) -> None:
+    """Quantise x [B, Hkv, S, D] into cache (from kv_cache) in place, at rows past_length[b].. of
+    sequence b (an int: the same for all)."""
+    x, lengths = _c(x, np.float32), _lengths(shape, past_length)
+    _call("resq_cpu_kv_append", P.KVAppendParams(shape, x.shape[2], _p(lengths), _p(x), _kv(cache)))
+
+
+def kv_attention(shape: P.KVShape, q: np.ndarray, k_cache, v_cache, past_length) -> np.ndarray:
+    """Query s of sequence b at cache row past_length[b] + s over rows 0 .. past_length[b] + s."""
+    q, lengths = _c(q, np.float32), _lengths(shape, past_length)
     b, h, s, d = q.shape
     out = np.zeros((b, s, h * d), np.float32)
-    _call("resq_cpu_kv_attention", P.KVAttentionParams(shape, s, length, _p(q), _kv(k_cache), _kv(v_cache), _p(out),
-                                                       None, 0))
+    _call("resq_cpu_kv_attention", P.KVAttentionParams(shape, s, _p(lengths), _p(q), _kv(k_cache), _kv(v_cache),
+                                                       _p(out), None, 0))
     return out

@@ -162,25 +162,31 @@ def _kv(cache) -> P.KVCache:
     return P.KVCache(*(_p(c) for c in cache), cache[0].shape[2])
 
 
-def kv_append(shape: P.KVShape, x: torch.Tensor, cache, pos: int) -> None:
-    _call("resq_cuda_kv_append", P.KVAppendParams(shape, x.shape[2], pos, _p(x), _kv(cache)))
+def _lengths(shape: P.KVShape, past_length) -> torch.Tensor:
+    """past_length as the [batch] int32 device tensor the kernels read: an int stands for every sequence."""
+    if isinstance(past_length, torch.Tensor):
+        return past_length.to(device="cuda", dtype=torch.int32).expand(shape.batch).contiguous()
+    return torch.full((shape.batch,), int(past_length), dtype=torch.int32, device="cuda")
 
 
-def kv_copy(shape: P.KVShape, past, past_len: int, cache) -> None:
-    _call("resq_cuda_kv_copy", P.KVCopyParams(shape, past_len, _kv(past), _kv(cache)))
+def kv_append(shape: P.KVShape, x: torch.Tensor, cache, past_length) -> None:
+    lengths = _lengths(shape, past_length)
+    _call("resq_cuda_kv_append", P.KVAppendParams(shape, x.shape[2], _p(lengths), _p(x), _kv(cache)))
 
 
-def kv_attention_workspace(shape: P.KVShape, seq: int, length: int) -> torch.Tensor:
+def kv_attention_workspace(shape: P.KVShape, seq: int) -> torch.Tensor:
     params = P.KVAttentionParams()
-    params.shape, params.seq, params.length = shape, seq, length
+    params.shape, params.seq = shape, seq
     size = _lib().resq_cuda_kv_attention_workspace(ctypes.byref(params))
     return _empty((max(size, 1),), torch.uint8)
 
 
-def kv_attention(shape: P.KVShape, q: torch.Tensor, k_cache, v_cache, length: int, workspace=None, out=None):
+def kv_attention(shape: P.KVShape, q: torch.Tensor, k_cache, v_cache, past_length, workspace=None, out=None):
+    """Query s of sequence b at cache row past_length[b] + s over rows 0 .. past_length[b] + s."""
     b, h, s, d = q.shape
-    ws = workspace if workspace is not None else kv_attention_workspace(shape, s, length)
+    lengths = _lengths(shape, past_length)
+    ws = workspace if workspace is not None else kv_attention_workspace(shape, s)
     y = out if out is not None else _empty((b, s, h * d), torch.float32)
-    _call("resq_cuda_kv_attention", P.KVAttentionParams(shape, s, length, _p(q), _kv(k_cache), _kv(v_cache), _p(y),
-                                                        _p(ws), ws.numel()))
+    _call("resq_cuda_kv_attention", P.KVAttentionParams(shape, s, _p(lengths), _p(q), _kv(k_cache), _kv(v_cache),
+                                                        _p(y), _p(ws), ws.numel()))
     return y

@@ -47,17 +47,15 @@ HadamardParams = _struct("ResQHadamardParams", [("rows", i64), ("n", i32), ("a",
                                                 ("y", ptr)])
 RotateParams = _struct("ResQRotateParams", [("rows", i64), ("d", i32), ("x", ptr), ("u", ptr), ("y", ptr)])
 KVCache = _struct("ResQKVCache", [("codes", ptr), ("scales", ptr), ("zeros", ptr), ("capacity", i32)])
-KVAppendParams = _struct("ResQKVAppendParams", [("shape", KVShape), ("seq", i32), ("pos", i32), ("x", ptr),
+KVAppendParams = _struct("ResQKVAppendParams", [("shape", KVShape), ("seq", i32), ("past_length", ptr), ("x", ptr),
                                                 ("cache", KVCache)])
-KVCopyParams = _struct("ResQKVCopyParams", [("shape", KVShape), ("past_len", i32), ("past", KVCache),
-                                            ("dst", KVCache)])
 KVAttentionParams = _struct("ResQKVAttentionParams", [
-    ("shape", KVShape), ("seq", i32), ("length", i32), ("q", ptr), ("k", KVCache), ("v", KVCache), ("out", ptr),
+    ("shape", KVShape), ("seq", i32), ("past_length", ptr), ("q", ptr), ("k", KVCache), ("v", KVCache), ("out", ptr),
     ("workspace", ptr), ("workspace_size", size_t)])
 
 ALL = (LinearShape, KVShape, ActCodes, OpInputs, QuantizeActParams, PrepareWeightsParams,
        PrepareLqerAParams, LqerProjectParams, MixedGemmParams, MixedLinearParams, HadamardParams, RotateParams,
-       KVCache, KVAppendParams, KVCopyParams, KVAttentionParams)
+       KVCache, KVAppendParams, KVAttentionParams)
 
 
 def manifest_line(struct: type[ctypes.Structure]) -> str:

@@ -19,7 +19,7 @@ from ..decoder import Decoder, Layer, rms_norm
 from ..tensorfile import row_blocks
 
 class LayerStep(Protocol):
-    def new_cache(self) -> Any: ...
+    def new_cache(self, capacity: int) -> Any: ...
     def __call__(self, state: Any, cache: Any) -> Any: ...
     def close(self) -> None: ...
 
@@ -46,10 +46,11 @@ def run_layers(model: LayerwiseModel, sequences: list[list[torch.Tensor]], desc:
     for seq in sequences:
         states.append(flat[k:k + len(seq)])
         k += len(seq)
+    lengths = [sum(ids.numel() for ids in seq) for seq in sequences]  # each sequence's cache capacity
     for i in tqdm(range(model.num_layers), desc=desc, disable=not progress):
         step = model.layer(i)
-        for seq_states in states:
-            cache = step.new_cache()
+        for seq_states, length in zip(states, lengths):
+            cache = step.new_cache(length)
             for c, state in enumerate(seq_states):
                 seq_states[c] = step(state, cache)
         step.close()
@@ -103,8 +104,8 @@ class _TorchLayer:
     def __init__(self, shell: Decoder, i: int, layer: Layer):
         self.shell, self.i, self.layer_ = shell, i, layer
 
-    def new_cache(self):
-        return self.shell.new_cache()
+    def new_cache(self, capacity: int):
+        return self.shell.new_cache()  # the executor's cache grows: no capacity to reserve
 
     @torch.inference_mode()
     def __call__(self, state, cache):

@@ -18,7 +18,8 @@ from onnx import helper
 
 from ..errors import ArtifactError
 from ..export.writer import ORT_FILE, check_onnx_folder
-from .ort_runner import empty_past, return_freed_memory, session_options
+from ..export.spec import PAST_LENGTH
+from .ort_runner import empty_cache, return_freed_memory, session_options
 
 _LAYER_SCOPE = re.compile(r"^/model/layers\.(\d+)/")
 _HEAD_SCOPE = "/model/lm_head/"
@@ -89,7 +90,8 @@ def split_graph(graph: onnx.GraphProto) -> list[Segment]:
 
 
 _NP_TO_ONNX = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.int64): onnx.TensorProto.INT64,
-               np.dtype(np.uint8): onnx.TensorProto.UINT8, np.dtype(np.float64): onnx.TensorProto.DOUBLE}
+               np.dtype(np.uint8): onnx.TensorProto.UINT8, np.dtype(np.int32): onnx.TensorProto.INT32,
+               np.dtype(np.float64): onnx.TensorProto.DOUBLE}
 
 
 class OnnxLayers:
@@ -145,7 +147,8 @@ class OnnxLayers:
         states, session = [], None
         for ids, start in chunks:
             feeds = {"input_ids": ids.numpy()[None].astype(np.int64),
-                     "position_ids": np.arange(start, start + ids.numel(), dtype=np.int64)[None]}
+                     "position_ids": np.arange(start, start + ids.numel(), dtype=np.int64)[None],
+                     PAST_LENGTH: np.array([start], np.int32)}
             session = session or self._session(0, feeds)
             states.append({**feeds, **self._run(session, 0, feeds, {})})
         del session
@@ -168,14 +171,14 @@ class _OnnxLayer:
         self.seg = owner.segments[s]
         self.read_later = {n for seg in owner.segments[s + 1:] for n in seg.inputs}  # what the state keeps
 
-    def new_cache(self) -> dict[str, np.ndarray]:
+    def new_cache(self, capacity: int) -> dict[str, np.ndarray]:
         inputs = {}
         for name in self.seg.inputs:
             if name.startswith("past."):
                 t = self.owner._graph_inputs[name].type.tensor_type
                 dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
                 inputs[name] = (dims, t.elem_type == onnx.TensorProto.UINT8)
-        return empty_past(inputs, batch=1)
+        return empty_cache(inputs, batch=1, capacity=capacity)
 
     def __call__(self, state: dict[str, np.ndarray], cache: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.session = self.session or self.owner._session(self.s, state)

@@ -48,11 +48,11 @@ def _check_pieces(folder):
         assert layers.num_layers == 2
         whole, chunked = run_layers(layers, [[IDS], CHUNKS], "test")
         session = OrtDecoder(folder)
-        want, past = session.forward(IDS.numpy()[None])
+        want, _ = session.forward(IDS.numpy()[None])
         np.testing.assert_array_equal(layers.logits(whole[0]).numpy(), want[0])
-        got, past = [], None
+        got, cache = [], session.new_cache(1, sum(ids.numel() for ids in CHUNKS))
         for ids in CHUNKS:
-            logits, past = session.forward(ids.numpy()[None], past)
+            logits, cache = session.forward(ids.numpy()[None], cache)
             got.append(logits[0])
         np.testing.assert_array_equal(torch.cat([layers.logits(s) for s in chunked]).numpy(), np.concatenate(got))
     finally:
@@ -114,7 +114,7 @@ class _ForgetfulCache:
             close = step.close
 
             def __call__(self, state, cache):
-                return step(state, step.new_cache())
+                return step(state, step.new_cache(64))  # a fresh cache each chunk: it forgets
         return Step()
 
 

@@ -12,7 +12,7 @@ from tolerances import ORT_VS_REFERENCE
 
 from resq_export.algo.quant import pack_int4
 from resq_export.artifact import load_artifact
-from resq_export.errors import ArtifactError
+from resq_export.errors import ArtifactError, ConfigError
 from resq_export.export.functions import LinearSignature, linear_function
 from resq_export.export.spec import op_version, prepared_inputs
 from resq_export.export.writer import ORT_FILE, TRT_FILE, check_onnx_folder, export_onnx
@@ -139,29 +139,64 @@ def test_decode_through_cache_equals_recomputation(exported, artifacts, name):
     same logits at every step; and the same as the reference executor's cached decode."""
     session = OrtDecoder(exported[name][1])
     prompt = np.array([5, 17, 42, 99, 3, 250, 31, 8])
-    logits, past = session.forward(prompt[None])
+    logits, cache = session.forward(prompt[None], session.new_cache(1, 24))
     seq, steps = list(prompt), []
     for _ in range(10):
         steps.append(logits[0, -1])
         seq.append(int(logits[0, -1].argmax()))
-        logits, past = session.forward(np.array([[seq[-1]]]), past)
+        logits, cache = session.forward(np.array([[seq[-1]]]), cache)
     full = session.forward(np.array([seq]))[0][0, len(prompt) - 1:-1]
     np.testing.assert_allclose(np.stack(steps), full, rtol=0, atol=ORT_VS_REFERENCE * np.abs(full).max())
     assert [int(t) for t in full.argmax(-1)] == seq[len(prompt):]
     # the cached decode also equals the reference executor's cached decode
     reference, _, _ = load_artifact(artifacts[name])
-    cache = reference.new_cache()
-    ref_logits = reference(torch.from_numpy(prompt)[None], cache)
-    logits, past = session.forward(prompt[None])
+    ref_cache = reference.new_cache()
+    ref_logits = reference(torch.from_numpy(prompt)[None], ref_cache)
+    logits, cache = session.forward(prompt[None], session.new_cache(1, 16))
     np.testing.assert_allclose(logits, ref_logits.numpy(), rtol=0, atol=ORT_VS_REFERENCE * np.abs(logits).max())
     for token in (11, 12, 13):
-        ref_step = reference(torch.tensor([[token]]), cache)
-        logits, past = session.forward(np.array([[token]]), past)
+        ref_step = reference(torch.tensor([[token]]), ref_cache)
+        logits, cache = session.forward(np.array([[token]]), cache)
         np.testing.assert_allclose(logits, ref_step.numpy(), rtol=0, atol=ORT_VS_REFERENCE * np.abs(logits).max())
-    if "past.0.key_codes" in past:
-        assert past["past.0.key_codes"].dtype == np.uint8 and past["past.0.key_codes"].shape[2] == 11
+    assert cache.lengths.tolist() == [11] and cache.capacity == 16
+    if "past.0.key_codes" in cache.tensors:
+        codes = cache.tensors["past.0.key_codes"]
+        assert codes.dtype == np.uint8 and codes.shape[2] == 16
         for j, part in enumerate(("codes", "scales", "zeros")):  # the stored bytes themselves agree
-            assert np.array_equal(past[f"past.0.key_{part}"], cache.keys[0][j].numpy()), part
+            stored = cache.tensors[f"past.0.key_{part}"]
+            assert np.array_equal(stored[:, :, :11], ref_cache.keys[0][j].numpy()), part
+            assert not stored[:, :, 11:].any(), f"{part}: rows past the length were written"
+
+
+@pytest.mark.parametrize("name", ["resq", "fp"])
+def test_sequences_of_different_lengths_in_one_batch(exported, name):
+    """past_length is per sequence: a batch of two sequences at different lengths gives each the
+    logits and the cache rows it gets alone (a ragged batch, as continuous batching makes)."""
+    session = OrtDecoder(exported[name][1])
+    rng = np.random.default_rng(4)
+    prompts = [rng.integers(0, 400, (1, n)) for n in (9, 4)]
+    alone = [session.forward(p, session.new_cache(1, 12)) for p in prompts]
+    batch = session.new_cache(2, 12)
+    for name_, t in batch.tensors.items():
+        for b, (_, c) in enumerate(alone):
+            t[b] = c.tensors[name_][0]
+    batch.lengths[:] = [9, 4]
+    token = np.array([[7], [19]])
+    logits, after = session.forward(token, batch)
+    assert after.lengths.tolist() == [10, 5]
+    for b, (_, c) in enumerate(alone):
+        want, want_cache = session.forward(token[b:b + 1], c)
+        np.testing.assert_allclose(logits[b], want[0], rtol=0, atol=ORT_VS_REFERENCE * np.abs(want).max())
+        for name_ in after.tensors:
+            np.testing.assert_array_equal(after.tensors[name_][b], want_cache.tensors[name_][0], err_msg=name_)
+
+
+def test_cache_capacity_is_checked(exported):
+    session = OrtDecoder(exported["resq"][1])
+    _, cache = session.forward(np.array([[1, 2, 3]]), session.new_cache(1, 4))
+    session.forward(np.array([[4]]), cache)
+    with pytest.raises(ConfigError, match="exceed the cache's capacity of 4"):
+        session.forward(np.array([[4, 5]]), cache)
 
 
 def _linear_model(lin, sig):
@@ -257,12 +292,12 @@ def test_other_op_version_and_corrupt_files_are_refused(exported, tmp_path):
         check_onnx_folder(folder)
     with pytest.raises(ArtifactError, match="op version 2.*reads version 1.*resq-export export --artifact .* --out"):
         check_onnx_folder(folder, verify="none")  # as another release would have written it
-    for node in model.graph.node:  # an ONNX folder of op contract v1: its KV cache one code per byte
+    for node in model.graph.node:  # an ONNX folder of op contract v2: its KV cache grows by concatenation
         for attr in node.attribute:
             if attr.name == "plugin_version":
-                attr.s = b"1" if node.op_type == "ResQKVCacheAttention" else str(op_version(node.op_type)).encode()
+                attr.s = b"2" if node.op_type == "ResQKVCacheAttention" else str(op_version(node.op_type)).encode()
     onnx.save(model, str(folder / ORT_FILE))
-    with pytest.raises(ArtifactError, match="ResQKVCacheAttention has op version 1; this resq-export reads version 2"):
+    with pytest.raises(ArtifactError, match="ResQKVCacheAttention has op version 2; this resq-export reads version 3"):
         check_onnx_folder(folder, verify="none")
     (folder / ORT_FILE).write_bytes(b"not a protobuf at all" * 10)
     with pytest.raises(ArtifactError, match="not a readable ONNX file"):
@@ -340,13 +375,13 @@ def test_chunked_prefill_equals_one_call(exported):
 
     session = OrtDecoder(exported["resq"][1])
     ids = torch.randint(0, 400, (1, 37), generator=torch.Generator().manual_seed(5)).numpy()
-    whole, past = session.forward(ids)
-    chunked, past_chunked = prefill(session, ids[0].tolist(), chunk=8)
+    whole, cache = session.forward(ids, session.new_cache(1, 40))
+    chunked, cache_chunked = prefill(session, ids[0].tolist(), capacity=40, chunk=8)
     np.testing.assert_allclose(chunked[0, -1], whole[0, -1], rtol=1e-5, atol=1e-5)
     assert int(chunked[0, -1].argmax()) == int(whole[0, -1].argmax())
-    assert past.keys() == past_chunked.keys()
-    for name in past:  # per-token projections and quantisation: the cached codes do not see the chunking
-        np.testing.assert_array_equal(past[name], past_chunked[name], err_msg=name)
+    assert cache.tensors.keys() == cache_chunked.tensors.keys() and cache_chunked.lengths.tolist() == [37]
+    for name in cache.tensors:  # per-token projections and quantisation: the cached codes do not see the chunking
+        np.testing.assert_array_equal(cache.tensors[name], cache_chunked.tensors[name], err_msg=name)
 
 
 def test_build_with_an_engine_but_no_runtime_stops_after_the_onnx(tiny_dirs, calib_file, tmp_path):
@@ -363,3 +398,20 @@ def test_build_with_an_engine_but_no_runtime_stops_after_the_onnx(tiny_dirs, cal
     assert "TensorRT" in result.output and "Traceback" not in result.output
     assert (tmp_path / "b" / "onnx" / "export.json").is_file() and not (tmp_path / "b" / "validation.json").exists()
     assert not (tmp_path / "m.plan").exists()
+
+
+def test_tensorrt_flavour_updates_the_cache_in_place(exported):
+    """No past -> present copy in the TensorRT flavour of a quantised cache: each past.* input is read
+    by its attention node alone, whose aliased output (ops.json) is the matching present.*. A float
+    cache is written by ScatterElements (a copy), and a graph that copies is caught."""
+    from resq_export.engine.network import cache_copies
+
+    graph = onnx.load(str(exported["resq"][1] / TRT_FILE), load_external_data=False)
+    past = [i.name for i in graph.graph.input if i.name.startswith("past.")]
+    assert len(past) == 2 * 6 and cache_copies(graph) == []
+    fp = onnx.load(str(exported["fp"][1] / TRT_FILE), load_external_data=False)
+    assert cache_copies(fp) == [i.name for i in fp.graph.input if i.name.startswith("past.")]
+    node = next(n for n in graph.graph.node if n.op_type == "ResQKVCacheAttention")
+    node.input[3] = "copied_key_codes"
+    graph.graph.node.append(onnx.helper.make_node("Identity", [past[0]], ["copied_key_codes"]))
+    assert cache_copies(graph) == [past[0]]

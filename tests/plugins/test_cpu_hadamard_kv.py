@@ -74,9 +74,9 @@ def test_kv_append_matches_kv_quantizer(cpu_ref, d, r, bits):
     shape = kv_shape(2, 4, 2, d, r, bits)
     k = torch.randn(2, 2, 5, d) * 3
     cache = cpu_ref.kv_cache(shape, 9)
-    cpu_ref.kv_append(shape, k[:, :, :3].numpy(), cache, 0)  # prefill, then two appends
+    cpu_ref.kv_append(shape, k[:, :, :3].numpy(), cache, 0)  # prefill, then two appends in place
     cpu_ref.kv_append(shape, k[:, :, 3:4].numpy(), cache, 3)
-    cpu_ref.kv_append(shape, k[:, :, 4:].numpy(), cache, 4)
+    cpu_ref.kv_append(shape, k[:, :, 4:].numpy(), cache, np.array([4, 4]))
     q_ref, s_ref, z_ref = quantizer(d, r, bits).quantize(k)
     codes, scales, zeros = cache
     np.testing.assert_array_equal(codes[:, :, :5], q_ref.numpy())
@@ -95,11 +95,33 @@ def test_kv_attention_matches_decoder(cpu_ref, d, r, bits, past, seq):
     kc, vc = cpu_ref.kv_cache(shape, past + seq + 4), cpu_ref.kv_cache(shape, past + seq + 4)
     for cache, x in ((kc, k), (vc, v)):
         cpu_ref.kv_append(shape, x.numpy(), cache, 0)
-    out = cpu_ref.kv_attention(shape, q.numpy(), kc, vc, past + seq)
+    out = cpu_ref.kv_attention(shape, q.numpy(), kc, vc, past)
     quant = quantizer(d, r, bits)
     k_deq, v_deq = quant.dequantize(*quant.quantize(k)), quant.dequantize(*quant.quantize(v))
     ref = _attention(q, k_deq, v_deq, h // hkv, torch.float32).transpose(1, 2).reshape(b, seq, h * d)
     np.testing.assert_allclose(out, ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_kv_sequences_at_their_own_lengths(cpu_ref):
+    """past_length per sequence: each one's rows go to its own length, and its queries read its rows
+    only, as if it were alone in the batch."""
+    d, r, bits = KV_CASES[0]
+    shape, one = kv_shape(2, 4, 2, d, r, bits), kv_shape(1, 4, 2, d, r, bits)
+    lengths = np.array([5, 2])
+    k, v, q = torch.randn(2, 2, 6, d), torch.randn(2, 2, 6, d), torch.randn(2, 4, 1, d)
+    kc, vc = cpu_ref.kv_cache(shape, 8), cpu_ref.kv_cache(shape, 8)
+    for cache, x in ((kc, k), (vc, v)):
+        cpu_ref.kv_append(shape, x[:, :, :5].numpy(), cache, 0)
+        cpu_ref.kv_append(shape, x[:, :, 5:].numpy(), cache, lengths)  # the new token at rows 5 and 2
+    out = cpu_ref.kv_attention(shape, q.numpy(), kc, vc, lengths)
+    for b, n in enumerate(lengths):
+        kb, vb = cpu_ref.kv_cache(one, 8), cpu_ref.kv_cache(one, 8)
+        for cache, x in ((kb, k), (vb, v)):
+            rows = torch.cat([x[b:b + 1, :, :n], x[b:b + 1, :, 5:]], 2)
+            cpu_ref.kv_append(one, rows.numpy(), cache, 0)
+            assert all(np.array_equal(got[b, :, :n + 1], want[0, :, :n + 1])
+                       for got, want in zip(kc if cache is kb else vc, cache))
+        np.testing.assert_array_equal(out[b], cpu_ref.kv_attention(one, q[b:b + 1].numpy(), kb, vb, int(n))[0])
 
 
 def test_kv_refuses_overflow_and_bad_heads(cpu_ref):
@@ -107,5 +129,9 @@ def test_kv_refuses_overflow_and_bad_heads(cpu_ref):
     cache = cpu_ref.kv_cache(shape, 2)
     with pytest.raises(NativeError, match="invalid"):
         cpu_ref.kv_append(shape, np.zeros((1, 2, 3, 16), np.float32), cache, 0)  # 3 tokens, room for 2
+    with pytest.raises(NativeError, match="invalid"):
+        cpu_ref.kv_append(shape, np.zeros((1, 2, 1, 16), np.float32), cache, 2)  # at row 2 of 2
+    with pytest.raises(NativeError, match="invalid"):
+        cpu_ref.kv_attention(shape, np.zeros((1, 4, 1, 16), np.float32), cache, cache, 2)
     with pytest.raises(NativeError, match="invalid"):
         cpu_ref.kv_append(kv_shape(1, 3, 2, 16, 2, 4), np.zeros((1, 2, 1, 16), np.float32), cache, 0)

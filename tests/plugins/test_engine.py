@@ -40,9 +40,10 @@ def test_profiles_cover_prefill_and_decode(onnx_dir):
     lo, opt, hi = shapes["prefill"]["input_ids"]
     assert (lo, opt, hi) == ((1, 1), (1, 16), (2, 64))
     codes = next(n for n in names if n.endswith("key_codes"))
-    assert shapes["prefill"][codes][2][2] == 0  # no past in prefill
-    lo, opt, hi = shapes["decode"][codes]
-    assert (lo[2], opt[2], hi[2]) == (1, 31, 127)
+    for profile, least in (("prefill", 1), ("decode", 2)):  # one cache buffer of up to max_context rows for both
+        lo, opt, hi = shapes[profile][codes]
+        assert (lo[2], opt[2], hi[2]) == (least, 32, 128)
+        assert shapes[profile]["past_length"] == ((1,), (1,), (2,))
     assert shapes["decode"]["input_ids"][2] == (2, 1)
 
 
@@ -54,6 +55,8 @@ def test_bad_limits_are_refused():
     for bad in (dict(opt_context=1), dict(opt_sequence=0), dict(max_context=1, opt_context=1)):
         with pytest.raises(ConfigError, match="at least 2"):
             EngineLimits(**bad)
+    with pytest.raises(ConfigError, match="a prefill call writes its tokens into the cache"):
+        EngineLimits(max_sequence=256, max_context=128, opt_sequence=16, opt_context=64)
 
 
 def test_engine_refuses_what_the_kernels_cannot_run(artifacts, tmp_path):
@@ -228,6 +231,10 @@ def test_engine_builds_and_passes_the_network_check(exports, name, sm, tmp_path)
     assert manifest["network"]["plugin_layers"] == custom and manifest["network"]["layers"]["PLUGIN_V3"] == sum(
         custom.values())
     assert manifest["network"]["profile_corners_checked"] == 6 and list(manifest["profiles"]) == ["prefill", "decode"]
+    # the decode step updates the cache in place: the graph has no past -> present copy, and each
+    # plugin declares its six cache outputs aliased to their inputs (asked of the built library)
+    assert manifest["network"]["kv_cache_copied_inputs"] == 0
+    assert manifest["network"]["aliased_outputs"] == 6 * custom["ResQKVCacheAttention"]
     assert manifest["target_sm"] == int(sm) and manifest["runtime"]["name"] == "tensorrt-rtx"
     assert manifest["plan_bytes"] == plan.stat().st_size > 0
     assert manifest["build"]["peak_rss_mb"] > 0 and manifest["build"]["wall_s"] > 0

@@ -121,33 +121,38 @@ def test_rotate(cpu_ref, cuda_kernels):
 @pytest.mark.parametrize("d,r,bits", [(128, 16, 4), (64, 8, 4), (64, 0, 8), (80, 10, 4)])
 @pytest.mark.parametrize("past,seq", [(0, 17), (100, 1), (4095, 1), (40, 9)])
 def test_kv_cache(cpu_ref, cuda_kernels, d, r, bits, past, seq):
+    """The in-place flow: the past rows, then the new ones written at each sequence's length (the
+    second sequence shorter) into one buffer with spare capacity; the same bytes and attention as
+    the CPU reference."""
     b, h, hkv = 2, 8, 2
     shape = KVShape(b, h, hkv, d, r, bits, 8)
-    total = past + seq
-    k, v, q = torch.randn(b, hkv, total, d), torch.randn(b, hkv, total, d), torch.randn(b, h, seq, d)
-    caches_c = [cpu_ref.kv_cache(shape, total), cpu_ref.kv_cache(shape, total)]
-    past_g = [cuda_kernels.kv_cache(shape, max(past, 1)), cuda_kernels.kv_cache(shape, max(past, 1))]
-    caches_g = [cuda_kernels.kv_cache(shape, total), cuda_kernels.kv_cache(shape, total)]
-    for x, cc, pg, cg in zip((k, v), caches_c, past_g, caches_g):
-        cpu_ref.kv_append(shape, x.numpy(), cc, 0)
-        if past:  # the ONNX flow: past cache -> present (copy) -> append the new tokens
-            cuda_kernels.kv_append(shape, x[:, :, :past].contiguous().cuda(), pg, 0)
-            cuda_kernels.kv_copy(shape, pg, past, cg)
-        cuda_kernels.kv_append(shape, x[:, :, past:].contiguous().cuda(), cg, past)
+    capacity = past + seq + 3
+    lengths = np.array([past, past // 2], np.int32)
+    k, v, q = torch.randn(b, hkv, past + seq, d), torch.randn(b, hkv, past + seq, d), torch.randn(b, h, seq, d)
+    caches_c = [cpu_ref.kv_cache(shape, capacity), cpu_ref.kv_cache(shape, capacity)]
+    caches_g = [cuda_kernels.kv_cache(shape, capacity), cuda_kernels.kv_cache(shape, capacity)]
+    for x, cc, cg in zip((k, v), caches_c, caches_g):
+        for cg_part in cg:
+            cg_part.zero_()
+        if past:
+            cpu_ref.kv_append(shape, x[:, :, :past].numpy(), cc, 0)
+            cuda_kernels.kv_append(shape, x[:, :, :past].contiguous().cuda(), cg, 0)
+        cpu_ref.kv_append(shape, x[:, :, past:].numpy(), cc, lengths)
+        cuda_kernels.kv_append(shape, x[:, :, past:].contiguous().cuda(), cg, torch.from_numpy(lengths))
         for a, g in zip(cc, cg):
             np.testing.assert_array_equal(_cpu(g), a)
-    out_c = cpu_ref.kv_attention(shape, q.numpy(), *caches_c, total)
-    out_g = cuda_kernels.kv_attention(shape, q.cuda(), *caches_g, total)
+    out_c = cpu_ref.kv_attention(shape, q.numpy(), *caches_c, lengths)
+    out_g = cuda_kernels.kv_attention(shape, q.cuda(), *caches_g, torch.from_numpy(lengths))
     np.testing.assert_allclose(_cpu(out_g), out_c, **GPU_VS_CPU)
 
 
 @pytest.mark.parametrize("workspace", ["sized", "none"])
 def test_kv_attention_splits_and_spare_capacity(cpu_ref, cuda_kernels, workspace):
-    """One head, a 128-token prefill: two key splits, the second empty for the first 64 queries, in
-    caches with room beyond the length (left uninitialised on the GPU); with no workspace the kernel
-    runs unsplit and must agree just as well."""
+    """One head, a 128-token prefill into a cache of 2000 rows (left uninitialised on the GPU beyond
+    the length): the keys split by the capacity, most splits past the length and empty; with no
+    workspace the kernel runs unsplit and must agree just as well."""
     shape = KVShape(1, 1, 1, 128, 16, 4, 8)
-    seq, capacity = 128, 200
+    seq, capacity = 128, 2000
     k, v, q = (torch.randn(1, 1, seq, 128) for _ in range(3))
     caches_c = [cpu_ref.kv_cache(shape, capacity) for _ in range(2)]
     caches_g = [cuda_kernels.kv_cache(shape, capacity) for _ in range(2)]
@@ -155,8 +160,8 @@ def test_kv_attention_splits_and_spare_capacity(cpu_ref, cuda_kernels, workspace
         cpu_ref.kv_append(shape, x.numpy(), cc, 0)
         cuda_kernels.kv_append(shape, x.cuda(), cg, 0)
     ws = None if workspace == "sized" else torch.empty(1, dtype=torch.uint8, device="cuda")
-    out_c = cpu_ref.kv_attention(shape, q.numpy(), *caches_c, seq)
-    out_g = cuda_kernels.kv_attention(shape, q.cuda(), *caches_g, seq, workspace=ws)
+    out_c = cpu_ref.kv_attention(shape, q.numpy(), *caches_c, 0)
+    out_g = cuda_kernels.kv_attention(shape, q.cuda(), *caches_g, 0, workspace=ws)
     np.testing.assert_allclose(_cpu(out_g), out_c, **GPU_VS_CPU)
 
 
