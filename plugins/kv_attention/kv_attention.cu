@@ -5,7 +5,10 @@
 // softmax, dequantising K and V on the fly (s * (q - z)); a second kernel merges the splits. One
 // lane owns channels lane, lane + 32, ... of the head. Decode (one query) is bound by reading the
 // cache: resq_kv_row_bytes per token and head (4-bit codes two per byte) plus a scale and a zero
-// point per group, against 2 bytes per channel in FP16. Prefill uses the same kernel (correct, CUDA cores only; a tensor-core prefill is future
+// point per group, against 2 bytes per channel in FP16. A row is 72 bytes at head_dim 128 (36 at
+// 64), too narrow for one wide load per lane, but the rows of one KV head are contiguous: the block
+// stages kTile rows of K and of V at a time into shared memory with 16-byte loads and the lanes
+// pick their nibbles from there. Prefill uses the same kernel (correct, CUDA cores only; a tensor-core prefill is future
 // work, see docs/plugins.md).
 #include <cmath>
 
@@ -18,6 +21,10 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kMaxChan = 8;  // head_dim <= 256
 constexpr int kMinChunk = 64;
+constexpr int kTile = 32;          // cached rows staged per step; a multiple of kWarps
+constexpr int kMaxRowBytes = 256;  // head_dim 256 at 8 bits
+constexpr int kStageBytes = kTile * kMaxRowBytes + 16;  // + the source's misalignment
+static_assert(kTile % kWarps == 0, "each warp keeps the keys t0 + warp + kWarps * n");
 
 struct AttnArgs {
   ResQKVShape s;
@@ -31,15 +38,32 @@ struct AttnArgs {
   float *part_m, *part_l, *part_acc;  // [splits, seq, B*H] (acc: x head_dim), when splits > 1
 };
 
-__device__ __forceinline__ float dequant(const ResQKVShape& s, const uint8_t* codes, const float* scales,
+// the row's channel c, dequantised; row points at the staged codes, slot indexes the scales and zeros
+__device__ __forceinline__ float dequant(const ResQKVShape& s, const uint8_t* row, const float* scales,
                                          const uint8_t* zeros, int64_t slot, int ng, int c, int low) {
   const int g = ng == 2 && c >= low ? 1 : 0;
-  const int q = resq_kv_code(&s, codes + slot * resq_kv_row_bytes(&s), c);
+  const int q = resq_kv_code(&s, row, c);
   return __fmul_rn(__int2float_rn(q - static_cast<int>(zeros[slot * ng + g])), scales[slot * ng + g]);
+}
+
+// Copies the n bytes at src into dst + (src's address mod 16), the block's threads together: the
+// 16-byte-aligned middle with one uint4 load each, the ends byte by byte. Returns that offset.
+__device__ __forceinline__ int stage_bytes(uint8_t* __restrict__ dst, const uint8_t* __restrict__ src, int n) {
+  const int shift = static_cast<int>(reinterpret_cast<uintptr_t>(src) & 15);
+  const int head = min((16 - shift) & 15, n);
+  const int body = (n - head) & ~15;
+  uint8_t* d = dst + shift;
+  for (int j = threadIdx.x; j < head; j += blockDim.x) d[j] = src[j];
+  for (int j = head + body + threadIdx.x; j < n; j += blockDim.x) d[j] = src[j];
+  const uint4* s16 = reinterpret_cast<const uint4*>(src + head);
+  uint4* d16 = reinterpret_cast<uint4*>(d + head);  // shift + head is 0 or 16: aligned
+  for (int j = threadIdx.x; j < body / 16; j += blockDim.x) d16[j] = __ldg(s16 + j);
+  return shift;
 }
 
 __global__ void __launch_bounds__(32 * kWarps) kv_attention_kernel(AttnArgs p) {
   __shared__ float sm_m[kWarps], sm_l[kWarps], sm_acc[kWarps][kMaxChan * 32];
+  __shared__ __align__(16) uint8_t sm_k[kStageBytes], sm_v[kStageBytes];
   const int split = blockIdx.x, i = blockIdx.y;
   const int64_t bhq = blockIdx.z;  // b * H + h
   const int H = p.s.num_heads, d = p.s.head_dim, ng = resq_kv_groups(&p.s), low = d - p.s.high_channels;
@@ -58,25 +82,35 @@ __global__ void __launch_bounds__(32 * kWarps) kv_attention_kernel(AttnArgs p) {
     qv[j] = c < d ? qrow[c] : 0.0f;
     acc[j] = 0.0f;
   }
+  const int rb = resq_kv_row_bytes(&p.s);
   float m = -INFINITY, l = 0.0f;
-  for (int t = t0 + warp; t < t1; t += kWarps) {
-    const int64_t slot = base + t;
-    float dot = 0.0f;
+  for (int tile = t0; tile < t1; tile += kTile) {  // t0, t1 are the block's: every thread syncs alike
+    const int n = min(kTile, t1 - tile);
+    const int kshift = stage_bytes(sm_k, p.kc + (base + tile) * rb, n * rb);
+    const int vshift = stage_bytes(sm_v, p.vc + (base + tile) * rb, n * rb);
+    __syncthreads();
+    for (int t = tile + warp; t < tile + n; t += kWarps) {
+      const int64_t slot = base + t;
+      const uint8_t* krow = sm_k + kshift + (t - tile) * rb;
+      const uint8_t* vrow = sm_v + vshift + (t - tile) * rb;
+      float dot = 0.0f;
 #pragma unroll
-    for (int j = 0; j < kMaxChan; ++j) {
-      const int c = lane + 32 * j;
-      if (c < d) dot += qv[j] * dequant(p.s, p.kc, p.ks, p.kz, slot, ng, c, low);
-    }
-    const float score = warp_sum(dot) * p.scale;
-    const float m_new = fmaxf(m, score);
-    const float corr = __expf(m - m_new), e = __expf(score - m_new);
-    l = l * corr + e;
+      for (int j = 0; j < kMaxChan; ++j) {
+        const int c = lane + 32 * j;
+        if (c < d) dot += qv[j] * dequant(p.s, krow, p.ks, p.kz, slot, ng, c, low);
+      }
+      const float score = warp_sum(dot) * p.scale;
+      const float m_new = fmaxf(m, score);
+      const float corr = __expf(m - m_new), e = __expf(score - m_new);
+      l = l * corr + e;
 #pragma unroll
-    for (int j = 0; j < kMaxChan; ++j) {
-      const int c = lane + 32 * j;
-      if (c < d) acc[j] = acc[j] * corr + e * dequant(p.s, p.vc, p.vs, p.vz, slot, ng, c, low);
+      for (int j = 0; j < kMaxChan; ++j) {
+        const int c = lane + 32 * j;
+        if (c < d) acc[j] = acc[j] * corr + e * dequant(p.s, vrow, p.vs, p.vz, slot, ng, c, low);
+      }
+      m = m_new;
     }
-    m = m_new;
+    __syncthreads();  // the next tile overwrites the staged rows
   }
   // merge the warps
   if (lane == 0) {
@@ -188,6 +222,7 @@ RESQ_KAPI int resq_cuda_kv_attention(const ResQKVAttentionParams* p, void* strea
   if (!past_length || seq <= 0 || seq > capacity) return RESQ_ERR_INVALID;
   static_assert(kMaxChan * 32 == spec::ResQKVCacheAttention::gpu_max_head_dim, "ops.json's gpu.max_head_dim");
   if (s->head_dim > spec::ResQKVCacheAttention::gpu_max_head_dim || seq > 65535) return RESQ_ERR_UNSUPPORTED;  // seq: gridDim.y
+  if (resq_kv_row_bytes(s) > kMaxRowBytes) return RESQ_ERR_UNSUPPORTED;  // never at head_dim <= 256: guards kStageBytes
   AttnArgs a{};
   a.s = *s;
   a.seq = seq;

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import params as P
 from ..export.spec import PREPARED_LINEAR
-from .loader import check, kv_row_bytes, layout_of, load
+from .loader import check, kv_cache_shapes, layout_of, load
 
 
 def _p(a: np.ndarray | None):
@@ -126,9 +126,8 @@ def rotate(x: np.ndarray, u: np.ndarray) -> np.ndarray:
 
 def kv_cache(shape: P.KVShape, capacity: int):
     """Empty cache buffers (codes, scales, zeros) of one tensor (K or V)."""
-    g = 2 if shape.high_channels else 1
-    lead = (shape.batch, shape.num_kv_heads, capacity)
-    return (np.zeros((*lead, kv_row_bytes(shape)), np.uint8), np.zeros((*lead, g), np.float32), np.zeros((*lead, g), np.uint8))
+    codes, groups = kv_cache_shapes(shape, capacity)
+    return np.zeros(codes, np.uint8), np.zeros(groups, np.float32), np.zeros(groups, np.uint8)
 
 
 def _kv(cache) -> P.KVCache:

@@ -9,7 +9,7 @@ import torch
 
 from ..export.spec import PREPARED_LINEAR
 from . import params as P
-from .loader import check, kv_row_bytes, layout_of, load
+from .loader import check, kv_cache_shapes, layout_of, load
 
 F32, F16, BF16 = 0, 1, 2
 _DTYPES = {torch.float32: F32, torch.float16: F16, torch.bfloat16: BF16}
@@ -152,10 +152,8 @@ def rotate(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def kv_cache(shape: P.KVShape, capacity: int):
-    g = 2 if shape.high_channels else 1
-    lead = (shape.batch, shape.num_kv_heads, capacity)
-    return (_empty((*lead, kv_row_bytes(shape)), torch.uint8), _empty((*lead, g), torch.float32),
-            _empty((*lead, g), torch.uint8))
+    codes, groups = kv_cache_shapes(shape, capacity)
+    return _empty(codes, torch.uint8), _empty(groups, torch.float32), _empty(groups, torch.uint8)
 
 
 def _kv(cache) -> P.KVCache:

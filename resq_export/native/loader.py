@@ -57,6 +57,13 @@ def kv_row_bytes(shape: KVShape) -> int:
     return n
 
 
+def kv_cache_shapes(shape: KVShape, capacity: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Shapes of one cached tensor's codes and of its scales (= its zero points) at this capacity:
+    [B, Hkv, L, C] and [B, Hkv, L, G], G = 2 with a high group, else 1 (resq_kv_groups)."""
+    lead = (shape.batch, shape.num_kv_heads, capacity)
+    return (*lead, kv_row_bytes(shape)), (*lead, 2 if shape.high_channels else 1)
+
+
 def layout_of(shape: LinearShape) -> LinearLayoutC:
     out = LinearLayoutC()
     check("resq_layout_of", load("resq_cpu_ref").resq_layout_of(ctypes.byref(shape), ctypes.byref(out)))
