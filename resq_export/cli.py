@@ -64,6 +64,9 @@ _QUANT_OPTIONS = [
     click.option("--high-bits", type=int, default=None, help="Bits of the high-variance subspace [8]."),
     click.option("--high-fraction", type=float, default=None, help="Share of channels at --high-bits [0.125 for resq]."),
     click.option("--group-size", type=int, default=None, help="Input channels per scale group; 0: per part [0; 64 for lqer]."),
+    click.option("--down-group-size", type=int, default=None,
+                 help="Channels per scale group of the down projection's input alone; 0: --group-size "
+                      "[64 for resq, where it divides the intermediate size; else 0]."),
     click.option("--lqer-rank", type=int, default=None, help="Rank of the LQER correction; 0: none [0; 32 for lqer]."),
     click.option("--calib-data", multiple=True, type=click.Path(), help="Plain text or .jsonl files (repeatable)."),
     click.option("--nsamples", type=int, default=None, help="Calibration windows [64]."),
@@ -80,11 +83,11 @@ def quant_options(f):
 
 
 def _quant_config(method, weight_algo, w_bits, a_bits, kv_bits, high_bits, high_fraction, group_size,
-                  lqer_rank, nsamples, seqlen, seed) -> QuantConfig:
+                  down_group_size, lqer_rank, nsamples, seqlen, seed) -> QuantConfig:
     return QuantConfig.for_method(
         method, weight_algo=weight_algo, w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits, high_bits=high_bits,
-        high_fraction=high_fraction, group_size=group_size, lqer_rank=lqer_rank, nsamples=nsamples,
-        seqlen=seqlen, seed=seed,
+        high_fraction=high_fraction, group_size=group_size, down_group_size=down_group_size, lqer_rank=lqer_rank,
+        nsamples=nsamples, seqlen=seqlen, seed=seed,
     )
 
 

@@ -25,6 +25,8 @@ class QuantConfig:
     online_hadamard: bool = True  # U_D on the down_proj input
     weight_algo: str = "gptq"
     group_size: int = 0  # channels per scale group along the input axis; 0: one group per precision part
+    down_group_size: int = 0  # groups of the down_proj input (all 4-bit after the Hadamard); 0: group_size.
+    # Where it does not divide the intermediate size, group_size applies (a warning says so).
     lqer_rank: int = 0
     lqer_bits: int = 8
     clip_search: bool = True
@@ -40,7 +42,7 @@ class QuantConfig:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         presets: dict[str, dict[str, Any]] = {
-            "resq": {},
+            "resq": {"down_group_size": 64},  # issue 18: out of domain 1.320x -> 1.246x FP (docs/results.md)
             "quarot": {"rotation": "random", "high_fraction": 0.0},
             "rtn": {"rotation": "none", "high_fraction": 0.0, "online_hadamard": False, "weight_algo": "rtn"},
             "lqer": {"rotation": "none", "high_fraction": 0.0, "online_hadamard": False, "weight_algo": "rtn",
@@ -90,6 +92,8 @@ class QuantConfig:
             raise ConfigError("--lqer-rank must be >= 0 and the LQER factors are 8-bit")
         if self.group_size < 0 or self.group_size % 2:
             raise ConfigError(f"--group-size must be 0 or a positive even number, got {self.group_size}")
+        if self.down_group_size < 0 or self.down_group_size % 2:
+            raise ConfigError(f"--down-group-size must be 0 or a positive even number, got {self.down_group_size}")
         if self.nsamples < 1 or self.seqlen < 2:
             raise ConfigError("--nsamples must be >= 1 and --seqlen >= 2")
 

@@ -7,6 +7,7 @@ then the 8-bit ones (the high-variance subspace is the last channels, see transf
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from .algo.quant import dequantize_groups, group_bounds, pack_int4, quantize_gro
 from .config import QuantConfig
 from .errors import ConfigError
 from .models.config import ModelConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,16 @@ def _part_layout(parts: list[tuple[list[int], bool]], cfg: QuantConfig) -> Linea
     return LinearLayout(tuple(sizes), tuple(w_bits), tuple(a_bits))
 
 
+def _down_group_size(model: ModelConfig, cfg: QuantConfig) -> int:
+    size = cfg.down_group_size
+    if size and model.intermediate_size > size and model.intermediate_size % size:
+        logger.warning("the down projection's %d input channels do not split into groups of %d: "
+                       "grouping them as the other linears' (--group-size %d)", model.intermediate_size, size,
+                       cfg.group_size)
+        return cfg.group_size
+    return size or cfg.group_size
+
+
 def role_layouts(model: ModelConfig, cfg: QuantConfig) -> dict[str, LinearLayout]:
     hid, hd, nh = model.hidden_size, model.head_dim, model.num_heads
     r_res, r_head = high_channels(hid, cfg), high_channels(hd, cfg)
@@ -117,7 +130,7 @@ def role_layouts(model: ModelConfig, cfg: QuantConfig) -> dict[str, LinearLayout
         "attn_qkv": residual,
         "attn_o": _part_layout(o_parts, cfg),
         "mlp_gate_up": residual,
-        "mlp_down": _part_layout([(_split(model.intermediate_size, g), False)], cfg),
+        "mlp_down": _part_layout([(_split(model.intermediate_size, _down_group_size(model, cfg)), False)], cfg),
     }
 
 

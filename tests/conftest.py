@@ -30,7 +30,7 @@ def artifacts(tiny_dirs, calib_file, tmp_path_factory):
     root = tmp_path_factory.mktemp("art")
     runs = {
         "resq": ("llama", []),
-        "resq_lqer": ("qwen2", ["--method", "resq", "--lqer-rank", "4"]),
+        "resq_lqer": ("qwen2", ["--method", "resq", "--lqer-rank", "4", "--down-group-size", "32"]),
         "quarot": ("mistral", ["--method", "quarot"]),
         "rtn": ("llama", ["--method", "rtn"]),
         "lqer": ("llama3", ["--method", "lqer", "--lqer-rank", "4", "--group-size", "32"]),

@@ -341,3 +341,14 @@ def test_eval_windows_zero_windows():
         eval_windows(torch.arange(105), seqlen=10, max_tokens=9)
     with pytest.raises(DataError):
         eval_windows(torch.arange(105), seqlen=1)
+
+
+@pytest.mark.parametrize("name", ["calib_austen_en.txt", "calib_jargon_en.txt"])
+def test_other_domain_calibration_files_are_clean_and_disjoint_from_eval(name):
+    path = default_calibration_path().parent / name
+    text = path.read_text(encoding="utf-8")
+    assert len(text) > 200_000 and "\r" not in text and "\n\n\n" not in text
+    assert not re.search(r"[ \t]+\n", text) and text.endswith("\n") and not text.endswith("\n\n")
+    for other in (default_eval_path(), default_calibration_path()):
+        assert not long_paragraphs(text) & long_paragraphs(other.read_text(encoding="utf-8"))
+    assert name in (path.parent / "README.md").read_text(encoding="utf-8")

@@ -265,3 +265,25 @@ def test_all_finite_checks_every_piece():
         u = t.clone()
         u[2, 99, 69] = bad  # in the last, partial piece
         assert not all_finite(u, block=64) and not all_finite(u.mT, block=64)
+
+
+def test_down_group_size_groups_the_down_projection_alone(caplog):
+    from resq_export.config import QuantConfig
+    from resq_export.errors import ConfigError
+    from resq_export.layout import role_layouts
+    from resq_export.models.config import ModelConfig
+
+    model = ModelConfig("llama", 256, 64, 2, 4, 2, 16, 192, 1e-5, 10000.0)
+    plain = role_layouts(model, QuantConfig.for_method("resq", down_group_size=0))
+    default = role_layouts(model, QuantConfig.for_method("resq"))
+    assert plain["mlp_down"].group_sizes == (192,)
+    assert default["mlp_down"].group_sizes == (64, 64, 64) and set(default["mlp_down"].a_bits) == {4}
+    assert all(default[r] == plain[r] for r in ("attn_qkv", "attn_o", "mlp_gate_up"))
+    assert role_layouts(model, QuantConfig.for_method("quarot"))["mlp_down"].group_sizes == (192,)
+    # 96 channels (the tiny test models): groups of 64 do not fit, so the down input keeps one group
+    small = ModelConfig("llama", 256, 64, 2, 4, 2, 16, 96, 1e-5, 10000.0)
+    assert role_layouts(small, QuantConfig.for_method("resq"))["mlp_down"].group_sizes == (96,)
+    assert "do not split into groups of 64" in caplog.text
+    assert role_layouts(small, QuantConfig.for_method("resq", down_group_size=32))["mlp_down"].group_sizes == (32,) * 3
+    with pytest.raises(ConfigError, match="--down-group-size"):
+        QuantConfig.for_method("resq", down_group_size=3)

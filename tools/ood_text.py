@@ -1,0 +1,34 @@
+"""Writes the out-of-domain evaluation text of issue 18 (docs/results.md): the GNU coreutils manual
+as Debian ships it (package coreutils, /usr/share/info/coreutils.info.gz; GNU Free Documentation
+License 1.3), from its "1 Introduction" node on, info control characters and node header lines
+removed, the first N characters. Read on the machine that evaluates, never shipped.
+
+    python tools/ood_text.py OUT.txt [--chars 80000] [--info /usr/share/info/coreutils.info.gz]
+"""
+
+import argparse
+import gzip
+import re
+from pathlib import Path
+
+
+def coreutils_text(info: Path, chars: int) -> str:
+    raw = gzip.decompress(info.read_bytes()).decode("utf-8")
+    start = raw.index("Node: Introduction,")
+    body = raw[raw.rindex("\x1f", 0, start):]
+    lines = [ln for ln in body.split("\n") if not ln.startswith(("\x1f", "File: coreutils.info,"))]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines).replace("\x7f", "").replace("\x08", ""))
+    return text.strip("\n")[:chars]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--chars", type=int, default=80_000)
+    ap.add_argument("--info", type=Path, default=Path("/usr/share/info/coreutils.info.gz"))
+    args = ap.parse_args()
+    args.out.write_text(coreutils_text(args.info, args.chars) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
