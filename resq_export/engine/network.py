@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import onnx
 
-from ..export.spec import DOMAIN, PREPARED_LINEAR, op_spec, op_version, prepared_inputs
+from ..export.spec import DOMAIN, PREPARED_LINEAR, op_spec, op_version, output_aliases, prepared_inputs
 
 # The TensorRT flavour carries the spec's uint8 tensors as int8 with the same bytes (docs/plugins.md).
 _TRT_DTYPE = {"float32": "FLOAT", "int8": "INT8", "uint8": "INT8", "int32": "INT32"}
@@ -149,14 +149,13 @@ def _check_aliases(node, aliased_input) -> list[str]:
     """Each output that ops.json aliases to an input (the KV cache's present to its past) is declared
     so by the plugin made from this node's attributes, so that TensorRT gives both one buffer and the
     plugin writes the cache in place. aliased_input(op, attrs, output): the plugin library's answer."""
-    spec = op_spec(node.op_type)
-    names = [i["name"] for i in spec["inputs"]]
+    outputs = op_spec(node.op_type)["outputs"]
     problems = []
-    for j, out in enumerate(spec["outputs"]):
-        want = names.index(out["aliases"]) if out.get("aliases") else -1
+    for j, want in enumerate(output_aliases(node.op_type)):
         got = aliased_input(node.op_type, _attributes(node), j)
         if got != want:
-            problems.append(f"{node.name}: the plugin aliases output {out['name']} to input {got}, the spec to {want}")
+            problems.append(f"{node.name}: the plugin aliases output {outputs[j]['name']} to input {got}, "
+                            f"the spec to {want}")
     return problems
 
 
@@ -177,9 +176,7 @@ def cache_copies(graph: onnx.ModelProto) -> list[str]:
         in_place = False
         if len(users) == 1 and users[0][0].domain == DOMAIN:
             node, j = users[0]
-            spec = op_spec(node.op_type)
-            names = [i["name"] for i in spec["inputs"]]
-            outs = [k for k, o in enumerate(spec["outputs"]) if o.get("aliases") and names.index(o["aliases"]) == j]
+            outs = [k for k, source in enumerate(output_aliases(node.op_type)) if source == j]
             in_place = bool(outs) and node.output[outs[0]] == inp.name.replace("past.", "present.", 1)
         if not in_place:
             copied.append(inp.name)
@@ -250,5 +247,5 @@ def check_network(trt, network, graph: onnx.ModelProto, profiles: Mapping[str, M
             "plugin_layers": dict(Counter(n.op_type for n, _ in pairs)),
             "profile_corners_checked": corners,
             "kv_cache_copied_inputs": len(cache_copies(graph)),
-            "aliased_outputs": sum(1 for n, _ in pairs for o in op_spec(n.op_type)["outputs"] if o.get("aliases"))
+            "aliased_outputs": sum(1 for n, _ in pairs for source in output_aliases(n.op_type) if source >= 0)
             if aliased_input else None}

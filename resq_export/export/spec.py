@@ -22,8 +22,17 @@ def load_spec() -> dict[str, Any]:
 CACHE_DIM = "cache_capacity"
 PAST_LENGTH = "past_length"
 
+
 def op_spec(name: str) -> dict[str, Any]:
     return load_spec()["ops"][name]
+
+
+def output_aliases(op: str) -> list[int]:
+    """Per output of `op`, the spec position of the input it aliases ("aliases"), -1 for none: the
+    table the generated header gives the plugins as kOutputAliasesInput."""
+    spec = op_spec(op)
+    names = [i["name"] for i in spec["inputs"]]
+    return [names.index(o["aliases"]) if o.get("aliases") else -1 for o in spec["outputs"]]
 
 
 def check_abi(path, version_function) -> None:
