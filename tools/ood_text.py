@@ -27,7 +27,12 @@ def main() -> None:
     ap.add_argument("--chars", type=int, default=80_000)
     ap.add_argument("--info", type=Path, default=Path("/usr/share/info/coreutils.info.gz"))
     args = ap.parse_args()
-    args.out.write_text(coreutils_text(args.info, args.chars) + "\n", encoding="utf-8")
+    if args.out.exists():
+        raise SystemExit(f"{args.out} exists: choose another path (this tool writes only new files)")
+    text = coreutils_text(args.info, args.chars) + "\n"
+    tmp = args.out.with_name(args.out.name + ".partial")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(args.out)
 
 
 if __name__ == "__main__":
