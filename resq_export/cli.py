@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import METHODS, QuantConfig
+from .config import AUTO_GROUP_SIZE, METHODS, QuantConfig
 from .errors import ResQError
 
 
@@ -44,6 +44,23 @@ class _Group(click.Group):
             ctx.exit(130)
 
 
+class _GroupSize(click.ParamType):
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "auto":
+            return AUTO_GROUP_SIZE
+        try:
+            n = int(value)
+        except ValueError:
+            n = -2
+        if n < 0:
+            self.fail(f"{value!r} is neither auto nor a number of channels >= 0", param, ctx)
+        return n
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="resq-export")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
@@ -63,7 +80,10 @@ _QUANT_OPTIONS = [
     click.option("--kv-bits", type=int, default=None, help="KV-cache bits; 16 keeps it float [4; 16 for lqer]."),
     click.option("--high-bits", type=int, default=None, help="Bits of the high-variance subspace [8]."),
     click.option("--high-fraction", type=float, default=None, help="Share of channels at --high-bits [0.125 for resq]."),
-    click.option("--group-size", type=int, default=None, help="Input channels per scale group; 0: per part [0; 64 for lqer]."),
+    click.option("--group-size", type=_GroupSize(), default=None,
+                 help="Input channels per scale group; 0: one per precision part; auto: per model, the widest "
+                      "width up to 128 that divides both parts (72 for SmolLM2, 128 for Llama-3-8B) [auto for "
+                      "resq; 64 for lqer; else 0]."),
     click.option("--down-group-size", type=int, default=None,
                  help="Channels per scale group of the down projection's input alone; 0: --group-size "
                       "[64 for resq, where it divides the intermediate size; else 0]."),

@@ -11,6 +11,7 @@ SCHEMA_VERSION = 1
 METHODS = ("resq", "quarot", "rtn", "lqer", "fp")
 WEIGHT_ALGOS = ("gptq", "rtn")
 ROTATIONS = ("pca", "random", "none")
+AUTO_GROUP_SIZE = -1  # --group-size auto: a width per model that divides its parts (layout.auto_group_size)
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,8 @@ class QuantConfig:
     rotation: str = "pca"  # pca (ResQ), random (QuaRot), none
     online_hadamard: bool = True  # U_D on the down_proj input
     weight_algo: str = "gptq"
-    group_size: int = 0  # channels per scale group along the input axis; 0: one group per precision part
+    group_size: int = 0  # channels per scale group along the input axis; 0: one group per precision part;
+    # AUTO_GROUP_SIZE: the model's widest fitting width up to 128 (the ResQ default)
     down_group_size: int = 0  # groups of the down_proj input (all 4-bit after the Hadamard); 0: group_size.
     # Where it does not divide the intermediate size, group_size applies (a warning says so).
     lqer_rank: int = 0
@@ -42,7 +44,8 @@ class QuantConfig:
         if method not in METHODS:
             raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         presets: dict[str, dict[str, Any]] = {
-            "resq": {"down_group_size": 64},  # issue 18: out of domain 1.320x -> 1.246x FP (docs/results.md)
+            # issue 18 (docs/results.md): out of domain 1.320x -> 1.246x FP (down 64) -> 1.184x (auto: 72 on SmolLM2)
+            "resq": {"down_group_size": 64, "group_size": AUTO_GROUP_SIZE},
             "quarot": {"rotation": "random", "high_fraction": 0.0},
             "rtn": {"rotation": "none", "high_fraction": 0.0, "online_hadamard": False, "weight_algo": "rtn"},
             "lqer": {"rotation": "none", "high_fraction": 0.0, "online_hadamard": False, "weight_algo": "rtn",
@@ -90,8 +93,8 @@ class QuantConfig:
             raise ConfigError(f"unknown weight algorithm {self.weight_algo!r}; choose gptq or rtn")
         if self.lqer_rank < 0 or self.lqer_bits != 8:
             raise ConfigError("--lqer-rank must be >= 0 and the LQER factors are 8-bit")
-        if self.group_size < 0 or self.group_size % 2:
-            raise ConfigError(f"--group-size must be 0 or a positive even number, got {self.group_size}")
+        if self.group_size != AUTO_GROUP_SIZE and (self.group_size < 0 or self.group_size % 2):
+            raise ConfigError(f"--group-size must be auto, 0 or a positive even number, got {self.group_size}")
         if self.down_group_size < 0 or self.down_group_size % 2:
             raise ConfigError(f"--down-group-size must be 0 or a positive even number, got {self.down_group_size}")
         if self.nsamples < 1 or self.seqlen < 2:

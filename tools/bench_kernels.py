@@ -25,12 +25,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from resq_export.config import QuantConfig
+from resq_export.layout import role_layouts
+from resq_export.models.config import ModelConfig
 from resq_export.native import cuda as K
 from resq_export.native.params import KVShape, LinearShape
 
-# (name, K, N, ResQ groups): qkv/up-like rows keep the last 1/8 of channels at 8 bits; down_proj is
-# one 4-bit group (docs/ops.md).
-GEMMS = [("4096x4096", 4096, 4096, 512), ("4096x14336", 4096, 14336, 512), ("14336x4096", 14336, 4096, 0)]
+# Llama-3-8B's linears in the default ResQ layouts (docs/ops.md): qkv/up-like rows keep the last 1/8
+# of channels at 8 bits, in groups of 128 (--group-size auto); down_proj's input is 4-bit, in groups of 64.
+LLAMA3_8B = ModelConfig("llama", 128256, 4096, 32, 32, 8, 128, 14336, 1e-5, 500000.0)
+_LAYOUTS = role_layouts(LLAMA3_8B, QuantConfig.for_method("resq"))
+GEMMS = [("4096x4096", 4096, _LAYOUTS["attn_qkv"].op_parts()), ("4096x14336", 14336, _LAYOUTS["mlp_gate_up"].op_parts()),
+         ("14336x4096", 4096, _LAYOUTS["mlp_down"].op_parts())]  # (name, N, the op's K parts)
 MS = [1, 16, 128, 2048]
 CONTEXTS = [1024, 4096, 16384]
 
@@ -90,16 +96,18 @@ def copy_bandwidth(warmup: int, reps: int) -> float:
 
 def gemm_rows(warmup: int, reps: int) -> list[dict]:
     rows = []
-    for name, k, n, high in GEMMS:
-        k_low = k - high
-        shape = LinearShape(k, k_low, 1, 1 if high else 0, 4, 8)
-        w_bytes = n * (k_low // 2 + high)  # what the decode GEMM must read: packed 4-bit + 8-bit weights
+    for name, n, parts in GEMMS:
+        k, k_low, groups = parts.k, parts.k_low, parts.low_groups + parts.high_groups
+        high = k - k_low
+        shape = LinearShape(k, k_low, parts.low_groups, parts.high_groups, parts.a_bits_low, parts.a_bits_high)
+        # what the decode GEMM must read: packed 4-bit + 8-bit weights and a float32 scale per group
+        w_bytes = n * (k_low // 2 + high + 4 * groups)
         sets = input_sets(w_bytes)
         ours = []
         for _ in range(sets):
             w_low = torch.randint(-128, 128, (n, k_low // 2), dtype=torch.int8, device="cuda")
             w_high = torch.randint(-128, 128, (n, high), dtype=torch.int8, device="cuda") if high else None
-            ours.append((K.prepare_weights(shape, w_low, w_high, n), torch.rand(n, 2 if high else 1, device="cuda") * 0.01))
+            ours.append((K.prepare_weights(shape, w_low, w_high, n), torch.rand(n, groups, device="cuda") * 0.01))
         fp16_sets = input_sets(2 * k * n)
         w16 = [torch.randn(k, n, dtype=torch.float16, device="cuda") for _ in range(fp16_sets)]
         for m in MS:

@@ -11,7 +11,9 @@ variant with this tool's own baseline, not with `resq-export eval`.
 
 Variants: --float-roles R1,R2 (those linears' inputs stay float; --layers A:B restricts it to layers
 A..B-1), --kv-float, --clip C (4-bit activation ranges scaled by C), --kv-clip C, --sub N (the
-4-bit activation groups of attn_qkv and mlp_gate_up split into sub-groups of N channels).
+4-bit activation groups of attn_qkv and mlp_gate_up split into sub-groups of N channels),
+--float-weights ART16 (the weights of a transforms-only artifact instead of the integer ones: with
+--float-roles and --kv-float the W16A4KV16 / W16A16KV4 rows).
 """
 
 from __future__ import annotations
@@ -49,11 +51,13 @@ def fake_quant(x: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
 
 
 class FakeQuantInput:
-    """A QuantLinear whose input is fake-quantised by this variant, then run on float activations."""
+    """A QuantLinear whose input is fake-quantised by this variant, then run on float activations;
+    float_lin: the same linear with float weights instead (the activation groups stay the QuantLinear's)."""
 
-    def __init__(self, lin, sub: int, clip: float, keep_float: bool):
+    def __init__(self, lin, sub: int, clip: float, keep_float: bool, float_lin=None):
         self.groups = list(zip(group_bounds(lin.layout.group_sizes), lin.layout.a_bits))
-        self.lin = dataclasses.replace(lin, layout=dataclasses.replace(lin.layout, a_bits=(16,) * len(self.groups)))
+        self.lin = float_lin or dataclasses.replace(
+            lin, layout=dataclasses.replace(lin.layout, a_bits=(16,) * len(self.groups)))
         self.sub, self.clip, self.keep_float = sub, clip, keep_float
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,6 +90,21 @@ class ClippedKVQuantizer(KVQuantizer):
         return torch.cat(packed, -1), torch.cat(scales, -1), torch.cat(zeros, -1).to(torch.uint8)
 
 
+def same_basis(quantised, floating, i: int) -> None:
+    """--float-weights must come from the same rotations (same model, calibration, seed): its online
+    rotations equal the artifact's, and its weights match the dequantised ones to about the 4-bit
+    rounding error rather than being unrelated."""
+    for name in ("key_rotation", "down_rotation"):
+        a, b = getattr(quantised, name), getattr(floating, name)
+        if (a is None) != (b is None) or (a is not None and not torch.equal(a, b)):
+            raise SystemExit(f"--float-weights: layer {i}'s {name} differs from the artifact's (other rotations)")
+    for field in LAYER_FIELDS.values():
+        w, w_q = getattr(floating, field).weight.double(), getattr(quantised, field).dequantized_weight().double()
+        rel = ((w - w_q).norm() / w.norm()).item()
+        if rel > 0.5:
+            raise SystemExit(f"--float-weights: layer {i}'s {field} weights differ by {rel:.2f} relative (other basis)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--artifact", required=True)
@@ -97,20 +116,28 @@ def main() -> None:
     p.add_argument("--sub", type=int, default=0)
     p.add_argument("--kv-clip", type=float, default=1.0)
     p.add_argument("--kv-float", action="store_true")
+    p.add_argument("--float-weights", default="",
+                   help="a transforms-only artifact of the same model, calibration and seed (resq-export quantize "
+                        "--w-bits 16 --a-bits 16 --kv-bits 16): its float weights replace the integer ones")
     p.add_argument("--max-tokens", type=int, default=8192)
     p.add_argument("--seqlen", type=int, default=512)
     args = p.parse_args()
     reader = open_artifact(args.artifact)
+    floats = open_artifact(args.float_weights) if args.float_weights else None
     float_roles = set(filter(None, args.float_roles.split(",")))
     first, stop = map(int, args.layers.split(":")) if args.layers else (0, reader.config.num_layers)
     read_layer = reader.layer
 
     def layer(i: int):
         lay = read_layer(i)
+        float_lay = floats.layer(i) if floats else None
+        if float_lay is not None:
+            same_basis(lay, float_lay, i)
         for role, field in LAYER_FIELDS.items():
             sub = args.sub if role in RESIDUAL_ROLES else 0
             keep_float = role in float_roles and first <= i < stop
-            setattr(lay, field, FakeQuantInput(getattr(lay, field), sub, args.clip, keep_float))
+            float_lin = getattr(float_lay, field) if float_lay is not None else None
+            setattr(lay, field, FakeQuantInput(getattr(lay, field), sub, args.clip, keep_float, float_lin))
         return lay
 
     reader.layer = layer  # this instance only: the tool's variants, the package untouched

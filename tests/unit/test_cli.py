@@ -2,6 +2,7 @@
 
 import json
 
+import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -200,3 +201,13 @@ def test_singular_hessian_is_named(tiny_dirs, calib_file, tmp_path, monkeypatch)
     monkeypatch.setattr(q, "gptq_quantize", planted)
     _quantize_fails(tiny_dirs["llama"], calib_file, tmp_path,
                     "layer 1 mlp_down (Hessian of its input): Hessian not positive definite after damping 0.01")
+
+
+def test_group_size_takes_auto_or_a_count():
+    from resq_export.cli import _GroupSize
+    from resq_export.config import AUTO_GROUP_SIZE
+
+    assert _GroupSize().convert("auto", None, None) == AUTO_GROUP_SIZE and _GroupSize().convert("72", None, None) == 72
+    for bad in ("-1", "wide"):
+        with pytest.raises(click.BadParameter):
+            _GroupSize().convert(bad, None, None)

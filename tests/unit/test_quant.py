@@ -274,7 +274,7 @@ def test_down_group_size_groups_the_down_projection_alone(caplog):
     from resq_export.models.config import ModelConfig
 
     model = ModelConfig("llama", 256, 64, 2, 4, 2, 16, 192, 1e-5, 10000.0)
-    plain = role_layouts(model, QuantConfig.for_method("resq", down_group_size=0))
+    plain = role_layouts(model, QuantConfig.for_method("resq", down_group_size=0, group_size=0))
     default = role_layouts(model, QuantConfig.for_method("resq"))
     assert plain["mlp_down"].group_sizes == (192,)
     assert default["mlp_down"].group_sizes == (64, 64, 64) and set(default["mlp_down"].a_bits) == {4}
@@ -287,3 +287,28 @@ def test_down_group_size_groups_the_down_projection_alone(caplog):
     assert role_layouts(small, QuantConfig.for_method("resq", down_group_size=32))["mlp_down"].group_sizes == (32,) * 3
     with pytest.raises(ConfigError, match="--down-group-size"):
         QuantConfig.for_method("resq", down_group_size=3)
+
+
+def test_auto_group_size_divides_both_parts_and_prefers_the_kernel_tile():
+    from resq_export.config import QuantConfig
+    from resq_export.layout import auto_group_size, role_layouts
+    from resq_export.models.config import ModelConfig
+
+    # hidden size -> the width ResQ's residual linears get (parts H - H/8 and H/8)
+    expected = {576: 72, 4096: 128, 2048: 128, 896: 112, 1536: 64, 3584: 64, 64: 0}
+    for hidden, width in expected.items():
+        r = hidden // 8
+        assert auto_group_size((hidden - r, r)) == width, hidden
+        if width:  # the widest even divisor of both parts in [32, 128], a multiple of 64 where one fits
+            fits = [w for w in range(32, 129, 2) if (hidden - r) % w == 0 and r % w == 0]
+            assert width in fits and (width % 64 == 0 or not any(w % 64 == 0 for w in fits))
+    smollm2 = ModelConfig("llama", 256, 576, 2, 9, 3, 64, 1536, 1e-5, 10000.0)
+    lay = role_layouts(smollm2, QuantConfig.for_method("resq"))
+    for role in ("attn_qkv", "mlp_gate_up"):
+        assert lay[role].group_sizes == (72,) * 8 and lay[role].w_bits == (4,) * 7 + (8,)
+        assert lay[role].op_parts().low_groups == 7 and lay[role].op_parts().high_groups == 1
+    assert lay["mlp_down"].group_sizes == (64,) * 24
+    # an explicit width stays exactly what was asked for; 0 keeps one group per part
+    assert role_layouts(smollm2, QuantConfig.for_method("resq", group_size=0))["attn_qkv"].group_sizes == (504, 72)
+    assert role_layouts(smollm2, QuantConfig.for_method("resq", group_size=36))["attn_qkv"].group_sizes == (36,) * 16
+    assert role_layouts(smollm2, QuantConfig.for_method("quarot"))["attn_qkv"].group_sizes == (576,)
