@@ -50,13 +50,14 @@ class _GroupSize(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int):
             return value
-        if str(value).strip().lower() == "auto":
+        text = str(value).strip().lower()
+        if text == "auto":
             return AUTO_GROUP_SIZE
         try:
-            n = int(value)
+            n = int(text)
         except ValueError:
-            n = -2
-        if n < 0:
+            n = None
+        if n is None or n < 0:
             self.fail(f"{value!r} is neither auto nor a number of channels >= 0", param, ctx)
         return n
 

@@ -120,12 +120,13 @@ def auto_group_size(parts: tuple[int, ...]) -> int:
     return max(tiled or fits or [0])
 
 
-def _residual_group_size(parts: tuple[int, ...], cfg: QuantConfig) -> int:
+def _group_size(parts: tuple[int, ...], cfg: QuantConfig) -> int:
+    """--group-size for a linear whose input splits into these parts (auto resolved for them)."""
     return auto_group_size(parts) if cfg.group_size == AUTO_GROUP_SIZE else cfg.group_size
 
 
 def _down_group_size(model: ModelConfig, cfg: QuantConfig) -> int:
-    size, other = cfg.down_group_size, _residual_group_size((model.intermediate_size,), cfg)
+    size, other = cfg.down_group_size, _group_size((model.intermediate_size,), cfg)
     if size and model.intermediate_size > size and model.intermediate_size % size:
         logger.warning("the down projection's %d input channels do not split into groups of %d: grouping them "
                        "by --group-size (%s)", model.intermediate_size, size,
@@ -137,7 +138,7 @@ def _down_group_size(model: ModelConfig, cfg: QuantConfig) -> int:
 def role_layouts(model: ModelConfig, cfg: QuantConfig) -> dict[str, LinearLayout]:
     hid, hd, nh = model.hidden_size, model.head_dim, model.num_heads
     r_res, r_head = high_channels(hid, cfg), high_channels(hd, cfg)
-    g = _residual_group_size((hid - r_res, r_res), cfg)
+    g = _group_size((hid - r_res, r_res), cfg)
     residual = _part_layout([(_split(hid - r_res, g), False), (_split(r_res, g), True)], cfg)
     # o_proj input, permuted: the low part of every head, then the high part of every head; one
     # activation group per head part (per token per head quantisation).
