@@ -170,7 +170,10 @@ class KVQuantizer:
     def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [..., head_dim] -> the stored form (docs/ops.md): codes uint8 [..., row_bytes] (each group's
         4-bit codes packed two per byte), scales float32 [..., G], zero points uint8 [..., G]."""
-        q, scale, zero = quantize_groups(x, self.group_sizes, self.bits)
+        return self.pack(*quantize_groups(x, self.group_sizes, self.bits))
+
+    def pack(self, q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """quantize_groups' codes, scales and zero points -> the stored form."""
         parts = []
         for (a, b), bits in zip(group_bounds(self.group_sizes), self.bits):
             parts.append(pack_int4(q[..., a:b]).view(torch.uint8) if bits == 4 else q[..., a:b].to(torch.uint8))

@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from resq_export.algo.quant import group_bounds, pack_int4
+from resq_export.algo.quant import group_bounds, quantize_asym, quantize_groups
 from resq_export.artifact import open_artifact
 from resq_export.calib.data import evaluation_windows
 from resq_export.layout import KVQuantizer
@@ -36,18 +36,9 @@ LAYER_FIELDS = {"attn_qkv": "qkv", "attn_o": "o", "mlp_gate_up": "gate_up", "mlp
 RESIDUAL_ROLES = ("attn_qkv", "mlp_gate_up")
 
 
-def clipped_range(x: torch.Tensor, bits: int, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """docs/ops.md's asymmetric scale and zero point over the last axis, the range scaled by clip."""
-    lo = torch.clamp(x.amin(-1, keepdim=True), max=0.0) * clip
-    hi = torch.clamp(x.amax(-1, keepdim=True), min=0.0) * clip
-    scale = (hi - lo) / (2**bits - 1)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    return scale, torch.round(-lo / scale)
-
-
 def fake_quant(x: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
-    scale, zero = clipped_range(x, bits, clip)
-    return (torch.clamp(torch.round(x / scale) + zero, 0, 2**bits - 1) - zero) * scale
+    q, scale, zero = quantize_asym(x, bits, clip)
+    return (q - zero) * scale
 
 
 class FakeQuantInput:
@@ -79,15 +70,7 @@ class ClippedKVQuantizer(KVQuantizer):
     clip: float = 1.0
 
     def quantize(self, x):
-        qs, scales, zeros = [], [], []
-        for (a, b), bits in zip(group_bounds(self.group_sizes), self.bits):
-            part = x[..., a:b]
-            scale, zero = clipped_range(part, bits, self.clip if bits == 4 else 1.0)
-            qs.append(torch.clamp(torch.round(part / scale) + zero, 0, 2**bits - 1).to(torch.int32))
-            scales.append(scale)
-            zeros.append(zero.to(torch.int32))
-        packed = [pack_int4(q).view(torch.uint8) if bits == 4 else q.to(torch.uint8) for q, bits in zip(qs, self.bits)]
-        return torch.cat(packed, -1), torch.cat(scales, -1), torch.cat(zeros, -1).to(torch.uint8)
+        return self.pack(*quantize_groups(x, self.group_sizes, self.bits, self.clip))
 
 
 def same_basis(quantised, floating, i: int) -> None:

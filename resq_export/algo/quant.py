@@ -29,11 +29,14 @@ def group_bounds(group_sizes: Sequence[int]) -> list[tuple[int, int]]:
 
 # --- activations -------------------------------------------------------------------------------
 
-def quantize_asym(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Asymmetric quantisation over the last axis; returns (q int32, scale [...,1], zero [...,1] int32)."""
+def quantize_asym(x: torch.Tensor, bits: int, clip: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric quantisation over the last axis; returns (q int32, scale [...,1], zero [...,1] int32).
+    clip < 1 shrinks the range (tools/error_probe.py's variants); the contract always uses 1."""
     qmax = 2**bits - 1
     lo = torch.clamp(x.amin(dim=-1, keepdim=True), max=0.0)
     hi = torch.clamp(x.amax(dim=-1, keepdim=True), min=0.0)
+    if clip != 1.0:
+        lo, hi = lo * clip, hi * clip
     scale = (hi - lo) / qmax
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     zero = torch.round(-lo / scale)
@@ -42,12 +45,13 @@ def quantize_asym(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 def quantize_groups(
-    x: torch.Tensor, group_sizes: Sequence[int], bits: Sequence[int]
+    x: torch.Tensor, group_sizes: Sequence[int], bits: Sequence[int], clip_4bit: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-group asymmetric quantisation along the last axis: (q int32 [...,K], scale [...,G], zero int32 [...,G])."""
+    """Per-group asymmetric quantisation along the last axis: (q int32 [...,K], scale [...,G], zero int32 [...,G]).
+    clip_4bit: quantize_asym's clip for the 4-bit groups only (the 8-bit ones keep their full range)."""
     qs, scales, zeros = [], [], []
     for (a, b), nbits in zip(group_bounds(group_sizes), bits):
-        q, s, z = quantize_asym(x[..., a:b], nbits)
+        q, s, z = quantize_asym(x[..., a:b], nbits, clip_4bit if nbits == 4 else 1.0)
         qs.append(q)
         scales.append(s)
         zeros.append(z)
