@@ -1,0 +1,1 @@
+"""GPU kernels in Triton. Importing this package needs no Triton; the kernel modules import it."""
