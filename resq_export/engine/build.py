@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 PLUGIN_LIBRARY = "libresq_plugins.so"
 MANIFEST_TOOL = "resq-export"
+# The engine's float layers (the LM head's rotation factor; the head itself is fp16, docs/ops.md)
+# in full FP32: the model is validated against FP32, and TF32's 10-bit inputs cost as much
+# accuracy as the fp16 head (docs/plugins.md, "Plan size"). Recorded in out.plan.json.
+TF32 = False
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ def build_engine(onnx_dir: Path, engine_path: Path, setup: EngineSetup | None = 
     with atomic_path(engine_path) as tmp_plan:  # the worker writes the plan; it takes its name when whole
         request = {"module": setup.runtime.module, "onnx": str(trt_onnx.resolve()), "plugins": str(setup.plugins),
                    "target_sm": setup.target_sm if setup.runtime.name == "tensorrt-rtx" else None,
-                   "workspace_mib": workspace_mib, "plan": str(tmp_plan),
+                   "workspace_mib": workspace_mib, "plan": str(tmp_plan), "tf32": TF32,
                    "profiles": {n: {k: [list(s) for s in v] for k, v in p.items()} for n, p in shapes.items()}}
         result = _run_worker(setup, request)
         manifest = {

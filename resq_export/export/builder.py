@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 21
 FLOAT, DOUBLE, INT8, UINT8, INT32, INT64 = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT8,
                                             TensorProto.UINT8, TensorProto.INT32, TensorProto.INT64)
+FLOAT16 = TensorProto.FLOAT16
 
 
 class ExternalData:

@@ -13,7 +13,7 @@ from ..artifact import linear_tensors
 from ..config import QuantConfig
 from ..decoder import Decoder, FloatLinear, Layer, TiedHead
 from ..reference import QuantLinear
-from .builder import DOUBLE, FLOAT, INT8, INT32, INT64, OPSET, UINT8, Builder, ExternalData
+from .builder import DOUBLE, FLOAT, FLOAT16, INT8, INT32, INT64, OPSET, UINT8, Builder, ExternalData
 from .functions import (
     AttentionSignature, LinearSignature, attention_function, causal_attention, filled_rows, hadamard_function,
     leading_rows, linear_function, write_rows,
@@ -230,10 +230,18 @@ class GraphExporter:
         # Gemm with transB reads the [vocab, hidden] weight as it is stored: a Transpose (or a float32
         # Cast) of it is a vocab x hidden copy per call wherever the runtime does not fold it (ONNX
         # Runtime folds up to 1 GB: not at 8B, where it is 2.1 GB)
-        if embed_dtype != torch.float32:
+        half_head = self.tensorrt and embed_dtype != torch.float32
+        if embed_dtype != torch.float32 and not half_head:
             head = b.op("Cast", head, to=FLOAT)
         lead = b.op("Slice", b.op("Shape", x), b.i64(0), b.i64(2), b.i64(0))  # [batch, sequence]
-        logits = b.op("Gemm", b.op("Reshape", x, b.i64(-1, cfg.hidden_size)), head, transB=1)
+        x = b.op("Reshape", x, b.i64(-1, cfg.hidden_size))
+        if half_head:
+            # TensorRT folds a Cast of the table into new FP32 constants, one per layout its kernels
+            # want (the tied table stored three times, issue 34): the head runs on the fp16 table as
+            # stored, the one copy the Gather reads, with fp16 x and logits (docs/ops.md, the LM head)
+            logits = b.op("Cast", b.op("Gemm", b.op("Cast", x, to=FLOAT16), head, transB=1), to=FLOAT)
+        else:
+            logits = b.op("Gemm", x, head, transB=1)
         b.op("Reshape", logits, b.op("Concat", lead, b.i64(cfg.vocab_size), axis=0), outputs=["logits"])
         self._output("logits", FLOAT, ["batch", "sequence", cfg.vocab_size])
         # the outputs in a stable order: logits first, then the present KV layer by layer
