@@ -52,14 +52,15 @@ FAMILIES = {
 }
 
 
-def make_tiny_model(folder: Path, family: str, seed: int = 0) -> Path:
+def make_tiny_model(folder: Path, family: str, seed: int = 0, **config) -> Path:
     """Random weights (norms and biases random too, so folding them is really tested), saved with
-    save_pretrained as safetensors, plus the tokenizer."""
+    save_pretrained as safetensors, plus the tokenizer. config: overrides of _COMMON (e.g. a
+    vocab_size above the tokenizer's, whose extra rows no text reaches)."""
     import transformers
 
     config_cls, model_cls, extra = FAMILIES[family]
     torch.manual_seed(seed)
-    config = getattr(transformers, config_cls)(**_COMMON, **extra)
+    config = getattr(transformers, config_cls)(**{**_COMMON, **config}, **extra)
     model = getattr(transformers, model_cls)(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():

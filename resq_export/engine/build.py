@@ -25,6 +25,7 @@ from ..export.spec import DOMAIN, PREPARED_LINEAR, node_attributes, op_spec, pre
 from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
 from ..fileio import atomic_path, atomic_write_text, sha256_file
 from .profiles import EngineLimits, profile_shapes
+from .weights import weight_accounting
 from .runtime import (PLUGIN_HINT, Runtime, TensorRTMissing, check_kernel_target, choose_target, kernel_archs,
                       local_sm, parse_sm, resolve_runtime, worker_environment)
 
@@ -100,6 +101,14 @@ def check_gpu_support(model: onnx.ModelProto) -> None:
         raise ResQError("the CUDA kernels cannot run this model: " + "; ".join(problems[:3]) + more +
                         "; such a model runs in ONNX Runtime only "
                         "(for TensorRT quantise with 4-bit activations, e.g. --method resq)")
+
+
+def _head_dtype(graph: onnx.ModelProto) -> str:
+    """The dtype the LM head's Gemm reads its weight in (float16 where the table is stored so:
+    docs/ops.md, the LM head)."""
+    dtypes = {t.name: t.data_type for t in graph.graph.initializer}
+    gemm = next((n for n in graph.graph.node if n.op_type == "Gemm" and n.input[1] in dtypes), None)
+    return "none" if gemm is None else onnx.TensorProto.DataType.Name(dtypes[gemm.input[1]]).lower()
 
 
 def _check_engine_path(engine_path: Path) -> None:
@@ -179,6 +188,8 @@ def build_engine(onnx_dir: Path, engine_path: Path, setup: EngineSetup | None = 
             "kernel_archs": list(setup.kernel_archs),
             "profiles": request["profiles"], "limits": limits.__dict__,
             "network": result["network"], "plan_bytes": result["plan_bytes"],
+            "weights": weight_accounting(graph, result["plan_bytes"]),
+            "precision": {"tf32": TF32, "lm_head": _head_dtype(graph)},
             "build": {"wall_s": round(time.perf_counter() - t0, 2), "parse_s": round(result["parse_s"], 2),
                       "build_s": round(result["build_s"], 2), "peak_rss_mb": round(result["peak_rss_mb"], 1)},
         }

@@ -84,8 +84,8 @@ def build(request: dict) -> dict:
     # the KV plugin's present outputs alias its past inputs (the cache updated in place); TensorRT asks
     # the plugins for aliases only with this preview feature on
     config.set_preview_feature(trt.PreviewFeature.ALIASED_PLUGIN_IO_10_03, True)
-    # the float layers (the head and its rotation factor) in full FP32, or TF32 where allowed
-    # (engine/precision.py); set both ways, so the plan never depends on the runtime's default
+    # the FP32 layers (the tied head's rotation factor) with or without TF32 tensor cores (build.py:
+    # TF32); set both ways, so the plan never depends on the runtime's default
     if request["tf32"]:
         config.set_flag(trt.BuilderFlag.TF32)
     else:

@@ -237,6 +237,10 @@ def test_engine_builds_and_passes_the_network_check(exports, name, sm, tmp_path)
     assert manifest["network"]["aliased_outputs"] == 6 * custom["ResQKVCacheAttention"]
     assert manifest["target_sm"] == int(sm) and manifest["runtime"]["name"] == "tensorrt-rtx"
     assert manifest["plan_bytes"] == plan.stat().st_size > 0
+    from test_plan_size import plan_bound  # these tiny plans are mostly graph description: see there
+
+    assert manifest["plan_bytes"] <= plan_bound(manifest["weights"]["initializer_bytes"], manifest["weights"]["layers"])
+    assert manifest["precision"]["tf32"] is False
     assert manifest["build"]["peak_rss_mb"] > 0 and manifest["build"]["wall_s"] > 0
     assert "PLUGIN_V3" in result.output and "wrote" in result.output
 
