@@ -24,7 +24,7 @@ cmake --build build -j "$(nproc)" > "$out/native-build.log" 2>&1 || { tail -30 "
 [[ -f build/plugins/libresq_plugins.so ]] || { echo "error: libresq_plugins.so was not built" >&2; exit 1; }
 
 echo "== trt tests"
-.venv/bin/python -m pytest -q -rs -m trt -p no:cacheprovider tests/plugins/test_engine.py 2>&1 | tee "$out/trt-tests.log" | tail -15
+.venv/bin/python -m pytest -q -rs -m trt -p no:cacheprovider tests/plugins/test_engine.py tests/plugins/test_plan_size.py 2>&1 | tee "$out/trt-tests.log" | tail -15
 tests=${PIPESTATUS[0]}
 if grep -qE "[0-9]+ skipped" "$out/trt-tests.log"; then
   echo "error: trt tests skipped here (see the reasons above)" >&2
@@ -45,6 +45,9 @@ echo "== summary"
 echo "trt tests: $(tail -1 "$out/trt-tests.log")"
 if [[ $flagship -eq 0 && -s "$out/smollm2.plan" ]]; then
   echo "SmolLM2 engine: $out/smollm2.plan ($(stat -c %s "$out/smollm2.plan") bytes), exit 0"
+  .venv/bin/python -c 'import json, sys; w = json.load(open(sys.argv[1]))["weights"]
+print("SmolLM2 plan: %sx its %d bytes of weights (issue 34: at most 1.4x)" % (w["plan_over_weights"], w["initializer_bytes"]))' \
+    "$out/smollm2.plan.json"
 else
   echo "SmolLM2 engine: FAILED (exit $flagship; $out/smollm2-build.err)"
 fi
