@@ -81,6 +81,19 @@ def test_kernel_check_passes_what_the_kernels_run(artifacts, tmp_path):
         check_gpu_support(onnx.load(str(tmp_path / name / TRT_FILE)))
 
 
+def test_tensorrt_flavour_reads_every_constant_as_stored(artifacts, tmp_path):
+    """No Cast of an initializer in model.trt.onnx: TensorRT folds one into new constants, one per
+    layout its kernels want (issue 34: the tied table stored three times). The head's Gemm reads the
+    fp16 table itself: the tied embedding (ResQ Llama) or the untied head (QuaRot Mistral)."""
+    for name, table in (("resq", "model.embed_tokens.weight"), ("quarot", "lm_head.weight")):
+        export_onnx(artifacts[name], tmp_path / name)
+        graph = onnx.load(str(tmp_path / name / TRT_FILE), load_external_data=False).graph
+        dtypes = {t.name: t.data_type for t in graph.initializer}
+        assert [n.name for n in graph.node if n.op_type == "Cast" and n.input[0] in dtypes] == []
+        (gemm,) = [n for n in graph.node if n.op_type == "Gemm"]
+        assert gemm.input[1] == table and dtypes[table] == onnx.TensorProto.FLOAT16
+
+
 def test_engine_refuses_a_tensorrt_flavour_of_another_version(onnx_dir, tmp_path):
     """A model.trt.onnx whose linears are not what this version's plugins run (here: the contract
     op an older export wrote) is refused before TensorRT with a re-export message, no plan written."""
