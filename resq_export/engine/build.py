@@ -25,9 +25,9 @@ from ..export.spec import DOMAIN, PREPARED_LINEAR, node_attributes, op_spec, pre
 from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
 from ..fileio import atomic_path, atomic_write_text, sha256_file
 from .profiles import EngineLimits, profile_shapes
-from .weights import weight_accounting
 from .runtime import (PLUGIN_HINT, Runtime, TensorRTMissing, check_kernel_target, choose_target, kernel_archs,
                       local_sm, parse_sm, resolve_runtime, worker_environment)
+from .weights import weight_accounting
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ _EXTERNAL_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with
 def tensorrt_flavour(model: Decoder, quant: QuantConfig, external: ExternalData | None = None) -> onnx.ModelProto:
     """The graph for TensorRT's ONNX parser and the resq plugins (graph.GraphExporter, tensorrt=True):
 
-    - float32 throughout (no float64 islands: TensorRT has no float64 kernels);
+    - float32 (no float64 islands: TensorRT has no float64 kernels), but for the head below;
     - custom nodes without function bodies;
     - every ResQMixedLinear is ResQMixedLinearPrepared: weights in the GEMM's layout (padded groups,
       code sums), so the plugin runs on the engine's constants as they are;
@@ -42,7 +42,9 @@ def tensorrt_flavour(model: Decoder, quant: QuantConfig, external: ExternalData 
       written as "" (which the parser turns into null tensors of unspecified type), and a linear
       without bias gets a zero bias, so the plugins tell their inputs apart by attributes alone
       (low_groups, high_groups, lqer_rank) and the count (key_rotation);
-    - uint8 graph I/O (KV codes and zero points) is int8 with the same bytes.
+    - uint8 graph I/O (KV codes and zero points) is int8 with the same bytes;
+    - the LM head is a Gemm in fp16 on the fp16 table as stored (no Cast of a weight, which TensorRT
+      would fold into FP32 copies), its logits widened to float32 (docs/ops.md, the LM head).
     """
     return GraphExporter(model, quant, float_islands=False, tensorrt=True, external=external).build()
 
