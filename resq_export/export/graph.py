@@ -224,7 +224,8 @@ class GraphExporter:
         x = self.rms_norm(b, h)
         if isinstance(m.lm_head, TiedHead):  # the embedding stored once, read by the head too
             head = embed
-            x = b.op("MatMul", x, self.b.initializer("lm_head.factor_t", _np(m.lm_head.factor.T)))
+            factor_t = _symmetric(m.lm_head.factor.T) if self.tensorrt else m.lm_head.factor.T
+            x = b.op("MatMul", x, self.b.initializer("lm_head.factor_t", _np(factor_t)))
         else:
             head = self.b.initializer("lm_head.weight", _np(m.lm_head.weight.to(embed_dtype)))
         # Gemm with transB reads the [vocab, hidden] weight as it is stored: a Transpose (or a float32
@@ -251,6 +252,16 @@ class GraphExporter:
         model = helper.make_model(graph, opset_imports=opsets, functions=list(self.functions.values()),
                                   ir_version=IR_VERSION, producer_name="resq-export")
         return model
+
+
+def _symmetric(f: torch.Tensor) -> torch.Tensor:
+    """A tied head's factor F = U_A^T diag(final_norm) U_A is symmetric, and its float32 rounding
+    nearly always exactly so. TensorRT holds an FP32 MatMul's constant as given and transposed, in
+    one blob where the two are the same bytes (issue 34: +H*H*4 bytes for an F that is not): the
+    TensorRT flavour writes (F + F^T) / 2 (F itself where it is exactly symmetric; else within a
+    rounding of it). A factor that is not symmetric up to rounding is written as it is."""
+    sym = 0.5 * (f + f.T)  # exactly symmetric: float addition commutes
+    return sym if (sym - f).abs().max() <= 1e-6 * f.abs().max() else f
 
 
 def is_quantised(model: Decoder) -> bool:

@@ -44,7 +44,8 @@ def tensorrt_flavour(model: Decoder, quant: QuantConfig, external: ExternalData 
       (low_groups, high_groups, lqer_rank) and the count (key_rotation);
     - uint8 graph I/O (KV codes and zero points) is int8 with the same bytes;
     - the LM head is a Gemm in fp16 on the fp16 table as stored (no Cast of a weight, which TensorRT
-      would fold into FP32 copies), its logits widened to float32 (docs/ops.md, the LM head).
+      would fold into FP32 copies), its logits widened to float32, and a tied head's factor written
+      exactly symmetric (TensorRT then holds it once; docs/ops.md, the LM head).
     """
     return GraphExporter(model, quant, float_islands=False, tensorrt=True, external=external).build()
 

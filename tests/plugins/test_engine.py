@@ -11,6 +11,7 @@ import sys
 
 import onnx
 import pytest
+import torch
 from tiny_models import SMALL, rerecord_onnx_files, run_cli
 
 from resq_export.engine.network import bind_shape, expected_shape
@@ -92,6 +93,28 @@ def test_tensorrt_flavour_reads_every_constant_as_stored(onnx_dir, artifacts, tm
         assert [n.name for n in graph.node if n.op_type == "Cast" and n.input[0] in dtypes] == []
         (gemm,) = [n for n in graph.node if n.op_type == "Gemm"]
         assert gemm.input[1] == table and dtypes[table] == onnx.TensorProto.FLOAT16
+
+
+def test_tensorrt_flavour_writes_the_head_factor_symmetric(artifacts):
+    """The tied head's factor F is symmetric up to rounding; TensorRT holds its constant as given and
+    transposed, one blob only where those are the same bytes. An F one rounding off symmetric (as
+    float32 may leave it) is written exactly symmetric in the TensorRT flavour, as it is in the ONNX
+    Runtime one (which stays bit-exact with the reference executor)."""
+    from resq_export.artifact import load_artifact
+    from resq_export.export.graph import build_onnx
+    from resq_export.export.writer import tensorrt_flavour
+
+    model, quant, _ = load_artifact(artifacts["resq"])
+    f = model.lm_head.factor.clone()
+    f[0, 1] = torch.nextafter(f[0, 1], torch.tensor(float("inf")))  # one ulp off symmetric
+    model.lm_head.factor = f
+
+    def factor_t(proto):
+        return next(onnx.numpy_helper.to_array(t) for t in proto.graph.initializer if t.name == "lm_head.factor_t")
+
+    trt, ort = factor_t(tensorrt_flavour(model, quant)), factor_t(build_onnx(model, quant))
+    assert (trt == trt.T).all() and abs(trt - f.T.numpy()).max() <= 1e-6 * abs(trt).max()
+    assert (ort == f.T.numpy()).all()
 
 
 def test_engine_refuses_a_tensorrt_flavour_of_another_version(onnx_dir, tmp_path):
