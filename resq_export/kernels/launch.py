@@ -32,7 +32,7 @@ GEMM_TILES = {
 REDUCE_TILE = (dict(BLOCK_M=16, BLOCK_N=128), 4, 1)
 ACT_TILE = (dict(BLOCK_T=8, BLOCK_H=64), 4, 1)
 LQER_TILE = (dict(BLOCK_R=128), 4, 1)
-MIX_COLUMNS = 4096  # elements of hadamard_mix_kernel's [A_PAD, BLOCK_C] accumulator
+MIX_COLUMNS = 2048  # elements of hadamard_mix_kernel's [A_PAD, BLOCK_C] accumulator
 FWHT_ELEMENTS = 2048  # at least this many per fwht_kernel program (P_BLK blocks of B)
 MAX_LEFT = 1024  # hadamard_left_factor's largest Hadamard factor
 MAX_B_LOG = 14
