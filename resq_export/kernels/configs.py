@@ -18,6 +18,7 @@ Names (what the launcher looks up; launch.py is the policy in Python):
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 # sm_80 A100, sm_86 RTX 30xx, sm_89 RTX 40xx / L40, sm_90a Hopper (wgmma), sm_120 RTX 50xx
@@ -42,7 +43,10 @@ class KernelConfig:
 def _signature(fn, types: dict[str, str]) -> dict[str, str]:
     """Every argument of fn in order: its type from `types`, "i32" for the unnamed ones (sizes,
     pitches, counts), "constexpr" for the constexpr ones."""
-    const = {p.name for p in fn.params if p.is_constexpr}
+    # a JITFunction knows its constexpr parameters; an InterpretedFunction (TRITON_INTERPRET=1) wraps the
+    # Python function, whose annotations say it
+    params = inspect.signature(getattr(fn, "fn", fn)).parameters.values()
+    const = {p.name for p in params if "constexpr" in str(p.annotation)}
     return {name: "constexpr" if name in const else types.get(name, "i32") for name in fn.arg_names}
 
 

@@ -115,8 +115,8 @@ def mixed_gemm_kernel(q_low, q_high, sx, zx, w_low, w_high, wscale, wsum, bias, 
     float32 [M], lqer_b: int8 [N, rank], lqer_b_scale: float32 [N] (rank 0: no LQER; pointers unused).
     y: [M, N] (fp32). partial: float32 [n_runs, M, N] workspace, n_runs = cdiv(low_groups, CHUNK) +
     cdiv(high_groups, CHUNK) (used only when SPLIT). CHUNK must be GPU_CHUNK_GROUPS (8).
-    SPLIT = 0: grid (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), 1), writes y.
-    SPLIT = 1: grid (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), n_runs), writes `partial` (then
+    Grid: SPLIT = 0: (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), 1), writes y.
+    SPLIT = 1: (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), n_runs), writes `partial` (then
     splitk_reduce_kernel writes y; qa, sa, lqer_b, lqer_b_scale, bias, y are unused here).
     """
     rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
