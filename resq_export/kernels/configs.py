@@ -8,9 +8,9 @@ operation by operation (docs/ops.md), and a fused multiply-add would change thei
 
 Names (what the launcher looks up; launch.py is the policy in Python):
 - act_quant_a{A_BITS_LOW}_a{A_BITS_HIGH}: the activation quantiser (x float32).
-- mixed_gemm_{decode|prefill}_w{W_BITS_LOW}_a{A_BITS_LOW}_a{A_BITS_HIGH}: the GEMM; decode (M <= 16)
-  is the split one (then splitk_reduce), prefill the fused one. w4: the linear's weights; w8: LQER's
-  projection x A (A as an all-8-bit weight).
+- mixed_gemm_{decode|small|prefill}_w{W_BITS_LOW}_a{A_BITS_LOW}_a{A_BITS_HIGH}: the GEMM; decode
+  (M <= 4) is the split one (then splitk_reduce), small (M <= 16) and prefill the fused ones. w4: the
+  linear's weights; w8: LQER's projection x A (A as an all-8-bit weight).
 - splitk_reduce, lqer_quant.
 - fwht_b{B}: Walsh-Hadamard blocks of B = 2..16384 channels; hadamard_mix_a{A_PAD}: the left factor
   of order a <= A_PAD (A_PAD = 2..1024, the next power of two >= a; only when a > 1).
@@ -79,7 +79,7 @@ def all_configs() -> list[KernelConfig]:
             out.append(_config(f"act_quant_a{al}_a{ah}", act_quant_kernel, act, launch.ACT_TILE, pitches, A_BITS_LOW=al,
                                A_BITS_HIGH=ah))
             for wl in (4, 8):
-                for tile in ("decode", "prefill"):
+                for tile in launch.GEMM_TILES:
                     out.append(_config(f"mixed_gemm_{tile}_w{wl}_a{al}_a{ah}", mixed_gemm_kernel, gemm,
                                        launch.GEMM_TILES[tile], w_pitches, A_BITS_LOW=al, W_BITS_LOW=wl, A_BITS_HIGH=ah,
                                        CHUNK=GPU_CHUNK_GROUPS))

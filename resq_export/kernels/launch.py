@@ -19,14 +19,20 @@ from .hadamard import fwht_kernel, hadamard_mix_kernel
 from .lqer import lqer_quant_kernel
 from .mixed_gemm import mixed_gemm_kernel, splitk_reduce_kernel
 
-# Launch configurations: name -> (constexprs, num_warps, num_stages). Decode (M <= DECODE_MAX_M):
-# split over the contract's runs of groups, so even N = 4096 fills 132 SMs (64 N tiles x runs) with
-# many weight bytes in flight; prefill: 128 x 64 tensor-core tiles (wgmma m64 per warpgroup on sm_90a),
-# 3-stage pipeline. Three [BLOCK_M, BLOCK_N] accumulators live in registers (the group's int32 sum,
-# the run's and the total float32 sums): 96 per thread at 128 x 64 with 8 warps, 192 at 128 x 128.
+# Launch configurations: name -> (constexprs, num_warps, num_stages). All three compute the same bits
+# (the split is the contract's run structure), so this policy is a pure speed choice, to tune on a GPU:
+# - decode (M <= SPLIT_MAX_M): split over the runs of groups, so even N = 4096 fills 132 SMs (64 N tiles
+#   x runs) with many weight bytes in flight; each run's float32 partial costs 2 x 4 x M x N bytes of
+#   traffic, M / (4 x group width) of the weight bytes (docs/benchmarks-gpu.md), so only for tiny M;
+# - small (M <= DECODE_MAX_M): the same 16 x 64 tile, fused;
+# - prefill: 128 x 64 tensor-core tiles (wgmma m64 per warpgroup on sm_90a), 3-stage pipeline.
+# Three [BLOCK_M, BLOCK_N] accumulators live in registers (the group's int32 sum, the run's and the
+# total float32 sums): 96 per thread at 128 x 64 with 8 warps, 192 at 128 x 128 (spills).
+SPLIT_MAX_M = 4
 DECODE_MAX_M = 16
 GEMM_TILES = {
     "decode": (dict(BLOCK_M=16, BLOCK_N=64, SPLIT=1), 4, 4),
+    "small": (dict(BLOCK_M=16, BLOCK_N=64, SPLIT=0), 4, 4),
     "prefill": (dict(BLOCK_M=128, BLOCK_N=64, SPLIT=0), 8, 3),
 }
 REDUCE_TILE = (dict(BLOCK_M=16, BLOCK_N=128), 4, 1)
@@ -39,7 +45,7 @@ MAX_B_LOG = 14
 
 
 def gemm_tile(m: int) -> str:
-    return "decode" if m <= DECODE_MAX_M else "prefill"
+    return "decode" if m <= SPLIT_MAX_M else "small" if m <= DECODE_MAX_M else "prefill"
 
 
 def linear_kernels(parts: OpParts, m: int, rank: int) -> list[str]:

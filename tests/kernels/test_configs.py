@@ -34,7 +34,7 @@ def test_names_signatures_and_constexprs(configs):
         assert doc and "Grid:" in doc, f"{name}: the docstring must give the grid"
 
 
-@pytest.mark.parametrize("m", [1, launch.DECODE_MAX_M, launch.DECODE_MAX_M + 1, 2048])
+@pytest.mark.parametrize("m", [1, launch.SPLIT_MAX_M + 1, launch.DECODE_MAX_M + 1, 2048])
 def test_every_launch_has_a_configuration(configs, m):
     widths = [layout([(4, w, 4, 4), (1, w, 8, 8)]) for w in range(32, 129, 8)]  # --group-size 32..128
     for lay in widths + [c[1] for c in LAYOUTS]:
