@@ -55,3 +55,16 @@ def test_configs_module_imports_no_triton():
     code = "import sys, resq_export.kernels.configs; print('triton' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_docs_quote_the_gpu_semantics_of_ops_json():
+    """ops.json is the one source of the GPU float semantics; docs/ops.md quotes them word for word."""
+    from pathlib import Path
+
+    from resq_export.export.spec import load_spec
+
+    ops_md = (Path(__file__).resolve().parents[2] / "docs" / "ops.md").read_text()
+    texts = [s["gpu_semantics"] for s in load_spec()["ops"].values() if "gpu_semantics" in s]
+    assert len(texts) == 2
+    for text in texts:
+        assert text in ops_md
