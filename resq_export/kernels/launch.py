@@ -48,13 +48,19 @@ def gemm_tile(m: int) -> str:
     return "decode" if m <= SPLIT_MAX_M else "small" if m <= DECODE_MAX_M else "prefill"
 
 
-def linear_kernels(parts: OpParts, m: int, rank: int) -> list[str]:
+# x (the quantiser's input) and y (the linear's output) in other dtypes than float32: name suffixes
+DTYPE_SUFFIX = {torch.float32: "", torch.float16: "_f16", torch.bfloat16: "_bf16"}
+
+
+def linear_kernels(parts: OpParts, m: int, rank: int, x_dtype=torch.float32, y_dtype=torch.float32) -> list[str]:
     """The configurations (configs.py names) that one ResQMixedLinearPrepared call launches, in order."""
     bits = f"a{parts.a_bits_low}_a{parts.a_bits_high}"
     tile = gemm_tile(m)
-    split = ["splitk_reduce"] if GEMM_TILES[tile][0]["SPLIT"] else []
-    lqer = [f"mixed_gemm_{tile}_w8_{bits}", *split, "lqer_quant"] if rank else []
-    return [f"act_quant_{bits}", *lqer, f"mixed_gemm_{tile}_w4_{bits}", *split]
+    split = GEMM_TILES[tile][0]["SPLIT"]
+    ys = DTYPE_SUFFIX[y_dtype]
+    lqer = [f"mixed_gemm_{tile}_w8_{bits}", *(["splitk_reduce"] if split else []), "lqer_quant"] if rank else []
+    gemm = [f"mixed_gemm_{tile}_w4_{bits}", f"splitk_reduce{ys}"] if split else [f"mixed_gemm_{tile}_w4_{bits}{ys}"]
+    return [f"act_quant_{bits}{DTYPE_SUFFIX[x_dtype]}", *lqer, *gemm]
 
 
 def hadamard_kernels(n: int, a: int) -> list[str]:
@@ -132,6 +138,8 @@ def act_pitches(parts: OpParts, pad: PaddedLayout) -> tuple[int, int]:
 
 def quantize_act(x: torch.Tensor, parts: OpParts, pad: PaddedLayout):
     """x [T, K] (float32/16, bf16) -> (q_low uint8, q_high uint8, sx float32 [T, G], zx int32 [T, G])."""
+    if parts.a_bits_low not in (4, 8) or parts.a_bits_high not in (4, 8):
+        raise ValueError(f"the kernels quantise activations to 4 or 8 bits, not {parts.a_bits_low}/{parts.a_bits_high}")
     t = x.shape[0]
     low_pitch, high_pitch = act_pitches(parts, pad)
     dev = x.device
@@ -169,8 +177,10 @@ def grouped_gemm(act, parts: OpParts, pad: PaddedLayout, w_low, w_high, w_low_pi
     tile = tile or gemm_tile(m)
     consts, warps, stages = GEMM_TILES[tile]
     runs = n_runs(pad)
-    partial = torch.empty(runs if consts["SPLIT"] else 1, m, n, dtype=torch.float32, device=dev)
     low_pitch, high_pitch = act_pitches(parts, pad)
+    if max(m * max(low_pitch, high_pitch), n * max(w_low_pitch, pad.w_high_pitch, pad.a8_pitch), runs * m * n) >= 2**31:
+        raise ValueError(f"M = {m}, N = {n}, K = {pad.k}: offsets beyond int32, split the call")
+    partial = torch.empty(runs if consts["SPLIT"] else 1, m, n, dtype=torch.float32, device=dev)
     grid = (triton.cdiv(n, consts["BLOCK_N"]), triton.cdiv(m, consts["BLOCK_M"]), runs if consts["SPLIT"] else 1)
     _run(mixed_gemm_kernel, grid,
          (q_low, q_high, sx, zx, w_low, w_high, wscale, wsum, bias, qa, sa, b, b_scale, y, partial, m, n, pad.groups,

@@ -37,10 +37,12 @@ def test_names_signatures_and_constexprs(configs):
 @pytest.mark.parametrize("m", [1, launch.SPLIT_MAX_M + 1, launch.DECODE_MAX_M + 1, 2048])
 def test_every_launch_has_a_configuration(configs, m):
     widths = [layout([(4, w, 4, 4), (1, w, 8, 8)]) for w in range(32, 129, 8)]  # --group-size 32..128
+    dtypes = list(launch.DTYPE_SUFFIX)
     for lay in widths + [c[1] for c in LAYOUTS]:
         for rank in (0, 4):
-            for name in launch.linear_kernels(lay.op_parts(), m, rank):
-                assert name in configs, (lay, name)
+            for x_dtype, y_dtype in zip(dtypes, dtypes[1:] + dtypes[:1]):
+                for name in launch.linear_kernels(lay.op_parts(), m, rank, x_dtype, y_dtype):
+                    assert name in configs, (lay, name)
 
 
 @pytest.mark.parametrize("n", [96, 576, 1536, 2048, 8192, 11008, 14336, 18944, 28672])

@@ -41,6 +41,17 @@ def test_without_bias_and_large_rank():
     check(random_linear(lay, 70, rank=37, bias=False, seed=9), activations(2, lay.in_features, seed=1))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_output_is_the_float32_result_rounded_once(dtype):
+    lay = LAYOUTS[0][1]
+    lin = random_linear(lay, 70, rank=4, bias=True, seed=6)
+    prep = Prepared.from_linear(lin)
+    for m in (1, SPLIT_MAX_M + 1, DECODE_MAX_M + 1):
+        x = activations(m, lay.in_features, seed=m).to(dtype)
+        y = mixed_linear(x, prep, out_dtype=dtype)
+        assert y.dtype == dtype and torch.equal(y, lin.gpu_reference(x.float()).to(dtype))
+
+
 def test_launch_policy_picks_split_at_decode():
     """mixed_linear without a tile: M <= 4 runs the split kernels, larger M the fused ones; same bits."""
     lay = LAYOUTS[1][1]
