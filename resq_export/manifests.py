@@ -52,6 +52,8 @@ def _expected(schema: Any) -> str:
     if isinstance(schema, ListOf):
         return "a list"
     types = schema if isinstance(schema, tuple) else (schema,)
+    if int in types and float in types:  # a JSON number, whole or not
+        types = tuple(t for t in types if t is not int)
     names = [_NAMES.get(type(None) if t is None else t, getattr(t, "__name__", str(t))) for t in types]
     return " or ".join(dict.fromkeys(names))
 
@@ -74,7 +76,7 @@ def _problem(value: Any, schema: Any, where: str) -> str | None:
         return None
     if isinstance(schema, dict):
         if not isinstance(value, dict):
-            return f"{where or 'the file'} should be an object, not {_kind(value)}"
+            return f"{_field(where)} should be an object, not {_kind(value)}"
         for name, sub in schema.items():
             optional = isinstance(sub, Optional)
             if name not in value:

@@ -89,9 +89,10 @@ class ModelConfig:
         except (TypeError, ValueError) as e:
             raise ModelLoadError(f"{where} has an invalid value: {e}") from None
         if n_heads % n_kv:
-            raise ModelLoadError(f"num_attention_heads {n_heads} is not a multiple of num_key_value_heads {n_kv}")
+            raise ModelLoadError(f"{where}: \"num_attention_heads\" {n_heads} is not a multiple of "
+                                 f"\"num_key_value_heads\" {n_kv}")
         if head_dim % 2:
-            raise ModelLoadError(f"head_dim {head_dim} must be even for RoPE")
+            raise ModelLoadError(f"{where}: \"head_dim\" {head_dim} must be even for RoPE")
         return cfg
 
 
@@ -101,6 +102,8 @@ _OPTIONAL_POSITIVE = ("rms_norm_eps", "rope_theta")
 
 
 def _shown(value: Any) -> str:
+    if type(value) is int:  # the kind is plain; the value is what is wrong
+        return repr(value)
     kind = {str: "a string", bool: "true/false", float: "a number", type(None): "null", list: "a list",
             dict: "an object"}.get(type(value), type(value).__name__)
     return f"{value!r} ({kind})"
