@@ -80,6 +80,21 @@ def test_ctrl_c_says_what_fits_the_command(onnx_dir, artifacts, tmp_path, comman
     assert not (tmp_path / "onnx").exists()
 
 
+def test_ctrl_c_during_quantize_says_it_continues(tiny_dirs, calib_file, tmp_path):
+    """The contrast: quantize keeps its finished layers (a real SIGINT as its second layer's weights are
+    quantised) and says that the same command continues from them."""
+    out = tmp_path / "a"
+    first_layer_passes = "    if args[1] == 0: return real(*args, **kwargs)\n"  # args[1]: the layer index
+    code = _SIGINT_AT.format(module="resq_export.quantize.pipeline", name="quantize_layer").replace(
+        "def interrupted(*args, **kwargs):\n", "def interrupted(*args, **kwargs):\n" + first_layer_passes)
+    result = _cli("quantize", "--model", tiny_dirs["llama"], "--out", out, "--calib-data", calib_file, *SMALL,
+                  "--method", "rtn", code=code)
+    err = result.stderr.decode()
+    assert result.returncode == 130, err
+    assert "interrupted: the finished layers are kept in OUT.partial/; rerun the same command to continue" in err
+    assert (tmp_path / "a.partial" / "state.json").is_file() and not out.exists()
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 300 KiB tmpfs (a real full disk for an export of ~1 MB); skipped where mounting is not allowed."""
