@@ -29,14 +29,14 @@ class EngineLimits:
             ("--max-context", self.max_context, 2), ("opt_sequence", self.opt_sequence, 1),
             ("opt_context", self.opt_context, 2)) if value < low]
         if problems:
-            raise ConfigError("engine limits: " + "; ".join(problems) + " (a context holds one past token and the "
-                              "new one)")
+            raise ConfigError("engine limits: " + "; ".join(problems) + " (sizes at least 1, contexts at least 2: "
+                              "one past token and the new one)")
         if self.opt_sequence > self.max_sequence or self.opt_context > self.max_context:
             raise ConfigError(f"engine limits: opt_sequence {self.opt_sequence} / opt_context {self.opt_context} "
                               f"exceed --max-sequence {self.max_sequence} / --max-context {self.max_context}")
         if self.max_sequence > self.max_context:
             raise ConfigError(f"engine limits: --max-sequence {self.max_sequence} exceeds --max-context "
-                              f"{self.max_context} (a prefill call writes its tokens into the cache)")
+                              f"{self.max_context}: a prefill call writes its tokens into the cache")
 
 
 def _ranges(limits: EngineLimits) -> dict[str, dict[str, tuple[int, int, int]]]:
