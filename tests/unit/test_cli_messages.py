@@ -209,12 +209,16 @@ def test_build_says_early_that_no_engine_will_be_built(tiny_dirs, calib_file, tm
 
 
 def test_build_takes_the_validation_window_length(tiny_dirs, calib_file, tmp_path):
+    """--eval-seqlen sets the validation windows; --json prints the build's result as one object."""
     out = tmp_path / "b"
-    result = run_cli("build", "--model", tiny_dirs["llama"], "--out", out, "--calib-data", calib_file, *SMALL,
-                     "--method", "rtn", "--eval-seqlen", "64", "--eval-max-tokens", "128")
-    assert result.exit_code == 0, result.output
+    result = _cli("build", "--model", tiny_dirs["llama"], "--out", out, "--calib-data", calib_file, *SMALL,
+                  "--method", "rtn", "--eval-seqlen", "64", "--eval-max-tokens", "128", "--json")
+    assert result.returncode == 0, result.stderr.decode()
     validation = json.loads((out / "validation.json").read_text())
     assert validation["seqlen"] == 64 and validation["windows"] == 2 and validation["tokens"] == 128
+    printed = json.loads(result.stdout)
+    assert printed["validation"] == validation and printed["onnx"] == str(out / "onnx")
+    assert [name for name in printed["stage_times_s"]] == ["quantize", "export", "validate", "FP baseline"]
 
 
 def test_down_projection_grouping_warning_once_per_run(tiny_dirs, calib_file, tmp_path, caplog):
