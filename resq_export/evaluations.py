@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from .errors import ArtifactError
+from .manifests import EVALUATIONS_JSON, check_schema
 from .fileio import atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,10 @@ EVALUATIONS_FILE = "evaluations.json"
 
 def read_evaluations(art_dir: Path) -> list[dict]:
     path = Path(art_dir) / EVALUATIONS_FILE
-    return read_json(path, ArtifactError) if path.is_file() else []
+    if not path.is_file():
+        return []
+    return check_schema(read_json(path, ArtifactError), EVALUATIONS_JSON, path,
+                        "move it away (it only records earlier `resq-export eval` results)")
 
 
 def record_evaluation(art_dir: Path, result: dict) -> None:

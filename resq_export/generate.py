@@ -23,7 +23,10 @@ def load_tokenizer(onnx_dir: Path):
 
 
 def prompt_ids(tokenizer, prompt: str, chat: bool) -> list[int]:
-    if chat and getattr(tokenizer, "chat_template", None):
+    if chat and not getattr(tokenizer, "chat_template", None):  # ignoring --chat would answer another question
+        raise ConfigError("--chat: this model's tokenizer has no chat template (no \"chat_template\" in the ONNX "
+                          "folder's tokenizer/tokenizer_config.json); leave out --chat to send the prompt as plain text")
+    if chat:
         # rendered to text, then tokenised: apply_chat_template's tokenising return type differs across
         # transformers versions (a list, or a BatchEncoding)
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,

@@ -8,7 +8,7 @@ then the 8-bit ones (the high-variance subspace is the last channels, see transf
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -92,11 +92,16 @@ def high_channels(dim: int, cfg: QuantConfig) -> int:
     return int(dim * cfg.high_fraction)
 
 
-def _split(size: int, group_size: int) -> list[int]:
+def _split(size: int, group_size: int, what: str = "", flag: str = "--group-size") -> list[int]:
+    """`size` channels in groups of `group_size` (a part narrower than a group is one group). what:
+    the input, for the message (e.g. "mlp_down's input in every layer")."""
     if group_size <= 0 or size <= group_size:
         return [size] if size else []
     if size % group_size:
-        raise ConfigError(f"{size} channels do not split into groups of {group_size}")
+        fits = [w for w in range(2, min(size, 256) + 1, 2) if size % w == 0 and w != size]
+        hint = f"{', '.join(map(str, fits[-4:]))} divide it" if fits else "no even width divides it"
+        raise ConfigError(f"{what + ': ' if what else ''}{size} channels do not split into groups of {group_size}: "
+                          f"choose another {flag} ({hint}; 0 keeps one group per precision part)")
     return [group_size] * (size // group_size)
 
 
@@ -125,29 +130,81 @@ def _group_size(parts: tuple[int, ...], cfg: QuantConfig) -> int:
     return auto_group_size(parts) if cfg.group_size == AUTO_GROUP_SIZE else cfg.group_size
 
 
-def _down_group_size(model: ModelConfig, cfg: QuantConfig) -> int:
+def _down_group_size(model: ModelConfig, cfg: QuantConfig, warn: bool = True) -> int:
     size, other = cfg.down_group_size, _group_size((model.intermediate_size,), cfg)
     if size and model.intermediate_size > size and model.intermediate_size % size:
-        logger.warning("the down projection's %d input channels do not split into groups of %d: grouping them "
-                       "by --group-size (%s)", model.intermediate_size, size,
-                       f"groups of {other}" if 0 < other < model.intermediate_size else "one group")
+        if warn:
+                logger.warning("the down projection's %d input channels do not split into groups of %d: grouping "
+                           "them by --group-size (%s)", model.intermediate_size, size,
+                           f"groups of {other}" if 0 < other < model.intermediate_size else "one group")
         return other
     return size or other
 
 
-def role_layouts(model: ModelConfig, cfg: QuantConfig) -> dict[str, LinearLayout]:
+def role_layouts(model: ModelConfig, cfg: QuantConfig, warn: bool = True) -> dict[str, LinearLayout]:
+    """Every quantised role's layout, and the KV quantiser checked too; settings that do not fit the
+    model are refused naming the flag to change. warn: say where the down projection's grouping
+    falls back (once per run: the stage's first call; later calls pass False)."""
+    _check_group_sizes(model, cfg)
+    try:
+        layouts = _role_layouts(model, cfg, warn)
+        kv_quantizer(model, cfg)
+    except ConfigError as e:
+        if cfg.high_fraction and _fits(model, replace(cfg, high_fraction=0.0)):
+            raise ConfigError(_high_fraction_message(model, cfg, e)) from None
+        raise
+    return layouts
+
+
+def _fits(model: ModelConfig, cfg: QuantConfig) -> bool:
+    try:
+        _role_layouts(model, cfg, warn=False)
+        kv_quantizer(model, cfg)
+    except ConfigError:
+        return False
+    return True
+
+
+def _high_fraction_message(model: ModelConfig, cfg: QuantConfig, cause: ConfigError) -> str:
+    """--high-fraction is what breaks the layout: say so, with values that fit this model."""
+    fit = [f"{k / 16:g}" for k in range(16) if _fits(model, replace(cfg, high_fraction=k / 16))]
+    return (f"--high-fraction {cfg.high_fraction:g} does not fit this model (hidden size {model.hidden_size}, "
+            f"head size {model.head_dim}): {cause}; it must leave an even number of 4-bit channels in both. "
+            f"Values in [0, 1) that fit: {', '.join(fit) if fit else 'none but 0'}")
+
+
+def _check_group_sizes(model: ModelConfig, cfg: QuantConfig) -> None:
+    """A group wider than every input it applies to would be recorded as asked but used as one group
+    per part (clamped): refused instead, so that config.json never records a width that is not used."""
+    widest = max(model.hidden_size, model.intermediate_size)
+    if cfg.group_size > widest:
+        raise ConfigError(f"--group-size {cfg.group_size} is wider than every input of this model's linears "
+                          f"(the widest has {widest} channels): give at most {widest}, or 0 for one group per "
+                          "precision part")
+    if cfg.down_group_size > model.intermediate_size:
+        raise ConfigError(f"--down-group-size {cfg.down_group_size} is wider than the down projection's input "
+                          f"({model.intermediate_size} channels): give at most {model.intermediate_size}, or 0 to "
+                          "use --group-size")
+
+
+def _role_layouts(model: ModelConfig, cfg: QuantConfig, warn: bool) -> dict[str, LinearLayout]:
     hid, hd, nh = model.hidden_size, model.head_dim, model.num_heads
     r_res, r_head = high_channels(hid, cfg), high_channels(hd, cfg)
     g = _group_size((hid - r_res, r_res), cfg)
-    residual = _part_layout([(_split(hid - r_res, g), False), (_split(r_res, g), True)], cfg)
+    what = "the residual stream's input to attn_qkv and mlp_gate_up in every layer"
+    residual = _part_layout([(_split(hid - r_res, g, f"{what} (4-bit part)"), False),
+                             (_split(r_res, g, f"{what} (8-bit part)"), True)], cfg)
     # o_proj input, permuted: the low part of every head, then the high part of every head; one
     # activation group per head part (per token per head quantisation).
     o_parts = [([hd - r_head], False)] * nh + ([([r_head], True)] * nh if r_head else [])
+    down = _down_group_size(model, cfg, warn)
     return {
         "attn_qkv": residual,
         "attn_o": _part_layout(o_parts, cfg),
         "mlp_gate_up": residual,
-        "mlp_down": _part_layout([(_split(model.intermediate_size, _down_group_size(model, cfg)), False)], cfg),
+        "mlp_down": _part_layout([(_split(model.intermediate_size, down, "mlp_down's input (the intermediate size) "
+                                          "in every layer", "--down-group-size" if down == cfg.down_group_size
+                                          else "--group-size"), False)], cfg),
     }
 
 

@@ -23,6 +23,7 @@ import onnx
 from ..errors import ResQError
 from ..export.spec import DOMAIN, PREPARED_LINEAR, node_attributes, op_spec, prepared_inputs
 from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
+from ..manifests import PLAN_MANIFEST, check_schema
 from ..fileio import atomic_path, atomic_write_text, sha256_file
 from .profiles import EngineLimits, profile_shapes
 from .runtime import (PLUGIN_HINT, Runtime, TensorRTMissing, check_kernel_target, choose_target, kernel_archs,
@@ -117,9 +118,10 @@ def _check_engine_path(engine_path: Path) -> None:
     if not engine_path.exists():
         return
     manifest = Path(str(engine_path) + ".json")
-    try:
-        ours = json.loads(manifest.read_text()).get("tool") == MANIFEST_TOOL
-    except (OSError, ValueError, AttributeError):
+    try:  # a manifest of another shape (damaged, or another tool's) does not make the plan ours
+        data = check_schema(json.loads(manifest.read_text()), PLAN_MANIFEST, manifest, "")
+        ours = data["tool"] == MANIFEST_TOOL
+    except (OSError, ValueError, ResQError):
         ours = False
     if engine_path.is_dir() or not ours:
         raise ResQError(f"{engine_path} exists and is not a plan resq-export wrote (no {manifest.name} of ours): "

@@ -23,14 +23,20 @@ class EngineLimits:
     opt_context: int = 1024
 
     def __post_init__(self) -> None:
-        if min(self.max_batch, self.max_sequence, self.opt_sequence) < 1 or min(self.max_context, self.opt_context) < 2:
-            raise ConfigError(f"engine limits must be positive, contexts at least 2 (one past token and the new one): "
-                              f"{self}")
+        # named as the flags of `resq-export engine` (max_*) and, for Python callers, the fields (opt_*)
+        problems = [f"{name} {value} must be >= {low}" for name, value, low in (
+            ("--max-batch", self.max_batch, 1), ("--max-sequence", self.max_sequence, 1),
+            ("--max-context", self.max_context, 2), ("opt_sequence", self.opt_sequence, 1),
+            ("opt_context", self.opt_context, 2)) if value < low]
+        if problems:
+            raise ConfigError("engine limits: " + "; ".join(problems) + " (sizes at least 1, contexts at least 2: "
+                              "one past token and the new one)")
         if self.opt_sequence > self.max_sequence or self.opt_context > self.max_context:
-            raise ConfigError(f"optimal sizes exceed the maxima: {self}")
+            raise ConfigError(f"engine limits: opt_sequence {self.opt_sequence} / opt_context {self.opt_context} "
+                              f"exceed --max-sequence {self.max_sequence} / --max-context {self.max_context}")
         if self.max_sequence > self.max_context:
-            raise ConfigError(f"a prefill call writes its tokens into the cache: max_sequence {self.max_sequence} "
-                              f"exceeds max_context {self.max_context}")
+            raise ConfigError(f"engine limits: --max-sequence {self.max_sequence} exceeds --max-context "
+                              f"{self.max_context}: a prefill call writes its tokens into the cache")
 
 
 def _ranges(limits: EngineLimits) -> dict[str, dict[str, tuple[int, int, int]]]:

@@ -17,6 +17,7 @@ from ..artifact import open_artifact, read_manifest
 from ..config import QuantConfig
 from ..decoder import Decoder
 from ..errors import ArtifactError
+from ..manifests import EXPORT_JSON, check_schema
 from ..fileio import atomic_directory, note_hashing, read_json, sha256_file
 from ..outputs import check_output
 from .builder import ExternalData
@@ -188,9 +189,8 @@ def check_onnx_folder(onnx_dir: Path, verify: str = "quick") -> dict:
     meta_path = onnx_dir / META_FILE
     if not meta_path.is_file() or not (onnx_dir / ORT_FILE).is_file():
         raise ArtifactError(f"{onnx_dir} is not a resq-export ONNX folder (needs {ORT_FILE} and {META_FILE})")
-    meta = read_json(meta_path, ArtifactError)
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{meta_path} is corrupt (not a JSON object)")
+    meta = check_schema(read_json(meta_path, ArtifactError), EXPORT_JSON, meta_path,
+                        "the folder is damaged or not one this resq-export wrote: re-export it")
     if verify != "none":
         verify_onnx_files(onnx_dir, meta, full=verify == "full")
     try:

@@ -49,8 +49,10 @@ class ModelConfig:
         return cls(**d)
 
     @classmethod
-    def from_hf(cls, hf: dict[str, Any]) -> "ModelConfig":
+    def from_hf(cls, hf: dict[str, Any], where: str = "config.json") -> "ModelConfig":
+        """where: the file the settings came from, named in every refusal."""
         spec = arch_of_hf_config(hf)
+        check_hf_fields(hf, where)
         try:
             hidden = int(hf["hidden_size"])
             n_heads = int(hf["num_attention_heads"])
@@ -83,14 +85,52 @@ class ModelConfig:
                 eos_token_id=hf.get("eos_token_id"),
             )
         except KeyError as e:
-            raise ModelLoadError(f"config.json lacks the field {e.args[0]!r}") from None
+            raise ModelLoadError(f"{where} lacks the field {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
-            raise ModelLoadError(f"config.json has an invalid value: {e}") from None
+            raise ModelLoadError(f"{where} has an invalid value: {e}") from None
         if n_heads % n_kv:
-            raise ModelLoadError(f"num_attention_heads {n_heads} is not a multiple of num_key_value_heads {n_kv}")
+            raise ModelLoadError(f"{where}: \"num_attention_heads\" {n_heads} is not a multiple of "
+                                 f"\"num_key_value_heads\" {n_kv}")
         if head_dim % 2:
-            raise ModelLoadError(f"head_dim {head_dim} must be even for RoPE")
+            raise ModelLoadError(f"{where}: \"head_dim\" {head_dim} must be even for RoPE")
         return cfg
+
+
+_COUNTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+_OPTIONAL_COUNTS = ("num_key_value_heads", "head_dim", "max_position_embeddings")
+_OPTIONAL_POSITIVE = ("rms_norm_eps", "rope_theta")
+
+
+def _shown(value: Any) -> str:
+    if type(value) is int:  # the kind is plain; the value is what is wrong
+        return repr(value)
+    kind = {str: "a string", bool: "true/false", float: "a number", type(None): "null", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+    return f"{value!r} ({kind})"
+
+
+def check_hf_fields(hf: dict[str, Any], where: str = "config.json") -> None:
+    """The shape fields' types and ranges, before anything (the tokenizer included) reads them: a
+    string "64" or a 0 head count is named with its file and field here, not as a division by zero
+    later."""
+    import math
+
+    for name in _COUNTS + _OPTIONAL_COUNTS:
+        if name not in hf or (name in _OPTIONAL_COUNTS and hf[name] is None):
+            continue  # a missing required one is named by from_hf
+        value = hf[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelLoadError(f"{where}: \"{name}\" must be a positive integer, not {_shown(value)}")
+    for name in _OPTIONAL_POSITIVE:
+        value = hf.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ModelLoadError(f"{where}: \"{name}\" must be a positive number, not {_shown(value)}")
+    hidden, heads = hf.get("hidden_size"), hf.get("num_attention_heads")
+    if isinstance(hidden, int) and isinstance(heads, int) and not hf.get("head_dim") and hidden % heads:
+        raise ModelLoadError(f"{where}: \"hidden_size\" {hidden} is not a multiple of \"num_attention_heads\" "
+                             f"{heads} (and no \"head_dim\" is given)")
 
 
 def _rope_settings(hf: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:

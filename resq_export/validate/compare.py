@@ -33,7 +33,8 @@ def decode_sequences(tokens: torch.Tensor, steps: int) -> tuple[list[torch.Tenso
 def compare(ort: LayerwiseModel, reference: LayerwiseModel, windows: torch.Tensor, decode_steps: int = 16,
             progress: bool = False) -> dict:
     cached, whole = decode_sequences(windows.reshape(-1), decode_steps)
-    ort_states = run_layers(ort, [[w] for w in windows] + [cached, whole], "ONNX Runtime", progress)
+    ort_states = run_layers(ort, [[w] for w in windows] + [cached, whole],
+                            "ONNX Runtime (with the 2 sequences of the decode check)", progress)
     ref_states = run_layers(reference, [[w] for w in windows], "reference", progress)
     nll_ort, nll_ref, agree, total, max_rel = [], [], 0, 0, 0.0
     for w, ids in enumerate(windows):

@@ -47,14 +47,21 @@ def run_layers(model: LayerwiseModel, sequences: list[list[torch.Tensor]], desc:
         states.append(flat[k:k + len(seq)])
         k += len(seq)
     lengths = [sum(ids.numel() for ids in seq) for seq in sequences]  # each sequence's cache capacity
-    for i in tqdm(range(model.num_layers), desc=desc, disable=not progress):
+    # The bar counts sequences (the evaluation windows the summary reports), in fractions: each one
+    # advances by 1 / num_layers as it passes a layer (the layers are the outer loop: each is read once).
+    bar = tqdm(total=len(sequences), desc=desc, unit="window", disable=not progress,
+               bar_format="{l_bar}{bar}| {n:.1f}/{total} windows [{elapsed}<{remaining}]")
+    for i in range(model.num_layers):
         step = model.layer(i)
         for seq_states, length in zip(states, lengths):
             cache = step.new_cache(length)
             for c, state in enumerate(seq_states):
                 seq_states[c] = step(state, cache)
+            bar.update(1 / model.num_layers)
         step.close()
         del step
+    bar.n = len(sequences)  # not a float sum's 3.9999
+    bar.close()
     return states
 
 

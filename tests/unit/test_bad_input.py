@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from resq_export.cli import main
@@ -28,8 +29,35 @@ def places(artifacts, tiny_dirs, tmp_path_factory):
     weights.write_bytes(weights.read_bytes()[:-100])
     (root / "busy").mkdir()
     (root / "busy" / "keep.txt").write_text("x")
+    # issue 33: an export.json of another shape; a build folder; model folders with bad config values,
+    # without tokenizer files, with int8 weights; a cut GGUF file
+    bad_meta = shutil.copytree(onnx_dir, root / "onnx_bad_meta")
+    (bad_meta / "export.json").write_text(json.dumps({"tool": "resq-export", "files": 5}))
+    shutil.copytree(onnx_dir, root / "build_dir" / "onnx")
+    for name, field, value in [("string_hidden", "hidden_size", "64"), ("zero_heads", "num_attention_heads", 0)]:
+        folder = shutil.copytree(tiny_dirs["llama"], root / name)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, field: value}))
+    no_tok = shutil.copytree(tiny_dirs["llama"], root / "no_tokenizer_files",
+                             ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json"))
+    int8 = shutil.copytree(tiny_dirs["llama"], root / "int8_weights")
+    _plant_int8(int8 / "model.safetensors", "model.layers.1.mlp.up_proj.weight")
+    (root / "cut.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")  # 8 bytes: magic and version, no counts
+    (root / "junk.gguf").write_bytes(b"not a gguf file at all, but long enough")
+    plan = root / "user.plan"
+    plan.write_bytes(b"plan")
+    (root / "user.plan.json").write_text(json.dumps({"tool": 5}))
     return {"root": root, "onnx": onnx_dir, "no_tokenizer": no_tokenizer, "art": artifacts["rtn"],
-            "model": tiny_dirs["llama"]}
+            "model": tiny_dirs["llama"], "bad_meta": bad_meta, "no_tok": no_tok, "int8": int8}
+
+
+def _plant_int8(path, name):
+    """The tensor `name` stored as int8 (as a quantised checkpoint would), the rest as it was."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    tensors[name] = (tensors[name] * 100).round().clamp(-127, 127).to(torch.int8)
+    save_file(tensors, str(path))
 
 
 CASES = [
@@ -58,6 +86,60 @@ CASES = [
     ("eval --artifact {root}/missing --quiet", 1, "not a resq-export artifact"),
     ("eval --model {root}/missing --quiet", 1, "not found"),
     ("build --model {model} --out {root}/busy --quiet", 1, "--overwrite"),
+    # issue 33, items 8-23 and the usability list
+    ("generate --onnx {onnx} --prompt 'caf\udce9 \udcff'", 2, "is not valid UTF-8 (byte 0xe9 at character 3)"),
+    ("generate --onnx {bad_meta} --prompt hi", 1, "export.json: the field 'files' should be an object, not an integer (5)"),
+    ("generate --onnx {onnx} --prompt hi --chat", 1, "--chat: this model's tokenizer has no chat template"),
+    ("generate --onnx {onnx} --prompt hi --temperature nan", 2, "nan is not a finite number; give one >= 0"),
+    ("generate --onnx {onnx} --prompt hi --temperature inf", 2, "inf is not a finite number"),
+    ("generate --onnx {onnx} --prompt hi --temperature -1", 2, "-1 is not >= 0"),
+    ("quantize --model {model} --out {root}/o8 --high-fraction nan --quiet", 2, "nan is not a finite number; give one "
+     "in [0, 1)"),
+    ("quantize --model {int8} --out {root}/o9 --quiet", 1, "holds the tensor model.layers.1.mlp.up_proj.weight as int8"),
+    ("quantize --model {int8} --out {root}/o9 --quiet", 1, "quantised checkpoints (int8/int4, GPTQ, AWQ, bitsandbytes) "
+     "are not inputs"),
+    ("quantize --model {model} --out {root}/o10 --group-size 100000 --quiet", 1, "--group-size 100000 is wider than "
+     "every input of this model's linears (the widest has 96 channels)"),
+    ("quantize --model {model} --out {root}/o10 --down-group-size 128 --quiet", 1, "--down-group-size 128 is wider "
+     "than the down projection's input (96 channels)"),
+    ("quantize --model {root}/string_hidden --out {root}/o11 --quiet", 1, "string_hidden/config.json: \"hidden_size\" "
+     "must be a positive integer, not '64' (a string)"),
+    ("quantize --model {root}/zero_heads --out {root}/o11 --quiet", 1, "zero_heads/config.json: \"num_attention_heads\" "
+     "must be a positive integer, not 0"),
+    ("quantize --model {no_tok} --out {root}/o12 --quiet", 1, "no_tokenizer_files has no tokenizer files: expected "
+     "tokenizer.json"),
+    ("quantize --model {model} --out {root}/o13 --high-fraction 0.9 --quiet", 1, "--high-fraction 0.9 does not fit "
+     "this model (hidden size 64, head size 16)"),
+    ("quantize --model {model} --out {root}/o13 --high-fraction 0.9 --quiet", 1, "Values in [0, 1) that fit: 0, 0.125, "
+     "0.25, 0.375, 0.5, 0.625, 0.75, 0.875"),
+    ("quantize --model {model} --out {root}/o14 --method lqer --quiet", 1, "mlp_down's input (the intermediate size) in "
+     "every layer: 96 channels do not split into groups of 64: choose another --group-size (16, 24, 32, 48 divide it"),
+    ("validate --onnx {onnx} --artifact {model} --quiet", 1, "is a model folder, not an artifact (no manifest.json): "
+     "--artifact expects the folder `resq-export quantize --out` wrote"),
+    ("export --artifact {model} --out {root}/o15", 1, "is a model folder, not an artifact"),
+    ("eval --artifact {onnx} --quiet", 1, "is an ONNX folder, not an artifact"),
+    ("build --model {model} --out {root}/o16 --eval-max-tokens 256 --quiet", 1, "--eval-max-tokens 256 is fewer than "
+     "one validation window of --eval-seqlen 512 tokens"),
+    ("build --model {model} --out {root}/o16 --eval-max-tokens 20 --eval-seqlen 20 --quiet", 1, "the decode check "
+     "needs 31"),
+    ("engine --onnx {onnx} --engine {root}/e.plan --max-batch 0 --max-sequence -1", 2, "error: --max-batch 0 is out of "
+     "range: 1 or more\nerror: --max-sequence -1 is out of range: 1 to --max-context (4096)"),
+    ("engine --onnx {onnx} --engine {root}/e.plan --max-context 1 --max-sequence 8", 2, "error: --max-sequence 8 is out "
+     "of range: 1 to --max-context (1)"),
+    ("engine --onnx {onnx} --engine {root}/user.plan", 1, "user.plan exists and is not a plan "
+     "resq-export wrote"),
+    ("quantize --model {root}/cut.gguf --out {root}/o17 --quiet", 1, "cut.gguf is not a valid GGUF file (truncated: 8 "
+     "bytes, shorter than its 24-byte header)"),
+    ("quantize --model {root}/junk.gguf --out {root}/o17 --quiet", 1, "is not a valid GGUF file (it does not start "
+     "with the bytes 'GGUF')"),
+    ("generate --onnx {root}/build_dir --prompt hi", 1, "build_dir is a build folder, not an ONNX folder: pass --onnx "
+     "{root}/build_dir/onnx"),
+    ("validate --onnx {art} --quiet", 1, "is an artifact, not an ONNX folder: export it first"),
+    ("quantize --model '' --out {root}/o18 --quiet", 2, "Invalid value for '--model': is empty"),
+    ("eval --model '' --quiet", 2, "Invalid value for '--model': is empty"),
+    ("quantize --model {root}/missing --out {root}/o19 --quiet --json", 1, '{{"error": "model '),
+    ("validate --onnx {onnx} --decode-steps 0 --json", 2, '{{"error": "Invalid value for \'--decode-steps\': 0 is not '
+     'in the range x>=1.", "exit_code": 2}}'),
 ]
 
 
@@ -65,10 +147,12 @@ CASES = [
 def test_bad_input_table(places, line, code, fragment):
     import shlex
 
-    args = shlex.split(line.format(**{k: str(v) for k, v in places.items()}))
+    names = {k: str(v) for k, v in places.items()}
+    args = shlex.split(line.format(**names))
     result = CliRunner().invoke(main, args)
     assert result.exit_code == code, (line, result.output, result.exception)
-    assert fragment in result.output, (line, result.output)
+    assert fragment.format(**names) in result.output, (line, result.output)
+    assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), (line, repr(result.exception))
 
 

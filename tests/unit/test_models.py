@@ -90,3 +90,59 @@ def test_corrupt_gguf_is_refused(tmp_path):
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 64)
     with pytest.raises(ModelLoadError, match="cannot read GGUF file"):
         load_model(bad)
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("hidden_size", "64", "\"hidden_size\" must be a positive integer, not '64' (a string)"),
+    ("num_attention_heads", 0, "\"num_attention_heads\" must be a positive integer, not 0"),
+    ("num_hidden_layers", True, "\"num_hidden_layers\" must be a positive integer, not True (true/false)"),
+    ("vocab_size", 400.0, "\"vocab_size\" must be a positive integer, not 400.0 (a number)"),
+    ("num_key_value_heads", -2, "\"num_key_value_heads\" must be a positive integer, not -2"),
+    ("rms_norm_eps", 0, "\"rms_norm_eps\" must be a positive number, not 0"),
+    ("rope_theta", "1e4", "\"rope_theta\" must be a positive number, not '1e4' (a string)"),
+    ("num_attention_heads", 5, "\"num_attention_heads\" 5 is not a multiple of \"num_key_value_heads\" 2"),
+    ("head_dim", 15, "\"head_dim\" 15 must be even for RoPE"),
+])
+def test_config_values_are_checked_before_the_tokenizer(tiny_dirs, tmp_path, field, value, said):
+    """Item 14: the file and the field, not the tokenizer's division by zero. The tokenizer files are
+    taken away: a refusal that came after loading the tokenizer would name them instead."""
+    d = shutil.copytree(tiny_dirs["llama"], tmp_path / "m", ignore=shutil.ignore_patterns("tokenizer*"))
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, field: value}))
+    with pytest.raises(ModelLoadError) as e:
+        load_model(d)
+    assert str(e.value) == f"{d / 'config.json'}: {said}"
+
+
+def test_null_optional_fields_are_defaults(tiny_dirs, tmp_path):
+    """HF writes null for an unset num_key_value_heads / head_dim: that is not a bad value."""
+    from resq_export.models.config import ModelConfig
+
+    cfg = json.loads((tiny_dirs["llama"] / "config.json").read_text())
+    parsed = ModelConfig.from_hf({**cfg, "num_key_value_heads": None, "head_dim": None})
+    assert parsed.num_kv_heads == parsed.num_heads == 4 and parsed.head_dim == 16
+
+
+def test_gguf_header_is_checked_first(tmp_path):
+    from resq_export.models.checks import check_gguf_header
+
+    for data, said in [(b"GGUF\x03\x00\x00\x00", "not a valid GGUF file (truncated: 8 bytes"),
+                       (b"", "truncated: 0 bytes"), (b"PK\x03\x04" + bytes(40), "does not start with the bytes 'GGUF'")]:
+        f = tmp_path / "m.gguf"
+        f.write_bytes(data)
+        with pytest.raises(ModelLoadError, match=said.replace("(", r"\(")):
+            check_gguf_header(f)
+    f.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(16))  # a whole header: left to the parser
+    check_gguf_header(f)
+
+
+def test_cache_probe_leaves_nothing_behind(tmp_path, monkeypatch):
+    from resq_export.models.checks import check_cache_writable
+
+    monkeypatch.delenv("RESQ_EXPORT_CACHE", raising=False)
+    check_cache_writable(tmp_path / "cache")
+    assert (tmp_path / "cache").is_dir() and list((tmp_path / "cache").iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelLoadError, match=r"the cache .*file/c is not writable \(Not a directory\)"):
+        check_cache_writable(tmp_path / "file" / "c")
+    assert (tmp_path / "file").read_text() == "x"
