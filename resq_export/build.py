@@ -10,11 +10,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import __version__
 from .artifact import VALIDATION_FILE, WEIGHTS_FILE, open_artifact, read_manifest
 from .calib.data import evaluation_windows
 from .config import QuantConfig
 from .fileio import atomic_write_text
-from .outputs import check_output
+from .outputs import BUILD_ENTRIES, BUILD_MARKER, TOOL, check_output, claim_output
 
 EVAL_SEQLEN = 512
 
@@ -36,7 +37,22 @@ def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequ
           announce: Callable[[str], None] = lambda _: None) -> BuildResult:
     """out_dir gets artifact/, onnx/ and validation.json (engine_path the plan). A target that cannot
     work is refused before hours of quantisation; a missing TensorRT runtime or plugin library only
-    after the ONNX is written (result.missing_runtime, no validation). announce: told each stage's name."""
+    after the ONNX is written (result.missing_runtime, no validation). announce: told each stage's name.
+    out_dir is locked while the build lasts; build.json in it marks it as a build folder."""
+    inputs = [model_source, *calib_data]
+    with claim_output(out_dir, "build", inputs, overwrite) as out_dir:
+        # the stages' folders are checked now, not after hours of quantisation
+        check_output(out_dir / "artifact", "artifact", inputs, overwrite)
+        check_output(out_dir / "onnx", "onnx", [], overwrite)
+        marker = {"tool": TOOL, "tool_version": __version__, "command": "build", "files": list(BUILD_ENTRIES)}
+        atomic_write_text(out_dir / BUILD_MARKER, json.dumps(marker, indent=2))
+        return _build(model_source, out_dir, quant, calib_data, engine_path, runtime, target_sm, eval_max_tokens,
+                      progress, overwrite, announce)
+
+
+def _build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequence[str], engine_path: Path | None,
+           runtime: str, target_sm: str | None, eval_max_tokens: int, progress: bool, overwrite: bool,
+           announce: Callable[[str], None]) -> BuildResult:
     from .engine.build import TensorRTMissing, build_engine, prepare_engine
     from .export.writer import export_onnx
     from .models.loader import open_model
@@ -46,7 +62,6 @@ def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequ
     from .validate.onnx_layers import OnnxLayers
     from .validate.ppl import perplexity
 
-    out_dir = check_output(out_dir, "build", [model_source, *calib_data], overwrite)
     setup, missing = None, None
     if engine_path is not None:
         try:
@@ -80,7 +95,7 @@ def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequ
     validation = stage("validate", validate)
     fp = stage("FP baseline", lambda: perplexity(float_layers(open_model(model_source)), windows, progress=progress))
     weights_sha = read_manifest(art)["files"].get(WEIGHTS_FILE)
-    validation.update(ppl_fp=fp["ppl"], seqlen=EVAL_SEQLEN, text="packaged eval text",
+    validation.update(tool=TOOL, ppl_fp=fp["ppl"], seqlen=EVAL_SEQLEN, text="packaged eval text",
                       artifact={"path": str(art.resolve()), "weights_sha256": weights_sha})
     atomic_write_text(out_dir / VALIDATION_FILE, json.dumps(validation, indent=2))  # read by `resq-export report`
     result.validation = validation
