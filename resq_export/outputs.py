@@ -169,9 +169,9 @@ def _refuse_special(out: Path, kind: str) -> None:
     that replaces its output would take them with it, whatever the flags."""
     if out == Path(out.anchor):
         raise ConfigError(f"--out {out} is a file system root: choose a folder for the {kind}")
-    for place, label in ((Path.cwd().resolve(), "the current directory"), (Path.home().resolve(), "your home directory")):
-        relation = {"is": "is", "contains": "contains"}.get(_relation(out, place) or "")
-        if relation:
+    places = ((Path.cwd().resolve(), "the current directory"), (Path.home().resolve(), "your home directory"))
+    for relation, (place, label) in ((r, p) for r in ("is", "contains") for p in places):  # the closer one first
+        if _relation(out, place) == relation:
             raise ConfigError(f"--out {out} {relation} {label}, which resq-export never writes over: choose a "
                               f"new folder for the {kind}")
 
