@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -129,11 +130,14 @@ def tool_files(folder: Path, kind: str) -> set[str]:
     return names
 
 
+_SCANNED = 100_000  # entries looked at in a folder: enough to name some, without walking a whole disk
+
+
 def foreign_files(folder: Path, ours: set[str]) -> list[str]:
     """What in folder is not in `ours`: files, links, and folders holding none of ours (named 'd/')."""
     folder = Path(folder)
     foreign = []
-    for path in sorted(folder.rglob("*")):
+    for path in sorted(itertools.islice(folder.rglob("*"), _SCANNED)):
         rel = path.relative_to(folder).as_posix()
         if path.is_dir() and not path.is_symlink():
             if not any(o == rel or o.startswith(rel + "/") for o in ours) and not any(path.iterdir()):

@@ -19,6 +19,7 @@ from ..checkpoint import WorkDir, fingerprint_hash
 from ..config import SCHEMA_VERSION, QuantConfig
 from ..decoder import Decoder, Layer
 from ..errors import ConfigError, ResQError
+from ..fileio import note_hashing
 from ..layout import role_layouts
 from ..models.loader import ModelSource, context_length, open_model
 from ..outputs import artifact_side_files, claim_output, output_kind
@@ -180,6 +181,7 @@ class _Pipeline:
             if acts:
                 needed.append((f"pass2-acts-{st['pass2_done']:05d}.safetensors", "pass2"))
         needed += [(f"layer-{i:05d}.safetensors", "pass2") for i in range(min(st["pass2_done"], n))]
+        note_hashing(w.root, [w.path(name) for name, _ in needed])
         bad = {}
         for name, step in needed:
             problem = w.damage(name)
