@@ -154,7 +154,7 @@ def _named(files: list[str]) -> str:
 
 def _refuse_foreign(out: Path, files: list[str], where: str = "") -> ConfigError:
     return ConfigError(f"--out {out} holds {'a file' if len(files) == 1 else 'files'} resq-export did not write"
-                       f"{where} ({_named(files)}): move {'it' if len(files) == 1 else 'them'} out of it or choose "
+                       f"{where} ({_named(files)}): move {'it' if len(files) == 1 else 'them'} elsewhere or choose "
                        "another --out (resq-export never deletes files it did not write, --overwrite included)")
 
 
@@ -239,6 +239,9 @@ def claim_output(out: Path, kind: str, inputs: Iterable[str | Path] = (), overwr
     out = Path(out).expanduser().resolve()
     _refuse_special(out, kind)  # before anything is created beside it
     created = _missing_parents(out.parent)
+    existing = created[-1].parent if created else out.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is not a folder; choose an --out inside a folder")
     out.parent.mkdir(parents=True, exist_ok=True)  # the lock lives beside the output
     lock = OutputLock(out)
     try:

@@ -156,7 +156,7 @@ def test_requantize_refuses_to_delete_user_files_inside_the_artifact(art, tiny_d
     for extra in ([], ["--overwrite"]):
         result = run_cli(*_quantize_args(tiny_dirs["llama"], art, calib_file, *extra))
         assert result.exit_code == 1, result.output
-        assert "did not write (NOTES.txt, d/x.csv, empty/)" in result.output and "move them out" in result.output
+        assert "did not write (NOTES.txt, d/x.csv, empty/)" in result.output and "move them elsewhere" in result.output
         assert _snapshot(art) == before
     assert not work_dir_for(art).exists() and not lock_path(art).exists()
 
@@ -301,7 +301,8 @@ def test_a_second_run_on_the_same_output_stops_at_once(tiny_dirs, calib_file, tm
         _wait_for(pause / "ready", first)  # the first run holds the lock and has begun its work folder
         partial = _snapshot(work_dir_for(out))
         for args in (_quantize_args(tiny_dirs["llama"], out, calib_file),
-                     ["export", "--artifact", tmp_path / "elsewhere", "--out", out]):
+                     ["export", "--artifact", tmp_path / "elsewhere", "--out", out],
+                     ["build", "--model", tiny_dirs["llama"], "--out", out, *SMALL]):
             t = time.perf_counter()
             code, output = _run_child(args)
             assert code == 1 and "Traceback" not in output, output
@@ -352,6 +353,13 @@ def test_current_and_home_directories_are_refused_whatever_the_flags(art, tiny_d
             result = run_cli(*command)
             assert result.exit_code == 1 and message in result.output, (cwd, out, command[0], result.output)
     assert {d: _snapshot(d) for d in (home, art)} == before
+
+
+def test_an_output_under_a_file_is_one_clear_line(artifacts, tmp_path):
+    (tmp_path / "file.txt").write_text("mine")
+    result = run_cli("export", "--artifact", artifacts["rtn"], "--out", tmp_path / "file.txt" / "sub" / "O")
+    assert result.exit_code == 1 and f"{tmp_path / 'file.txt'} is not a folder" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"] and (tmp_path / "file.txt").read_text() == "mine"
 
 
 # ---- 7. temporaries of killed runs are swept at the start of every command ---------------------
