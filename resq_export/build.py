@@ -35,7 +35,7 @@ def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequ
           engine_path: Path | None = None, runtime: str = "auto", target_sm: str | None = None,
           eval_max_tokens: int = 2048, progress: bool = True, overwrite: bool = False,
           announce: Callable[[str], None] = lambda _: None) -> BuildResult:
-    """out_dir gets artifact/, onnx/ and validation.json (engine_path the plan). A target that cannot
+    """out_dir gets artifact/, onnx/, validation.json and build.json (engine_path the plan). A target that cannot
     work is refused before hours of quantisation; a missing TensorRT runtime or plugin library only
     after the ONNX is written (result.missing_runtime, no validation). announce: told each stage's name.
     out_dir is locked while the build lasts; build.json in it marks it as a build folder."""

@@ -291,6 +291,9 @@ def check_report_output(out: Path, artifact: Path) -> Path:
         if out.name in taken or (out.name == EVALUATIONS_FILE):
             raise ConfigError(f"--out {out} is a file of the artifact {art}: choose another name for the report "
                               "(e.g. report.html)")
+    if output_kind(out.parent) == "build" and out.name in BUILD_ENTRIES:
+        raise ConfigError(f"--out {out} is where the build in {out.parent} keeps its {out.name}: choose another "
+                          "name for the report (e.g. report.html)")
     for folder in out.parents:
         what = _input_folder(folder)
         if what and not (folder == art and out.parent == art):

@@ -207,13 +207,12 @@ class _Pipeline:
 
 
 def _redo(name: str, step: str, acts: bool) -> str:
+    """What a resume does about a damaged file, for its warning line."""
+    restart = "pass 2 restarts at layer 0, the last point whose inputs are kept"
     if name.startswith("layer-"):
-        layer = int(name[6:11])
-        again = "pass 2 restarts at layer 0 (the first whose inputs are kept)" if acts else "quantised again"
-        return f"layer {layer} is recomputed ({again})"
+        return f"layer {int(name[6:11])} is recomputed" + (f": {restart}" if acts else "")
     return {"pass1": "calibration restarts at layer 0", "bases": "calibration restarts at layer 0",
-            "globals": "the embedding and head are written again",
-            "pass2": "pass 2 restarts at layer 0 (the first whose inputs are kept)"}[step]
+            "globals": "the embedding and head are written again", "pass2": restart}[step]
 
 
 def _finished_stats(out_dir: Path, fingerprint: str) -> dict | None:
@@ -236,8 +235,10 @@ def quantize(
     Streams the model layer by layer (memory does not grow with the number of layers) and keeps its
     progress in `<out_dir>.partial/`, so an interrupted run continues with the same call. in_memory:
     read every source tensor up front instead (same result; for comparison and small models).
-    out_dir must be new, empty or an earlier artifact (overwrite: any folder), and apart from the
-    model and calibration files (outputs.check_output), and is locked while the run lasts.
+    out_dir must be new, empty or an earlier artifact holding only files resq-export wrote
+    (overwrite: or another output of ours; it also lets stale results and a work folder of other
+    settings go), apart from the model and calibration files (outputs.check_output); it is locked
+    while the run lasts.
     reuse_finished: an artifact already in out_dir from the same model, settings, calibration data
     and tool version is kept as it is (what `build` does when run again)."""
     quant.validate()

@@ -241,6 +241,11 @@ def test_a_build_folder_carries_its_marker_and_keeps_the_users_files(tiny_dirs, 
     assert result.exit_code == 1 and "where the build writes (artifact/NOTES.txt)" in result.output, result.output
     assert _snapshot(out) == before
     (out / "artifact" / "NOTES.txt").unlink()
+    (out / "validation.json").unlink()  # as if stopped before validating: a report must not take its name
+    for name in ("validation.json", "build.json"):
+        result = run_cli("report", "--artifact", out / "artifact", "--out", out / name)
+        assert result.exit_code == 1 and "where the build in" in result.output, result.output
+    assert _snapshot(out) == {k: v for k, v in before.items() if k not in ("artifact/NOTES.txt", "validation.json")}
     assert run_cli(*args).exit_code == 0
     assert (out / "NOTES.txt").read_text() == "mine"
 
