@@ -134,7 +134,7 @@ _SCANNED = 100_000  # entries looked at in a folder: enough to name some, withou
 
 
 def foreign_files(folder: Path, ours: set[str]) -> list[str]:
-    """What in folder is not in `ours`: files, links, and folders holding none of ours (named 'd/')."""
+    """What in folder is not in `ours`: files, links, and empty folders (named 'd/')."""
     folder = Path(folder)
     foreign = []
     for path in sorted(itertools.islice(folder.rglob("*"), _SCANNED)):
@@ -173,7 +173,9 @@ def _refuse_special(out: Path, kind: str) -> None:
     that replaces its output would take them with it, whatever the flags."""
     if out == Path(out.anchor):
         raise ConfigError(f"--out {out} is a file system root: choose a folder for the {kind}")
-    places = ((Path.cwd().resolve(), "the current directory"), (Path.home().resolve(), "your home directory"))
+    places = [(Path.cwd().resolve(), "the current directory")]
+    with contextlib.suppress(RuntimeError):  # no home directory known: nothing to guard there
+        places.append((Path.home().resolve(), "your home directory"))
     for relation, (place, label) in ((r, p) for r in ("is", "contains") for p in places):  # the closer one first
         if _relation(out, place) == relation:
             raise ConfigError(f"--out {out} {relation} {label}, which resq-export never writes over: choose a "
