@@ -345,11 +345,11 @@ def test_current_and_home_directories_are_refused_whatever_the_flags(art, tiny_d
     (home / "work" / "thesis.tex").write_text("years of work")
     monkeypatch.setenv("HOME", str(home))
     before = {d: _snapshot(d) for d in (home, art)}
-    cases = [(home / "work", ".", "is the current directory"),
+    cases = [(art, ".", "is the current directory"),  # even an earlier artifact: replacing it would take the cwd
+             (home / "work", ".", "is the current directory"),
              (home / "work", "..", "is your home directory"),
              (home / "work", "~", "is your home directory"),
-             (home / "work", str(tmp_path), "contains the current directory"),
-             (art, ".", "is the current directory")]  # even an earlier artifact: replacing it would take the cwd
+             (home / "work", str(tmp_path), "contains the current directory")]
     for cwd, out, message in cases:
         monkeypatch.chdir(cwd)
         for command in (_quantize_args(tiny_dirs["llama"], out, calib_file, "--overwrite"),
