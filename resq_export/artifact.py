@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,13 +82,17 @@ def _file_entries(path: Path, block_bytes: int = 1 << 26) -> list[Entry]:
 
 def write_artifact(
     out_dir: Path, tensor_files: list[Path], config: dict, tokenizer: Any, source: dict, stats: dict,
-    details: dict,
+    details: dict, keep: Sequence[Path] = (),
 ) -> None:
     """Assemble the artifact from finished per-step tensor files (streamed into one model.safetensors,
     never all in memory), atomically: the folder appears complete under its name, or not at all.
-    stats go to the manifest; details (spectra, per-layer errors and times) to stats.json."""
+    stats go to the manifest; details (spectra, per-layer errors and times) to stats.json. keep:
+    side files of the artifact being replaced (evaluations, reports) copied into the new one."""
     entries = [e for f in tensor_files for e in _file_entries(f)]
     with atomic_directory(Path(out_dir)) as tmp:
+        kept = {Path(path).name for path in keep}
+        for path in keep:  # not in the manifest: side files, as they were
+            shutil.copy2(path, tmp / Path(path).name)
         write_safetensors(tmp / WEIGHTS_FILE, entries,
                           metadata={"format": "resq-export", "schema_version": str(SCHEMA_VERSION)})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
@@ -98,7 +103,8 @@ def write_artifact(
             "tool": "resq-export",
             "tool_version": __version__,
             "source_model": source,
-            "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+            "files": {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*"))
+                      if p.is_file() and p.relative_to(tmp).as_posix() not in kept},
             "stats": stats,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))

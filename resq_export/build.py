@@ -10,12 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import __version__
 from .artifact import VALIDATION_FILE, WEIGHTS_FILE, open_artifact, read_manifest
 from .calib.data import evaluation_windows
 from .config import QuantConfig
 from .errors import ConfigError
 from .fileio import atomic_write_text
-from .outputs import check_output
+from .outputs import BUILD_ENTRIES, BUILD_MARKER, TOOL, check_output, claim_output
 
 EVAL_SEQLEN = 512
 DECODE_STEPS = 16  # compare()'s default: tokens decoded one by one through the cache
@@ -51,9 +52,25 @@ def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequ
           engine_path: Path | None = None, runtime: str = "auto", target_sm: str | None = None,
           eval_max_tokens: int = 2048, progress: bool = True, overwrite: bool = False,
           announce: Callable[[str], None] = lambda _: None, eval_seqlen: int = EVAL_SEQLEN) -> BuildResult:
-    """out_dir gets artifact/, onnx/ and validation.json (engine_path the plan). A target that cannot
+    """out_dir gets artifact/, onnx/, validation.json and build.json (engine_path the plan). A target that cannot
     work is refused before hours of quantisation; a missing TensorRT runtime or plugin library only
-    after the ONNX is written (result.missing_runtime, no validation). announce: told each stage's name."""
+    after the ONNX is written (result.missing_runtime, no validation). announce: told each stage's name.
+    out_dir is locked while the build lasts; build.json in it marks it as a build folder."""
+    check_evaluation_sizes(eval_seqlen, eval_max_tokens)
+    inputs = [model_source, *calib_data]
+    with claim_output(out_dir, "build", inputs, overwrite) as out_dir:
+        # the stages' folders are checked now, not after hours of quantisation
+        check_output(out_dir / "artifact", "artifact", inputs, overwrite)
+        check_output(out_dir / "onnx", "onnx", [], overwrite)
+        marker = {"tool": TOOL, "tool_version": __version__, "command": "build", "files": list(BUILD_ENTRIES)}
+        atomic_write_text(out_dir / BUILD_MARKER, json.dumps(marker, indent=2))
+        return _build(model_source, out_dir, quant, calib_data, engine_path, runtime, target_sm, eval_max_tokens,
+                      eval_seqlen, progress, overwrite, announce)
+
+
+def _build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequence[str], engine_path: Path | None,
+           runtime: str, target_sm: str | None, eval_max_tokens: int, eval_seqlen: int, progress: bool,
+           overwrite: bool, announce: Callable[[str], None]) -> BuildResult:
     from .engine.build import TensorRTMissing, build_engine, prepare_engine
     from .export.writer import export_onnx
     from .models.loader import open_model
@@ -63,8 +80,6 @@ def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequ
     from .validate.onnx_layers import OnnxLayers
     from .validate.ppl import perplexity
 
-    check_evaluation_sizes(eval_seqlen, eval_max_tokens)
-    out_dir = check_output(out_dir, "build", [model_source, *calib_data], overwrite)
     setup, missing = None, None
     if engine_path is not None:
         try:
@@ -100,7 +115,7 @@ def build(model_source: str, out_dir: Path, quant: QuantConfig, calib_data: Sequ
     validation = stage("validate", validate)
     fp = stage("FP baseline", lambda: perplexity(float_layers(open_model(model_source)), windows, progress=progress))
     weights_sha = read_manifest(art)["files"].get(WEIGHTS_FILE)
-    validation.update(ppl_fp=fp["ppl"], seqlen=eval_seqlen, text="packaged eval text",
+    validation.update(tool=TOOL, ppl_fp=fp["ppl"], seqlen=eval_seqlen, text="packaged eval text",
                       artifact={"path": str(art.resolve()), "weights_sha256": weights_sha})
     atomic_write_text(out_dir / VALIDATION_FILE, json.dumps(validation, indent=2))  # read by `resq-export report`
     result.validation = validation

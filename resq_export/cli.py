@@ -78,15 +78,18 @@ _FULL_CHECK = click.option("--full-check", is_flag=True,
                            help="Check the sha256 of every file of the ONNX folder (default: sizes, and the hashes "
                                 "of files up to 512 MiB).")
 _OVERWRITE = click.option("--overwrite", is_flag=True,
-                          help="Replace an existing --out that is not an earlier output of this command.")
+                          help="Let resq-export's own earlier files go: another kind of its output at --out, the "
+                               "evaluations and reports of an artifact being replaced by a different one, an "
+                               "interrupted run's OUT.partial/ with other settings. Files resq-export did not "
+                               "write are never deleted: a folder holding any is refused, with or without it.")
 
 
 @main.command()
 @click.option("--model", "model_source", required=True, callback=nonempty,
               help="HF folder, .gguf file or a built-in model (resq-export models).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The artifact folder. An existing one must be empty or an earlier artifact (replaced), "
-                   "unless --overwrite; progress is kept in OUT.partial/ until it is written.")
+              help="The artifact folder. An existing one must be empty or an earlier artifact (replaced) holding "
+                   "only files resq-export wrote; progress is kept in OUT.partial/ until it is written.")
 @_OVERWRITE
 @_JSON
 @quant_options
@@ -116,8 +119,8 @@ def _engine_target_options(f):
 @click.option("--model", "model_source", required=True, callback=nonempty,
               help="HF folder, .gguf file or a built-in model (resq-export models).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for artifact/, onnx/ and validation.json; an existing one must be empty or an earlier "
-                   "build's, unless --overwrite.")
+              help="Folder for artifact/, onnx/, validation.json and build.json; an existing one must be empty "
+                   "or an earlier build's (its other files are kept).")
 @_OVERWRITE
 @click.option("--eval-max-tokens", type=click.IntRange(min=2), default=2048, show_default=True,
               help="Tokens of the packaged evaluation text the validation and the FP baseline read.")
@@ -259,7 +262,8 @@ def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, qu
 @main.command()
 @click.option("--artifact", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="HTML file to write (self-contained, plots embedded).")
+              help="HTML file to write (self-contained, plots embedded): a new file or an earlier report (replaced); "
+                   "not inside a model, ONNX or other artifact folder.")
 def report(artifact, out_file) -> None:
     """An HTML report of an artifact: basis spectra, per-layer SQNR, times, perplexities."""
     from .report import build_report
@@ -270,8 +274,8 @@ def report(artifact, out_file) -> None:
 @main.command("export")
 @click.option("--artifact", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="The ONNX folder. An existing one must be empty or an earlier export (replaced), unless "
-                   "--overwrite.")
+              help="The ONNX folder. An existing one must be empty or an earlier export (replaced) holding only "
+                   "files resq-export wrote.")
 @_OVERWRITE
 @_JSON
 def export_cmd(artifact, out_dir, overwrite, as_json) -> None:

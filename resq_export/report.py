@@ -14,10 +14,12 @@ import json
 import math
 from pathlib import Path
 
+from . import __version__
 from .artifact import STATS_FILE, VALIDATION_FILE, WEIGHTS_FILE, read_manifest
 from .errors import ArtifactError
 from .evaluations import read_evaluations
 from .fileio import atomic_write_text, read_json
+from .outputs import REPORT_GENERATOR, check_report_output, is_our_validation
 
 ROLES = ("attn_qkv", "attn_o", "mlp_gate_up", "mlp_down")
 
@@ -185,7 +187,7 @@ def _fmt(v) -> str:
 def build_validation(art_dir: Path, manifest: dict) -> dict | None:
     """The validation.json a `build` wrote beside this artifact, if it is this artifact's (same weights)."""
     path = Path(art_dir).parent / VALIDATION_FILE
-    if not path.is_file():
+    if not is_our_validation(path):  # absent, or someone else's file of that name
         return None
     v = read_json(path, ArtifactError)
     recorded = v.get("artifact", {}).get("weights_sha256") if isinstance(v, dict) else None
@@ -201,12 +203,14 @@ def report_title(manifest: dict, quant: dict) -> str:
 
 
 def build_report(art_dir: Path, out: Path) -> Path:
-    """Write the HTML report of artifact `art_dir` to `out` (atomically); returns `out`."""
+    """Write the HTML report of artifact `art_dir` to `out` (atomically); returns `out`. `out` must
+    be new or an earlier report (outputs.check_report_output)."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless; no display needed
     art_dir = Path(art_dir)
     manifest = read_manifest(art_dir)
+    out = check_report_output(out, art_dir)
     stats_path = art_dir / STATS_FILE
     details = read_json(stats_path, ArtifactError) if stats_path.is_file() else {}
     config = read_json(art_dir / "config.json", ArtifactError)
@@ -271,7 +275,9 @@ def build_report(art_dir: Path, out: Path) -> Path:
     title = report_title(manifest, quant)
     body = "".join(f"<section><h2>{html.escape(t)}</h2>{c}</section>" for t, c in sections)
     page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>resq-export report: {html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8">
+{REPORT_GENERATOR} {html.escape(__version__)}">
+<title>resq-export report: {html.escape(title)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }}
 table {{ border-collapse: collapse; font-size: 13px; margin: .5em 0; }}
@@ -286,5 +292,5 @@ tool {html.escape(str(manifest.get("tool_version")))}, source {html.escape(json.
 {body}
 </body></html>
 """
-    atomic_write_text(Path(out), page)
-    return Path(out)
+    atomic_write_text(out, page)
+    return out

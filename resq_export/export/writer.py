@@ -19,7 +19,7 @@ from ..decoder import Decoder
 from ..errors import ArtifactError
 from ..manifests import EXPORT_JSON, check_schema
 from ..fileio import atomic_directory, note_hashing, read_json, sha256_file
-from ..outputs import check_output
+from ..outputs import claim_output
 from .builder import ExternalData
 from .graph import GraphExporter, build_onnx
 from .spec import DOMAIN, load_spec, op_version
@@ -121,9 +121,14 @@ def export_onnx(artifact: Path, out_dir: Path, external_over: int = _EXTERNAL_TH
     """Both flavours, one after the other, their weights written as they are made: in memory are the
     model and one graph without its weights. A flavour over external_over bytes (by default
     protobuf's limit) keeps its weights in <file>.data. out_dir must be new, empty or an earlier
-    ONNX folder (overwrite: any folder), and apart from the artifact. reuse_finished: an intact
-    export of this artifact by this version is kept as it is (what `build` does when run again)."""
-    out_dir = check_output(out_dir, "onnx", [artifact], overwrite)
+    ONNX folder (overwrite: any other output of ours), apart from the artifact, and is locked while
+    the export lasts. reuse_finished: an intact export of this artifact by this version is kept as
+    it is (what `build` does when run again)."""
+    with claim_output(out_dir, "onnx", [artifact], overwrite) as out_dir:
+        return _export(artifact, out_dir, external_over, reuse_finished)
+
+
+def _export(artifact: Path, out_dir: Path, external_over: int, reuse_finished: bool) -> dict:
     if reuse_finished:
         kept = _finished_export(artifact, out_dir)
         if kept is not None:

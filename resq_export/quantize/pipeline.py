@@ -19,9 +19,10 @@ from ..checkpoint import WorkDir, fingerprint_hash
 from ..config import SCHEMA_VERSION, QuantConfig
 from ..decoder import Decoder, Layer
 from ..errors import ConfigError, ResQError
+from ..fileio import note_hashing
 from ..layout import role_layouts
 from ..models.loader import ModelSource, context_length, open_model
-from ..outputs import check_output
+from ..outputs import artifact_side_files, claim_output, output_kind
 from ..tensorfile import Entry, write_safetensors
 from ..transforms import rotate
 from .bases import Bases, compute_bases, statistics_layer, transform_layer
@@ -129,7 +130,9 @@ class _Pipeline:
         embed = Entry("embed", dtype, (c.vocab_size, c.hidden_size),
                       lambda: (rows.to(dtype) for rows in embedding_blocks(self.src, bases.u_a, ids, gathered)))
         write_safetensors(w.path("embed.safetensors"), [embed])
+        w.written("embed.safetensors")
         write_safetensors(w.path("head.safetensors"), head_entries(self.src, bases.u_a, dtype))
+        w.written("head.safetensors")
         shared = {"down_rotation.left": bases.down_left.float().contiguous()} if bases.down_left is not None else {}
         w.save("shared.safetensors", shared)
         if gathered is not None:
@@ -161,11 +164,55 @@ class _Pipeline:
             w.commit(pass2_done=i + 1)
             w.drop(f"pass2-acts-{i:05d}.safetensors")
 
+    def check_resume(self) -> None:
+        """Before continuing an interrupted run: every file the rest of the run builds on must be the
+        bytes recorded when its step finished. A damaged or missing one is said and its step done
+        again, from the last point whose inputs are kept (pass 2 keeps only the activations after
+        its last finished layer, so a damaged layer means pass 2 again from layer 0)."""
+        w, st, n = self.work, self.work.state, self.cfg.num_layers
+        acts = self.quant.quantizes_weights
+        needed = []
+        if st["bases_done"]:
+            needed.append(("bases.safetensors", "bases"))
+        elif st["pass1_done"] and self.quant.rotation == "pca":
+            needed += [(f"pass1-{k}-{st['pass1_done']:05d}.safetensors", "pass1") for k in ("stats", "acts")]
+        if st["globals_done"]:
+            needed += [(f"{k}.safetensors", "globals") for k in ("embed", "head", "shared")]
+            if acts:
+                needed.append((f"pass2-acts-{st['pass2_done']:05d}.safetensors", "pass2"))
+        needed += [(f"layer-{i:05d}.safetensors", "pass2") for i in range(min(st["pass2_done"], n))]
+        note_hashing(w.root, [w.path(name) for name, _ in needed])
+        bad = {}
+        for name, step in needed:
+            problem = w.damage(name)
+            if problem:
+                bad[name] = step
+                log.warning("resume: %s %s; %s", w.path(name), problem, _redo(name, step, acts))
+        steps = set(bad.values())
+        if steps & {"pass1", "bases"}:  # everything after the bases depends on them
+            w.commit(pass1_done=0, bases_done=False, globals_done=False, pass2_done=0)
+            return
+        if "pass2" in steps:
+            layers = [int(name[6:11]) for name in bad if name.startswith("layer-")]
+            restart = 0 if acts else min(layers)  # without activations a layer depends on no other
+            w.commit(pass2_done=restart, globals_done=st["globals_done"] and (restart > 0 or not acts))
+        if "globals" in steps:
+            w.commit(globals_done=False)
+
     def files(self) -> list[Path]:
         """The work files whose tensors make up the artifact, in the artifact's order."""
         names = ["embed.safetensors", "head.safetensors"]
         names += [f"layer-{i:05d}.safetensors" for i in range(self.cfg.num_layers)] + ["shared.safetensors"]
         return [self.work.path(n) for n in names]
+
+
+def _redo(name: str, step: str, acts: bool) -> str:
+    """What a resume does about a damaged file, for its warning line."""
+    restart = "pass 2 restarts at layer 0, the last point whose inputs are kept"
+    if name.startswith("layer-"):
+        return f"layer {int(name[6:11])} is recomputed" + (f": {restart}" if acts else "")
+    return {"pass1": "calibration restarts at layer 0", "bases": "calibration restarts at layer 0",
+            "globals": "the embedding and head are written again", "pass2": restart}[step]
 
 
 def _finished_stats(out_dir: Path, fingerprint: str) -> dict | None:
@@ -188,12 +235,36 @@ def quantize(
     Streams the model layer by layer (memory does not grow with the number of layers) and keeps its
     progress in `<out_dir>.partial/`, so an interrupted run continues with the same call. in_memory:
     read every source tensor up front instead (same result; for comparison and small models).
-    out_dir must be new, empty or an earlier artifact (overwrite: any folder), and apart from the
-    model and calibration files (outputs.check_output). reuse_finished: an artifact already in
-    out_dir from the same model, settings, calibration data and tool version is kept as it is (what
-    `build` does when run again)."""
+    out_dir must be new, empty or an earlier artifact holding only files resq-export wrote
+    (overwrite: or another output of ours; it also lets stale results and a work folder of other
+    settings go), apart from the model and calibration files (outputs.check_output); it is locked
+    while the run lasts.
+    reuse_finished: an artifact already in out_dir from the same model, settings, calibration data
+    and tool version is kept as it is (what `build` does when run again)."""
     quant.validate()
-    out_dir = check_output(out_dir, "artifact", [source, *(calib_data or ())], overwrite)
+    with claim_output(out_dir, "artifact", [source, *(calib_data or ())], overwrite) as out_dir:
+        return _quantize(source, quant, out_dir, calib_data, progress, in_memory, overwrite, reuse_finished)
+
+
+def _results_to_keep(out_dir: Path, fingerprint: str, overwrite: bool) -> list[Path]:
+    """Results kept beside an artifact being replaced (evaluations.json, reports): carried into the
+    new one when it is the same (same fingerprint, hence the same bytes); when it is not they would
+    describe weights that are gone, so the run stops naming them, unless --overwrite deletes them."""
+    if output_kind(out_dir) != "artifact":
+        return []
+    side = artifact_side_files(out_dir)
+    if not side or _finished_stats(out_dir, fingerprint) is not None:
+        return [out_dir / name for name in side]
+    if not overwrite:
+        raise ConfigError(f"{out_dir} holds results of the artifact this run replaces ({', '.join(side)}), which "
+                          "other settings or inputs make stale: move them out of it to keep them, or pass --overwrite "
+                          "to delete them with that artifact")
+    log.warning("deleting %s in %s with the artifact they describe (--overwrite)", ", ".join(side), out_dir)
+    return []
+
+
+def _quantize(source: str, quant: QuantConfig, out_dir: Path, calib_data: Sequence[str] | None, progress: bool,
+              in_memory: bool, overwrite: bool, reuse_finished: bool) -> dict:
     torch.manual_seed(quant.seed)
     t0 = time.perf_counter()
     src = open_model(source, in_memory=in_memory)
@@ -216,9 +287,12 @@ def quantize(
         if finished is not None:
             log.warning("%s is already quantised from this model with these settings: kept", out_dir)
             return finished
-    work = WorkDir.open(out_dir, run_fingerprint)
+    keep = _results_to_keep(out_dir, fingerprint, overwrite)
+    work = WorkDir.open(out_dir, run_fingerprint, discard_other=overwrite)
     times = {"load": time.perf_counter() - t0}
     pipe = _Pipeline(src, quant, calib, work, progress)
+    if work.state.get("resumed"):
+        pipe.check_resume()
     try:
         t = time.perf_counter()
         bases = pipe.pass1()
@@ -249,7 +323,7 @@ def quantize(
                "manifest_stats": stats}
     t = time.perf_counter()
     write_artifact(Path(out_dir), pipe.files(), artifact_config(src.config, quant), src.tokenizer, src.source,
-                   stats, details)
+                   stats, details, keep)
     work.remove()
     log.info("wrote %s in %.1f s (assembly %.1f s, peak RSS %.0f MB)", out_dir, time.perf_counter() - t0,
              time.perf_counter() - t, stats["peak_rss_mb"])

@@ -28,16 +28,15 @@ def users_folder(tmp_path):
     return folder
 
 
-def test_quantize_refuses_a_users_folder_and_overwrite_replaces_it(tiny_dirs, calib_file, users_folder):
+def test_quantize_refuses_a_users_folder_with_or_without_overwrite(tiny_dirs, calib_file, users_folder):
     before = _snapshot(users_folder)
-    result = run_cli("quantize", "--model", tiny_dirs["llama"], "--out", users_folder, "--calib-data", calib_file,
-                     *SMALL, "--method", "rtn")
-    assert result.exit_code == 1 and "--overwrite" in result.output and "Traceback" not in result.output
-    assert _snapshot(users_folder) == before
-    result = run_cli("quantize", "--model", tiny_dirs["llama"], "--out", users_folder, "--calib-data", calib_file,
-                     *SMALL, "--method", "rtn", "--overwrite")
-    assert result.exit_code == 0, result.output
-    assert (users_folder / "manifest.json").is_file() and not (users_folder / "notes.txt").exists()
+    for extra in ([], ["--overwrite"]):  # --overwrite never deletes what resq-export did not write
+        result = run_cli("quantize", "--model", tiny_dirs["llama"], "--out", users_folder, "--calib-data", calib_file,
+                         *SMALL, "--method", "rtn", *extra)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert "did not write (notes.txt, sub/data.bin)" in result.output
+        assert _snapshot(users_folder) == before
+    assert not list(users_folder.parent.glob(".mine*"))  # no lock file or temporary left beside it
 
 
 @pytest.mark.parametrize("where", ["model", "inside", "parent"])
@@ -79,9 +78,11 @@ def test_export_refuses_its_own_artifact_and_a_users_folder(artifacts, users_fol
 
 def test_build_refuses_a_users_folder(tiny_dirs, calib_file, users_folder):
     before = _snapshot(users_folder)
-    result = run_cli("build", "--model", tiny_dirs["llama"], "--out", users_folder, "--calib-data", calib_file, *SMALL)
-    assert result.exit_code == 1 and "artifact/, onnx/ and validation.json" in result.output
-    assert _snapshot(users_folder) == before
+    for extra in ([], ["--overwrite"]):
+        result = run_cli("build", "--model", tiny_dirs["llama"], "--out", users_folder, "--calib-data", calib_file,
+                         *SMALL, *extra)
+        assert result.exit_code == 1 and "did not write (notes.txt, sub/data.bin)" in result.output
+        assert _snapshot(users_folder) == before
 
 
 def test_check_output_rules(tmp_path, monkeypatch):
@@ -102,8 +103,9 @@ def test_check_output_rules(tmp_path, monkeypatch):
         check_output(prev, "onnx")
     with pytest.raises(ConfigError, match="file system root"):
         check_output("/", "build")
-    monkeypatch.chdir(tmp_path / "empty")  # `--out .` is the folder it names (it was a ValueError)
-    assert check_output(".", "artifact", ["smollm2-135m"]) == (tmp_path / "empty").resolve()
+    monkeypatch.chdir(tmp_path / "empty")  # `--out .` is the current directory: refused (it was a ValueError)
+    with pytest.raises(ConfigError, match="is the current directory"):
+        check_output(".", "artifact", ["smollm2-135m"])
 
 
 def test_a_killed_exports_temporary_folder_is_removed_by_the_next_run(artifacts, tmp_path):
