@@ -78,5 +78,13 @@ def test_readers_refuse_files_of_another_shape(artifacts, tmp_path):
     (art3 / "evaluations.json").write_text(json.dumps({"ppl": 3}))
     result = CliRunner().invoke(main, ["eval", "--artifact", str(art3), "--quiet", "--seqlen", "64",
                                        "--max-tokens", "128"])
-    assert result.exit_code == 1 and "evaluations.json: the file should be a list, not an object" in result.output
+    # not a list of resq-export's entries: the user's file, left alone; the evaluation runs, unrecorded
+    assert result.exit_code == 0, result.output
     assert json.loads((art3 / "evaluations.json").read_text()) == {"ppl": 3}  # the user's file is left as it was
+
+    # one of ours whose entries lost a field the report reads: refused, naming the field
+    art4 = shutil.copytree(artifacts["rtn"], tmp_path / "art4")
+    (art4 / "evaluations.json").write_text(json.dumps([{"tool": "resq-export", "ppl": "high"}]))
+    result = CliRunner().invoke(main, ["eval", "--artifact", str(art4), "--quiet", "--seqlen", "64",
+                                       "--max-tokens", "128"])
+    assert result.exit_code == 1 and "evaluations.json" in result.output and "'[0].ppl' should be a number" in result.output, result.output
