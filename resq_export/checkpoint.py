@@ -29,6 +29,7 @@ import torch
 
 from .errors import ResumeError
 from .fileio import atomic_write_text, read_json, sha256_file
+from .manifests import STATE_JSON, check_schema
 from .tensorfile import save_tensors
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,8 @@ class WorkDir:
         digest = fingerprint_hash(fingerprint)
         state_path = root / STATE_FILE
         if state_path.is_file():
-            state = read_json(state_path, ResumeError)
-            if not isinstance(state, dict):
-                raise ResumeError(f"{state_path} is corrupt (not a JSON object): delete {root} to start over")
+            state = check_schema(read_json(state_path, ResumeError), STATE_JSON, state_path,
+                                 f"delete {root} to start over", ResumeError)
             if state.get("fingerprint") == digest:
                 return cls._resume(root, state)
             old = state.get("fingerprint_data")

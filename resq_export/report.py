@@ -19,6 +19,7 @@ from .artifact import STATS_FILE, VALIDATION_FILE, WEIGHTS_FILE, read_manifest
 from .errors import ArtifactError
 from .evaluations import read_evaluations
 from .fileio import atomic_write_text, read_json
+from .manifests import VALIDATION_JSON, check_schema
 from .outputs import REPORT_GENERATOR, check_report_output, is_our_validation
 
 ROLES = ("attn_qkv", "attn_o", "mlp_gate_up", "mlp_down")
@@ -189,8 +190,9 @@ def build_validation(art_dir: Path, manifest: dict) -> dict | None:
     path = Path(art_dir).parent / VALIDATION_FILE
     if not is_our_validation(path):  # absent, or someone else's file of that name
         return None
-    v = read_json(path, ArtifactError)
-    recorded = v.get("artifact", {}).get("weights_sha256") if isinstance(v, dict) else None
+    v = check_schema(read_json(path, ArtifactError), VALIDATION_JSON, path,
+                     "move it away, or run the build again to write it anew")
+    recorded = (v.get("artifact") or {}).get("weights_sha256")
     return v if recorded and recorded == manifest.get("files", {}).get(WEIGHTS_FILE) else None
 
 

@@ -88,3 +88,28 @@ def test_readers_refuse_files_of_another_shape(artifacts, tmp_path):
     result = CliRunner().invoke(main, ["eval", "--artifact", str(art4), "--quiet", "--seqlen", "64",
                                        "--max-tokens", "128"])
     assert result.exit_code == 1 and "evaluations.json" in result.output and "'[0].ppl' should be a number" in result.output, result.output
+
+
+def test_state_and_validation_readers_check_their_schema(tiny_dirs, calib_file, artifacts, tmp_path):
+    """The two readers hooked up after the merge: quantize's resume (state.json) and the report's
+    build validation (validation.json): one line naming the file and the field, the file left alone."""
+    out = tmp_path / "A"
+    partial = tmp_path / "A.partial"
+    partial.mkdir()
+    (partial / "state.json").write_text(json.dumps({"fingerprint": 7}))
+    result = CliRunner().invoke(main, ["quantize", "--model", str(tiny_dirs["llama"]), "--out", str(out),
+                                       "--method", "rtn", "--calib-data", str(calib_file), "--nsamples", "4",
+                                       "--seqlen", "32", "--quiet"])
+    assert result.exit_code == 1, result.output
+    assert "state.json: the field 'fingerprint' should be a string, not an integer (7)" in result.output
+    assert json.loads((partial / "state.json").read_text()) == {"fingerprint": 7}
+
+    build = tmp_path / "B"
+    shutil.copytree(artifacts["rtn"], build / "artifact")
+    bad = {"tool": "resq-export", "passed": "yes", "ppl_ort": 1.0, "ppl_reference": 1.0, "ppl_fp": 1.0,
+           "artifact": {"path": "x", "weights_sha256": "y"}}
+    (build / "validation.json").write_text(json.dumps(bad))
+    result = CliRunner().invoke(main, ["report", "--artifact", str(build / "artifact"), "--out",
+                                       str(tmp_path / "r.html")])
+    assert result.exit_code == 1, result.output
+    assert "validation.json: the field 'passed' should be true or false" in result.output
