@@ -264,11 +264,13 @@ def eval_cmd(artifact, model_source, text_files, seqlen, max_tokens, as_json, qu
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="HTML file to write (self-contained, plots embedded): a new file or an earlier report (replaced); "
                    "not inside a model, ONNX or other artifact folder.")
-def report(artifact, out_file) -> None:
+@_JSON
+def report(artifact, out_file, as_json) -> None:
     """An HTML report of an artifact: basis spectra, per-layer SQNR, times, perplexities."""
     from .report import build_report
 
-    click.echo(f"wrote {build_report(artifact, out_file)}")
+    written = build_report(artifact, out_file)
+    click.echo(json.dumps({"report": str(written)}) if as_json else f"wrote {written}")
 
 
 @main.command("export")

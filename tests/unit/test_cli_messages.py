@@ -190,6 +190,11 @@ def test_json_results_and_errors(tiny_dirs, calib_file, tmp_path):
     result = _cli("engine", "--onnx", tmp_path / "o", "--engine", tmp_path / "e.plan", "--max-batch", "0", "--json")
     error = json.loads(result.stdout)
     assert result.returncode == 2 and error == {"error": "--max-batch 0 is out of range: 1 or more", "exit_code": 2}
+    result = run_cli("report", "--artifact", tmp_path / "a", "--out", tmp_path / "r.html", "--json")
+    assert json.loads(result.output) == {"report": str(tmp_path / "r.html")} and (tmp_path / "r.html").is_file()
+    result = _cli("report", "--artifact", tmp_path / "a", "--out", tmp_path / "a" / "config.json", "--json")
+    error = json.loads(result.stdout)
+    assert result.returncode == 1 and error["exit_code"] == 1 and "config.json" in error["error"]
 
 
 def test_build_says_early_that_no_engine_will_be_built(tiny_dirs, calib_file, tmp_path):
