@@ -50,7 +50,8 @@ def probe_scale_f64(x_ptr, y_ptr, n, scale, BLOCK: tl.constexpr):
     """probe_scale through float64: what the compiled-code checks must refuse on an RTX target."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     x = tl.load(x_ptr + offs, mask=offs < n).to(tl.float64)
-    tl.store(y_ptr + offs, (x * scale.to(tl.float64)).to(tl.float32), mask=offs < n)
+    # a product and a sum in float64 (LLVM narrows a lone product of widened floats back to FMUL)
+    tl.store(y_ptr + offs, (x * scale.to(tl.float64) + x * x).to(tl.float32), mask=offs < n)
 
 
 GEMM_SIG = {"a_ptr": "*i8", "b_ptr": "*i8", "c_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32",
