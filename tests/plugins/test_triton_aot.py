@@ -132,3 +132,22 @@ def test_seam_launch_replayed_by_the_interpreter_is_exact(probe_triton):
     assert result["exact"]
     assert [(r[0], r[1]) for r in result["records"]] == [("probe_gemm_m64", [1, 1, 1]), ("probe_gemm_m16", [3, 2, 1])]
     assert len(bytes.fromhex(result["records"][1][2])) == 3 * 8 + 3 * 4
+
+
+def test_engine_manifest_names_the_cubins_and_refuses_a_target_without_them(probe_triton):
+    """out.plan.json's "triton_kernels": the triton and ptxas versions and every cubin's sha256 of
+    the libresq_triton.so beside the plugin library; a target with no cubin is refused before any
+    TensorRT work, in the loader's words."""
+    from resq_export.engine.build import triton_kernels
+    from resq_export.errors import ResQError
+
+    plugins = probe_triton.with_name("libresq_plugins.so")  # only its folder is read
+    section = triton_kernels(plugins, 89)
+    assert section["triton"] == "3.9.0" and section["ptxas"].startswith("13.0 (V13.0.")
+    assert section["cubins"] == {f"{k.name}.sm_{k.arch}": hashlib.sha256(k.cubin).hexdigest()
+                                 for k in T.kernels(probe_triton)}
+    assert section["library"]["sha256"] == hashlib.sha256(probe_triton.read_bytes()).hexdigest()
+    assert triton_kernels(plugins, 121)["cubins"] == section["cubins"]
+    with pytest.raises(ResQError, match=r"sm_100 cannot run the plugins' kernels: no cubin of Triton kernel probe_"):
+        triton_kernels(plugins, 100)
+    assert triton_kernels(probe_triton.parent / "elsewhere" / "libresq_plugins.so", 89) is None
