@@ -15,11 +15,18 @@ from functools import cached_property
 
 import torch
 
+from .algo.hadamard import fwht
 from .algo.quant import (dequantize_weight, exact_float_dtype, group_bounds, int_matmul, pack_int4, quantize_groups,
                          quantize_sym_per_token, unpack_int4)
 from .layout import LinearLayout
 
 LQER_BITS = 8
+
+# The GPU epilogue (docs/ops.md "ResQMixedLinear on the GPU"): float32, groups summed in runs of this
+# many consecutive groups of one part, the runs then summed in order. A contract constant, not a
+# tuning knob: a decode kernel splits K at these boundaries, so the order of every float addition is
+# fixed by the layout alone, whatever the GPU or the tile.
+GPU_CHUNK_GROUPS = 8
 
 
 def group_sums(q: torch.Tensor, group_sizes: tuple[int, ...]) -> torch.Tensor:
@@ -50,6 +57,32 @@ class GroupedIntWeights:
             part = (acc.double() * sx[:, g:g + 1]) * self.scale[None, :, g]
             y = part if y is None else y + part
         return y
+
+    def matmul_gpu(self, qx: torch.Tensor, sx: torch.Tensor, zx: torch.Tensor, runs: list[list[int]]) -> torch.Tensor:
+        """The GPU kernels' float32 epilogue, exactly: part_g = (float32(acc_g - zx * wsum_g) * sx) *
+        wscale, each product rounded to float32; within a run of GPU_CHUNK_GROUPS groups of one weight
+        part, chunk = ((0 + part_a) + part_a+1) + ...; y = ((0 + chunk_0) + chunk_1) + ... . Every
+        operation one float32 rounding (no fused multiply-add). runs: gpu_chunks of the linear's layout."""
+        sx = sx.to(torch.float32)
+        scale = self.scale.float()
+        y = torch.zeros(qx.shape[0], scale.shape[0], dtype=torch.float32)
+        for run in runs:
+            chunk = torch.zeros_like(y)
+            for g in run:
+                a, b, w_t, wsum = self.groups[g]
+                acc = qx[:, a:b].to(w_t.dtype) @ w_t - zx[:, g:g + 1].to(w_t.dtype) * wsum  # exact integers
+                chunk = chunk + (acc.float() * sx[:, g:g + 1]) * scale[None, :, g]
+            y = y + chunk
+        return y
+
+
+def gpu_chunks(layout: LinearLayout) -> list[list[int]]:
+    """The runs of the GPU epilogue: the 4-bit-weight groups in runs of GPU_CHUNK_GROUPS, then the
+    8-bit-weight groups likewise (a run never spans the two parts; LQER's A follows its linear's runs)."""
+    runs = []
+    for part in ([g for g, w in enumerate(layout.w_bits) if w == 4], [g for g, w in enumerate(layout.w_bits) if w != 4]):
+        runs += [part[i:i + GPU_CHUNK_GROUPS] for i in range(0, len(part), GPU_CHUNK_GROUPS)]
+    return runs
 
 
 @dataclass
@@ -134,6 +167,23 @@ class QuantLinear:
             y = y + self.bias.double()
         return y.float().reshape(*lead, -1)
 
+    def gpu_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """What the GPU kernels compute (float32 out, bit for bit): the integer parts of __call__ with
+        the float32 epilogue of GroupedIntWeights.matmul_gpu; LQER's xa by the same epilogue, its
+        8-bit quantiser as in __call__, then y = y + float32(float32(acc_b) * s_a) * lqer_b_scale,
+        then y = y + bias (zeros where there is none). Quantised activations only."""
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1]).to(torch.float32)
+        qx, sx, zx = quantize_groups(x, self.layout.group_sizes, self.layout.a_bits)
+        runs = gpu_chunks(self.layout)
+        y = self._weights.matmul_gpu(qx, sx, zx, runs)
+        if self.lqer is not None:
+            qa, sa = quantize_sym_per_token(self._lqer_a.matmul_gpu(qx, sx, zx, runs), LQER_BITS)
+            acc = int_matmul(qa, self.lqer.b_q, 2 ** (LQER_BITS - 1), 2 ** (LQER_BITS - 1))
+            y = y + (acc.float() * sa) * self.lqer.b_scale.float()[None]
+        bias = self.bias.float() if self.bias is not None else torch.zeros(y.shape[1])
+        return (y + bias).reshape(*lead, -1)
+
     def _lqer_int(self, qx: torch.Tensor, sx: torch.Tensor, zx: torch.Tensor) -> torch.Tensor:
         """x A from the already-quantised x (A as an 8-bit 'weight', rounded to float32), re-quantised to
         8-bit per token, times B; float64."""
@@ -142,3 +192,20 @@ class QuantLinear:
         qa, sa = quantize_sym_per_token(xa, LQER_BITS)
         acc = int_matmul(qa, lq.b_q, 2 ** (LQER_BITS - 1), 2 ** (LQER_BITS - 1))
         return (acc.double() * sa.double()) * lq.b_scale.double()[None]
+
+
+def hadamard_gpu_reference(x: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """ResQHadamard as the GPU kernels compute it, bit for bit: x @ kron(left, S / sqrt(b)) in float32,
+    the Walsh-Hadamard butterflies of fwht (the same additions in the same order, then the division by
+    float32(sqrt(b))), then y_i = ((0 + left[0, i] * z_0) + left[1, i] * z_1) + ... over the a blocks z_p
+    of b channels, each product and sum rounded to float32 (no fused multiply-add)."""
+    a = left.shape[0]
+    n = x.shape[-1]
+    z = fwht(x.to(torch.float32).reshape(-1, a, n // a))
+    if a == 1:
+        return z.reshape(x.shape)
+    left = left.to(torch.float32)
+    y = torch.zeros_like(z)
+    for p in range(a):
+        y = y + left[p][None, :, None] * z[:, p:p + 1, :]
+    return y.reshape(x.shape)

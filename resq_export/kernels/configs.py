@@ -1,7 +1,20 @@
 """The compiled configurations of every Triton kernel: the one list that the ahead-of-time build
 (plugins/tools, run by CMake) compiles to cubins for each GPU architecture and that the plugins'
 C++ loader looks kernels up in by name. The kernel modules say which configurations they need;
-nothing here imports Triton until `all_configs()` is called."""
+nothing here imports Triton until `all_configs()` is called.
+
+Compile every configuration with `enable_fp_fusion=False`: the float32 epilogues are specified
+operation by operation (docs/ops.md), and a fused multiply-add would change their bits.
+
+Names (what the launcher looks up; launch.py is the policy in Python):
+- act_quant_a{A_BITS_LOW}_a{A_BITS_HIGH}: the activation quantiser (x float32).
+- mixed_gemm_{decode|prefill}_w{W_BITS_LOW}_a{A_BITS_LOW}_a{A_BITS_HIGH}: the GEMM; decode (M <= 16)
+  is the split one (then splitk_reduce), prefill the fused one. w4: the linear's weights; w8: LQER's
+  projection x A (A as an all-8-bit weight).
+- splitk_reduce, lqer_quant.
+- fwht_b{B}: Walsh-Hadamard blocks of B = 2..16384 channels; hadamard_mix_a{A_PAD}: the left factor
+  of order a <= A_PAD (A_PAD = 2..1024, the next power of two >= a; only when a > 1).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +35,49 @@ class KernelConfig:
     archs: tuple[str, ...] = ARCHS
 
 
+def _signature(fn, types: dict[str, str]) -> dict[str, str]:
+    """Every argument of fn in order: its type from `types`, "i32" for the unnamed ones (sizes,
+    pitches, counts), "constexpr" for the constexpr ones."""
+    const = {p.name for p in fn.params if p.is_constexpr}
+    return {name: "constexpr" if name in const else types.get(name, "i32") for name in fn.arg_names}
+
+
+def _config(name, fn, types, tile, **constexprs) -> KernelConfig:
+    consts, warps, stages = tile
+    return KernelConfig(name, fn, _signature(fn, types), {**consts, **constexprs}, warps, stages)
+
+
 def all_configs() -> list[KernelConfig]:
-    """Every configuration the plugins may launch (filled in by the kernel modules)."""
-    return []
+    """Every configuration the plugins may launch."""
+    from ..reference import GPU_CHUNK_GROUPS
+    from . import launch
+    from .act_quant import act_quant_kernel
+    from .hadamard import fwht_kernel, hadamard_mix_kernel
+    from .lqer import lqer_quant_kernel
+    from .mixed_gemm import mixed_gemm_kernel, splitk_reduce_kernel
+
+    f32, i32, i8, u8 = "*fp32", "*i32", "*i8", "*u8"
+    act = dict(x=f32, q_low=u8, q_high=u8, sx=f32, zx=i32)
+    lq = dict(qa=i8, sa=f32, lqer_b=i8, lqer_b_scale=f32, bias=f32, y=f32)
+    gemm = dict(q_low=u8, q_high=u8, sx=f32, zx=i32, w_low=i8, w_high=i8, wscale=f32, wsum=i32, partial=f32, **lq)
+    out = []
+    for al in (4, 8):
+        for ah in (4, 8):
+            out.append(_config(f"act_quant_a{al}_a{ah}", act_quant_kernel, act, launch.ACT_TILE, A_BITS_LOW=al,
+                               A_BITS_HIGH=ah))
+            for wl in (4, 8):
+                for tile in ("decode", "prefill"):
+                    out.append(_config(f"mixed_gemm_{tile}_w{wl}_a{al}_a{ah}", mixed_gemm_kernel, gemm,
+                                       launch.GEMM_TILES[tile], A_BITS_LOW=al, W_BITS_LOW=wl, A_BITS_HIGH=ah,
+                                       CHUNK=GPU_CHUNK_GROUPS))
+    out.append(_config("splitk_reduce", splitk_reduce_kernel, dict(partial=f32, **lq), launch.REDUCE_TILE))
+    out.append(_config("lqer_quant", lqer_quant_kernel, dict(xa=f32, qa=i8, sa=f32), launch.LQER_TILE))
+    for log_b in range(1, launch.MAX_B_LOG + 1):
+        out.append(_config(f"fwht_b{1 << log_b}", fwht_kernel, dict(x=f32, y=f32, norm="fp32"),
+                           launch.fwht_tile(1 << log_b)))
+    a_pad = 2
+    while a_pad <= launch.MAX_LEFT:
+        out.append(_config(f"hadamard_mix_a{a_pad}", hadamard_mix_kernel, dict(y=f32, left=f32),
+                           (launch.mix_tile(a_pad), 4, 1)))
+        a_pad *= 2
+    return out
