@@ -13,7 +13,9 @@ the CUDA toolkit's, or when a configuration does not compile."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import importlib
 import json
 import os
@@ -117,7 +119,15 @@ def _attrs(config, params: list[dict]) -> dict:
     return {(names.index(p["name"]),): [["tt.divisibility", 16]] for p in params if p["div16"]}
 
 
-def _ptxas_cubin(ptxas: Path, ptx: str, gpu_name: str) -> bytes:
+def ptxas_report(log: str) -> dict:
+    """Spills and stack frame from ptxas -v (the same ptxas run that made the cubin)."""
+    frame = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    if not frame:
+        raise BuildError(f"no resource report in the ptxas log: {log.strip()[-300:]!r}")
+    return {"stack_frame": int(frame.group(1)), "spill_stores": int(frame.group(2)), "spill_loads": int(frame.group(3))}
+
+
+def _ptxas_cubin(ptxas: Path, ptx: str, gpu_name: str) -> tuple[bytes, str]:
     """sm_120: Triton writes arch-specific sm_120a PTX; our int8 kernels use nothing of the `a`
     feature set, so the same PTX assembled for plain sm_120 also runs on sm_121 (ptxas refuses it
     otherwise). The flags are Triton's own (make_cubin): line info, no FMA contraction."""
@@ -125,11 +135,11 @@ def _ptxas_cubin(ptxas: Path, ptx: str, gpu_name: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         src, obj = Path(tmp) / "k.ptx", Path(tmp) / "k.cubin"
         src.write_text(ptx)
-        run = subprocess.run([str(ptxas), "-lineinfo", "--fmad=false", "--regAllocOptLevel=2", f"--gpu-name={gpu_name}",
-                              str(src), "-o", str(obj)], capture_output=True, text=True)
+        run = subprocess.run([str(ptxas), "-lineinfo", "--fmad=false", "-v", "--regAllocOptLevel=2",
+                              f"--gpu-name={gpu_name}", str(src), "-o", str(obj)], capture_output=True, text=True)
         if run.returncode != 0:
             raise BuildError(f"ptxas {gpu_name}: {run.stderr.strip().splitlines()[-1] if run.stderr else run.returncode}")
-        return obj.read_bytes()
+        return obj.read_bytes(), run.stdout + run.stderr
 
 
 def resource_usage(cuobjdump: Path, cubin: Path) -> dict:
@@ -147,8 +157,10 @@ def compile_one(triton, config, arch: str, ptxas: Path, params: list[dict]):
     sm = int(arch.rstrip("a"))
     source = ASTSource(config.fn, dict(config.signature), dict(config.constexprs), attrs=_attrs(config, params))
     options = {"num_warps": config.num_warps, "num_stages": config.num_stages, "enable_fp_fusion": False}
+    log = io.StringIO()
     try:
-        kernel = triton.compile(source, target=GPUTarget("cuda", sm, 32), options=options)
+        with contextlib.redirect_stdout(log):  # Triton prints the ptxas -v log there (dump_ptxas_log)
+            kernel = triton.compile(source, target=GPUTarget("cuda", sm, 32), options=options)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BuildError(f"{config.name} for sm_{arch}: {type(e).__name__}: {first}") from None
@@ -156,13 +168,13 @@ def compile_one(triton, config, arch: str, ptxas: Path, params: list[dict]):
     if meta.global_scratch_size or meta.profile_scratch_size:
         raise BuildError(f"{config.name} for sm_{arch}: needs {meta.global_scratch_size} bytes of global scratch, "
                          "which the launcher does not allocate (it passes null scratch pointers)")
-    cubin = kernel.asm["cubin"]
+    cubin, ptxas_log = kernel.asm["cubin"], log.getvalue()
     if arch == "120":
-        cubin = _ptxas_cubin(ptxas, kernel.asm["ptx"], "sm_120")
-    ttgir = kernel.asm["ttgir"]
+        cubin, ptxas_log = _ptxas_cubin(ptxas, kernel.asm["ptx"], "sm_120")
     return cubin, {
         "kernel": meta.name, "shared": int(meta.shared), "num_warps": int(meta.num_warps),
-        "uses_dot": "tt.dot" in kernel.asm["ttir"], "wgmma": "warp_group_dot" in ttgir,
+        "uses_dot": "tt.dot" in kernel.asm["ttir"], "wgmma": "warp_group_dot" in kernel.asm["ttgir"],
+        **ptxas_report(ptxas_log),
     }
 
 
@@ -176,8 +188,11 @@ def build(out: Path, configs: list, archs: list[str] | None, log=print) -> dict:
     # Triton reads these when it first needs ptxas; the toolkit's for every arch (sm_90+ included)
     os.environ["TRITON_PTXAS_PATH"] = str(ptxas)
     os.environ["TRITON_PTXAS_BLACKWELL_PATH"] = str(ptxas)
-    # a cache inside the build folder: a clean build recompiles, a rebuild of unchanged kernels is quick
-    os.environ.setdefault("TRITON_CACHE_DIR", str(out / "triton-cache"))
+    # compile every time (a cache hit skips ptxas, whose -v report gives the spills) in a cache of
+    # our own that nothing else reads
+    os.environ["TRITON_ALWAYS_COMPILE"] = "1"
+    os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"
+    os.environ["TRITON_CACHE_DIR"] = str(out / "triton-cache")
     cuobjdump = _tools_dir(triton) / "cuobjdump"
     cubin_dir = out / "cubins"
     cubin_dir.mkdir(parents=True, exist_ok=True)

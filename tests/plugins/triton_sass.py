@@ -1,6 +1,7 @@
-"""The compiled-code checks of the embedded Triton cubins, read from the SASS and the resource usage
-with the cuobjdump that the triton wheel carries. One function per rule, each returning what is
-wrong (empty when the cubin passes), so the tests can show each rule failing on a planted cubin."""
+"""The compiled-code checks of the embedded Triton cubins, read from their SASS (the cuobjdump that
+the triton wheel carries) and their compiled metadata (triton_kernels.json: Triton's and ptxas -v's).
+One function per rule, each returning what is wrong (empty when the cubin passes), so the tests can
+show each rule failing on a planted cubin."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from pathlib import Path
 # specifications per compute capability; NVIDIA CCCL cuda/__device/arch_traits.h):
 # 164 - 1 KiB on sm_80, 100 - 1 on sm_86/89/120, 228 - 1 on sm_90.
 OPTIN_SHARED = {"80": 163 * 1024, "86": 99 * 1024, "89": 99 * 1024, "90a": 227 * 1024, "120": 99 * 1024}
-RTX_TARGETS = {"80", "86", "89", "120"}  # TensorRT-RTX's targets: FP64 at 1/64 rate there
+# TensorRT-RTX's targets (GeForce/RTX parts run FP64 at 1/64 rate; sm_80 is one of its targets too)
+RTX_TARGETS = {"80", "86", "89", "120"}
 TENSOR_CORE = re.compile(r"\b(IMMA|HMMA|IGMMA|HGMMA)\.")
 WGMMA = re.compile(r"\bIGMMA\.")
 FP64 = re.compile(r"\b(DADD|DMUL|DFMA|DSETP|DMNMX)\b")
-LOCAL = re.compile(r"\b(LDL|STL)\b")
 
 
 def _cuobjdump() -> Path:
@@ -29,52 +30,49 @@ def _cuobjdump() -> Path:
 
 
 @cache
-def disassemble(cubin: bytes) -> tuple[str, dict]:
-    """(SASS text, resource usage {REG, STACK, SHARED, LOCAL}) of one cubin."""
+def sass(cubin: bytes) -> str:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        sass = subprocess.run([str(_cuobjdump()), "-sass", f.name], capture_output=True, text=True, check=True).stdout
-        res = subprocess.run([str(_cuobjdump()), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
-    usage = {k: int(v) for k, v in re.findall(r"(REG|STACK|SHARED|LOCAL):(\d+)", res)}
-    return sass, usage
+        return subprocess.run([str(_cuobjdump()), "-sass", f.name], capture_output=True, text=True, check=True).stdout
 
 
-def spills(cubin: bytes) -> list[str]:
-    sass, usage = disassemble(cubin)
-    out = [f"{k} {usage[k]} bytes" for k in ("STACK", "LOCAL") if usage.get(k)]
-    n = len(LOCAL.findall(sass))
-    return out + ([f"{n} local-memory loads/stores (LDL/STL)"] if n else [])
+def spills(meta: dict) -> list[str]:
+    """From the -v report of the ptxas run that made the cubin (compile_triton.py records it). A stack
+    frame without spills is a local array, not register pressure, and passes."""
+    n = meta["spill_stores"] + meta["spill_loads"]
+    return [f"{meta['spill_stores']} bytes spill stores, {meta['spill_loads']} bytes spill loads"] if n else []
 
 
-def shared_over_limit(cubin: bytes, arch: str, dynamic_shared: int) -> list[str]:
-    _, usage = disassemble(cubin)
-    total = dynamic_shared + usage.get("SHARED", 0)
-    return [f"{total} bytes of shared memory, sm_{arch} allows {OPTIN_SHARED[arch]}"] if total > OPTIN_SHARED[arch] else []
+def shared_over_limit(meta: dict) -> list[str]:
+    total, limit = meta["shared"] + meta["static_shared"], OPTIN_SHARED[meta["arch"]]
+    return [f"{total} bytes of shared memory, sm_{meta['arch']} allows {limit}"] if total > limit else []
 
 
-def no_tensor_cores(cubin: bytes) -> list[str]:
-    return [] if TENSOR_CORE.search(disassemble(cubin)[0]) else ["no IMMA/HMMA/IGMMA instruction"]
+def no_tensor_cores(code: str) -> list[str]:
+    return [] if TENSOR_CORE.search(code) else ["no IMMA/HMMA/IGMMA instruction"]
 
 
-def no_wgmma(cubin: bytes) -> list[str]:
-    return [] if WGMMA.search(disassemble(cubin)[0]) else ["no wgmma (IGMMA) instruction"]
+def no_wgmma(code: str) -> list[str]:
+    return [] if WGMMA.search(code) else ["no wgmma (IGMMA) instruction"]
 
 
-def fp64(cubin: bytes) -> list[str]:
-    found = sorted(set(FP64.findall(disassemble(cubin)[0])))
+def fp64(code: str) -> list[str]:
+    found = sorted(set(FP64.findall(code)))
     return [f"FP64 instructions {', '.join(found)}"] if found else []
 
 
-def problems(cubin: bytes, arch: str, dynamic_shared: int, uses_dot: bool, block_m: int | None) -> list[str]:
-    """Every rule that applies to one embedded (configuration, arch): no spills, shared memory within
-    the arch's opt-in limit, tensor cores where the kernel has a tl.dot, wgmma on sm_90a where the
-    tile has BLOCK_M >= 64 (wgmma's M is 64), no FP64 on an RTX target."""
-    out = spills(cubin) + shared_over_limit(cubin, arch, dynamic_shared)
-    if uses_dot:
-        out += no_tensor_cores(cubin)
-        if arch == "90a" and (block_m or 0) >= 64:
-            out += no_wgmma(cubin)
+def problems(cubin: bytes, meta: dict) -> list[str]:
+    """Every rule that applies to one compiled (configuration, arch), `meta` its entry of
+    triton_kernels.json: no spills, shared memory within the arch's opt-in limit, tensor cores where
+    the kernel has a tl.dot, wgmma on sm_90a where the tile has BLOCK_M >= 64 (wgmma's M is 64), no
+    FP64 on an RTX target."""
+    code, arch = sass(cubin), meta["arch"]
+    out = spills(meta) + shared_over_limit(meta)
+    if meta["uses_dot"]:
+        out += no_tensor_cores(code)
+        if arch == "90a" and meta["constexprs"].get("BLOCK_M", 0) >= 64:
+            out += no_wgmma(code)
     if arch in RTX_TARGETS:
-        out += fp64(cubin)
+        out += fp64(code)
     return out
