@@ -18,6 +18,7 @@ Names (what the launcher looks up; launch.py is the policy in Python):
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 # sm_80 A100, sm_86 RTX 30xx, sm_89 RTX 40xx / L40, sm_90a Hopper (wgmma), sm_120 RTX 50xx
@@ -33,18 +34,28 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 2
     archs: tuple[str, ...] = ARCHS
+    # Arguments the launcher guarantees to be multiples of 16 (pointers: 16-byte aligned addresses, NULL
+    # allowed; integers: multiples of 16). Compile with ASTSource(..., attrs={(index,): [["tt.divisibility",
+    # 16]]}) for each: without it the loads stay byte loads, no cp.async pipeline, and the GEMM spills.
+    divisible16: tuple[str, ...] = ()
 
 
 def _signature(fn, types: dict[str, str]) -> dict[str, str]:
     """Every argument of fn in order: its type from `types`, "i32" for the unnamed ones (sizes,
     pitches, counts), "constexpr" for the constexpr ones."""
-    const = {p.name for p in fn.params if p.is_constexpr}
+    # a JITFunction knows its constexpr parameters; an InterpretedFunction (TRITON_INTERPRET=1) wraps the
+    # Python function, whose annotations say it
+    params = inspect.signature(getattr(fn, "fn", fn)).parameters.values()
+    const = {p.name for p in params if "constexpr" in str(p.annotation)}
     return {name: "constexpr" if name in const else types.get(name, "i32") for name in fn.arg_names}
 
 
-def _config(name, fn, types, tile, **constexprs) -> KernelConfig:
+def _config(name, fn, types, tile, aligned=(), **constexprs) -> KernelConfig:
+    """aligned: the integer arguments that are multiples of 16; every pointer is 16-byte aligned."""
     consts, warps, stages = tile
-    return KernelConfig(name, fn, _signature(fn, types), {**consts, **constexprs}, warps, stages)
+    sig = _signature(fn, types)
+    div = tuple(a for a, t in sig.items() if t.startswith("*") or a in aligned)
+    return KernelConfig(name, fn, sig, {**consts, **constexprs}, warps, stages, divisible16=div)
 
 
 def all_configs() -> list[KernelConfig]:
@@ -60,15 +71,17 @@ def all_configs() -> list[KernelConfig]:
     act = dict(x=f32, q_low=u8, q_high=u8, sx=f32, zx=i32)
     lq = dict(qa=i8, sa=f32, lqer_b=i8, lqer_b_scale=f32, bias=f32, y=f32)
     gemm = dict(q_low=u8, q_high=u8, sx=f32, zx=i32, w_low=i8, w_high=i8, wscale=f32, wsum=i32, partial=f32, **lq)
+    pitches = ("gp_low", "gp_high", "act_low_pitch", "act_high_pitch")  # multiples of 32 (groups padded to 64)
+    w_pitches = pitches + ("w_low_pitch", "w_high_pitch")
     out = []
     for al in (4, 8):
         for ah in (4, 8):
-            out.append(_config(f"act_quant_a{al}_a{ah}", act_quant_kernel, act, launch.ACT_TILE, A_BITS_LOW=al,
+            out.append(_config(f"act_quant_a{al}_a{ah}", act_quant_kernel, act, launch.ACT_TILE, pitches, A_BITS_LOW=al,
                                A_BITS_HIGH=ah))
             for wl in (4, 8):
                 for tile in ("decode", "prefill"):
                     out.append(_config(f"mixed_gemm_{tile}_w{wl}_a{al}_a{ah}", mixed_gemm_kernel, gemm,
-                                       launch.GEMM_TILES[tile], A_BITS_LOW=al, W_BITS_LOW=wl, A_BITS_HIGH=ah,
+                                       launch.GEMM_TILES[tile], w_pitches, A_BITS_LOW=al, W_BITS_LOW=wl, A_BITS_HIGH=ah,
                                        CHUNK=GPU_CHUNK_GROUPS))
     out.append(_config("splitk_reduce", splitk_reduce_kernel, dict(partial=f32, **lq), launch.REDUCE_TILE))
     out.append(_config("lqer_quant", lqer_quant_kernel, dict(xa=f32, qa=i8, sa=f32), launch.LQER_TILE))

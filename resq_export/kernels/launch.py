@@ -32,7 +32,7 @@ GEMM_TILES = {
 REDUCE_TILE = (dict(BLOCK_M=16, BLOCK_N=128), 4, 1)
 ACT_TILE = (dict(BLOCK_T=8, BLOCK_H=64), 4, 1)
 LQER_TILE = (dict(BLOCK_R=128), 4, 1)
-MIX_COLUMNS = 4096  # elements of hadamard_mix_kernel's [A_PAD, BLOCK_C] accumulator
+MIX_COLUMNS = 2048  # elements of hadamard_mix_kernel's [A_PAD, BLOCK_C] accumulator
 FWHT_ELEMENTS = 2048  # at least this many per fwht_kernel program (P_BLK blocks of B)
 MAX_LEFT = 1024  # hadamard_left_factor's largest Hadamard factor
 MAX_B_LOG = 14
@@ -40,6 +40,23 @@ MAX_B_LOG = 14
 
 def gemm_tile(m: int) -> str:
     return "decode" if m <= DECODE_MAX_M else "prefill"
+
+
+def linear_kernels(parts: OpParts, m: int, rank: int) -> list[str]:
+    """The configurations (configs.py names) that one ResQMixedLinearPrepared call launches, in order."""
+    bits = f"a{parts.a_bits_low}_a{parts.a_bits_high}"
+    tile = gemm_tile(m)
+    split = ["splitk_reduce"] if GEMM_TILES[tile][0]["SPLIT"] else []
+    lqer = [f"mixed_gemm_{tile}_w8_{bits}", *split, "lqer_quant"] if rank else []
+    return [f"act_quant_{bits}", *lqer, f"mixed_gemm_{tile}_w4_{bits}", *split]
+
+
+def hadamard_kernels(n: int, a: int) -> list[str]:
+    """The configurations one ResQHadamard call launches; ValueError where none fits."""
+    b = n // a
+    if a < 1 or n % a or b < 2 or b & (b - 1) or b.bit_length() - 1 > MAX_B_LOG or a > MAX_LEFT:
+        raise ValueError(f"no Hadamard kernel for n = {n} with a left factor of order {a}")
+    return [f"fwht_b{b}"] + ([f"hadamard_mix_a{mix_tile(a)['A_PAD']}"] if a > 1 else [])
 
 
 def fwht_tile(b: int) -> tuple[dict, int, int]:
@@ -195,9 +212,8 @@ def mixed_linear(x: torch.Tensor, prep: Prepared, out_dtype=torch.float32, tile:
 def hadamard(x: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
     """ResQHadamard: x [..., n] float32 @ kron(left, S / sqrt(n / a))."""
     a, n = left.shape[0], x.shape[-1]
+    hadamard_kernels(n, a)
     b = n // a
-    if n % a or b & (b - 1) or b.bit_length() - 1 > MAX_B_LOG or a > MAX_LEFT:
-        raise ValueError(f"no Hadamard kernel for n = {n} with a left factor of order {a}")
     rows = x.reshape(-1, n).contiguous().float()
     y = torch.empty_like(rows)
     if rows.shape[0]:

@@ -7,10 +7,10 @@ group padded to gp channels (a multiple of 64), so a 64-channel K step never str
 - K steps of 64 channels run as one flat loop per weight part (4-bit part, then 8-bit part), so the
   software pipeline (num_stages) spans group boundaries; a group's int32 accumulator is folded into the
   float32 epilogue with an `if` at its last step.
-- Tensor cores on int8 with int32 accumulation. There is no 4-bit or unsigned dot: a 4-bit step is two
-  k32 dots, the even channels (low nibbles of activations and weights) and the odd ones (high nibbles),
-  so no interleaving is needed; 8-bit activation codes enter as q - 128 (int8) and the zero point as
-  z - 128, which is exact: sum (q - 128) w - (z - 128) wsum = sum q w - z wsum.
+- Tensor cores on int8 with int32 accumulation, one k64 dot per step. There is no 4-bit or unsigned
+  dot: 4-bit codes are unpacked to int8 (shifts; signed weights sign-extended), 8-bit activation codes
+  enter as q - 128 (int8) and the zero point as z - 128, which is exact: sum (q - 128) w - (z - 128)
+  wsum = sum q w - z wsum.
 - SPLIT (decode): one program per (N tile, M tile, run of GPU_CHUNK_GROUPS groups) writes its run's
   float32 sum to `partial`; splitk_reduce_kernel adds the runs in order and applies LQER and bias.
   The split is the contract's run structure, so the result is the fused kernel's bit for bit.
@@ -24,34 +24,27 @@ import triton.language as tl
 
 @triton.jit
 def _step(acc, a_row, w_col, rmask, cmask, c0, A_BITS: tl.constexpr, W_BITS: tl.constexpr):
-    """acc += codes of channels [c0, c0 + 64) of one part. a_row: [BM, 1] pointers of the part's
-    activation rows, w_col: [1, BN] pointers of its weight rows."""
+    """acc += codes of channels [c0, c0 + 64) of one part, one k64 int8 dot. a_row: [BM, 1] pointers of
+    the part's activation rows, w_col: [1, BN] pointers of its weight rows."""
     j = tl.arange(0, 32)
-    if A_BITS == 8 and W_BITS == 8:
-        k = tl.arange(0, 64)
-        a = tl.load(a_row + (c0 + k)[None, :], mask=rmask[:, None], other=128).to(tl.int32) - 128
-        w = tl.load(w_col + (c0 + k)[:, None], mask=cmask[None, :], other=0)
-        acc = tl.dot(a.to(tl.int8), w, acc)
+    k = tl.arange(0, 64)
+    # 4-bit operands are unpacked, then put back in channel order (2j, 2j + 1) with join: unpacking
+    # before the operands are laid out for the MMA keeps each byte in one thread (two k32 dots on the
+    # nibble halves let the compiler unpack after the layout change, where a tile is replicated across
+    # warps: 255 registers and spills at 128 x 64)
+    if A_BITS == 4:
+        ab = tl.load(a_row + (c0 // 2 + j)[None, :], mask=rmask[:, None], other=0).to(tl.int32)
+        a = tl.reshape(tl.join((ab & 15).to(tl.int8), (ab >> 4).to(tl.int8)), [ab.shape[0], 64])
     else:
-        if A_BITS == 4:
-            ab = tl.load(a_row + (c0 // 2 + j)[None, :], mask=rmask[:, None], other=0).to(tl.int32)
-            a_even = (ab & 15).to(tl.int8)
-            a_odd = (ab >> 4).to(tl.int8)
-        else:
-            a_even = (tl.load(a_row + (c0 + 2 * j)[None, :], mask=rmask[:, None], other=128).to(tl.int32)
-                      - 128).to(tl.int8)
-            a_odd = (tl.load(a_row + (c0 + 2 * j + 1)[None, :], mask=rmask[:, None], other=128).to(tl.int32)
-                     - 128).to(tl.int8)
-        if W_BITS == 4:
-            wb = tl.load(w_col + (c0 // 2 + j)[:, None], mask=cmask[None, :], other=0).to(tl.int32)
-            w_even = ((wb << 28) >> 28).to(tl.int8)  # signed low nibble
-            w_odd = (wb >> 4).to(tl.int8)  # signed high nibble (arithmetic shift)
-        else:
-            w_even = tl.load(w_col + (c0 + 2 * j)[:, None], mask=cmask[None, :], other=0)
-            w_odd = tl.load(w_col + (c0 + 2 * j + 1)[:, None], mask=cmask[None, :], other=0)
-        acc = tl.dot(a_even, w_even, acc)
-        acc = tl.dot(a_odd, w_odd, acc)
-    return acc
+        a = (tl.load(a_row + (c0 + k)[None, :], mask=rmask[:, None], other=128).to(tl.int32) - 128).to(tl.int8)
+    if W_BITS == 4:
+        wb = tl.load(w_col + (c0 // 2 + j)[:, None], mask=cmask[None, :], other=0).to(tl.int32)
+        w_even = ((wb << 28) >> 28).to(tl.int8)  # signed low nibble
+        w_odd = (wb >> 4).to(tl.int8)  # signed high nibble (arithmetic shift)
+        w = tl.reshape(tl.permute(tl.join(w_even, w_odd), [0, 2, 1]), [64, wb.shape[1]])
+    else:
+        w = tl.load(w_col + (c0 + k)[:, None], mask=cmask[None, :], other=0)
+    return tl.dot(a, w, acc)
 
 
 @triton.jit
@@ -122,16 +115,14 @@ def mixed_gemm_kernel(q_low, q_high, sx, zx, w_low, w_high, wscale, wsum, bias, 
     float32 [M], lqer_b: int8 [N, rank], lqer_b_scale: float32 [N] (rank 0: no LQER; pointers unused).
     y: [M, N] (fp32). partial: float32 [n_runs, M, N] workspace, n_runs = cdiv(low_groups, CHUNK) +
     cdiv(high_groups, CHUNK) (used only when SPLIT). CHUNK must be GPU_CHUNK_GROUPS (8).
-    SPLIT = 0: grid (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), 1), writes y.
-    SPLIT = 1: grid (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), n_runs), writes `partial` (then
+    Grid: SPLIT = 0: (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), 1), writes y.
+    SPLIT = 1: (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), n_runs), writes `partial` (then
     splitk_reduce_kernel writes y; qa, sa, lqer_b, lqer_b_scale, bias, y are unused here).
     """
     rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rmask = rows < M
     cmask = cols < N
-    rows = rows.to(tl.int64)
-    cols = cols.to(tl.int64)
     lo0 = 0
     lo1 = low_groups
     hi0 = 0
