@@ -94,9 +94,9 @@ def load_configs(spec: str) -> list:
 
 def _params(config) -> list[dict]:
     """The kernel's parameters in launch order: the non-constexpr arguments, then Triton's two scratch
-    pointers. `div16` marks what the cubin was compiled assuming divisible by 16 (every pointer, and
-    the integers the configuration names in `divisible_by_16`); the launcher checks it at launch."""
-    div16_ints = set(getattr(config, "divisible_by_16", ()) or ())
+    pointers. `div16`: the configuration's `divisible16` names it (a 16-byte aligned pointer, an
+    integer multiple of 16); the cubin is compiled assuming it and the launcher checks it."""
+    div16 = set(config.divisible16)
     out = []
     for name, ty in config.signature.items():
         if ty == "constexpr":
@@ -106,11 +106,10 @@ def _params(config) -> list[dict]:
         pointer = ty.startswith("*")
         if not pointer and ty not in ARG_BYTES:
             raise BuildError(f"{config.name}: argument {name} has type {ty}, which the launcher does not pass")
-        out.append({"name": name, "type": ty, "bytes": 8 if pointer else ARG_BYTES[ty],
-                    "div16": pointer or name in div16_ints})
-    unknown = div16_ints - {p["name"] for p in out if not p["type"].startswith("*")}
+        out.append({"name": name, "type": ty, "bytes": 8 if pointer else ARG_BYTES[ty], "div16": name in div16})
+    unknown = div16 - {p["name"] for p in out if p["type"].startswith("*") or p["type"] in ("i32", "i64")}
     if unknown:
-        raise BuildError(f"{config.name}: divisible_by_16 names no integer argument: {', '.join(sorted(unknown))}")
+        raise BuildError(f"{config.name}: divisible16 names no pointer or integer argument: {', '.join(sorted(unknown))}")
     return out + [{"name": s, "type": "*i8", "bytes": 8, "div16": False, "scratch": True} for s in SCRATCH_PARAMS]
 
 

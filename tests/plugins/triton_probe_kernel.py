@@ -5,19 +5,10 @@ triton_probe_kernel:configs, and run by the interpreter against torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import triton
 import triton.language as tl
 
 from resq_export.kernels.configs import KernelConfig
-
-
-@dataclass(frozen=True)
-class HintedConfig(KernelConfig):
-    """KernelConfig plus the integer arguments the cubin may assume divisible by 16 (compile_triton.py
-    reads `divisible_by_16` where a configuration has it; every pointer is assumed 16-byte aligned)."""
-    divisible_by_16: tuple[str, ...] = ()
 
 
 @triton.jit
@@ -56,6 +47,7 @@ def probe_scale_f64(x_ptr, y_ptr, n, scale, BLOCK: tl.constexpr):
 
 GEMM_SIG = {"a_ptr": "*i8", "b_ptr": "*i8", "c_ptr": "*i32", "M": "i32", "N": "i32", "K": "i32",
             "BLOCK_M": "constexpr", "BLOCK_N": "constexpr", "BLOCK_K": "constexpr"}
+GEMM_ALIGNED = ("a_ptr", "b_ptr", "c_ptr", "K")  # 16-byte aligned buffers, K a multiple of BLOCK_K
 SCALE_SIG = {"x_ptr": "*fp32", "y_ptr": "*fp32", "n": "i32", "scale": "fp32", "BLOCK": "constexpr"}
 
 
@@ -63,11 +55,11 @@ def configs() -> list[KernelConfig]:
     """What a kernel module declares: a decode-sized GEMM (mma.sync everywhere), a prefill-sized one
     (wgmma on sm_90a) and a float kernel without tl.dot."""
     return [
-        HintedConfig("probe_gemm_m16", probe_gemm, GEMM_SIG, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64},
-                     num_warps=4, num_stages=2, divisible_by_16=("K",)),
-        HintedConfig("probe_gemm_m64", probe_gemm, GEMM_SIG, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64},
-                     num_warps=4, num_stages=3, divisible_by_16=("K",)),
-        KernelConfig("probe_scale", probe_scale, SCALE_SIG, {"BLOCK": 256}, num_warps=4),
+        KernelConfig("probe_gemm_m16", probe_gemm, GEMM_SIG, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64},
+                     num_warps=4, num_stages=2, divisible16=GEMM_ALIGNED),
+        KernelConfig("probe_gemm_m64", probe_gemm, GEMM_SIG, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64},
+                     num_warps=4, num_stages=3, divisible16=GEMM_ALIGNED),
+        KernelConfig("probe_scale", probe_scale, SCALE_SIG, {"BLOCK": 256}, num_warps=4, divisible16=("x_ptr", "y_ptr")),
     ]
 
 
@@ -79,6 +71,6 @@ def bad_configs() -> list[KernelConfig]:
         KernelConfig("bad_spill", probe_gemm, GEMM_SIG, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64},
                      num_warps=4, num_stages=3, archs=("80",)),
         KernelConfig("bad_fp64", probe_scale_f64, SCALE_SIG, {"BLOCK": 256}, num_warps=4, archs=("89",)),
-        HintedConfig("bad_smem", probe_gemm, GEMM_SIG, {"BLOCK_M": 256, "BLOCK_N": 256, "BLOCK_K": 128},
-                     num_warps=8, num_stages=5, archs=("86",), divisible_by_16=("K",)),
+        KernelConfig("bad_smem", probe_gemm, GEMM_SIG, {"BLOCK_M": 256, "BLOCK_N": 256, "BLOCK_K": 128},
+                     num_warps=8, num_stages=5, archs=("86",), divisible16=GEMM_ALIGNED),
     ]
