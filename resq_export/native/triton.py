@@ -88,6 +88,14 @@ def kernels(path: Path | None = None) -> list[EmbeddedKernel]:
     return out
 
 
+def prepare(device: int = 0, path: Path | None = None) -> None:
+    """Loads every embedded kernel that has a cubin for the device's SM (a GPU tool's start-up)."""
+    lib = _lib(path)
+    status = lib.resq_triton_prepare(device)
+    if status != 0:
+        raise RuntimeError(f"status {status}: {lib.resq_triton_last_error().decode()}")
+
+
 def versions(path: Path | None = None) -> str:
     """"triton X; ptxas Y" of the build that compiled the embedded cubins."""
     return _lib(path).resq_triton_versions().decode()
@@ -102,14 +110,15 @@ def select(name: str, major: int, minor: int, path: Path | None = None) -> str:
     return lib.resq_triton_kernel(index).contents.arch.decode()
 
 
-def launch(name: str, grid, args: list[bytes], path: Path | None = None) -> None:
-    """One launch through the library's process-wide launcher (the recorder inside `recording`)."""
+def launch(name: str, grid, args: list[bytes], path: Path | None = None, stream: int | None = None) -> None:
+    """One launch through the library's process-wide launcher (the recorder inside `recording`, else
+    the CUDA one on `stream`, a cudaStream_t as an int)."""
     lib = _lib(path)
     buffers = [ctypes.create_string_buffer(a, len(a)) for a in args]
     values = (ctypes.c_void_p * len(args))(*(ctypes.cast(b, ctypes.c_void_p) for b in buffers))
     sizes = (ctypes.c_uint32 * len(args))(*(len(a) for a in args))
     g = tuple(grid) + (1,) * (3 - len(grid))
-    status = lib.resq_triton_launch(name.encode(), g[0], g[1], g[2], None, values, sizes, len(args))
+    status = lib.resq_triton_launch(name.encode(), g[0], g[1], g[2], stream, values, sizes, len(args))
     if status != 0:
         raise ValueError(f"status {status}: {lib.resq_triton_last_error().decode()}")
 

@@ -55,10 +55,8 @@ def test_project_cubins_pass_every_check_but_spills(project_checked):
             if any("spill" not in p for p in ps)] == []
 
 
-@pytest.mark.xfail(strict=True, reason="the kernels of k28 spill (2026-12-05: 49 of 230 cubins: every prefill GEMM "
-                   "16-1140 bytes, a few decode GEMMs 8-24, hadamard_mix_a256 on sm_90a 16); declaring the pitches and "
-                   "padded group widths divisible by 16 (KernelConfig.divisible_by_16, read by compile_triton.py) "
-                   "removed them in a trial of two prefill GEMMs; strict: remove this mark once they pass")
+@pytest.mark.xfail(strict=True, reason="hadamard_mix_a256 spills 16 bytes on sm_90a (2026-12-05, k28 at b07117e; before "
+                   "its divisible16 hints every prefill GEMM spilled 16-1140 bytes); strict: remove once it passes")
 def test_project_cubins_do_not_spill(project_checked):
     assert [(n, a, ps) for n, a, ps in project_checked if any("spill" in p for p in ps)] == []
 
