@@ -46,7 +46,11 @@ def main() -> int:
     report = {"mode": args.mode, "library": str(args.lib), "versions": T.versions(args.lib), "cases": []}
     if args.mode == "cuda":
         t0 = time.perf_counter()
-        T.prepare(0, args.lib)  # every kernel's cubin for this SM, shared memory checked, loaded into the context
+        try:  # every kernel's cubin for this SM, shared memory checked, loaded into the context
+            T.prepare(0, args.lib)
+        except RuntimeError as e:
+            print(f"error: loading the cubins on device 0: {e}")
+            return 1
         report["device"] = torch.cuda.get_device_name(0)
         report["prepare_s"] = round(time.perf_counter() - t0, 3)
     runner = SeamRunner(all_configs(), args.mode, args.lib)
