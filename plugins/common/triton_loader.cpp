@@ -3,6 +3,7 @@
 #include "triton_loader.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -260,6 +261,33 @@ int CudaLauncher::launch(const char* name, dim3 grid, cudaStream_t stream, const
   }
 }
 
+int CudaLauncher::memset(void* ptr, int value, size_t bytes, cudaStream_t stream) noexcept {
+  const cudaError_t e = cudaMemsetAsync(ptr, value, bytes, stream);
+  return e == cudaSuccess ? RESQ_OK : cuda_fail(e, "cudaMemsetAsync");
+}
+
+int RecordingLauncher::memset(void* ptr, int value, size_t bytes, cudaStream_t) noexcept {
+  std::memset(ptr, value, bytes);  // the recorded launches run on host buffers
+  return RESQ_OK;
+}
+
+int constexpr_of(const char* name, const char* constexpr_name) {
+  const size_t len = std::strlen(constexpr_name);
+  for (int i = 0; i < resq_triton_table_size; ++i) {
+    const ResQTritonKernel& k = resq_triton_table[i];
+    if (std::strcmp(k.name, name) != 0) continue;
+    for (const char* c = k.constexprs; c && *c;) {
+      const char* eq = std::strchr(c, '=');
+      if (!eq) break;
+      if (static_cast<size_t>(eq - c) == len && std::strncmp(c, constexpr_name, len) == 0) return std::atoi(eq + 1);
+      const char* comma = std::strchr(eq, ',');
+      c = comma ? comma + 1 : nullptr;
+    }
+    return -1;
+  }
+  return -1;
+}
+
 int RecordingLauncher::launch(const char* name, dim3 grid, cudaStream_t, const KernelArg* args, int nargs) noexcept {
   try {
     std::string error;
@@ -321,7 +349,13 @@ RESQ_TAPI int resq_triton_select(const char* name, int major, int minor) {
   return static_cast<int>(row - resq_triton_table);
 }
 
-RESQ_TAPI int resq_triton_prepare(int device) { return T::cuda_launcher().prepare(device); }
+RESQ_TAPI int resq_triton_prepare(int device) {
+  if (device < 0) {  // the current device
+    const cudaError_t e = cudaGetDevice(&device);
+    if (e != cudaSuccess) return T::cuda_fail(e, "cudaGetDevice");
+  }
+  return T::cuda_launcher().prepare(device);
+}
 
 RESQ_TAPI int resq_triton_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, void* stream,
                                  const void* const* arg_values, const uint32_t* arg_bytes, int nargs) {

@@ -48,7 +48,13 @@ class Launcher {
  public:
   virtual ~Launcher() = default;
   virtual int launch(const char* name, dim3 grid, cudaStream_t stream, const KernelArg* args, int nargs) noexcept = 0;
+  // fills workspace bytes (a zero operand): cudaMemsetAsync, or memset of the host buffer when recording
+  virtual int memset(void* ptr, int value, size_t bytes, cudaStream_t stream) noexcept = 0;
 };
+
+// A constexpr the named configuration was compiled with (its tile sizes: the launch grid follows the
+// cubin, not a copy of the policy); -1 when the name or the constexpr is not embedded.
+int constexpr_of(const char* name, const char* constexpr_name);
 
 // The message of this thread's last failure of any function here.
 const char* last_error();
@@ -60,6 +66,7 @@ class CudaLauncher : public Launcher {
   // empty, else exactly those, each of which must fit). Idempotent.
   int prepare(int device, const std::vector<std::string>& names = {}) noexcept;
   int launch(const char* name, dim3 grid, cudaStream_t stream, const KernelArg* args, int nargs) noexcept override;
+  int memset(void* ptr, int value, size_t bytes, cudaStream_t stream) noexcept override;
 };
 
 // Records each launch (name, grid, block, shared memory, the argument bytes in order) instead of
@@ -74,6 +81,7 @@ class RecordingLauncher : public Launcher {
  public:
   explicit RecordingLauncher(int sm_major = 8, int sm_minor = 9) : major_(sm_major), minor_(sm_minor) {}
   int launch(const char* name, dim3 grid, cudaStream_t stream, const KernelArg* args, int nargs) noexcept override;
+  int memset(void* ptr, int value, size_t bytes, cudaStream_t stream) noexcept override;
   std::vector<LaunchRecord> records;
 
  private:
@@ -99,7 +107,8 @@ RESQ_TAPI const char* resq_triton_versions(void);  // "triton 3.9.0; ptxas 13.0 
 // Index of the row `select` picks for SM major.minor, or -1 (resq_triton_last_error() says why).
 RESQ_TAPI int resq_triton_select(const char* name, int major, int minor);
 RESQ_TAPI const char* resq_triton_last_error(void);
-// CudaLauncher::prepare on `device` for every embedded kernel (a GPU tool's start-up).
+// CudaLauncher::prepare on `device` (-1: the current one) for every embedded kernel (a GPU tool's
+// start-up, the plugins' attachToContext).
 RESQ_TAPI int resq_triton_prepare(int device);
 // One launch through the process-wide launcher: arg_values[i] points at arg_bytes[i] bytes.
 RESQ_TAPI int resq_triton_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, void* stream,

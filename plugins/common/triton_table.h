@@ -25,6 +25,7 @@ typedef struct ResQTritonKernel {
   const unsigned char* cubin;
   size_t cubin_bytes;
   const char* sha256;         // of the cubin, hex
+  const char* constexprs;     // "BLOCK_M=16,BLOCK_N=64,..." the configuration was compiled with
 } ResQTritonKernel;
 
 #ifdef __cplusplus

@@ -236,12 +236,14 @@ def write_cpp(out: Path, manifest: dict) -> str:
         rows.append("  {" + ", ".join([
             _c_string(k["name"]), _c_string(k["arch"]), str(k["sm"]), str(int(k["arch_specific"])), _c_string(k["kernel"]),
             str(k["num_warps"]), str(k["shared"]), str(k["static_shared"]), str(k["registers"]), str(len(k["params"])),
-            _c_string(params), sym, str(k["bytes"]), _c_string(k["sha256"])]) + "},")
+            _c_string(params), sym, str(k["bytes"]), _c_string(k["sha256"]),
+            _c_string(",".join(f"{n}={int(v)}" for n, v in k["constexprs"].items()))]) + "},")
     lines += ['extern "C" {', *decls, "}", ""] if decls else []
     if asm:
         lines += ["__asm__(", *asm, '  ".previous\\n");', ""]
     lines += ["namespace {", "const ResQTritonKernel kTable[] = {", *rows,
-              '  {nullptr, nullptr, 0, 0, nullptr, 0, 0, 0, 0, 0, nullptr, nullptr, 0, nullptr}};', "}  // namespace", "",
+              '  {nullptr, nullptr, 0, 0, nullptr, 0, 0, 0, 0, 0, nullptr, nullptr, 0, nullptr, nullptr}};',
+              "}  // namespace", "",
               "extern const ResQTritonKernel* const resq_triton_table = kTable;",
               f"extern const int resq_triton_table_size = {len(rows)};",
               f"extern const char* const resq_triton_versions_text = {_c_string(versions)};",

@@ -43,7 +43,9 @@ def decode(config, data: bytes, buffers: list[torch.Tensor]) -> list:
             continue
         if ty.startswith("*"):
             (address,) = struct.unpack_from("<Q", data, offset)
-            args.append(_view(address, ty[1:], buffers) if address else None)
+            # a null pointer is an operand the launch does not read (an absent part, rank 0); the
+            # interpreter still wants a tensor there
+            args.append(_view(address, ty[1:], buffers) if address else torch.zeros(1, dtype=_POINTEE[ty[1:]]))
             offset += 8
         else:
             fmt = "<" + _SCALAR[ty]

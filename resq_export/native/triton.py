@@ -18,7 +18,7 @@ class TritonKernelC(ctypes.Structure):
                 ("arch_specific", ctypes.c_int32), ("kernel", ctypes.c_char_p), ("num_warps", ctypes.c_int32),
                 ("shared", ctypes.c_int32), ("static_shared", ctypes.c_int32), ("registers", ctypes.c_int32),
                 ("num_params", ctypes.c_int32), ("params", ctypes.c_char_p), ("cubin", ctypes.c_void_p),
-                ("cubin_bytes", ctypes.c_size_t), ("sha256", ctypes.c_char_p)]
+                ("cubin_bytes", ctypes.c_size_t), ("sha256", ctypes.c_char_p), ("constexprs", ctypes.c_char_p)]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class EmbeddedKernel:
     params: tuple[Param, ...]  # the two trailing scratch pointers included
     cubin: bytes
     sha256: str
+    constexprs: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ def kernels(path: Path | None = None) -> list[EmbeddedKernel]:
         k = lib.resq_triton_kernel(i).contents
         out.append(EmbeddedKernel(k.name.decode(), k.arch.decode(), k.sm, bool(k.arch_specific), k.kernel.decode(),
                                   k.num_warps, k.shared, k.static_shared, k.registers, _params(k.params.decode()),
-                                  ctypes.string_at(k.cubin, k.cubin_bytes), k.sha256.decode()))
+                                  ctypes.string_at(k.cubin, k.cubin_bytes), k.sha256.decode(),
+                                  {n: int(v) for n, v in (c.split("=") for c in k.constexprs.decode().split(",") if c)}))
     return out
 
 
