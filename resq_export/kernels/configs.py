@@ -7,11 +7,12 @@ Compile every configuration with `enable_fp_fusion=False`: the float32 epilogues
 operation by operation (docs/ops.md), and a fused multiply-add would change their bits.
 
 Names (what the launcher looks up; launch.py is the policy in Python):
-- act_quant_a{A_BITS_LOW}_a{A_BITS_HIGH}: the activation quantiser (x float32).
-- mixed_gemm_{decode|prefill}_w{W_BITS_LOW}_a{A_BITS_LOW}_a{A_BITS_HIGH}: the GEMM; decode (M <= 16)
-  is the split one (then splitk_reduce), prefill the fused one. w4: the linear's weights; w8: LQER's
-  projection x A (A as an all-8-bit weight).
-- splitk_reduce, lqer_quant.
+- act_quant_a{A_BITS_LOW}_a{A_BITS_HIGH}[_f16|_bf16]: the activation quantiser (x float32, or as named).
+- mixed_gemm_{decode|small|prefill}_w{W_BITS_LOW}_a{A_BITS_LOW}_a{A_BITS_HIGH}: the GEMM; decode
+  (M <= 4) is the split one (then splitk_reduce), small (M <= 16) and prefill the fused ones. w4: the
+  linear's weights; w8: LQER's projection x A (A as an all-8-bit weight). A fused w4 tile comes with
+  y float32 and, suffixed _f16 / _bf16, float16 / bfloat16 (the float32 result rounded once).
+- splitk_reduce[_f16|_bf16] (y's dtype), lqer_quant.
 - fwht_b{B}: Walsh-Hadamard blocks of B = 2..16384 channels; hadamard_mix_a{A_PAD}: the left factor
   of order a <= A_PAD (A_PAD = 2..1024, the next power of two >= a; only when a > 1).
 """
@@ -68,22 +69,30 @@ def all_configs() -> list[KernelConfig]:
     from .mixed_gemm import mixed_gemm_kernel, splitk_reduce_kernel
 
     f32, i32, i8, u8 = "*fp32", "*i32", "*i8", "*u8"
-    act = dict(x=f32, q_low=u8, q_high=u8, sx=f32, zx=i32)
-    lq = dict(qa=i8, sa=f32, lqer_b=i8, lqer_b_scale=f32, bias=f32, y=f32)
+    act = dict(q_low=u8, q_high=u8, sx=f32, zx=i32)
+    lq = dict(qa=i8, sa=f32, lqer_b=i8, lqer_b_scale=f32, bias=f32)
     gemm = dict(q_low=u8, q_high=u8, sx=f32, zx=i32, w_low=i8, w_high=i8, wscale=f32, wsum=i32, partial=f32, **lq)
     pitches = ("gp_low", "gp_high", "act_low_pitch", "act_high_pitch")  # multiples of 32 (groups padded to 64)
     w_pitches = pitches + ("w_low_pitch", "w_high_pitch")
+    # x / y in float32, and float16 / bfloat16 where they are the linear's input / output
+    dtypes = {"": "*fp32", "_f16": "*fp16", "_bf16": "*bf16"}
     out = []
     for al in (4, 8):
         for ah in (4, 8):
-            out.append(_config(f"act_quant_a{al}_a{ah}", act_quant_kernel, act, launch.ACT_TILE, pitches, A_BITS_LOW=al,
-                               A_BITS_HIGH=ah))
+            for sfx, x in dtypes.items():
+                out.append(_config(f"act_quant_a{al}_a{ah}{sfx}", act_quant_kernel, dict(act, x=x), launch.ACT_TILE,
+                                   pitches, A_BITS_LOW=al, A_BITS_HIGH=ah))
             for wl in (4, 8):
-                for tile in ("decode", "prefill"):
-                    out.append(_config(f"mixed_gemm_{tile}_w{wl}_a{al}_a{ah}", mixed_gemm_kernel, gemm,
-                                       launch.GEMM_TILES[tile], w_pitches, A_BITS_LOW=al, W_BITS_LOW=wl, A_BITS_HIGH=ah,
-                                       CHUNK=GPU_CHUNK_GROUPS))
-    out.append(_config("splitk_reduce", splitk_reduce_kernel, dict(partial=f32, **lq), launch.REDUCE_TILE))
+                for tile, (consts, _w, _s) in launch.GEMM_TILES.items():
+                    # y is the linear's output only in a fused tile of its weights (w4); xa is float32
+                    ys = dtypes if wl == 4 and not consts["SPLIT"] else {"": f32}
+                    for sfx, y in ys.items():
+                        out.append(_config(f"mixed_gemm_{tile}_w{wl}_a{al}_a{ah}{sfx}", mixed_gemm_kernel,
+                                           dict(gemm, y=y), launch.GEMM_TILES[tile], w_pitches, A_BITS_LOW=al,
+                                           W_BITS_LOW=wl, A_BITS_HIGH=ah, CHUNK=GPU_CHUNK_GROUPS))
+    for sfx, y in dtypes.items():
+        out.append(_config(f"splitk_reduce{sfx}", splitk_reduce_kernel, dict(partial=f32, y=y, **lq),
+                           launch.REDUCE_TILE))
     out.append(_config("lqer_quant", lqer_quant_kernel, dict(xa=f32, qa=i8, sa=f32), launch.LQER_TILE))
     for log_b in range(1, launch.MAX_B_LOG + 1):
         out.append(_config(f"fwht_b{1 << log_b}", fwht_kernel, dict(x=f32, y=f32, norm="fp32"),

@@ -19,14 +19,20 @@ from .hadamard import fwht_kernel, hadamard_mix_kernel
 from .lqer import lqer_quant_kernel
 from .mixed_gemm import mixed_gemm_kernel, splitk_reduce_kernel
 
-# Launch configurations: name -> (constexprs, num_warps, num_stages). Decode (M <= DECODE_MAX_M):
-# split over the contract's runs of groups, so even N = 4096 fills 132 SMs (64 N tiles x runs) with
-# many weight bytes in flight; prefill: 128 x 64 tensor-core tiles (wgmma m64 per warpgroup on sm_90a),
-# 3-stage pipeline. Three [BLOCK_M, BLOCK_N] accumulators live in registers (the group's int32 sum,
-# the run's and the total float32 sums): 96 per thread at 128 x 64 with 8 warps, 192 at 128 x 128.
+# Launch configurations: name -> (constexprs, num_warps, num_stages). All three compute the same bits
+# (the split is the contract's run structure), so this policy is a pure speed choice, to tune on a GPU:
+# - decode (M <= SPLIT_MAX_M): split over the runs of groups, so even N = 4096 fills 132 SMs (64 N tiles
+#   x runs) with many weight bytes in flight; each run's float32 partial costs 2 x 4 x M x N bytes of
+#   traffic, M / (4 x group width) of the weight bytes (docs/benchmarks-gpu.md), so only for tiny M;
+# - small (M <= DECODE_MAX_M): the same 16 x 64 tile, fused;
+# - prefill: 128 x 64 tensor-core tiles (wgmma m64 per warpgroup on sm_90a), 3-stage pipeline.
+# Three [BLOCK_M, BLOCK_N] accumulators live in registers (the group's int32 sum, the run's and the
+# total float32 sums): 96 per thread at 128 x 64 with 8 warps, 192 at 128 x 128 (spills).
+SPLIT_MAX_M = 4
 DECODE_MAX_M = 16
 GEMM_TILES = {
     "decode": (dict(BLOCK_M=16, BLOCK_N=64, SPLIT=1), 4, 4),
+    "small": (dict(BLOCK_M=16, BLOCK_N=64, SPLIT=0), 4, 4),
     "prefill": (dict(BLOCK_M=128, BLOCK_N=64, SPLIT=0), 8, 3),
 }
 REDUCE_TILE = (dict(BLOCK_M=16, BLOCK_N=128), 4, 1)
@@ -39,16 +45,22 @@ MAX_B_LOG = 14
 
 
 def gemm_tile(m: int) -> str:
-    return "decode" if m <= DECODE_MAX_M else "prefill"
+    return "decode" if m <= SPLIT_MAX_M else "small" if m <= DECODE_MAX_M else "prefill"
 
 
-def linear_kernels(parts: OpParts, m: int, rank: int) -> list[str]:
+# x (the quantiser's input) and y (the linear's output) in other dtypes than float32: name suffixes
+DTYPE_SUFFIX = {torch.float32: "", torch.float16: "_f16", torch.bfloat16: "_bf16"}
+
+
+def linear_kernels(parts: OpParts, m: int, rank: int, x_dtype=torch.float32, y_dtype=torch.float32) -> list[str]:
     """The configurations (configs.py names) that one ResQMixedLinearPrepared call launches, in order."""
     bits = f"a{parts.a_bits_low}_a{parts.a_bits_high}"
     tile = gemm_tile(m)
-    split = ["splitk_reduce"] if GEMM_TILES[tile][0]["SPLIT"] else []
-    lqer = [f"mixed_gemm_{tile}_w8_{bits}", *split, "lqer_quant"] if rank else []
-    return [f"act_quant_{bits}", *lqer, f"mixed_gemm_{tile}_w4_{bits}", *split]
+    split = GEMM_TILES[tile][0]["SPLIT"]
+    ys = DTYPE_SUFFIX[y_dtype]
+    lqer = [f"mixed_gemm_{tile}_w8_{bits}", *(["splitk_reduce"] if split else []), "lqer_quant"] if rank else []
+    gemm = [f"mixed_gemm_{tile}_w4_{bits}", f"splitk_reduce{ys}"] if split else [f"mixed_gemm_{tile}_w4_{bits}{ys}"]
+    return [f"act_quant_{bits}{DTYPE_SUFFIX[x_dtype]}", *lqer, *gemm]
 
 
 def hadamard_kernels(n: int, a: int) -> list[str]:
@@ -126,6 +138,8 @@ def act_pitches(parts: OpParts, pad: PaddedLayout) -> tuple[int, int]:
 
 def quantize_act(x: torch.Tensor, parts: OpParts, pad: PaddedLayout):
     """x [T, K] (float32/16, bf16) -> (q_low uint8, q_high uint8, sx float32 [T, G], zx int32 [T, G])."""
+    if parts.a_bits_low not in (4, 8) or parts.a_bits_high not in (4, 8):
+        raise ValueError(f"the kernels quantise activations to 4 or 8 bits, not {parts.a_bits_low}/{parts.a_bits_high}")
     t = x.shape[0]
     low_pitch, high_pitch = act_pitches(parts, pad)
     dev = x.device
@@ -163,8 +177,10 @@ def grouped_gemm(act, parts: OpParts, pad: PaddedLayout, w_low, w_high, w_low_pi
     tile = tile or gemm_tile(m)
     consts, warps, stages = GEMM_TILES[tile]
     runs = n_runs(pad)
-    partial = torch.empty(runs if consts["SPLIT"] else 1, m, n, dtype=torch.float32, device=dev)
     low_pitch, high_pitch = act_pitches(parts, pad)
+    if max(m * max(low_pitch, high_pitch), n * max(w_low_pitch, pad.w_high_pitch, pad.a8_pitch), runs * m * n) >= 2**31:
+        raise ValueError(f"M = {m}, N = {n}, K = {pad.k}: offsets beyond int32, split the call")
+    partial = torch.empty(runs if consts["SPLIT"] else 1, m, n, dtype=torch.float32, device=dev)
     grid = (triton.cdiv(n, consts["BLOCK_N"]), triton.cdiv(m, consts["BLOCK_M"]), runs if consts["SPLIT"] else 1)
     _run(mixed_gemm_kernel, grid,
          (q_low, q_high, sx, zx, w_low, w_high, wscale, wsum, bias, qa, sa, b, b_scale, y, partial, m, n, pad.groups,

@@ -21,6 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .primitives import to_bf16_rne
+
 
 @triton.jit
 def _step(acc, a_row, w_col, rmask, cmask, c0, A_BITS: tl.constexpr, W_BITS: tl.constexpr):
@@ -94,8 +96,11 @@ def _finish(total, rows, rmask, cols, cmask, qa, sa, lqer_b, lqer_b_scale, bias,
         s_b = tl.load(lqer_b_scale + cols, mask=cmask, other=0.0)
         total = total + (acc.to(tl.float32) * s_a[:, None]) * s_b[None, :]
     total = total + tl.load(bias + cols, mask=cmask, other=0.0)[None, :]
-    tl.store(y + rows[:, None] * N + cols[None, :], total.to(y.dtype.element_ty),
-             mask=rmask[:, None] & cmask[None, :])
+    if y.dtype.element_ty == tl.bfloat16:
+        total = to_bf16_rne(total)
+    elif y.dtype.element_ty == tl.float16:
+        total = total.to(tl.float16, fp_downcast_rounding="rtne")
+    tl.store(y + rows[:, None] * N + cols[None, :], total, mask=rmask[:, None] & cmask[None, :])
 
 
 @triton.jit
@@ -114,7 +119,8 @@ def mixed_gemm_kernel(q_low, q_high, sx, zx, w_low, w_high, wscale, wsum, bias, 
     wsum: int32 [N, G]. bias: float32 [N] (zeros where the model has none). qa: int8 [M, rank], sa:
     float32 [M], lqer_b: int8 [N, rank], lqer_b_scale: float32 [N] (rank 0: no LQER; pointers unused).
     y: [M, N] (fp32). partial: float32 [n_runs, M, N] workspace, n_runs = cdiv(low_groups, CHUNK) +
-    cdiv(high_groups, CHUNK) (used only when SPLIT). CHUNK must be GPU_CHUNK_GROUPS (8).
+    cdiv(high_groups, CHUNK) (used only when SPLIT). CHUNK must be GPU_CHUNK_GROUPS (8). Offsets are
+    int32: the launcher refuses M x act pitch, N x weight pitch, M x N or n_runs x M x N >= 2^31.
     Grid: SPLIT = 0: (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), 1), writes y.
     SPLIT = 1: (cdiv(N, BLOCK_N), cdiv(M, BLOCK_M), n_runs), writes `partial` (then
     splitk_reduce_kernel writes y; qa, sa, lqer_b, lqer_b_scale, bias, y are unused here).

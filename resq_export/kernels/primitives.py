@@ -27,3 +27,13 @@ def rne(v):
 def div_rn(a, b):
     """a / b correctly rounded (`/` on float32 compiles to an approximate division on NVIDIA GPUs)."""
     return tl.math.div_rn(a, b)
+
+
+@triton.jit
+def to_bf16_rne(v):
+    """float32 -> bfloat16 rounded to nearest even, by integer arithmetic on the bits (what the GPU's
+    cvt.rn.bf16.f32 does; the interpreter's own conversion truncates, or with rounding asked for rounds
+    ties away from zero). Finite values."""
+    bits = v.to(tl.uint32, bitcast=True)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+    return bits.to(tl.uint16).to(tl.bfloat16, bitcast=True)

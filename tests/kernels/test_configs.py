@@ -34,13 +34,15 @@ def test_names_signatures_and_constexprs(configs):
         assert doc and "Grid:" in doc, f"{name}: the docstring must give the grid"
 
 
-@pytest.mark.parametrize("m", [1, launch.DECODE_MAX_M, launch.DECODE_MAX_M + 1, 2048])
+@pytest.mark.parametrize("m", [1, launch.SPLIT_MAX_M + 1, launch.DECODE_MAX_M + 1, 2048])
 def test_every_launch_has_a_configuration(configs, m):
     widths = [layout([(4, w, 4, 4), (1, w, 8, 8)]) for w in range(32, 129, 8)]  # --group-size 32..128
+    dtypes = list(launch.DTYPE_SUFFIX)
     for lay in widths + [c[1] for c in LAYOUTS]:
         for rank in (0, 4):
-            for name in launch.linear_kernels(lay.op_parts(), m, rank):
-                assert name in configs, (lay, name)
+            for x_dtype, y_dtype in zip(dtypes, dtypes[1:] + dtypes[:1]):
+                for name in launch.linear_kernels(lay.op_parts(), m, rank, x_dtype, y_dtype):
+                    assert name in configs, (lay, name)
 
 
 @pytest.mark.parametrize("n", [96, 576, 1536, 2048, 8192, 11008, 14336, 18944, 28672])
@@ -55,3 +57,16 @@ def test_configs_module_imports_no_triton():
     code = "import sys, resq_export.kernels.configs; print('triton' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_docs_quote_the_gpu_semantics_of_ops_json():
+    """ops.json is the one source of the GPU float semantics; docs/ops.md quotes them word for word."""
+    from pathlib import Path
+
+    from resq_export.export.spec import load_spec
+
+    ops_md = (Path(__file__).resolve().parents[2] / "docs" / "ops.md").read_text()
+    texts = [s["gpu_semantics"] for s in load_spec()["ops"].values() if "gpu_semantics" in s]
+    assert len(texts) == 2
+    for text in texts:
+        assert text in ops_md

@@ -7,7 +7,7 @@ import torch
 from cases import LAYOUTS
 from helpers import activations, layout, random_linear
 
-from resq_export.kernels.launch import DECODE_MAX_M, Prepared, mixed_linear
+from resq_export.kernels.launch import DECODE_MAX_M, SPLIT_MAX_M, Prepared, mixed_linear
 
 # The float32 epilogue against the float64 one (QuantLinear.__call__), relative to max |y| per token:
 # each group's part is two float32 products (2 ulp) and enters at most G + G / 8 + 3 float32 additions
@@ -16,7 +16,7 @@ from resq_export.kernels.launch import DECODE_MAX_M, Prepared, mixed_linear
 F32_EPILOGUE_VS_F64 = 2e-6
 
 
-def check(lin, x, tiles=("decode", "prefill")):
+def check(lin, x, tiles=("decode", "small", "prefill")):
     prep = Prepared.from_linear(lin)
     expected = lin.gpu_reference(x)
     for tile in tiles:
@@ -30,10 +30,10 @@ def check(lin, x, tiles=("decode", "prefill")):
 @pytest.mark.parametrize("rank", [0, 5])
 @pytest.mark.parametrize("name,lay,n", LAYOUTS, ids=[c[0] for c in LAYOUTS])
 def test_mixed_linear_equals_the_reference(name, lay, n, rank):
-    """Decode (split over runs of groups) and prefill (fused) tiles, bias, LQER, odd token counts."""
+    """Decode (split over runs of groups), small and prefill (fused) tiles, bias, LQER, odd token counts."""
     lin = random_linear(lay, n, rank=rank, bias=True, seed=3)
     check(lin, activations(3, lay.in_features, seed=4))
-    check(lin, activations(DECODE_MAX_M + 3, lay.in_features, seed=5), ("prefill", "decode"))
+    check(lin, activations(DECODE_MAX_M + 3, lay.in_features, seed=5), ("prefill", "decode", "small"))
 
 
 def test_without_bias_and_large_rank():
@@ -41,12 +41,23 @@ def test_without_bias_and_large_rank():
     check(random_linear(lay, 70, rank=37, bias=False, seed=9), activations(2, lay.in_features, seed=1))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_output_is_the_float32_result_rounded_once(dtype):
+    lay = LAYOUTS[0][1]
+    lin = random_linear(lay, 70, rank=4, bias=True, seed=6)
+    prep = Prepared.from_linear(lin)
+    for m in (1, SPLIT_MAX_M + 1, DECODE_MAX_M + 1):
+        x = activations(m, lay.in_features, seed=m).to(dtype)
+        y = mixed_linear(x, prep, out_dtype=dtype)
+        assert y.dtype == dtype and torch.equal(y, lin.gpu_reference(x.float()).to(dtype))
+
+
 def test_launch_policy_picks_split_at_decode():
-    """mixed_linear without a tile: M <= 16 runs the split kernels, larger M the fused ones; same bits."""
+    """mixed_linear without a tile: M <= 4 runs the split kernels, larger M the fused ones; same bits."""
     lay = LAYOUTS[1][1]
     lin = random_linear(lay, 24, rank=3, bias=True, seed=2)
     prep = Prepared.from_linear(lin)
-    for m in (1, DECODE_MAX_M, DECODE_MAX_M + 1):
+    for m in (1, SPLIT_MAX_M, SPLIT_MAX_M + 1, DECODE_MAX_M, DECODE_MAX_M + 1):
         x = activations(m, lay.in_features, seed=m)
         assert torch.equal(mixed_linear(x, prep), lin.gpu_reference(x))
 
