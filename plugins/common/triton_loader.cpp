@@ -16,6 +16,7 @@
 extern const ResQTritonKernel* const resq_triton_table;
 extern const int resq_triton_table_size;
 extern const char* const resq_triton_versions_text;
+extern const char* const resq_triton_policy_text;
 
 namespace resq {
 namespace triton {
@@ -288,6 +289,18 @@ int constexpr_of(const char* name, const char* constexpr_name) {
   return -1;
 }
 
+int policy_of(const char* name) {
+  const size_t len = std::strlen(name);
+  for (const char* c = resq_triton_policy_text; c && *c;) {
+    const char* eq = std::strchr(c, '=');
+    if (!eq) break;
+    if (static_cast<size_t>(eq - c) == len && std::strncmp(c, name, len) == 0) return std::atoi(eq + 1);
+    const char* comma = std::strchr(eq, ',');
+    c = comma ? comma + 1 : nullptr;
+  }
+  return -1;
+}
+
 int RecordingLauncher::launch(const char* name, dim3 grid, cudaStream_t, const KernelArg* args, int nargs) noexcept {
   try {
     std::string error;
@@ -338,6 +351,8 @@ RESQ_TAPI const ResQTritonKernel* resq_triton_kernel(int index) {
 }
 
 RESQ_TAPI const char* resq_triton_versions(void) { return resq_triton_versions_text; }
+
+RESQ_TAPI const char* resq_triton_policy(void) { return resq_triton_policy_text; }
 
 RESQ_TAPI const char* resq_triton_last_error(void) { return T::last_error(); }
 

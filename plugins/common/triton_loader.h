@@ -55,6 +55,9 @@ class Launcher {
 // A constexpr the named configuration was compiled with (its tile sizes: the launch grid follows the
 // cubin, not a copy of the policy); -1 when the name or the constexpr is not embedded.
 int constexpr_of(const char* name, const char* constexpr_name);
+// An integer of the launch policy compiled in with the cubins (resq_export/kernels/launch.py's
+// upper-case constants, e.g. SPLIT_MAX_M, DECODE_MAX_M); -1 when absent.
+int policy_of(const char* name);
 
 // The message of this thread's last failure of any function here.
 const char* last_error();
@@ -104,6 +107,7 @@ RESQ_TAPI int resq_triton_abi_version(void);
 RESQ_TAPI int resq_triton_kernel_count(void);
 RESQ_TAPI const ResQTritonKernel* resq_triton_kernel(int index);
 RESQ_TAPI const char* resq_triton_versions(void);  // "triton 3.9.0; ptxas 13.0 (V13.0.88)"
+RESQ_TAPI const char* resq_triton_policy(void);    // "SPLIT_MAX_M=4,DECODE_MAX_M=16,..."
 // Index of the row `select` picks for SM major.minor, or -1 (resq_triton_last_error() says why).
 RESQ_TAPI int resq_triton_select(const char* name, int major, int minor);
 RESQ_TAPI const char* resq_triton_last_error(void);

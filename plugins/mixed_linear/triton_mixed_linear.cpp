@@ -17,7 +17,8 @@ using resq::triton::KernelArg;
 
 namespace {
 
-constexpr int kChunk = 8;  // GPU_CHUNK_GROUPS: the contract's runs of groups (ops.json, reference.py)
+// the contract's runs of groups (ops.json, reference.GPU_CHUNK_GROUPS), compiled in with the cubins
+int chunk() { return resq::triton::policy_of("GPU_CHUNK_GROUPS"); }
 
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 size_t align(size_t v) { return (v + 255) / 256 * 256; }
@@ -26,15 +27,17 @@ std::string bits(const ResQLinearShape& s) {
   return "a" + std::to_string(s.a_bits_low) + "_a" + std::to_string(s.a_bits_high);
 }
 
-// decode (the split kernels) up to the decode tile's rows, as launch.gemm_tile
-const char* tile_of(int64_t m, const ResQLinearShape& s) {
-  const std::string decode = "mixed_gemm_decode_w4_" + bits(s);
-  const int max_m = resq::triton::constexpr_of(decode.c_str(), "BLOCK_M");
-  return m <= max_m ? "decode" : "prefill";
+// launch.gemm_tile, with launch.py's thresholds compiled in beside the cubins: the split decode tile
+// up to SPLIT_MAX_M tokens, the fused small tile up to DECODE_MAX_M, then the prefill tile
+const char* tile_of(int64_t m) {
+  const int split_max = resq::triton::policy_of("SPLIT_MAX_M"), decode_max = resq::triton::policy_of("DECODE_MAX_M");
+  if (m <= split_max) return "decode";
+  return m <= decode_max ? "small" : "prefill";
 }
 
 int n_runs(const ResQLinearShape& s) {
-  return static_cast<int>(cdiv(s.low_groups, kChunk) + cdiv(s.high_groups, kChunk));
+  const int c = chunk() > 0 ? chunk() : 1;
+  return static_cast<int>(cdiv(s.low_groups, c) + cdiv(s.high_groups, c));
 }
 
 // The workspace, in this order (each 256-byte aligned): q_low, q_high, sx, zx, the LQER buffers
@@ -74,7 +77,7 @@ struct Gemm {  // one grouped GEMM (launch.grouped_gemm)
 
 int grouped_gemm(resq::triton::Launcher& l, const ResQLinearShape& s, const ResQLinearLayout& L, int32_t m,
                  char* ws, const Workspace& w, const Gemm& g, cudaStream_t stream) {
-  const std::string tile = tile_of(m, s);
+  const std::string tile = tile_of(m);
   const std::string name = "mixed_gemm_" + tile + "_w" + std::to_string(g.w_bits_low) + "_" + bits(s);
   const int block_m = resq::triton::constexpr_of(name.c_str(), "BLOCK_M");
   const int block_n = resq::triton::constexpr_of(name.c_str(), "BLOCK_N");
@@ -118,6 +121,8 @@ RESQ_TAPI int resq_triton_mixed_linear(const ResQMixedLinearParams* p, void* str
   if (!p || resq_linear_layout(&p->shape, &L) != RESQ_OK || p->tokens < 0 || p->tokens > INT32_MAX || p->n <= 0 ||
       p->rank < 0 || p->x_dtype != RESQ_F32 || p->y_dtype != RESQ_F32 || !p->in.at[S::in_X] || !p->y)
     return RESQ_ERR_INVALID;
+  if (chunk() <= 0 || resq::triton::policy_of("SPLIT_MAX_M") < 0 || resq::triton::policy_of("DECODE_MAX_M") < 0)
+    return RESQ_ERR_UNSUPPORTED;  // a library built without resq_export.kernels' launch policy
   if (p->tokens == 0) return RESQ_OK;
   const ResQLinearShape& s = p->shape;
   const int32_t m = static_cast<int32_t>(p->tokens);

@@ -215,6 +215,16 @@ def build(out: Path, configs: list, archs: list[str] | None, log=print) -> dict:
             "kernels": entries}
 
 
+def launch_policy(configs_spec: str) -> dict[str, int]:
+    """The launch policy's integer constants (upper-case names of resq_export.kernels.launch, e.g.
+    SPLIT_MAX_M, DECODE_MAX_M) for the C++ launch code, which must choose tiles as launch.py does;
+    empty for other configurations (the tests' probe kernels)."""
+    if not configs_spec.startswith("resq_export.kernels."):
+        return {}
+    launch = importlib.import_module("resq_export.kernels.launch")
+    return {k: int(v) for k, v in vars(launch).items() if k.isupper() and type(v) is int}
+
+
 def _c_string(s: str) -> str:
     return json.dumps(s)  # a JSON string literal is a valid C string literal for our ASCII names
 
@@ -247,6 +257,8 @@ def write_cpp(out: Path, manifest: dict) -> str:
               "extern const ResQTritonKernel* const resq_triton_table = kTable;",
               f"extern const int resq_triton_table_size = {len(rows)};",
               f"extern const char* const resq_triton_versions_text = {_c_string(versions)};",
+              "extern const char* const resq_triton_policy_text = "
+              f"{_c_string(','.join(f'{k}={v}' for k, v in manifest.get('policy', {}).items()))};",
               ""]
     return "\n".join(lines)
 
@@ -262,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         configs = load_configs(args.configs)
         manifest = build(args.out, configs, [a for a in args.archs.split(",") if a] or None)
+        manifest["policy"] = launch_policy(args.configs)
         (args.out / "triton_kernels.json").write_text(json.dumps(manifest, indent=1) + "\n")
         (args.out / "triton_kernels.cpp").write_text(write_cpp(args.out, manifest))
     except BuildError as e:

@@ -57,6 +57,7 @@ def _lib(path: Path | None = None) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path)) if path is not None else load("resq_triton")
     lib.resq_triton_kernel.restype = ctypes.POINTER(TritonKernelC)
     lib.resq_triton_versions.restype = ctypes.c_char_p
+    lib.resq_triton_policy.restype = ctypes.c_char_p
     lib.resq_triton_last_error.restype = ctypes.c_char_p
     lib.resq_triton_record_begin.restype = ctypes.c_void_p
     lib.resq_triton_record_count.argtypes = [ctypes.c_void_p]
@@ -101,6 +102,12 @@ def prepare(device: int = 0, path: Path | None = None) -> None:
 def versions(path: Path | None = None) -> str:
     """"triton X; ptxas Y" of the build that compiled the embedded cubins."""
     return _lib(path).resq_triton_versions().decode()
+
+
+def policy(path: Path | None = None) -> dict[str, int]:
+    """The launch policy's integers compiled in with the cubins (launch.py's upper-case constants)."""
+    text = _lib(path).resq_triton_policy().decode()
+    return {k: int(v) for k, v in (item.split("=") for item in text.split(",") if item)}
 
 
 def select(name: str, major: int, minor: int, path: Path | None = None) -> str:

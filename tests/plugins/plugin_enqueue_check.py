@@ -15,7 +15,7 @@ import torch
 from resq_export.algo.hadamard import hadamard_left_factor
 from resq_export.export.spec import op_spec
 from resq_export.kernels.configs import all_configs
-from resq_export.kernels.launch import DECODE_MAX_M, Prepared
+from resq_export.kernels.launch import DECODE_MAX_M, SPLIT_MAX_M, Prepared
 from resq_export.native import triton as T
 from resq_export.native.replay import replay
 from resq_export.reference import hadamard_gpu_reference
@@ -106,7 +106,7 @@ LINEARS = [  # (label, layout, N, LQER rank, bias): the ResQ layouts the exporte
 ]
 for label, lay, n, rank, bias in LINEARS:
     lin = random_linear(lay, n, rank=rank, bias=bias, seed=5)
-    for m in (1, DECODE_MAX_M + 3):
+    for m in (1, SPLIT_MAX_M + 3, DECODE_MAX_M + 3):  # the split decode, small and prefill tiles
         print(json.dumps(linear_case(label, lin, m)), flush=True)
 for n, rows in ((96, 3), (1536, 2)):
     print(json.dumps(hadamard_case(n, rows)), flush=True)

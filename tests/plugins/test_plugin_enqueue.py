@@ -55,10 +55,10 @@ def test_plugins_enqueue_replayed_by_the_interpreter_equal_the_reference(harness
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     cases = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert len(cases) == 10
+    assert len(cases) == 14
     assert [(c["case"], c["m"], c["differ"]) for c in cases if c["differ"]] == []
     launched = {name for c in cases for name in c["launches"]}
     # quantiser, LQER projection and its quantiser, both GEMM tiles, the split-K reduction, the butterflies
     # and the left factor: what launch.py launches for these cases
-    assert {"act_quant_a4_a8", "lqer_quant", "mixed_gemm_decode_w8_a4_a8", "mixed_gemm_prefill_w4_a4_a8",
-            "splitk_reduce", "fwht_b8", "fwht_b128", "hadamard_mix_a16"} <= launched, launched
+    assert {"act_quant_a4_a8", "lqer_quant", "mixed_gemm_decode_w8_a4_a8", "mixed_gemm_small_w4_a4_a8",
+            "mixed_gemm_prefill_w4_a4_a8", "splitk_reduce", "fwht_b8", "fwht_b128", "hadamard_mix_a16"} <= launched, launched

@@ -170,12 +170,13 @@ def test_project_kernels_through_the_seam_equal_the_reference(project_triton):
 
 def test_project_table_carries_the_launch_policy(project_triton):
     """The C++ launch code (plugins/*/triton_*.cpp) takes its tiles from the embedded constexprs and
-    switches to the split decode GEMM up to the decode tile's BLOCK_M: launch.py's DECODE_MAX_M."""
-    from resq_export.kernels.launch import DECODE_MAX_M
+    its thresholds (split decode / small / prefill tile) from launch.py's constants compiled in."""
+    from resq_export.kernels import launch
 
     rows = T.kernels(project_triton)
     if not rows:
         pytest.skip("resq_export.kernels declares no configuration yet")
     by_name = {c.name: c for c in all_configs()}
     assert all(r.constexprs == {k: int(v) for k, v in by_name[r.name].constexprs.items()} for r in rows)
-    assert {r.constexprs["BLOCK_M"] for r in rows if r.name.startswith("mixed_gemm_decode")} == {DECODE_MAX_M}
+    policy = T.policy(project_triton)
+    assert policy["SPLIT_MAX_M"] == launch.SPLIT_MAX_M and policy["DECODE_MAX_M"] == launch.DECODE_MAX_M
