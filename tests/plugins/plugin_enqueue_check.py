@@ -15,7 +15,7 @@ import torch
 from resq_export.algo.hadamard import hadamard_left_factor
 from resq_export.export.spec import op_spec
 from resq_export.kernels.configs import all_configs
-from resq_export.kernels.launch import DECODE_MAX_M, SPLIT_MAX_M, Prepared
+from resq_export.kernels.launch import DECODE_MAX_M, SPLIT_MAX_M, Prepared, hadamard_kernels, linear_kernels
 from resq_export.native import triton as T
 from resq_export.native.replay import replay
 from resq_export.reference import hadamard_gpu_reference
@@ -82,7 +82,7 @@ def linear_case(label, lin, m):
     records, ws = enqueue("ResQMixedLinearPrepared", fields, inputs, [y])
     replay(records, CONFIGS, [*inputs, y, ws])
     expected = lin.gpu_reference(x.reshape(m, -1)).reshape(1, m, -1)
-    return {"case": label, "m": m, "launches": [r.name for r in records],
+    return {"case": label, "m": m, "launches": [r.name for r in records], "policy": linear_kernels(parts, m, rank),
             "differ": int((y != expected).sum()), "outputs": y.numel()}
 
 
@@ -95,7 +95,7 @@ def hadamard_case(n, rows):
     replay(records, CONFIGS, [x, left, y, ws])
     expected = hadamard_gpu_reference(x.reshape(rows, n), left).reshape(1, rows, n)
     return {"case": f"hadamard_{n}", "m": rows, "launches": [r.name for r in records],
-            "differ": int((y != expected).sum()), "outputs": y.numel()}
+            "policy": hadamard_kernels(n, left.shape[0]), "differ": int((y != expected).sum()), "outputs": y.numel()}
 
 
 LINEARS = [  # (label, layout, N, LQER rank, bias): the ResQ layouts the exporter writes

@@ -57,6 +57,8 @@ def test_plugins_enqueue_replayed_by_the_interpreter_equal_the_reference(harness
     cases = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert len(cases) == 14
     assert [(c["case"], c["m"], c["differ"]) for c in cases if c["differ"]] == []
+    # the C++ launch code launches what launch.py's policy names (linear_kernels, hadamard_kernels)
+    assert [(c["case"], c["m"], c["launches"]) for c in cases if c["launches"] != c["policy"]] == []
     launched = {name for c in cases for name in c["launches"]}
     # quantiser, LQER projection and its quantiser, both GEMM tiles, the split-K reduction, the butterflies
     # and the left factor: what launch.py launches for these cases
