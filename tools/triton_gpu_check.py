@@ -66,11 +66,13 @@ def main() -> int:
     linears = [(n, lay, k, 5) for n, lay, k in LAYOUTS] + [(n, lay, k, 0) for n, lay, k in MODEL_SHAPES]
     if args.quick:
         linears = linears[:2]
+    # the split decode, small and prefill tiles (launch.gemm_tile)
+    ms = (1, launch.DECODE_MAX_M + 3) if args.quick else (1, launch.SPLIT_MAX_M + 3, launch.DECODE_MAX_M + 3)
     failed = 0
     for name, lay, n, rank in linears:
         lin = random_linear(lay, n, rank=rank, bias=True, seed=3)
         prep = launch.Prepared.from_linear(lin, device=dev)
-        for m in (1, launch.DECODE_MAX_M + 3):
+        for m in ms:
             x = activations(m, lay.in_features, seed=m)
             y = launch.mixed_linear(x.to(dev), prep).cpu()
             diff = int((y != lin.gpu_reference(x)).sum())
