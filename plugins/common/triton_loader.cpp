@@ -272,34 +272,28 @@ int RecordingLauncher::memset(void* ptr, int value, size_t bytes, cudaStream_t) 
   return RESQ_OK;
 }
 
-int constexpr_of(const char* name, const char* constexpr_name) {
-  const size_t len = std::strlen(constexpr_name);
-  for (int i = 0; i < resq_triton_table_size; ++i) {
-    const ResQTritonKernel& k = resq_triton_table[i];
-    if (std::strcmp(k.name, name) != 0) continue;
-    for (const char* c = k.constexprs; c && *c;) {
-      const char* eq = std::strchr(c, '=');
-      if (!eq) break;
-      if (static_cast<size_t>(eq - c) == len && std::strncmp(c, constexpr_name, len) == 0) return std::atoi(eq + 1);
-      const char* comma = std::strchr(eq, ',');
-      c = comma ? comma + 1 : nullptr;
-    }
-    return -1;
-  }
-  return -1;
-}
-
-int policy_of(const char* name) {
-  const size_t len = std::strlen(name);
-  for (const char* c = resq_triton_policy_text; c && *c;) {
+namespace {
+// the value of `key` in "k1=v1,k2=v2,..." (the table's constexprs, the policy), or -1
+int int_in_list(const char* list, const char* key) {
+  const size_t len = std::strlen(key);
+  for (const char* c = list; c && *c;) {
     const char* eq = std::strchr(c, '=');
     if (!eq) break;
-    if (static_cast<size_t>(eq - c) == len && std::strncmp(c, name, len) == 0) return std::atoi(eq + 1);
+    if (static_cast<size_t>(eq - c) == len && std::strncmp(c, key, len) == 0) return std::atoi(eq + 1);
     const char* comma = std::strchr(eq, ',');
     c = comma ? comma + 1 : nullptr;
   }
   return -1;
 }
+}  // namespace
+
+int constexpr_of(const char* name, const char* constexpr_name) {
+  for (int i = 0; i < resq_triton_table_size; ++i)
+    if (std::strcmp(resq_triton_table[i].name, name) == 0) return int_in_list(resq_triton_table[i].constexprs, constexpr_name);
+  return -1;
+}
+
+int policy_of(const char* name) { return int_in_list(resq_triton_policy_text, name); }
 
 int RecordingLauncher::launch(const char* name, dim3 grid, cudaStream_t, const KernelArg* args, int nargs) noexcept {
   try {

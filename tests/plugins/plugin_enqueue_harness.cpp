@@ -53,20 +53,19 @@ extern "C" int harness_enqueue(const char* name, int n_fields, const char* const
       plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
   std::vector<nvinfer1::DynamicPluginTensorDesc> din(nb_in), dout(nb_out);
   std::vector<nvinfer1::PluginTensorDesc> pin(nb_in), pout(nb_out);
-  for (int i = 0; i < nb_in; ++i) {
-    pin[i].dims = dims_of(in_nb[i], in_dims + 8 * i);
-    pin[i].type = static_cast<nvinfer1::DataType>(in_types[i]);
-    pin[i].format = nvinfer1::TensorFormat::kLINEAR;
-    din[i].desc = pin[i];
-    din[i].min = din[i].opt = din[i].max = pin[i].dims;
-  }
-  for (int i = 0; i < nb_out; ++i) {
-    pout[i].dims = dims_of(out_nb[i], out_dims + 8 * i);
-    pout[i].type = static_cast<nvinfer1::DataType>(out_types[i]);
-    pout[i].format = nvinfer1::TensorFormat::kLINEAR;
-    dout[i].desc = pout[i];
-    dout[i].min = dout[i].opt = dout[i].max = pout[i].dims;
-  }
+  // static shapes: min = opt = max = the tensor's dims
+  auto describe = [](int nb, const int* nbs, const int64_t* dims, const int* types,
+                     std::vector<nvinfer1::PluginTensorDesc>& p, std::vector<nvinfer1::DynamicPluginTensorDesc>& d) {
+    for (int i = 0; i < nb; ++i) {
+      p[i].dims = dims_of(nbs[i], dims + 8 * i);
+      p[i].type = static_cast<nvinfer1::DataType>(types[i]);
+      p[i].format = nvinfer1::TensorFormat::kLINEAR;
+      d[i].desc = p[i];
+      d[i].min = d[i].opt = d[i].max = p[i].dims;
+    }
+  };
+  describe(nb_in, in_nb, in_dims, in_types, pin, din);
+  describe(nb_out, out_nb, out_dims, out_types, pout, dout);
   int step = 0;
   if (build->configurePlugin(din.data(), nb_in, dout.data(), nb_out) != 0) step = 3;
   if (!step) {
