@@ -64,3 +64,18 @@ def test_plugins_enqueue_replayed_by_the_interpreter_equal_the_reference(harness
     # and the left factor: what launch.py launches for these cases
     assert {"act_quant_a4_a8", "lqer_quant", "mixed_gemm_decode_w8_a4_a8", "mixed_gemm_small_w4_a4_a8",
             "mixed_gemm_prefill_w4_a4_a8", "splitk_reduce", "fwht_b8", "fwht_b128", "hadamard_mix_a16"} <= launched, launched
+
+
+@pytest.mark.slow
+def test_kernel_tests_pass_through_the_seam():
+    """tests/kernels (every kernel against the reference executor) with each launch sent through
+    libresq_triton.so's seam (triton_seam_plugin.py): packed, checked against the embedded cubins'
+    parameters, recorded and replayed by the interpreter. About 45 s on 2 cores (728 launches of 41
+    configurations on 2026-12-05)."""
+    if not (loader.library_dir() / "libresq_triton.so").is_file():
+        pytest.skip("libresq_triton.so is not built")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "triton_seam_plugin",
+                          str(ROOT / "tests" / "kernels")], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert re.search(r"triton seam \(record\): [1-9]\d* launches", run.stdout), run.stdout[-2000:]

@@ -180,3 +180,28 @@ def test_project_table_carries_the_launch_policy(project_triton):
     assert all(r.constexprs == {k: int(v) for k, v in by_name[r.name].constexprs.items()} for r in rows)
     policy = T.policy(project_triton)
     assert policy["SPLIT_MAX_M"] == launch.SPLIT_MAX_M and policy["DECODE_MAX_M"] == launch.DECODE_MAX_M
+
+
+def test_seam_picks_the_variant_of_the_tensors_types():
+    """Configurations of one kernel that differ only by pointer types (x in float16: act_quant_*_f16)
+    are told apart by the tensors passed; an unused pointer of another type (y of the split decode
+    GEMM) does not hide the one variant there is."""
+    import torch
+
+    from resq_export.kernels import launch
+    from resq_export.kernels.act_quant import act_quant_kernel
+    from resq_export.kernels.mixed_gemm import mixed_gemm_kernel
+    from resq_export.native.seam import SeamRunner
+
+    runner = SeamRunner(all_configs())
+    consts, warps, stages = launch.ACT_TILE
+    bits = dict(A_BITS_LOW=4, A_BITS_HIGH=8)
+    for dtype, name in [(torch.float32, "act_quant_a4_a8"), (torch.float16, "act_quant_a4_a8_f16"),
+                        (torch.bfloat16, "act_quant_a4_a8_bf16")]:
+        args = (torch.zeros(1, dtype=dtype),) + (torch.zeros(1, dtype=torch.uint8),) * 2 + (
+            torch.zeros(1), torch.zeros(1, dtype=torch.int32)) + (0,) * 11
+        assert runner.config_of(act_quant_kernel, {**consts, **bits}, warps, stages, args).name == name
+    consts, warps, stages = launch.GEMM_TILES["decode"]
+    gemm = {**consts, **bits, "W_BITS_LOW": 4, "CHUNK": 8}
+    y16 = [None] * 13 + [torch.zeros(1, dtype=torch.float16)] + [None] * 15
+    assert runner.config_of(mixed_gemm_kernel, gemm, warps, stages, y16).name == "mixed_gemm_decode_w4_a4_a8"
