@@ -100,6 +100,6 @@ def all_configs() -> list[KernelConfig]:
     a_pad = 2
     while a_pad <= launch.MAX_LEFT:
         out.append(_config(f"hadamard_mix_a{a_pad}", hadamard_mix_kernel, dict(y=f32, left=f32),
-                           (launch.mix_tile(a_pad), 4, 1)))
+                           launch.mix_tile(a_pad)))
         a_pad *= 2
     return out

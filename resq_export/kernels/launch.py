@@ -68,7 +68,7 @@ def hadamard_kernels(n: int, a: int) -> list[str]:
     b = n // a
     if a < 1 or n % a or b < 2 or b & (b - 1) or b.bit_length() - 1 > MAX_B_LOG or a > MAX_LEFT:
         raise ValueError(f"no Hadamard kernel for n = {n} with a left factor of order {a}")
-    return [f"fwht_b{b}"] + ([f"hadamard_mix_a{mix_tile(a)['A_PAD']}"] if a > 1 else [])
+    return [f"fwht_b{b}"] + ([f"hadamard_mix_a{mix_tile(a)[0]['A_PAD']}"] if a > 1 else [])
 
 
 def fwht_tile(b: int) -> tuple[dict, int, int]:
@@ -79,9 +79,12 @@ def fwht_tile(b: int) -> tuple[dict, int, int]:
     return dict(B=b, LOG_B=b.bit_length() - 1, P_BLK=p_blk), warps, 1
 
 
-def mix_tile(a: int) -> dict:
+def mix_tile(a: int) -> tuple[dict, int, int]:
+    """hadamard_mix_kernel's configuration for a left factor of order a: a [A_PAD, BLOCK_C] float32
+    accumulator of at most MIX_COLUMNS elements (more spills on sm_90a), 16 per thread."""
     a_pad = max(2, 1 << (a - 1).bit_length())
-    return dict(A_PAD=a_pad, BLOCK_C=max(16, MIX_COLUMNS // a_pad))
+    block_c = max(4, MIX_COLUMNS // a_pad)
+    return dict(A_PAD=a_pad, BLOCK_C=block_c), max(4, a_pad * block_c // (32 * 16)), 1
 
 
 @dataclass
@@ -237,6 +240,6 @@ def hadamard(x: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
         _run(fwht_kernel, (rows.shape[0], triton.cdiv(a, ft[0]["P_BLK"]), 1), (rows, y, a, n, float(math.sqrt(b))), ft)
         if a > 1:
             mt = mix_tile(a)
-            _run(hadamard_mix_kernel, (rows.shape[0], triton.cdiv(b, mt["BLOCK_C"]), 1),
-                 (y, left.float().contiguous(), a, b, n), (mt, 4, 1))
+            _run(hadamard_mix_kernel, (rows.shape[0], triton.cdiv(b, mt[0]["BLOCK_C"]), 1),
+                 (y, left.float().contiguous(), a, b, n), mt)
     return y.reshape(x.shape)

@@ -3,7 +3,7 @@ codes (unpacked from the padded kernel layout), scales and zero points."""
 
 import pytest
 import torch
-from cases import LAYOUTS
+from kernel_cases import LAYOUTS
 from helpers import activations
 
 from resq_export.algo.quant import quantize_groups, unpack_int4

@@ -4,7 +4,7 @@ its float64 epilogue within a stated bound."""
 
 import pytest
 import torch
-from cases import LAYOUTS
+from kernel_cases import LAYOUTS
 from helpers import activations, layout, random_linear
 
 from resq_export.kernels.launch import DECODE_MAX_M, SPLIT_MAX_M, Prepared, mixed_linear

@@ -3,7 +3,7 @@
 
 import pytest
 import torch
-from cases import LAYOUTS
+from kernel_cases import LAYOUTS
 from helpers import activations, random_linear
 
 from resq_export.algo.quant import quantize_groups, quantize_sym_per_token

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from cases import LAYOUTS
+from kernel_cases import LAYOUTS
 from helpers import layout
 
 from resq_export.kernels import launch
