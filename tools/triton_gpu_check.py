@@ -56,9 +56,9 @@ def main() -> int:
     runner = SeamRunner(all_configs(), args.mode, args.lib)
     launch._run = runner
 
-    from cases import LAYOUTS
+    from kernel_cases import LAYOUTS
     from helpers import activations, random_linear
-    from test_mixed_gemm import MODEL_SHAPES
+    from test_kernel_mixed_gemm import MODEL_SHAPES
 
     from resq_export.algo.hadamard import hadamard_left_factor
     from resq_export.reference import hadamard_gpu_reference

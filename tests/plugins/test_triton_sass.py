@@ -50,15 +50,12 @@ def project_checked(project_triton):
     return checked
 
 
-def test_project_cubins_pass_every_check_but_spills(project_checked):
-    assert [(n, a, [p for p in ps if "spill" not in p]) for n, a, ps in project_checked
-            if any("spill" not in p for p in ps)] == []
-
-
-@pytest.mark.xfail(strict=True, reason="hadamard_mix_a256 spills 16 bytes on sm_90a (2026-12-05, k28 at b07117e; before "
-                   "its divisible16 hints every prefill GEMM spilled 16-1140 bytes); strict: remove once it passes")
-def test_project_cubins_do_not_spill(project_checked):
-    assert [(n, a, ps) for n, a, ps in project_checked if any("spill" in p for p in ps)] == []
+def test_project_cubins_pass_every_check(project_checked):
+    """Every cubin of resq_export.kernels: no spills (49 of 230 spilled before the kernels declared
+    their aligned pitches, the last, hadamard_mix_a256 on sm_90a, went with k28's 6b53168), shared
+    memory within the opt-in limit, tensor cores in every GEMM, wgmma in the sm_90a prefill tiles,
+    no FP64 on the RTX targets."""
+    assert [c for c in project_checked if c[2]] == []
 
 
 @pytest.fixture(scope="module")
