@@ -1,7 +1,17 @@
 """Thin torch launchers of the Triton kernels: what the C++ plugins do with the cubins (the same kernels,
 configurations, grids and workspaces), on torch tensors. Under TRITON_INTERPRET=1 they run on CPU
 tensors (the tests); on a GPU, on CUDA tensors. The launch policy (which tile when) lives in
-`gemm_tile`, and the configuration names in configs.py follow it."""
+`gemm_tile`, and the configuration names in configs.py follow it (`linear_kernels`, `hadamard_kernels`).
+
+One ResQMixedLinearPrepared call (M tokens, N outputs, rank R, G groups, runs = n_runs):
+  1. act_quant            x -> q_low [M, act_low_pitch] u8, q_high [M, act_high_pitch] u8, sx/zx [M, G]
+  2. if R: mixed_gemm w8  (A as the weight, wscale = lqer_a_scale with strides (1, 0), wsum = lqer_a_sums,
+                          w_high = lqer_a + low_groups * gp_low, both pitches a8_pitch) -> xa [M, R] f32
+                          (split tile: partial [runs, M, R] f32, then splitk_reduce with rank 0, bias zeros [R])
+     lqer_quant           xa -> qa [M, R] i8, sa [M] f32
+  3. mixed_gemm w4        -> y [M, N] (split tile: partial [runs, M, N] f32, then splitk_reduce with LQER, bias)
+Workspace: the codes, sx, zx, xa, qa, sa and the larger partial; every buffer 16-byte aligned.
+"""
 
 from __future__ import annotations
 
