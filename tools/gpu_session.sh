@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Everything issue 4 needs from a GPU machine, in one command (the device tool's single call):
-# build the native libraries for this GPU only, run the GPU correctness tests, then the benchmark.
+# Everything issues 4 and 28 need from a GPU machine, in one command (the device tool's single call):
+# the Triton kernels' cubins (built HERE, where triton 3.9.0 is: `cmake --build build --target
+# resq_triton`, then carry build/plugins/libresq_triton.so; the GPU machine has triton 3.6) loaded by
+# our loader and run through our launch seam against the reference executor; then the native
+# libraries of the CUDA kernels built for this GPU only, their GPU tests, then the benchmark.
 # Results go to $OUT (the device tool brings that folder back; default out/gpu here), since files
 # written into the repository copy on that machine are lost:
-#   nvidia-smi.txt, build.log, gpu-tests.log, gpu-tests.xml, benchmarks-gpu.md/.json, bench.log
-# Usage: bash tools/gpu_session.sh [--tests-only|--bench-only]
+#   nvidia-smi.txt, triton-check.log/.json, build.log, gpu-tests.log, gpu-tests.xml,
+#   benchmarks-gpu.md/.json, bench.log
+# Usage: bash tools/gpu_session.sh [--tests-only|--bench-only|--triton-only]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-out/gpu}"
@@ -14,13 +18,29 @@ py=$(command -v python3)
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 arch=$("$py" -c "import torch; m, n = torch.cuda.get_device_capability(); print(f'{m}{n}' + ('a' if m == 9 else ''))") \
   || { echo "no CUDA device visible to torch" | tee "$out/build.log"; exit 1; }
-{ date -u; nvcc --version | tail -2; echo "arch $arch"; } > "$out/build.log"
-RESQ_CUDA_ARCHS="$arch" bash tools/build_native.sh all >> "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 status=0
+# 1. our cubins through our loader (prepare: cubin by SM, shared memory, loaded into the context)
+#    and the seam, bit-exact against the reference executor, on this GPU
+triton_lib="$PWD/build/plugins/libresq_triton.so"
+if [[ ! -f "$triton_lib" ]]; then
+  echo "error: $triton_lib was not carried (build it where triton 3.9.0 is: cmake --build build --target resq_triton)" \
+    | tee "$out/triton-check.log"
+  status=1
+elif [[ "${1:-}" != --bench-only ]]; then
+  "$py" tools/triton_gpu_check.py --mode cuda --lib "$triton_lib" --out "$out/triton-check.json" 2>&1 \
+    | tee "$out/triton-check.log" | tail -40
+  status=${PIPESTATUS[0]}
+fi
+[[ "${1:-}" == --triton-only ]] && exit "$status"
+{ date -u; nvcc --version | tail -2; echo "arch $arch"; } > "$out/build.log"
+# the CPU references and the CUDA kernels of this GPU only; libresq_triton.so is the carried one
+for what in cpu cuda; do
+  RESQ_CUDA_ARCHS="$arch" bash tools/build_native.sh "$what" >> "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+done
 if [[ "${1:-}" != --bench-only ]]; then
   "$py" -m pytest -q -rs -p no:cacheprovider tests/plugins/test_gpu_kernels.py --junitxml="$out/gpu-tests.xml" \
     2>&1 | tee "$out/gpu-tests.log" | tail -40
-  status=${PIPESTATUS[0]}
+  status=$((status | PIPESTATUS[0]))
 fi
 if [[ "${1:-}" != --tests-only ]]; then
   "$py" tools/bench_kernels.py --out "$out/benchmarks-gpu.md" 2>&1 | tee "$out/bench.log" | tail -60

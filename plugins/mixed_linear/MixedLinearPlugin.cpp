@@ -1,5 +1,17 @@
 #include "MixedLinearPlugin.h"
 
+#ifdef RESQ_WITH_TRITON
+#include "triton_ops.h"
+// the Triton cubins through the launch seam (libresq_triton.so)
+#define RESQ_LINEAR_WORKSPACE resq_triton_mixed_linear_workspace
+#define RESQ_LINEAR resq_triton_mixed_linear
+#define RESQ_LINEAR_ERROR resq_triton_last_error
+#else
+#define RESQ_LINEAR_WORKSPACE resq_cuda_mixed_linear_workspace
+#define RESQ_LINEAR resq_cuda_mixed_linear
+#define RESQ_LINEAR_ERROR resq_cuda_last_error
+#endif
+
 #include <stdexcept>
 #include <vector>
 
@@ -135,7 +147,8 @@ size_t MixedLinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDe
   p.shape = shape(x.d[x.nbDims - 1]);
   p.tokens = t;
   p.rank = attrs_.get(S::attr_lqer_rank, 0);
-  return resq_cuda_mixed_linear_workspace(&p);
+  p.n = static_cast<int32_t>(in[compact(S::in_wscale)].max.d[0]);
+  return RESQ_LINEAR_WORKSPACE(&p);
 }
 
 int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
@@ -159,10 +172,10 @@ int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, co
   p.y_dtype = RESQ_F32;
   p.mma = RESQ_MMA_AUTO;
   p.workspace = workspace;
-  p.workspace_size = resq_cuda_mixed_linear_workspace(&p);
-  const int st = resq_cuda_mixed_linear(&p, stream);
+  p.workspace_size = RESQ_LINEAR_WORKSPACE(&p);
+  const int st = RESQ_LINEAR(&p, stream);
   if (st != RESQ_OK) {
-    report(name_, std::string("kernel failed: ") + (st == RESQ_ERR_CUDA ? resq_cuda_last_error() : std::to_string(st)));
+    report(name_, std::string("kernel failed: status ") + std::to_string(st) + ": " + RESQ_LINEAR_ERROR());
     return -1;
   }
   return 0;

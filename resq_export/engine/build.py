@@ -49,6 +49,35 @@ class EngineSetup:
     target_sm: int
     plugins: Path
     kernel_archs: tuple[str, ...]
+    triton: dict | None = None  # the manifest's "triton_kernels" (triton_kernels())
+
+
+TRITON_LIBRARY = "libresq_triton.so"
+
+
+def triton_kernels(plugins: Path, sm: int) -> dict | None:
+    """The Triton kernels embedded beside the plugin library (libresq_triton.so, where the plugins'
+    $ORIGIN run path finds it): refuses a target for which some kernel has no cubin (the loader's own
+    choice, asked without a GPU), and returns what the manifest records: the triton and ptxas
+    versions that compiled the cubins and each cubin's sha256. None when the library is absent."""
+    from ..native import triton as T
+
+    path = Path(plugins).with_name(TRITON_LIBRARY)
+    if not path.is_file():
+        return None
+    try:
+        rows = T.kernels(path)
+        versions = T.versions(path)
+    except OSError as e:  # typically libcudart is not on the library path
+        raise TensorRTMissing(f"cannot load {path}: {e}") from None
+    for name in sorted({r.name for r in rows}):
+        try:
+            T.select(name, sm // 10, sm % 10, path)
+        except ValueError as e:
+            raise ResQError(f"sm_{sm} cannot run the plugins' kernels: {e}") from None
+    triton_version, _, ptxas_version = versions.removeprefix("triton ").partition("; ptxas ")
+    return {"library": {"path": str(path.resolve()), "sha256": sha256_file(path)}, "triton": triton_version,
+            "ptxas": ptxas_version, "cubins": {f"{r.name}.sm_{r.arch}": r.sha256 for r in rows}}
 
 
 def default_plugin_library() -> Path:
@@ -70,7 +99,7 @@ def prepare_engine(runtime: str = "auto", target_sm: str | int | None = None,
         raise TensorRTMissing(f"the plugin library {plugins} is missing: {PLUGIN_HINT}")
     archs = kernel_archs(plugins)
     check_kernel_target(archs, sm)
-    return EngineSetup(rt, sm, plugins.resolve(), tuple(archs))
+    return EngineSetup(rt, sm, plugins.resolve(), tuple(archs), triton_kernels(plugins, sm))
 
 
 def check_gpu_support(model: onnx.ModelProto) -> None:
@@ -187,7 +216,7 @@ def build_engine(onnx_dir: Path, engine_path: Path, setup: EngineSetup | None = 
             "target_sm": setup.target_sm, "local_sm": local_sm(),
             "ops": meta.get("tensorrt_ops", {}), "spec_version": meta.get("spec_version"),
             "plugin_library": {"path": str(setup.plugins), "sha256": sha256_file(setup.plugins)},
-            "kernel_archs": list(setup.kernel_archs),
+            "kernel_archs": list(setup.kernel_archs), "triton_kernels": setup.triton,
             "profiles": request["profiles"], "limits": limits.__dict__,
             "network": result["network"], "plan_bytes": result["plan_bytes"],
             "weights": weight_accounting(graph, result["plan_bytes"]),

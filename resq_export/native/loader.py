@@ -15,7 +15,8 @@ from .params import KVShape, LinearLayoutC, LinearShape
 ENV_DIR = "RESQ_NATIVE_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = REPO_ROOT / "build" / "plugins"
-ABI_FUNCTIONS = {"resq_cpu_ref": "resq_abi_version", "resq_kernels": "resq_cuda_abi_version"}
+ABI_FUNCTIONS = {"resq_cpu_ref": "resq_abi_version", "resq_kernels": "resq_cuda_abi_version",
+                 "resq_triton": "resq_triton_abi_version"}
 
 
 def library_dir() -> Path:

@@ -279,6 +279,10 @@ def test_engine_builds_and_passes_the_network_check(exports, name, sm, tmp_path)
     assert manifest["precision"]["tf32"] is False
     assert manifest["build"]["peak_rss_mb"] > 0 and manifest["build"]["wall_s"] > 0
     assert "PLUGIN_V3" in result.output and "wrote" in result.output
+    # the plan's deployable pair: the Triton cubins the plugins launch, by version and sha256
+    triton = manifest["triton_kernels"]
+    assert triton["triton"] == "3.9.0" and triton["ptxas"].startswith("13.0")
+    assert f"mixed_gemm_prefill_w4_a4_a8.sm_{sm}" in triton["cubins"] and len(triton["library"]["sha256"]) == 64
 
 
 def _refused(onnx_dir, tmp_path, *extra):

@@ -1,0 +1,99 @@
+"""Our cubins through our loader and launch seam against the reference executor, bit for bit: the
+linear cases of tests/kernels (layouts of every bit combination, LQER, bias, SmolLM2 and Llama-3-8B
+layer shapes with N cut to a few tiles) at decode and prefill, and the online Hadamard.
+
+    python tools/triton_gpu_check.py --lib build/plugins/libresq_triton.so [--mode cuda|record] [--out report.json]
+
+cuda (a GPU, tools/gpu_session.sh): loads every cubin for the device (resq_triton_prepare), runs the
+kernels on CUDA tensors through the CUDA launcher. record (here, under TRITON_INTERPRET=1): the same
+launches recorded and executed by the interpreter, which checks this script's steps without a GPU.
+Exit 0 when every case is exact, 1 otherwise; one line per case."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "plugins"), str(ROOT / "tests" / "kernels")]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lib", type=Path, default=ROOT / "build" / "plugins" / "libresq_triton.so")
+    parser.add_argument("--mode", choices=("cuda", "record"), default="cuda")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--quick", action="store_true", help="two layouts and one Hadamard only")
+    args = parser.parse_args()
+    if not args.lib.is_file():
+        print(f"error: {args.lib} is missing: build it with cmake (target resq_triton) where triton 3.9.0 is, and carry it")
+        return 1
+    if args.mode == "record" and os.environ.get("TRITON_INTERPRET") != "1":
+        print("error: --mode record needs TRITON_INTERPRET=1 in the environment")
+        return 1
+    import torch
+
+    from resq_export.kernels import launch
+    from resq_export.kernels.configs import all_configs
+    from resq_export.native import triton as T
+    from resq_export.native.seam import SeamRunner
+
+    dev = "cuda" if args.mode == "cuda" else "cpu"
+    report = {"mode": args.mode, "library": str(args.lib), "versions": T.versions(args.lib), "cases": []}
+    if args.mode == "cuda":
+        t0 = time.perf_counter()
+        try:  # every kernel's cubin for this SM, shared memory checked, loaded into the context
+            T.prepare(0, args.lib)
+        except RuntimeError as e:
+            print(f"error: loading the cubins on device 0: {e}")
+            return 1
+        report["device"] = torch.cuda.get_device_name(0)
+        report["prepare_s"] = round(time.perf_counter() - t0, 3)
+    runner = SeamRunner(all_configs(), args.mode, args.lib)
+    launch._run = runner
+
+    from kernel_cases import LAYOUTS
+    from helpers import activations, random_linear
+    from test_kernel_mixed_gemm import MODEL_SHAPES
+
+    from resq_export.algo.hadamard import hadamard_left_factor
+    from resq_export.reference import hadamard_gpu_reference
+
+    linears = [(n, lay, k, 5) for n, lay, k in LAYOUTS] + [(n, lay, k, 0) for n, lay, k in MODEL_SHAPES]
+    if args.quick:
+        linears = linears[:2]
+    # the split decode, small and prefill tiles (launch.gemm_tile)
+    ms = (1, launch.DECODE_MAX_M + 3) if args.quick else (1, launch.SPLIT_MAX_M + 3, launch.DECODE_MAX_M + 3)
+    failed = 0
+    for name, lay, n, rank in linears:
+        lin = random_linear(lay, n, rank=rank, bias=True, seed=3)
+        prep = launch.Prepared.from_linear(lin, device=dev)
+        for m in ms:
+            x = activations(m, lay.in_features, seed=m)
+            y = launch.mixed_linear(x.to(dev), prep).cpu()
+            diff = int((y != lin.gpu_reference(x)).sum())
+            failed += diff > 0
+            report["cases"].append({"linear": name, "m": m, "rank": rank, "outputs": y.numel(), "differ": diff})
+            print(f"{'ok ' if diff == 0 else 'BAD'} linear {name} M={m} rank={rank}: {diff} of {y.numel()} differ")
+    for n in ((96,) if args.quick else (96, 1536, 14336)):
+        left, _ = hadamard_left_factor(n)
+        x = torch.randn(3, n, generator=torch.Generator().manual_seed(n))
+        y = launch.hadamard(x.to(dev), left.float().to(dev)).cpu()
+        diff = int((y != hadamard_gpu_reference(x, left.float())).sum())
+        failed += diff > 0
+        report["cases"].append({"hadamard": n, "outputs": y.numel(), "differ": diff})
+        print(f"{'ok ' if diff == 0 else 'BAD'} hadamard n={n}: {diff} of {y.numel()} differ")
+    report["launches"] = dict(sorted(runner.launches.items()))
+    print(f"{sum(runner.launches.values())} launches of {len(runner.launches)} configurations through the seam; "
+          f"{failed} case(s) not exact")
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
