@@ -33,6 +33,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _remove(path: Path) -> None:
+    """Remove a temporary file or folder of a dead process (a link itself, never what it points to)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def remove_stale_temporaries(target: Path) -> list[Path]:
     """Remove the temporary siblings `.NAME.tmp-PID-*` / `.NAME.old-PID-*` that a killed write to
     `target` left behind (their process is gone; older ones carry no pid). Returns what was removed."""
@@ -45,11 +54,7 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
             pid = path.name[len(target.name) + len(kind) + 3:].split("-", 1)[0]
             if pid.isdigit() and _alive(int(pid)):
                 continue  # another run is writing it now
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            _remove(path)
             removed.append(path)
     return removed
 
@@ -68,11 +73,7 @@ def sweep_stale_temporaries(folder: Path) -> list[Path]:
         match = _TEMPORARY.match(path.name)
         if match is None or _alive(int(match["pid"])):
             continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                path.unlink()
+        _remove(path)
         removed.append(path)
     if removed:
         log.info("removed %d temporaries of killed runs in %s", len(removed), folder)

@@ -102,3 +102,32 @@ def rerecord_onnx_files(folder: Path) -> None:
                                                          "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
                      for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name != "export.json"}
     meta_path.write_text(json.dumps(meta, indent=2))
+
+
+_EXPORT_THEN_SIGKILL = """
+import os, signal, sys
+from resq_export.export import writer
+from resq_export.cli import main
+
+real = writer._write_flavour
+def write_then_die(*args, **kwargs):
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+writer._write_flavour = write_then_die
+sys.argv[0] = "resq-export"
+main()
+"""
+
+
+def export_killed_midway(artifact: Path, out: Path):
+    """`resq-export export` in a child that SIGKILLs itself once the first flavour is written into its
+    temporary folder: as abrupt as a kill from outside, without racing an export that may finish
+    first. Returns the finished process (returncode -SIGKILL)."""
+    import os
+    import subprocess
+    import sys
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", _EXPORT_THEN_SIGKILL, "export", "--artifact", str(artifact),
+                           "--out", str(out)], capture_output=True, timeout=300, env=env)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from tiny_models import SMALL, run_cli
+from tiny_models import SMALL, export_killed_midway, run_cli
 
 from resq_export.checkpoint import work_dir_for
 from resq_export.evaluations import read_evaluations, record_evaluation
@@ -371,22 +371,7 @@ def test_an_output_under_a_file_is_one_clear_line(artifacts, tmp_path):
 
 
 def test_a_killed_exports_temporary_goes_with_the_next_command_beside_it(artifacts, tmp_path):
-    code = """
-import os, signal, sys
-from resq_export.export import writer
-from resq_export.cli import main
-
-real = writer._write_flavour
-def write_then_die(*args, **kwargs):
-    real(*args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)
-writer._write_flavour = write_then_die
-sys.argv[0] = "resq-export"
-main()
-"""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", code, "export", "--artifact", str(artifacts["rtn"]), "--out",
-                           str(tmp_path / "O1")], capture_output=True, timeout=300, env=env)
+    proc = export_killed_midway(artifacts["rtn"], tmp_path / "O1")
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     stale = list(tmp_path.glob(".O1.tmp-*"))
     assert len(stale) == 1 and (stale[0] / "model.onnx").is_file()

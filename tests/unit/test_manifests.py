@@ -87,7 +87,8 @@ def test_readers_refuse_files_of_another_shape(artifacts, tmp_path):
     (art4 / "evaluations.json").write_text(json.dumps([{"tool": "resq-export", "ppl": "high"}]))
     result = CliRunner().invoke(main, ["eval", "--artifact", str(art4), "--quiet", "--seqlen", "64",
                                        "--max-tokens", "128"])
-    assert result.exit_code == 1 and "evaluations.json" in result.output and "'[0].ppl' should be a number" in result.output, result.output
+    assert result.exit_code == 1, result.output
+    assert "evaluations.json" in result.output and "'[0].ppl' should be a number" in result.output
 
 
 def test_state_and_validation_readers_check_their_schema(tiny_dirs, calib_file, artifacts, tmp_path):

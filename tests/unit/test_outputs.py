@@ -3,11 +3,9 @@ into (or around) their inputs, and a killed write's temporary folder is removed 
 
 import hashlib
 import signal
-import subprocess
-import sys
 
 import pytest
-from tiny_models import SMALL, run_cli
+from tiny_models import SMALL, export_killed_midway, run_cli
 
 from resq_export.errors import ConfigError
 from resq_export.outputs import check_output
@@ -111,23 +109,7 @@ def test_check_output_rules(tmp_path, monkeypatch):
 def test_a_killed_exports_temporary_folder_is_removed_by_the_next_run(artifacts, tmp_path):
     """SIGKILL while export writes: its hidden .onnx.tmp-PID-* folder stays; the next export removes it."""
     out = tmp_path / "onnx"
-    # the child SIGKILLs itself once the first flavour is written into the temporary folder: as abrupt
-    # as a kill from outside, without racing an export that may finish first
-    code = """
-import os, signal, sys
-from resq_export.export import writer
-from resq_export.cli import main
-
-real = writer._write_flavour
-def write_then_die(*args, **kwargs):
-    real(*args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)
-writer._write_flavour = write_then_die
-sys.argv[0] = "resq-export"
-main()
-"""
-    proc = subprocess.run([sys.executable, "-c", code, "export", "--artifact", str(artifacts["resq"]), "--out",
-                           str(out)], capture_output=True, timeout=300)
+    proc = export_killed_midway(artifacts["resq"], out)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert list(tmp_path.glob(".onnx.tmp-*/model.onnx"))
     assert list(tmp_path.glob(".onnx.tmp-*")) and not out.exists()
