@@ -1,13 +1,17 @@
-"""GPU benchmark of the resq kernels against FP16 cuBLAS (torch.matmul) and FP16 attention
-(torch SDPA) at Llama-3-8B layer shapes. One command on a GPU machine:
+"""GPU benchmark of the resq kernels against FP16 cuBLAS (torch.matmul) and FP16 attention (torch
+SDPA) at Llama-3-8B layer shapes: the Triton cubins of the mixed linear (libresq_triton.so, loaded by
+our loader and launched through our launch seam's CUDA launcher, as the plugins and
+tools/triton_gpu_check.py run them) and the KV attention's CUDA kernels (libresq_kernels.so). One
+command on a GPU machine (tools/gpu_session.sh runs it):
 
-    cmake -S . -B build -DRESQ_CUDA_ARCHS=90a && cmake --build build -j16 --target resq_kernels
-    python tools/bench_kernels.py --out docs/benchmarks-gpu-run.md
+    python tools/bench_kernels.py --lib build/plugins/libresq_triton.so --out out/benchmarks-gpu.md
 
 Times are CUDA-event medians of CUDA-graph replays after warm-up, each side rotating through input
-sets that together are several times the L2 cache (so device memory is measured, not the cache);
-every row runs both sides back to back in one process.
-Correctness is checked (against the package's reference executor) by tests/plugins/test_gpu_kernels.py.
+sets (weight copies) that together are several times the L2 cache (so device memory is measured, not
+the cache); every row runs both sides back to back in one process. Per GEMM row: quantiser + GEMM
+(the whole op, float16 x in and y out) and the GEMM alone (on codes quantised beforehand).
+Correctness is checked (against the package's reference executor) by tests/plugins/test_gpu_kernels.py
+and tools/triton_gpu_check.py.
 """
 
 from __future__ import annotations
@@ -21,37 +25,41 @@ import sys
 from functools import partial
 from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from resq_export.config import QuantConfig
-from resq_export.layout import role_layouts
-from resq_export.models.config import ModelConfig
-from resq_export.native import cuda as K
-from resq_export.native.params import KVShape, LinearShape
+from resq_export.config import QuantConfig  # noqa: E402
+from resq_export.layout import role_layouts  # noqa: E402
+from resq_export.models.config import ModelConfig  # noqa: E402
 
 # Llama-3-8B's linears in the default ResQ layouts (docs/ops.md): qkv/up-like rows keep the last 1/8
 # of channels at 8 bits, in groups of 128 (--group-size auto); down_proj's input is 4-bit, in groups of 64.
 LLAMA3_8B = ModelConfig("llama", 128256, 4096, 32, 32, 8, 128, 14336, 1e-5, 500000.0)
 _LAYOUTS = role_layouts(LLAMA3_8B, QuantConfig.for_method("resq"))
 GEMMS = [("4096x4096", 4096, _LAYOUTS["attn_qkv"].op_parts()), ("4096x14336", 14336, _LAYOUTS["mlp_gate_up"].op_parts()),
-         ("14336x4096", 4096, _LAYOUTS["mlp_down"].op_parts())]  # (name, N, the op's K parts)
+         ("14336x4096", 4096, _LAYOUTS["mlp_down"].op_parts())]  # (name K x N, N, the op's K parts)
 MS = [1, 16, 128, 2048]
 CONTEXTS = [1024, 4096, 16384]
 
 
-def input_sets(bytes_per_set: int) -> int:
+def input_sets(bytes_per_set: int, l2_bytes: int) -> int:
     """How many input sets to rotate through so that one pass reads about 4x the L2 cache (H100: 50
     MB): repeated calls on one set would measure the cache, not device memory."""
-    l2 = torch.cuda.get_device_properties(0).L2_cache_size
-    return max(2, min(64, math.ceil(4 * l2 / max(bytes_per_set, 1))))
+    return max(2, min(64, math.ceil(4 * l2_bytes / max(bytes_per_set, 1))))
+
+
+def _l2() -> int:
+    import torch
+
+    return torch.cuda.get_device_properties(0).L2_cache_size
 
 
 def timed(calls: list, warmup: int, reps: int) -> tuple[float, str]:
     """Median milliseconds per call of running `calls` in turn (one input set each), from replays of
     a CUDA graph that holds them all (no launch gaps: ctypes and torch dispatch cost different
     host time); eagerly, with events around the whole pass, where capture fails."""
+    import torch
+
     def run_all():
         for call in calls:
             call()
@@ -88,56 +96,99 @@ def timed(calls: list, warmup: int, reps: int) -> tuple[float, str]:
 
 def copy_bandwidth(warmup: int, reps: int) -> float:
     """Device memory ceiling: GB/s of a 1 GiB device-to-device copy, bytes read plus written."""
+    import torch
+
     src = torch.randn(1 << 28, device="cuda")
     dst = torch.empty_like(src)
     ms, _ = timed([partial(dst.copy_, src)], warmup, reps)
     return 2 * src.numel() * 4 / ms / 1e6
 
 
-def gemm_rows(warmup: int, reps: int) -> list[dict]:
+def weight_bytes(n: int, parts) -> int:
+    """What the GEMM must read of one weight set: packed 4-bit + 8-bit codes, and per output and group
+    a float32 scale and an int32 code sum."""
+    groups = parts.low_groups + parts.high_groups
+    return n * (parts.k_low // 2 + (parts.k - parts.k_low) + 8 * groups)
+
+
+def gemm_row(name: str, m: int, k: int, n: int, parts, fp16_ms: float, gemm_ms: float, linear_ms: float,
+             sets: list[int], timing: list[str]) -> dict:
+    """One record row from the three medians (milliseconds per call)."""
+    w_bytes = weight_bytes(n, parts)
+    return {"kind": "gemm", "shape": name, "m": m, "fp16_ms": fp16_ms, "resq_gemm_ms": gemm_ms,
+            "resq_linear_ms": linear_ms, "speedup_gemm": fp16_ms / gemm_ms, "speedup_linear": fp16_ms / linear_ms,
+            "quant_overhead": linear_ms / gemm_ms - 1, "fp16_weight_gbps": 2 * k * n / fp16_ms / 1e6,
+            "resq_weight_gbps": w_bytes / gemm_ms / 1e6, "sets": sets, "timing": timing}
+
+
+def random_prepared(n: int, parts):
+    """A weight set in the plugin's layout (launch.Prepared) with random codes and scales on the GPU:
+    what the kernels read, at no cost of quantising a real matrix; no LQER."""
+    import torch
+
+    from resq_export.export.kernel_layout import PaddedLayout
+    from resq_export.kernels.launch import Prepared
+
+    pad = PaddedLayout(parts.k, parts.k_low, parts.low_groups, parts.high_groups)
+
+    def codes(cols):
+        return torch.randint(-128, 128, (n, max(cols, 1)), dtype=torch.int8, device="cuda")
+
+    return Prepared(parts, pad, codes(pad.w_low_pitch), codes(pad.w_high_pitch),
+                    torch.rand(n, pad.groups, device="cuda") * 0.01,
+                    torch.randint(-5000, 5000, (n, pad.groups), dtype=torch.int32, device="cuda"),
+                    torch.zeros(n, device="cuda"), None)
+
+
+def gemm_only(act, prep, out_dtype):
+    """The GEMM with its epilogue on codes quantised beforehand (launch.mixed_linear without step 1)."""
+    from resq_export.kernels import launch
+
+    return launch.grouped_gemm(act, prep.parts, prep.pad, prep.w_low, prep.w_high, prep.pad.w_low_pitch, 4,
+                               prep.wscale, (prep.wscale.shape[1], 1), prep.wsum, prep.bias, prep.n, None, out_dtype)
+
+
+def gemm_rows(warmup: int, reps: int, ms: list[int]) -> list[dict]:
+    import torch
+
+    from resq_export.kernels import launch
+
     rows = []
+    l2 = _l2()
     for name, n, parts in GEMMS:
-        k, k_low, groups = parts.k, parts.k_low, parts.low_groups + parts.high_groups
-        high = k - k_low
-        shape = LinearShape(k, k_low, parts.low_groups, parts.high_groups, parts.a_bits_low, parts.a_bits_high)
-        # what the decode GEMM must read: packed 4-bit + 8-bit weights and a float32 scale per group
-        w_bytes = n * (k_low // 2 + high + 4 * groups)
-        sets = input_sets(w_bytes)
-        ours = []
-        for _ in range(sets):
-            w_low = torch.randint(-128, 128, (n, k_low // 2), dtype=torch.int8, device="cuda")
-            w_high = torch.randint(-128, 128, (n, high), dtype=torch.int8, device="cuda") if high else None
-            ours.append((K.prepare_weights(shape, w_low, w_high, n), torch.rand(n, groups, device="cuda") * 0.01))
-        fp16_sets = input_sets(2 * k * n)
+        k = parts.k
+        sets = input_sets(weight_bytes(n, parts), l2)
+        ours = [random_prepared(n, parts) for _ in range(sets)]
+        fp16_sets = input_sets(2 * k * n, l2)
         w16 = [torch.randn(k, n, dtype=torch.float16, device="cuda") for _ in range(fp16_sets)]
-        for m in MS:
+        for m in ms:
             x16 = torch.randn(m, k, dtype=torch.float16, device="cuda")
-            act = K.quantize_act(shape, x16)
-            out = torch.empty(m, n, dtype=torch.float16, device="cuda")
+            act = launch.quantize_act(x16, parts, ours[0].pad)
             out16 = torch.empty(m, n, dtype=torch.float16, device="cuda")
-            ws = K.mixed_linear_workspace(shape, m, 0)
             t_fp16, mode16 = timed([partial(torch.matmul, x16, w, out=out16) for w in w16], warmup, reps)
-            t_gemm, mode = timed([partial(K.mixed_gemm, shape, act, w, sc, out=out) for w, sc in ours], warmup, reps)
-            t_full, _ = timed([partial(K.mixed_linear, shape, x16, w, sc, workspace=ws, out=out) for w, sc in ours],
-                              warmup, reps)
-            rows.append({"kind": "gemm", "shape": name, "m": m, "fp16_ms": t_fp16, "resq_gemm_ms": t_gemm,
-                         "resq_linear_ms": t_full, "speedup_gemm": t_fp16 / t_gemm, "speedup_linear": t_fp16 / t_full,
-                         "fp16_weight_gbps": 2 * k * n / t_fp16 / 1e6, "resq_weight_gbps": w_bytes / t_gemm / 1e6,
-                         "sets": [fp16_sets, sets], "timing": [mode16, mode]})
+            t_gemm, mode = timed([partial(gemm_only, act, p, torch.float16) for p in ours], warmup, reps)
+            t_full, _ = timed([partial(launch.mixed_linear, x16, p, torch.float16) for p in ours], warmup, reps)
+            rows.append(gemm_row(name, m, k, n, parts, t_fp16, t_gemm, t_full, [fp16_sets, sets], [mode16, mode]))
             print(rows[-1], flush=True)
         del ours, w16
     return rows
 
 
 def attention_rows(warmup: int, reps: int) -> list[dict]:
+    import torch
+
+    from resq_export.native import cuda as K
+    from resq_export.native.params import KVShape
+
     rows = []
+    l2 = _l2()
     b, h, hkv, d, r = 1, 32, 8, 128, 16  # Llama-3-8B
     shape = KVShape(b, h, hkv, d, r, 4, 8)
     sdpa = torch.nn.functional.scaled_dot_product_attention
     for ctx in CONTEXTS:
-        fp16_sets = input_sets(2 * b * hkv * ctx * d * 2)  # K and V
+        fp16_sets = input_sets(2 * b * hkv * ctx * d * 2, l2)  # K and V
         # per token and head: d code bytes, then per group a float32 scale and a uint8 zero point
-        sets = input_sets(2 * b * hkv * ctx * (d + 5 * (2 if r else 1)))
+        sets = input_sets(2 * b * hkv * ctx * (d + 5 * (2 if r else 1)), l2)
         caches = []
         for _ in range(sets):
             kc, vc = K.kv_cache(shape, ctx), K.kv_cache(shape, ctx)
@@ -165,48 +216,86 @@ def attention_rows(warmup: int, reps: int) -> list[dict]:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    out = [f"device {meta['device']} (sm_{meta['sm']}), {meta['date']}, torch {meta['torch']}, CUDA {meta['cuda']}",
+    out = [f"# resq kernels against FP16, {meta['date']}", "",
+           f"device {meta['device']} (sm_{meta['sm']}), torch {meta['torch']}, CUDA {meta['cuda']}; "
+           f"Triton cubins of {meta['library']} ({meta['versions']})",
            f"command: `{meta['command']}`",
            f"device-to-device copy: {meta['copy_gbps']:.0f} GB/s (read + written); every row: median of "
            f"{meta['reps']} replays of a CUDA graph over enough input sets to read ~4x the L2 cache "
            "(timing column: 'graph', or eager where capture failed)", "",
-           "| GEMM K x N | M | FP16 cuBLAS ms | resq GEMM ms | x | resq quant+GEMM ms | x "
+           "| GEMM K x N | M | FP16 cuBLAS ms | resq GEMM ms | x | resq quant+GEMM ms | x | quantiser share "
            "| weights GB/s FP16 / resq | timing |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["kind"] == "gemm":
             out.append(f"| {r['shape']} | {r['m']} | {r['fp16_ms']:.4f} | {r['resq_gemm_ms']:.4f} | "
                        f"{r['speedup_gemm']:.2f} | {r['resq_linear_ms']:.4f} | {r['speedup_linear']:.2f} | "
-                       f"{r['fp16_weight_gbps']:.0f} / {r['resq_weight_gbps']:.0f} | {' / '.join(r['timing'])} |")
-    out += ["", "| decode attention, context | FP16 SDPA ms | resq 4+8-bit ms | x | append ms | timing |",
-            "|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["kind"] == "decode_attention":
-            out.append(f"| {r['context']} | {r['fp16_sdpa_ms']:.4f} | {r['resq_ms']:.4f} | {r['speedup']:.2f} | "
-                       f"{r['resq_append_ms']:.4f} | {' / '.join(r['timing'])} |")
+                       f"{100 * r['quant_overhead']:+.0f} % | {r['fp16_weight_gbps']:.0f} / {r['resq_weight_gbps']:.0f} "
+                       f"| {' / '.join(r['timing'])} |")
+    attention = [r for r in rows if r["kind"] == "decode_attention"]
+    if attention:
+        out += ["", "| decode attention, context | FP16 SDPA ms | resq 4+8-bit ms | x | append ms | timing |",
+                "|---|---|---|---|---|---|"]
+    for r in attention:
+        out.append(f"| {r['context']} | {r['fp16_sdpa_ms']:.4f} | {r['resq_ms']:.4f} | {r['speedup']:.2f} | "
+                   f"{r['resq_append_ms']:.4f} | {' / '.join(r['timing'])} |")
     return "\n".join(out) + "\n"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, help="write a markdown table here (and .json beside it)")
+    ap.add_argument("--lib", type=Path, default=ROOT / "build" / "plugins" / "libresq_triton.so",
+                    help="libresq_triton.so (the cubins and our loader)")
+    ap.add_argument("--out", type=Path, help="write the dated markdown record here (and .json beside it)")
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--reps", type=int, default=100)
-    args = ap.parse_args()
+    ap.add_argument("--m", type=int, nargs="+", default=MS, help=f"token counts (default {MS})")
+    ap.add_argument("--no-attention", action="store_true", help="GEMM rows only (no libresq_kernels.so needed)")
+    args = ap.parse_args(argv)
+    if args.warmup < 0 or args.reps < 1 or min(args.m) < 1:
+        ap.error("--warmup >= 0, --reps >= 1 and every --m >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.lib.is_file():
+        print(f"error: {args.lib} is missing: build it with cmake (target resq_triton) where triton 3.9.0 is, and carry it")
+        return 1
+    import torch
+
     if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: this benchmark needs a GPU")
+        print("error: no CUDA device: this benchmark needs a GPU")
+        return 1
+    from resq_export.kernels import launch
+    from resq_export.kernels.configs import all_configs
+    from resq_export.native import triton as T
+    from resq_export.native.seam import SeamRunner
+
+    try:  # every cubin of this SM loaded by our loader, outside any graph capture
+        T.prepare(0, args.lib)
+    except RuntimeError as e:
+        print(f"error: loading the cubins on device 0: {e}")
+        return 1
+    launch._run = SeamRunner(all_configs(), "cuda", args.lib)  # launch.py's launches through our seam
     torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = True  # cuBLAS at its fastest
-    meta = {"device": torch.cuda.get_device_name(), "sm": K.device_sm(), "date": datetime.date.today().isoformat(),
-                "torch": torch.__version__, "cuda": torch.version.cuda, "command": "python " + " ".join(sys.argv)}
+    major, minor = torch.cuda.get_device_capability()
+    meta = {"device": torch.cuda.get_device_name(), "sm": f"{major}{minor}",
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "library": str(args.lib),
+            "versions": T.versions(args.lib), "command": "python " + " ".join(sys.argv)}
     meta["copy_gbps"], meta["reps"] = copy_bandwidth(args.warmup, args.reps), args.reps
     print(f"device-to-device copy {meta['copy_gbps']:.0f} GB/s", flush=True)
-    rows = gemm_rows(args.warmup, args.reps) + attention_rows(args.warmup, args.reps)
+    rows = gemm_rows(args.warmup, args.reps, args.m)
+    if not args.no_attention:
+        rows += attention_rows(args.warmup, args.reps)
     text = markdown(rows, meta)
     print(text)
     if args.out:
         args.out.write_text(text)
         args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,12 +2,14 @@
 # Everything issues 4 and 28 need from a GPU machine, in one command (the device tool's single call):
 # the Triton kernels' cubins (built HERE, where triton 3.9.0 is: `cmake --build build --target
 # resq_triton`, then carry build/plugins/libresq_triton.so; the GPU machine has triton 3.6) loaded by
-# our loader and run through our launch seam against the reference executor; then the native
-# libraries of the CUDA kernels built for this GPU only, their GPU tests, then the benchmark.
+# our loader and run through our launch seam against the reference executor; then the CPU references
+# and the KV attention's CUDA kernels built for this GPU only, the GPU tests (those kernels against the
+# CPU references, the cubins through loader and seam against the reference executor), then the
+# benchmark of the cubins (and the KV attention) against FP16, written as a dated record.
 # Results go to $OUT (the device tool brings that folder back; default out/gpu here), since files
 # written into the repository copy on that machine are lost:
 #   nvidia-smi.txt, triton-check.log/.json, build.log, gpu-tests.log, gpu-tests.xml,
-#   benchmarks-gpu.md/.json, bench.log
+#   benchmarks-gpu-<UTC date>.md/.json, bench.log
 # Usage: bash tools/gpu_session.sh [--tests-only|--bench-only|--triton-only]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +35,7 @@ elif [[ "${1:-}" != --bench-only ]]; then
 fi
 [[ "${1:-}" == --triton-only ]] && exit "$status"
 { date -u; nvcc --version | tail -2; echo "arch $arch"; } > "$out/build.log"
-# the CPU references and the CUDA kernels of this GPU only; libresq_triton.so is the carried one
+# the CPU references and the KV attention's CUDA kernels for this GPU only; libresq_triton.so is the carried one
 for what in cpu cuda; do
   RESQ_CUDA_ARCHS="$arch" bash tools/build_native.sh "$what" >> "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 done
@@ -43,7 +45,8 @@ if [[ "${1:-}" != --bench-only ]]; then
   status=$((status | PIPESTATUS[0]))
 fi
 if [[ "${1:-}" != --tests-only ]]; then
-  "$py" tools/bench_kernels.py --out "$out/benchmarks-gpu.md" 2>&1 | tee "$out/bench.log" | tail -60
+  "$py" tools/bench_kernels.py --lib "$triton_lib" --out "$out/benchmarks-gpu-$(date -u +%Y-%m-%d).md" 2>&1 \
+    | tee "$out/bench.log" | tail -60
   status=$((status | PIPESTATUS[0]))
 fi
 exit "$status"

@@ -56,37 +56,20 @@ def main() -> int:
     runner = SeamRunner(all_configs(), args.mode, args.lib)
     launch._run = runner
 
-    from kernel_cases import LAYOUTS
-    from helpers import activations, random_linear
-    from test_kernel_mixed_gemm import MODEL_SHAPES
+    from triton_cases import check_hadamard, check_linear, hadamard_sizes, linear_cases, token_counts
 
-    from resq_export.algo.hadamard import hadamard_left_factor
-    from resq_export.reference import hadamard_gpu_reference
-
-    linears = [(n, lay, k, 5) for n, lay, k in LAYOUTS] + [(n, lay, k, 0) for n, lay, k in MODEL_SHAPES]
-    if args.quick:
-        linears = linears[:2]
-    # the split decode, small and prefill tiles (launch.gemm_tile)
-    ms = (1, launch.DECODE_MAX_M + 3) if args.quick else (1, launch.SPLIT_MAX_M + 3, launch.DECODE_MAX_M + 3)
     failed = 0
-    for name, lay, n, rank in linears:
-        lin = random_linear(lay, n, rank=rank, bias=True, seed=3)
-        prep = launch.Prepared.from_linear(lin, device=dev)
-        for m in ms:
-            x = activations(m, lay.in_features, seed=m)
-            y = launch.mixed_linear(x.to(dev), prep).cpu()
-            diff = int((y != lin.gpu_reference(x)).sum())
+    for name, lay, n, rank in linear_cases(args.quick):
+        for m in token_counts(args.quick):
+            diff, total = check_linear(lay, n, rank, m, dev)
             failed += diff > 0
-            report["cases"].append({"linear": name, "m": m, "rank": rank, "outputs": y.numel(), "differ": diff})
-            print(f"{'ok ' if diff == 0 else 'BAD'} linear {name} M={m} rank={rank}: {diff} of {y.numel()} differ")
-    for n in ((96,) if args.quick else (96, 1536, 14336)):
-        left, _ = hadamard_left_factor(n)
-        x = torch.randn(3, n, generator=torch.Generator().manual_seed(n))
-        y = launch.hadamard(x.to(dev), left.float().to(dev)).cpu()
-        diff = int((y != hadamard_gpu_reference(x, left.float())).sum())
+            report["cases"].append({"linear": name, "m": m, "rank": rank, "outputs": total, "differ": diff})
+            print(f"{'ok ' if diff == 0 else 'BAD'} linear {name} M={m} rank={rank}: {diff} of {total} differ")
+    for n in hadamard_sizes(args.quick):
+        diff, total = check_hadamard(n, dev)
         failed += diff > 0
-        report["cases"].append({"hadamard": n, "outputs": y.numel(), "differ": diff})
-        print(f"{'ok ' if diff == 0 else 'BAD'} hadamard n={n}: {diff} of {y.numel()} differ")
+        report["cases"].append({"hadamard": n, "outputs": total, "differ": diff})
+        print(f"{'ok ' if diff == 0 else 'BAD'} hadamard n={n}: {diff} of {total} differ")
     report["launches"] = dict(sorted(runner.launches.items()))
     print(f"{sum(runner.launches.values())} launches of {len(runner.launches)} configurations through the seam; "
           f"{failed} case(s) not exact")

@@ -9,9 +9,7 @@
 #include <vector>
 
 #include "resq_ops.h"
-#ifdef RESQ_WITH_TRITON
 #include "triton_loader.h"
-#endif
 
 namespace resq {
 namespace trt {
@@ -77,9 +75,7 @@ class PluginBase : public nvinfer1::IPluginV3,
   // device now, not at a first launch that may be inside a CUDA-graph capture; a failure is
   // reported by the enqueue that needs the kernel
   nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext*) noexcept override {
-#ifdef RESQ_WITH_TRITON
     resq_triton_prepare(-1);
-#endif
     return clone();
   }
   const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override { return attrs_.fields(); }

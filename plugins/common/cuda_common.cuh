@@ -1,7 +1,5 @@
 // Shared device helpers of the kernel library.
 #pragma once
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -16,17 +14,6 @@ inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 int device_sm();
 int device_sm_count();
 
-template <typename T> __device__ __forceinline__ float to_float(T v);
-template <> __device__ __forceinline__ float to_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-__device__ __forceinline__ void store_out(void* y, int dtype, int64_t i, float v) {
-  if (dtype == RESQ_F32) static_cast<float*>(y)[i] = v;
-  else if (dtype == RESQ_F16) static_cast<__half*>(y)[i] = __float2half_rn(v);
-  else static_cast<__nv_bfloat16*>(y)[i] = __float2bfloat16_rn(v);
-}
-
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
@@ -39,11 +26,6 @@ __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-__device__ __forceinline__ int warp_sum_int(int v) {
-  for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // The quantiser of docs/ops.md given the group's range; explicit _rn intrinsics so nvcc never
 // fuses or reorders what the reference rounds step by step.
 struct AsymParams {

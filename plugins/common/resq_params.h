@@ -16,9 +16,9 @@
 extern "C" {
 #endif
 
-// Which 4-bit MMA the mixed GEMM runs. AUTO: native u4 x s4 m16n8k64 before sm_90, the 4-bit
-// registers unpacked to INT8 for u8 x s8 m16n8k32 from sm_90 on (Hopper has no 4-bit MMA). The other
-// two force one path, so that one GPU can check both (ptxas accepts the native MMA for sm_90a).
+// Which 4-bit MMA the hand-written CUDA GEMM ran. That GEMM is gone (the Triton cubins are the one GPU
+// implementation, with no int4 dot); the field stays in the structs so that their layout, which the
+// CPU references and resq_export/native/params.py share, does not change. Nothing reads it.
 enum ResQMmaPath { RESQ_MMA_AUTO = 0, RESQ_MMA_INT4 = 1, RESQ_MMA_INT4_AS_INT8 = 2 };
 
 // Activation codes of `tokens` rows in the padded layout: resq_*_quantize_act writes them, the LQER
@@ -100,7 +100,7 @@ typedef struct ResQMixedGemmParams {
 } ResQMixedGemmParams;
 
 // The whole ResQMixedLinearPrepared op (GPU): quantise in.at[in_X] (x_dtype), LQER projection, GEMM,
-// the intermediates in `workspace` (resq_cuda_mixed_linear_workspace bytes).
+// the intermediates in `workspace` (resq_triton_mixed_linear_workspace bytes).
 typedef struct ResQMixedLinearParams {
   ResQLinearShape shape;
   int64_t tokens;

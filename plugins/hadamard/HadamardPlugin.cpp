@@ -1,14 +1,7 @@
 #include "HadamardPlugin.h"
 
-#include "resq_kernels.h"
-#ifdef RESQ_WITH_TRITON
+// the one GPU implementation: the Triton cubins through the launch seam (libresq_triton.so)
 #include "triton_ops.h"
-#define RESQ_HADAMARD resq_triton_hadamard
-#define RESQ_HADAMARD_ERROR resq_triton_last_error
-#else
-#define RESQ_HADAMARD resq_cuda_hadamard
-#define RESQ_HADAMARD_ERROR resq_cuda_last_error
-#endif
 
 namespace resq {
 namespace trt {
@@ -44,9 +37,9 @@ int32_t HadamardPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const
                              static_cast<int32_t>(in_desc[S::in_left].dims.d[0]),
                              static_cast<const float*>(inputs[S::in_X]), static_cast<const float*>(inputs[S::in_left]),
                              static_cast<float*>(outputs[S::out_Y])};
-  const int st = RESQ_HADAMARD(&p, stream);
+  const int st = resq_triton_hadamard(&p, stream);
   if (st != RESQ_OK) {
-    report(name_, std::string("kernel failed: status ") + std::to_string(st) + ": " + RESQ_HADAMARD_ERROR());
+    report(name_, std::string("kernel failed: status ") + std::to_string(st) + ": " + resq_triton_last_error());
     return -1;
   }
   return 0;

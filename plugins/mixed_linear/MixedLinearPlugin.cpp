@@ -1,16 +1,7 @@
 #include "MixedLinearPlugin.h"
 
-#ifdef RESQ_WITH_TRITON
+// the one GPU implementation: the Triton cubins through the launch seam (libresq_triton.so)
 #include "triton_ops.h"
-// the Triton cubins through the launch seam (libresq_triton.so)
-#define RESQ_LINEAR_WORKSPACE resq_triton_mixed_linear_workspace
-#define RESQ_LINEAR resq_triton_mixed_linear
-#define RESQ_LINEAR_ERROR resq_triton_last_error
-#else
-#define RESQ_LINEAR_WORKSPACE resq_cuda_mixed_linear_workspace
-#define RESQ_LINEAR resq_cuda_mixed_linear
-#define RESQ_LINEAR_ERROR resq_cuda_last_error
-#endif
 
 #include <stdexcept>
 #include <vector>
@@ -25,12 +16,13 @@ MixedLinearPlugin::MixedLinearPlugin(Attributes attrs)
     : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs, S::kOutputAliasesInput,
                  std::move(attrs)) {
   attrs_.require(S::attr_k_low);
-  // what the CUDA GEMM runs (resq_kernels.h): refused when the engine is built, not at its first call
+  // what the engine path accepts (ops.json's "gpu" entry, which the exporter's engine check reads too):
+  // refused when the engine is built, not at its first call
   const bool low = attrs_.get(S::attr_low_groups, S::default_low_groups) > 0;
   const bool high = attrs_.get(S::attr_high_groups, S::default_high_groups) > 0;
   if ((low && attrs_.get(S::attr_a_bits_low, S::default_a_bits_low) != S::gpu_a_bits_low) ||
       (high && attrs_.get(S::attr_a_bits_high, S::default_a_bits_high) != S::gpu_a_bits_high))
-    throw std::invalid_argument("the CUDA GEMM takes 4-bit activations on the 4-bit groups and 8-bit on the 8-bit "
+    throw std::invalid_argument("the GPU linear takes 4-bit activations on the 4-bit groups and 8-bit on the 8-bit "
                                 "ones (a_bits_low 4, a_bits_high 8)");
 }
 
@@ -148,7 +140,7 @@ size_t MixedLinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDe
   p.tokens = t;
   p.rank = attrs_.get(S::attr_lqer_rank, 0);
   p.n = static_cast<int32_t>(in[compact(S::in_wscale)].max.d[0]);
-  return RESQ_LINEAR_WORKSPACE(&p);
+  return resq_triton_mixed_linear_workspace(&p);
 }
 
 int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
@@ -170,12 +162,11 @@ int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, co
   p.x_dtype = RESQ_F32;
   p.y = outputs[0];
   p.y_dtype = RESQ_F32;
-  p.mma = RESQ_MMA_AUTO;
   p.workspace = workspace;
-  p.workspace_size = RESQ_LINEAR_WORKSPACE(&p);
-  const int st = RESQ_LINEAR(&p, stream);
+  p.workspace_size = resq_triton_mixed_linear_workspace(&p);
+  const int st = resq_triton_mixed_linear(&p, stream);
   if (st != RESQ_OK) {
-    report(name_, std::string("kernel failed: status ") + std::to_string(st) + ": " + RESQ_LINEAR_ERROR());
+    report(name_, std::string("kernel failed: status ") + std::to_string(st) + ": " + resq_triton_last_error());
     return -1;
   }
   return 0;

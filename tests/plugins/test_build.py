@@ -55,9 +55,10 @@ def test_c_api_validates_before_touching_the_device(kernel_library):
     from resq_export.native import params
 
     lib = loader.load("resq_kernels")
-    bad = params.QuantizeActParams(params.LinearShape(64, 63, 1, 1, 4, 8), 1)  # odd 4-bit part
-    assert lib.resq_cuda_quantize_act(ctypes.byref(bad), None) == 1
-    assert lib.resq_cuda_quantize_act(None, None) == 1
+    fake = 256  # never dereferenced: the arguments are checked first
+    bad = params.RotateParams(-1, 128, fake, fake, fake)  # negative rows
+    assert lib.resq_cuda_rotate(ctypes.byref(bad), None) == 1
+    assert lib.resq_cuda_rotate(None, None) == 1
     ok = loader.LinearShape(128, 112, 1, 1, 4, 8)
     lay = loader.LinearLayoutC()
     assert lib.resq_cuda_layout_of(ctypes.byref(ok), ctypes.byref(lay)) == 0
@@ -76,12 +77,9 @@ def test_no_device_is_a_clear_status(kernel_library):
 
     lib = loader.load("resq_kernels")
     lib.resq_cuda_last_error.restype = ctypes.c_char_p
-    fake = 256  # never dereferenced: the device check comes first
-    weights = params.op_inputs("ResQMixedLinearPrepared", dict.fromkeys(
-        ("weight_low", "weight_high", "wscale", "weight_sums"), fake))
-    gemm = params.MixedGemmParams(params.LinearShape(128, 112, 1, 1, 4, 8), 1, 8, 0, params.ActCodes(*[fake] * 4),
-                                  weights, None, None, fake, 0, params.MMA_AUTO)
-    status = lib.resq_cuda_mixed_gemm(ctypes.byref(gemm), None)
+    fake = 256  # never dereferenced: without a device the launch fails before any kernel runs
+    rotate = params.RotateParams(1, 128, fake, fake, fake)
+    status = lib.resq_cuda_rotate(ctypes.byref(rotate), None)
     assert status == 4, lib.resq_cuda_last_error()
     assert lib.resq_cuda_last_error().startswith(b"cuda")
 

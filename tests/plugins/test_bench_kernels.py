@@ -1,0 +1,56 @@
+"""tools/bench_kernels.py's CPU side (it times on a GPU only): the shapes it runs, its arguments, the
+dated record it writes from the medians (here from made-up timings), its refusals without a library."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "tools" / "bench_kernels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_llama3_8b_shapes_and_token_counts(bench):
+    """K x N of Llama-3-8B's 4096x4096, gate/up and down projections, M = 1, 16, 128, 2048; the op's K
+    parts add up to K (ResQ: 1/8 of the channels at 8 bits; down_proj all 4-bit in groups of 64)."""
+    assert [(name, p.k, n) for name, n, p in bench.GEMMS] == [
+        ("4096x4096", 4096, 4096), ("4096x14336", 4096, 14336), ("14336x4096", 14336, 4096)]
+    assert bench.MS == [1, 16, 128, 2048] and bench.parse_args([]).m == bench.MS
+    qkv, down = bench.GEMMS[0][2], bench.GEMMS[2][2]
+    assert (qkv.k_low, qkv.low_groups, qkv.high_groups) == (3584, 28, 4)
+    assert (down.k_low, down.low_groups, down.high_groups) == (14336, 224, 0)
+    # the rotation beyond the L2: 4x a 50 MiB L2 over 4096x4096's 10 MiB of codes, scales and sums -> 20 copies
+    assert bench.input_sets(bench.weight_bytes(4096, qkv), 50 * 2**20) == 20
+    assert bench.input_sets(10**12, 50 * 2**20) == 2
+
+
+def test_record_from_fake_timings(bench):
+    """Every shape and M in the table with the ratios computed from the medians given."""
+    rows = [bench.gemm_row(name, m, p.k, n, p, fp16_ms=2.0, gemm_ms=0.5, linear_ms=0.55, sets=[3, 22],
+                           timing=["graph", "graph"])
+            for name, n, p in bench.GEMMS for m in bench.MS]
+    meta = {"device": "NVIDIA H100 80GB HBM3", "sm": "90", "date": "2026-12-05 09:40 UTC", "torch": "2.11",
+            "cuda": "13.0", "library": "build/plugins/libresq_triton.so", "versions": "triton 3.9.0; ptxas 13.0",
+            "command": "python tools/bench_kernels.py", "copy_gbps": 2900.0, "reps": 100}
+    text = bench.markdown(rows, meta)
+    assert text.startswith("# resq kernels against FP16, 2026-12-05 09:40 UTC\n")
+    table = [line for line in text.splitlines() if line.startswith("| 4096x") or line.startswith("| 14336x")]
+    assert [(c.split("|")[1].strip(), int(c.split("|")[2])) for c in table] == [
+        (name, m) for name, _, _ in bench.GEMMS for m in bench.MS]
+    assert all("| 2.0000 | 0.5000 | 4.00 | 0.5500 | 3.64 | +10 % |" in line for line in table), table[0]
+    assert "decode attention" not in text  # no attention rows given: no empty table
+
+
+def test_refuses_without_the_library(bench, tmp_path, capsys):
+    assert bench.main(["--lib", str(tmp_path / "none.so")]) == 1
+    assert capsys.readouterr().out.startswith(f"error: {tmp_path / 'none.so'} is missing")
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(["--m", "0"])
+    assert exc.value.code == 2
