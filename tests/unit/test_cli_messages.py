@@ -52,9 +52,12 @@ def test_undecodable_prompt_bytes_from_the_shell(onnx_dir):
 
 
 # A real SIGINT, sent by the process to itself at a known point of the command (a timer racing a tiny
-# model's run would be flaky): what follows is what Ctrl-C does there.
+# model's run would be flaky): what follows is what Ctrl-C does there. Python's own handler is put back
+# first: a process started in the background by a non-interactive shell (as CI may start the tests)
+# inherits SIGINT ignored, where a terminal's Ctrl-C would reach it.
 _SIGINT_AT = """
 import os, signal, importlib
+signal.signal(signal.SIGINT, signal.default_int_handler)
 module = importlib.import_module({module!r})
 real = getattr(module, {name!r})
 def interrupted(*args, **kwargs):
