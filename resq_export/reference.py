@@ -178,8 +178,7 @@ class QuantLinear:
         runs = gpu_chunks(self.layout)
         y = self._weights.matmul_gpu(qx, sx, zx, runs)
         if self.lqer is not None:
-            qa, sa = quantize_sym_per_token(self._lqer_a.matmul_gpu(qx, sx, zx, runs), LQER_BITS)
-            acc = int_matmul(qa, self.lqer.b_q, 2 ** (LQER_BITS - 1), 2 ** (LQER_BITS - 1))
+            acc, sa = self._lqer_b(self._lqer_a.matmul_gpu(qx, sx, zx, runs))
             y = y + (acc.float() * sa) * self.lqer.b_scale.float()[None]
         bias = self.bias.float() if self.bias is not None else torch.zeros(y.shape[1])
         return (y + bias).reshape(*lead, -1)
@@ -187,11 +186,14 @@ class QuantLinear:
     def _lqer_int(self, qx: torch.Tensor, sx: torch.Tensor, zx: torch.Tensor) -> torch.Tensor:
         """x A from the already-quantised x (A as an 8-bit 'weight', rounded to float32), re-quantised to
         8-bit per token, times B; float64."""
-        lq = self.lqer
-        xa = self._lqer_a.matmul(qx, sx, zx).float()
+        acc, sa = self._lqer_b(self._lqer_a.matmul(qx, sx, zx).float())
+        return (acc.double() * sa.double()) * self.lqer.b_scale.double()[None]
+
+    def _lqer_b(self, xa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """xa (float32) quantised to 8 bits per token, times B's codes: the exact integer product and
+        the per-token scale, shared by the float64 (__call__) and the GPU (float32) epilogues."""
         qa, sa = quantize_sym_per_token(xa, LQER_BITS)
-        acc = int_matmul(qa, lq.b_q, 2 ** (LQER_BITS - 1), 2 ** (LQER_BITS - 1))
-        return (acc.double() * sa.double()) * lq.b_scale.double()[None]
+        return int_matmul(qa, self.lqer.b_q, 2 ** (LQER_BITS - 1), 2 ** (LQER_BITS - 1)), sa
 
 
 def hadamard_gpu_reference(x: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
