@@ -1,7 +1,7 @@
 """RoPE settings: read from an HF config dict into one resolved dict per model (every default filled
 in, so the artifact's config.json says all that the angles depend on), and the inverse frequencies
 and cos/sin scale they give. Types: default, linear, llama3, yarn, longrope; each checked against
-transformers' own initialisation in tests/unit/test_families.py."""
+transformers' own initialisation in tests/unit/test_families_hf.py."""
 
 from __future__ import annotations
 
