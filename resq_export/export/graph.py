@@ -137,7 +137,7 @@ class GraphExporter:
         inv_freq = self.b.initializer("model.rope.inv_freq", _np(m.inv_freq.float()).astype(np_dtype))
         pos = b.op("Cast", positions, to=dtype)
         if m.long_after is not None:
-            # compared in the float type (exact below 2^24): TensorRT reduces no int64 tensors
+            # the last position, compared in the float type the angles are formed in (exact below 2^24)
             long = self.b.initializer("model.rope.long_inv_freq", _np(m.long_inv_freq.float()).astype(np_dtype))
             last = b.op("ReduceMax", pos, keepdims=0)
             inv_freq = b.op("Where", b.op("Greater", last, b.const(m.long_after - 1, np_dtype)), long, inv_freq)

@@ -34,8 +34,9 @@ ROPE_CASES = {
     "yarn": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=32, rope_theta=1e6, rope_scaling={
         "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})),
     "yarn-mscale-untruncated": ("Qwen2Config", "Qwen2ForCausalLM", dict(rope_scaling={
-        "type": "yarn", "factor": 8.0, "original_max_position_embeddings": 32, "mscale": 0.8, "mscale_all_dim": 0.5,
-        "beta_fast": 16, "beta_slow": 2, "truncate": False})),
+        # a ramp from channel 0.81 to 2.27: its ends rounded out (truncate) or not make a difference
+        "type": "yarn", "factor": 8.0, "original_max_position_embeddings": 128, "mscale": 0.8, "mscale_all_dim": 0.5,
+        "beta_fast": 8, "beta_slow": 1.5, "truncate": False})),
     "yarn-attention-factor": ("MistralConfig", "MistralForCausalLM", dict(rope_scaling={
         "rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 128, "attention_factor": 1.3})),
     "longrope-partial": ("Phi3Config", "Phi3ForCausalLM", dict(
