@@ -177,3 +177,36 @@ def test_models_lists_new_families_and_refusals():
     assert "mixture-of-experts" in refused["Qwen3MoeForCausalLM"] and "post-norms" in refused["Gemma2ForCausalLM"]
     text = run_cli("models").output
     assert "refused, with the reason:" in text and "Olmo2ForCausalLM" in text
+
+
+@pytest.mark.parametrize("preset", ["qwen3-8b", "phi4-mini"])
+@torch.inference_mode()
+def test_make_model_presets_write_what_transformers_and_we_read_alike(preset, tiny_dirs, tmp_path):
+    """tools/make_model.py's Qwen3-8B and Phi-4-mini presets, every setting kept but the sizes shrunk:
+    transformers reads the folder (q/k norms, fused projections, partial rotary, LongRoPE) and our
+    decoder gives its logits, below and past the LongRoPE switch."""
+    import sys
+    from pathlib import Path
+
+    from tolerances import FLOAT_VS_HF
+
+    from resq_export.models.loader import load_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    from make_model import ARCHS, PRESETS, make_model
+
+    shape = {**PRESETS[preset], "hidden": 64, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 96, "vocab": 400}
+    if "head_dim" in shape:
+        shape["head_dim"] = 32
+    if "longrope_original" in shape:
+        shape.update(longrope_original=48, max_position=256)
+    folder = make_model(tmp_path / preset, shape, "fp32", tokenizer_dir=tiny_dirs["llama"], log=lambda *_: None)
+    hf = _hf(folder)
+    ours = load_model(folder).decoder
+    assert ours.config.architecture == ARCHS[PRESETS[preset]["arch"]][0]
+    assert ours.config.rope_dim == int(ours.config.head_dim * shape.get("partial_rotary", 1.0))
+    assert ours.config.qk_norm == (shape["arch"] == "qwen3") and ours.config.head_dim == shape.get("head_dim", 16)
+    assert ours.long_after == shape.get("longrope_original")
+    for n in (40, 64):
+        ids = torch.randint(0, 400, (1, n), generator=torch.Generator().manual_seed(n))
+        torch.testing.assert_close(ours(ids), hf(ids).logits, **FLOAT_VS_HF)
