@@ -24,6 +24,9 @@ class ArchSpec:
     qkv_bias_always: bool = False
     # per-head RMSNorm of q and k before RoPE (Qwen3): layer_names has attn_q_norm and attn_k_norm
     qk_norm: bool = False
+    # RoPE type names the family's config class reads as another type ((old, new) pairs): Phi-3's
+    # early long-context configs say "su" or "yarn" for what transformers runs as longrope
+    rope_aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def fused_qkv(self) -> bool:
@@ -71,7 +74,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         _decoder_spec("MistralForCausalLM", "mistral"),
         _decoder_spec("Qwen2ForCausalLM", "qwen2", qkv_bias_always=True),
         _decoder_spec("Qwen3ForCausalLM", "qwen3", _QWEN3_LAYER, qk_norm=True),
-        _decoder_spec("Phi3ForCausalLM", "phi3", _PHI3_LAYER),
+        _decoder_spec("Phi3ForCausalLM", "phi3", _PHI3_LAYER, rope_aliases=(("su", "longrope"), ("yarn", "longrope"))),
     )
 }
 

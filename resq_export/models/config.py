@@ -68,7 +68,7 @@ class ModelConfig:
             n_heads = int(hf["num_attention_heads"])
             n_kv = int(hf.get("num_key_value_heads") or n_heads)
             head_dim = int(hf.get("head_dim") or hidden // n_heads)
-            rope_theta, rope_scaling, rotary_dim = rope_settings(hf, head_dim, where)
+            rope_theta, rope_scaling, rotary_dim = rope_settings(hf, head_dim, where, dict(spec.rope_aliases))
             if hf.get("mlp_bias"):
                 raise ModelLoadError("models with biases on the MLP linears (mlp_bias=true) are not supported")
             act = hf.get("hidden_act", "silu")

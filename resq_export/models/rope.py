@@ -19,9 +19,11 @@ _REQUIRED = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "hig
              "yarn": (), "longrope": ("short_factor", "long_factor")}
 
 
-def rope_settings(hf: dict[str, Any], head_dim: int, where: str) -> tuple[float, dict[str, Any] | None, int]:
+def rope_settings(hf: dict[str, Any], head_dim: int, where: str, aliases: dict[str, str] | None = None
+                  ) -> tuple[float, dict[str, Any] | None, int]:
     """(theta, resolved scaling or None for plain RoPE, rotary dim) from the transformers-5
-    `rope_parameters` or the older `rope_theta` / `rope_scaling` / `partial_rotary_factor` fields."""
+    `rope_parameters` or the older `rope_theta` / `rope_scaling` / `partial_rotary_factor` fields.
+    aliases: type names the family reads as another type (ArchSpec.rope_aliases)."""
     params = hf.get("rope_parameters")
     if params:
         theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
@@ -37,6 +39,7 @@ def rope_settings(hf: dict[str, Any], head_dim: int, where: str) -> tuple[float,
                              f"{head_dim} channels of a head; it must be an even number of at least 2")
     kind = scaling.pop("type", None)
     rope_type = scaling.pop("rope_type", None) or kind or "default"
+    rope_type = (aliases or {}).get(rope_type, rope_type)
     if rope_type not in SUPPORTED_ROPE_TYPES:
         raise ModelLoadError(
             f"RoPE type {rope_type!r} is not supported; supported: {', '.join(SUPPORTED_ROPE_TYPES)}"

@@ -3,6 +3,7 @@ family's own config class (tests/tiny_models.py): the RoPE types against transfo
 embedding classes, the rotations-only pipeline (ResQ bases, no quantisation) against transformers'
 forward, prefill and decode through the cache, and the float model's perplexity."""
 
+import copy
 import math
 
 import pytest
@@ -48,6 +49,9 @@ ROPE_CASES = {
             "type": "longrope", "short_factor": [1.0] * 8, "long_factor": [float(2 + j) for j in range(8)],
             "attention_factor": 1.1})),
     "partial": ("Phi3Config", "Phi3ForCausalLM", dict(partial_rotary_factor=0.5)),
+    # Phi-3-mini-128k's first config said "su": Phi3Config reads it (and "yarn") as longrope
+    "phi3-su": ("Phi3Config", "Phi3ForCausalLM", dict(original_max_position_embeddings=64, rope_scaling={
+        "type": "su", "short_factor": [1.0 + j / 10 for j in range(8)], "long_factor": [2.0 + j for j in range(8)]})),
 }
 
 
@@ -55,7 +59,8 @@ def _hf_config(case):
     import transformers
 
     cls, arch, extra = ROPE_CASES[case]
-    return getattr(transformers, cls)(**_COMMON, **extra), arch
+    # a copy: config classes edit the rope dict they are given (Phi3Config renames "su" in place)
+    return getattr(transformers, cls)(**_COMMON, **copy.deepcopy(extra)), arch
 
 
 def _hf_rotary(hf_config, arch):
@@ -75,7 +80,13 @@ def test_rope_equals_transformers(case):
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     hf_config, arch = _hf_config(case)
-    ours = ModelConfig.from_hf({**hf_config.to_dict(), "architectures": [arch]})
+    saved = {**hf_config.to_dict(), "architectures": [arch]}  # transformers 5's config.json: rope_parameters
+    ours = ModelConfig.from_hf(saved)
+    extra = ROPE_CASES[case][2]
+    if "rope_scaling" in extra:  # the same as the hub's older config.json files say it: rope_scaling, rope_theta
+        older = {k: v for k, v in saved.items() if k != "rope_parameters"}
+        older.update(rope_scaling=extra["rope_scaling"], rope_theta=hf_config.rope_parameters["rope_theta"])
+        assert ModelConfig.from_hf(older) == ours
     shell = Decoder(ours, torch.empty(0, ours.hidden_size), [], None)
     rotary = _hf_rotary(hf_config, arch)
     for length in (40, 100):  # below and past the original context of the scaled types
