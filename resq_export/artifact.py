@@ -198,6 +198,8 @@ class ArtifactReader:
             key_rotation=self.tensor(key_rotation) if self.has(key_rotation) else None,
             down_rotation=self.tensor("down_rotation.left") if self.has("down_rotation.left") else None,
             o_input_perm=o_input_permutation(cfg.num_heads, cfg.head_dim, r_head) if r_head else None,
+            q_norm=self.tensor(f"layers.{i}.q_norm") if cfg.qk_norm else None,
+            k_norm=self.tensor(f"layers.{i}.k_norm") if cfg.qk_norm else None,
         )
 
     def decoder(self, lazy: bool = False) -> Decoder:

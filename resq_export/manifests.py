@@ -150,6 +150,7 @@ MODEL_CONFIG = {  # models/config.py ModelConfig.to_dict()
     "architecture": str, "vocab_size": _INT, "hidden_size": _INT, "num_layers": _INT, "num_heads": _INT,
     "num_kv_heads": _INT, "head_dim": _INT, "intermediate_size": _INT, "rms_norm_eps": NUMBER,
     "rope_theta": NUMBER, "rope_scaling": Optional((dict, None)), "tie_word_embeddings": Optional(bool),
+    "rotary_dim": Optional(_INT), "qk_norm": Optional(bool),
 }
 
 ARTIFACT_CONFIG = {  # an artifact's config.json (artifact.artifact_config)

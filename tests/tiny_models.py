@@ -1,4 +1,5 @@
-"""Tiny random Llama / Mistral / Qwen2 models written as real HF folders, and a tiny real tokenizer."""
+"""Tiny random Llama / Mistral / Qwen2 / Qwen3 / Phi-3 models written as real HF folders (each from its
+family's own transformers config class), and a tiny real tokenizer."""
 
 from __future__ import annotations
 
@@ -49,6 +50,19 @@ FAMILIES = {
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 64})),
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(tie_word_embeddings=False, sliding_window=None)),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
+    # per-head q/k norms, an explicit head_dim (4 x 32 = 128 query channels over a hidden size of 64),
+    # YaRN scaling
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(
+        head_dim=32, tie_word_embeddings=False,
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})),
+    # Phi-4-mini's shape of things: fused qkv_proj and gate_up_proj, RoPE on 3/4 of each head (12 of
+    # 16 channels), LongRoPE with distinct short and long factors switching past 48 positions, tied
+    # embeddings
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(
+        tie_word_embeddings=True, partial_rotary_factor=0.75, original_max_position_embeddings=48,
+        bos_token_id=0, eos_token_id=0, pad_token_id=None, sliding_window=None,
+        rope_scaling={"type": "longrope", "short_factor": [1.0, 1.05, 1.1, 1.3, 1.6, 2.0],
+                      "long_factor": [1.2, 1.5, 2.0, 3.0, 5.0, 8.0]})),
 }
 
 

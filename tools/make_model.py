@@ -1,6 +1,9 @@
-"""Write a random-weight Hugging Face model folder of any Llama / Qwen2 shape, for tests and benchmarks.
+"""Write a random-weight Hugging Face model folder of any Llama / Qwen2 / Qwen3 / Phi-3 shape, for tests
+and benchmarks.
 
     python tools/make_model.py --preset llama3-8b --out /data/llama3-8b-random
+    python tools/make_model.py --preset qwen3-8b --out /data/qwen3-8b-random
+    python tools/make_model.py --preset phi4-mini --out /data/phi4-mini-random
     python tools/make_model.py --hidden 256 --layers 4 --heads 8 --kv-heads 2 --intermediate 768 --out tiny/
 
 The folder has config.json, sharded safetensors (bf16 by default) with model.safetensors.index.json,
@@ -8,8 +11,13 @@ and a tokenizer (copied from another HF folder, the built-in SmolLM2 one by defa
 generated and written one shard at a time, so memory stays near one shard whatever the model size.
 
 Weights: N(0, 0.02) everywhere, output projections (o_proj, down_proj) scaled by 1/sqrt(2 * layers)
-(GPT-2's residual scaling) so the residual stream stays sane through deep stacks; norms 1; Qwen2's
-q/k/v biases N(0, 0.02). Seeded per tensor name, so a tensor does not depend on the shard size.
+(GPT-2's residual scaling) so the residual stream stays sane through deep stacks; norms 1 (Qwen3's
+per-head q/k norms too); Qwen2's q/k/v biases N(0, 0.02). Phi-3 writes its fused qkv_proj and
+gate_up_proj. Seeded per tensor name, so a tensor does not depend on the shard size.
+
+The Phi-4-mini preset's LongRoPE factors are made up (short 1.0, long rising from 1 to 40 over the
+frequencies): the real model's published lists are not at hand, and with random weights only their
+shape (48 each, for a rotary part of 96 of 128 channels) matters.
 
 When the tokenizer's vocabulary is smaller than --vocab (e.g. SmolLM2's 49152 inside a 128256-row
 Llama-3 embedding), the extra rows exist and are simply never indexed by that tokenizer.
@@ -40,29 +48,47 @@ PRESETS = {
                     "vocab": 128256, "tied": True, "rope_theta": 500000.0},
     "qwen2.5-0.5b": {"arch": "qwen2", "hidden": 896, "layers": 24, "heads": 14, "kv_heads": 2, "intermediate": 4864,
                      "vocab": 151936, "tied": True, "rope_theta": 1000000.0},
+    # Qwen3-8B: 8.19 B parameters, ~16.4 GB in bf16; per-head q/k norms, head_dim 128 given explicitly.
+    "qwen3-8b": {"arch": "qwen3", "hidden": 4096, "layers": 36, "heads": 32, "kv_heads": 8, "head_dim": 128,
+                 "intermediate": 12288, "vocab": 151936, "tied": False, "rope_theta": 1000000.0,
+                 "max_position": 40960},
+    # Phi-4-mini: 3.84 B parameters (tied embedding), ~7.7 GB in bf16; fused projections, RoPE on 3/4 of
+    # each head, LongRoPE from 4096 to 131072 positions.
+    "phi4-mini": {"arch": "phi3", "hidden": 3072, "layers": 32, "heads": 24, "kv_heads": 8, "intermediate": 8192,
+                  "vocab": 200064, "tied": True, "rope_theta": 10000.0, "partial_rotary": 0.75,
+                  "max_position": 131072, "longrope_original": 4096},
 }
-ARCHS = {"llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2")}
+ARCHS = {"llama": ("LlamaForCausalLM", "llama"), "qwen2": ("Qwen2ForCausalLM", "qwen2"),
+         "qwen3": ("Qwen3ForCausalLM", "qwen3"), "phi3": ("Phi3ForCausalLM", "phi3")}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def head_dim(s: dict) -> int:
+    return s.get("head_dim") or s["hidden"] // s["heads"]
 
 
 def tensor_specs(s: dict) -> list[tuple[str, tuple[int, ...], str]]:
     """(name, shape, kind) in checkpoint order; kind picks the initialiser."""
-    hd = s["hidden"] // s["heads"]
+    hd = head_dim(s)
     h, inter = s["hidden"], s["intermediate"]
+    nq, nkv = s["heads"] * hd, s["kv_heads"] * hd
     out = [("model.embed_tokens.weight", (s["vocab"], h), "w")]
     for i in range(s["layers"]):
         p = f"model.layers.{i}."
-        out += [
-            (p + "input_layernorm.weight", (h,), "norm"),
-            (p + "self_attn.q_proj.weight", (s["heads"] * hd, h), "w"),
-            (p + "self_attn.k_proj.weight", (s["kv_heads"] * hd, h), "w"),
-            (p + "self_attn.v_proj.weight", (s["kv_heads"] * hd, h), "w"),
-            (p + "self_attn.o_proj.weight", (h, s["heads"] * hd), "out"),
-            (p + "post_attention_layernorm.weight", (h,), "norm"),
-            (p + "mlp.gate_proj.weight", (inter, h), "w"),
-            (p + "mlp.up_proj.weight", (inter, h), "w"),
-            (p + "mlp.down_proj.weight", (h, inter), "out"),
-        ]
+        out.append((p + "input_layernorm.weight", (h,), "norm"))
+        if s["arch"] == "phi3":  # fused: q, k, v rows; gate, up rows
+            out.append((p + "self_attn.qkv_proj.weight", (nq + 2 * nkv, h), "w"))
+        else:
+            out += [(p + "self_attn.q_proj.weight", (nq, h), "w"), (p + "self_attn.k_proj.weight", (nkv, h), "w"),
+                    (p + "self_attn.v_proj.weight", (nkv, h), "w")]
+        if s["arch"] == "qwen3":
+            out += [(p + "self_attn.q_norm.weight", (hd,), "norm"), (p + "self_attn.k_norm.weight", (hd,), "norm")]
+        out += [(p + "self_attn.o_proj.weight", (h, nq), "out"), (p + "post_attention_layernorm.weight", (h,), "norm")]
+        if s["arch"] == "phi3":
+            out.append((p + "mlp.gate_up_proj.weight", (2 * inter, h), "w"))
+        else:
+            out += [(p + "mlp.gate_proj.weight", (inter, h), "w"), (p + "mlp.up_proj.weight", (inter, h), "w")]
+        out.append((p + "mlp.down_proj.weight", (h, inter), "out"))
         if s["arch"] == "qwen2":
             out += [(p + f"self_attn.{x}_proj.bias", (n * hd,), "bias")
                     for x, n in (("q", s["heads"]), ("k", s["kv_heads"]), ("v", s["kv_heads"]))]
@@ -94,8 +120,8 @@ def hf_config(s: dict, dtype: str, tokenizer_dir: Path) -> dict:
         "architectures": [arch], "model_type": model_type,
         "hidden_size": s["hidden"], "intermediate_size": s["intermediate"], "num_hidden_layers": s["layers"],
         "num_attention_heads": s["heads"], "num_key_value_heads": s["kv_heads"], "vocab_size": s["vocab"],
-        "head_dim": s["hidden"] // s["heads"], "hidden_act": "silu", "rms_norm_eps": 1e-5,
-        "rope_theta": s["rope_theta"], "max_position_embeddings": 8192,
+        "head_dim": head_dim(s), "hidden_act": "silu", "rms_norm_eps": 1e-5,
+        "rope_theta": s["rope_theta"], "max_position_embeddings": s.get("max_position", 8192),
         "tie_word_embeddings": s["tied"], "torch_dtype": {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype],
         "bos_token_id": src_cfg.get("bos_token_id"), "eos_token_id": src_cfg.get("eos_token_id"),
         "attention_bias": False, "mlp_bias": False,
@@ -103,6 +129,15 @@ def hf_config(s: dict, dtype: str, tokenizer_dir: Path) -> dict:
     }
     if s["arch"] == "qwen2":
         cfg.update(use_sliding_window=False, sliding_window=None, attention_bias=True)
+    if s["arch"] == "qwen3":
+        cfg.update(use_sliding_window=False, sliding_window=None, rms_norm_eps=1e-6)
+    if s["arch"] == "phi3":
+        half = int(head_dim(s) * s.get("partial_rotary", 1.0)) // 2
+        # pad_token_id written (the tokenizer's, or none): Phi3Config's default 32000 is outside most vocabularies
+        cfg.update(partial_rotary_factor=s.get("partial_rotary", 1.0), sliding_window=None,
+                   pad_token_id=src_cfg.get("pad_token_id"), original_max_position_embeddings=s["longrope_original"],
+                   rope_scaling={"type": "longrope", "short_factor": [1.0] * half,
+                                 "long_factor": [round(1 + 39 * (j / max(half - 1, 1)) ** 2, 4) for j in range(half)]})
     return cfg
 
 
@@ -156,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--preset", choices=sorted(PRESETS))
-    p.add_argument("--arch", choices=sorted(ARCHS), default="llama")
+    p.add_argument("--arch", choices=[a for a in sorted(ARCHS) if a != "phi3"], default="llama",
+                   help="Without --preset (a Phi-3 shape needs a preset's LongRoPE settings).")
     for flag in ("hidden", "layers", "heads", "kv-heads", "intermediate", "vocab"):
         p.add_argument(f"--{flag}", type=int)
     p.add_argument("--tied", action=argparse.BooleanOptionalAction, default=None)

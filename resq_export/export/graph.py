@@ -118,24 +118,47 @@ class GraphExporter:
     def _leave_island(self, b: Builder, x: str) -> str:
         return b.f32(x) if self.islands else x
 
-    def rms_norm(self, b: Builder, x: str) -> str:
+    def rms_norm(self, b: Builder, x: str, weight: str | None = None) -> str:
+        """RMSNorm over the last axis; weight (an initializer, Qwen3's per-head q/k norms) multiplied
+        inside the island as the Decoder does. The residual-stream norms have theirs folded away."""
         x = self._enter_island(b, x)
         ms = b.op("ReduceMean", b.op("Mul", x, x), b.i64(-1), keepdims=1)
         rms = b.op("Sqrt", b.op("Add", ms, b.const(self.cfg.rms_norm_eps, self._float[1])))
-        return self._leave_island(b, b.op("Mul", x, b.op("Reciprocal", rms)))
+        y = b.op("Mul", x, b.op("Reciprocal", rms))
+        return self._leave_island(b, y if weight is None else b.op("Mul", y, self._enter_island(b, weight)))
 
     def rope(self, positions: str) -> tuple[str, str]:
+        """cos, sin [B, 1, S, rope_dim]. LongRoPE: both frequency sets are in the graph and a call
+        takes the long one when its last position is at or past the original context (the Decoder's
+        rule, per call); YaRN's and LongRoPE's attention factor scales both."""
         b = self.b.scope("/model/rope")
         dtype, np_dtype = self._float
-        inv_freq = self.b.initializer("model.rope.inv_freq", _np(self.model.inv_freq.float()).astype(np_dtype))
-        freqs = b.op("Mul", b.op("Unsqueeze", b.op("Cast", positions, to=dtype), b.i64(-1)), inv_freq)
+        m = self.model
+        inv_freq = self.b.initializer("model.rope.inv_freq", _np(m.inv_freq.float()).astype(np_dtype))
+        pos = b.op("Cast", positions, to=dtype)
+        if m.long_after is not None:
+            # the last position, compared in the float type the angles are formed in (exact below 2^24)
+            long = self.b.initializer("model.rope.long_inv_freq", _np(m.long_inv_freq.float()).astype(np_dtype))
+            last = b.op("ReduceMax", pos, keepdims=0)
+            inv_freq = b.op("Where", b.op("Greater", last, b.const(m.long_after - 1, np_dtype)), long, inv_freq)
+        freqs = b.op("Mul", b.op("Unsqueeze", pos, b.i64(-1)), inv_freq)
         emb = b.op("Unsqueeze", b.op("Concat", freqs, freqs, axis=-1), b.i64(1))  # [B, 1, S, D]
-        return self._leave_island(b, b.op("Cos", emb)), self._leave_island(b, b.op("Sin", emb))
+        cos, sin = b.op("Cos", emb), b.op("Sin", emb)
+        if m.rope_scale != 1.0:
+            scale = b.const(m.rope_scale, np_dtype)
+            cos, sin = b.op("Mul", cos, scale), b.op("Mul", sin, scale)
+        return self._leave_island(b, cos), self._leave_island(b, sin)
 
     def apply_rope(self, b: Builder, x: str, cos: str, sin: str) -> str:
+        """RoPE on the first rope_dim channels of each head, the rest (partial rotary) concatenated back."""
+        dim, hd = self.cfg.rope_dim, self.cfg.head_dim
+        kept = None
+        if dim < hd:
+            x, kept = b.op("Split", x, b.i64(dim, hd - dim), axis=-1, outputs=2)
         first, second = b.op("Split", x, axis=-1, num_outputs=2, outputs=2)
         rotated = b.op("Concat", b.op("Neg", second), first, axis=-1)
-        return b.op("Add", b.op("Mul", x, cos), b.op("Mul", rotated, sin))
+        y = b.op("Add", b.op("Mul", x, cos), b.op("Mul", rotated, sin))
+        return y if kept is None else b.op("Concat", y, kept, axis=-1)
 
     def attention(self, b: Builder, i: int, layer: Layer, q: str, k: str, v: str) -> str:
         """The past and present of a layer are one fixed-capacity buffer each (the op contract's
@@ -187,8 +210,12 @@ class GraphExporter:
         def heads(x: str, n: int) -> str:
             return b.op("Transpose", b.op("Reshape", x, b.i64(0, 0, n, cfg.head_dim)), perm=[0, 2, 1, 3])
 
-        q = self.apply_rope(b, heads(q, cfg.num_heads), cos, sin)
-        k = self.apply_rope(b, heads(k, cfg.num_kv_heads), cos, sin)
+        q, k = heads(q, cfg.num_heads), heads(k, cfg.num_kv_heads)
+        if layer.q_norm is not None:  # Qwen3: per-head RMSNorm before RoPE, a float island
+            q = self.rms_norm(b, q, self.b.initializer(f"model.layers.{i}.attn.q_norm.weight", _np(layer.q_norm)))
+            k = self.rms_norm(b, k, self.b.initializer(f"model.layers.{i}.attn.k_norm.weight", _np(layer.k_norm)))
+        q = self.apply_rope(b, q, cos, sin)
+        k = self.apply_rope(b, k, cos, sin)
         attn = self.attention(b, i, layer, q, k, heads(v, cfg.num_kv_heads))
         if layer.o_input_perm is not None:
             perm = self.b.initializer(f"model.layers.{i}.attn.o_input_perm", _np(layer.o_input_perm))

@@ -7,8 +7,9 @@ from typing import Any
 
 from ..errors import ModelLoadError
 from .arch import arch_of_hf_config
+from .rope import SUPPORTED_ROPE_TYPES, rope_settings
 
-SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+__all__ = ["SUPPORTED_ROPE_TYPES", "ModelConfig", "check_hf_fields"]
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,21 @@ class ModelConfig:
     sliding_window: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
+    # RoPE on the first rotary_dim channels of each head (Phi-4-mini: 3/4), the rest passed through;
+    # 0: the whole head (what artifacts written before this field mean)
+    rotary_dim: int = 0
+    qk_norm: bool = False  # per-head RMSNorm of q and k before RoPE (Qwen3), weights kept in the layer
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kv_group(self) -> int:
         """Query heads per KV head (GQA)."""
         return self.num_heads // self.num_kv_heads
+
+    @property
+    def rope_dim(self) -> int:
+        """The channels of a head that RoPE turns (the first ones)."""
+        return self.rotary_dim or self.head_dim
 
     @property
     def qkv_out(self) -> int:
@@ -58,7 +68,7 @@ class ModelConfig:
             n_heads = int(hf["num_attention_heads"])
             n_kv = int(hf.get("num_key_value_heads") or n_heads)
             head_dim = int(hf.get("head_dim") or hidden // n_heads)
-            rope_theta, rope_scaling = _rope_settings(hf)
+            rope_theta, rope_scaling, rotary_dim = rope_settings(hf, head_dim, where, dict(spec.rope_aliases))
             if hf.get("mlp_bias"):
                 raise ModelLoadError("models with biases on the MLP linears (mlp_bias=true) are not supported")
             act = hf.get("hidden_act", "silu")
@@ -83,6 +93,8 @@ class ModelConfig:
                 sliding_window=int(sliding) if sliding else None,
                 bos_token_id=hf.get("bos_token_id"),
                 eos_token_id=hf.get("eos_token_id"),
+                rotary_dim=rotary_dim,
+                qk_norm=spec.qk_norm,
             )
         except KeyError as e:
             raise ModelLoadError(f"{where} lacks the field {e.args[0]!r}") from None
@@ -131,22 +143,3 @@ def check_hf_fields(hf: dict[str, Any], where: str = "config.json") -> None:
     if isinstance(hidden, int) and isinstance(heads, int) and not hf.get("head_dim") and hidden % heads:
         raise ModelLoadError(f"{where}: \"hidden_size\" {hidden} is not a multiple of \"num_attention_heads\" "
                              f"{heads} (and no \"head_dim\" is given)")
-
-
-def _rope_settings(hf: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
-    """Read RoPE settings from either the transformers-5 `rope_parameters` or the older fields."""
-    params = hf.get("rope_parameters")
-    if params:
-        theta = float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
-        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
-    else:
-        theta = float(hf.get("rope_theta", 10000.0))
-        scaling = dict(hf.get("rope_scaling") or {})
-    rope_type = scaling.pop("rope_type", scaling.pop("type", "default")) or "default"
-    if rope_type not in SUPPORTED_ROPE_TYPES:
-        raise ModelLoadError(
-            f"RoPE type {rope_type!r} is not supported; supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
-        )
-    if rope_type == "default":
-        return theta, None
-    return theta, {"rope_type": rope_type, **scaling}

@@ -254,29 +254,29 @@ def _build_layer(c: ModelConfig, need: Callable[[str, tuple[int, ...]], torch.Te
     spec = get_arch(c.architecture)
     hd, hid, inter = c.head_dim, c.hidden_size, c.intermediate_size
     n = {role: name.format(i=i) for role, name in spec.layer_names.items()}
-    qkv_w = torch.cat([
-        need(n["attn_q"] + ".weight", (c.num_heads * hd, hid)),
-        need(n["attn_k"] + ".weight", (c.num_kv_heads * hd, hid)),
-        need(n["attn_v"] + ".weight", (c.num_kv_heads * hd, hid)),
-    ])
-    qkv_b = None
-    if c.qkv_bias:
-        qkv_b = torch.cat([
-            need(n["attn_q"] + ".bias", (c.num_heads * hd,)),
-            need(n["attn_k"] + ".bias", (c.num_kv_heads * hd,)),
-            need(n["attn_v"] + ".bias", (c.num_kv_heads * hd,)),
-        ])
+    nq, nkv = c.num_heads * hd, c.num_kv_heads * hd
+    if spec.fused_qkv:  # Phi-3: q, k, v rows in one tensor, the order the Decoder reads them in
+        qkv_w = need(n["attn_qkv"] + ".weight", (nq + 2 * nkv, hid))
+        qkv_b = need(n["attn_qkv"] + ".bias", (nq + 2 * nkv,)) if c.qkv_bias else None
+    else:
+        qkv_w = torch.cat([need(n[r] + ".weight", (rows, hid))
+                           for r, rows in (("attn_q", nq), ("attn_k", nkv), ("attn_v", nkv))])
+        qkv_b = torch.cat([need(n[r] + ".bias", (rows,))
+                           for r, rows in (("attn_q", nq), ("attn_k", nkv), ("attn_v", nkv))]) if c.qkv_bias else None
+    if spec.fused_gate_up:  # Phi-3: gate rows then up rows, as the Decoder splits them
+        gate_up = need(n["mlp_gate_up"] + ".weight", (2 * inter, hid))
+    else:
+        gate_up = torch.cat([need(n["mlp_gate"] + ".weight", (inter, hid)), need(n["mlp_up"] + ".weight", (inter, hid))])
     o_b = need(n["attn_o"] + ".bias", (hid,)) if c.o_bias else None
     return Layer(
         qkv=FloatLinear(qkv_w, qkv_b),
-        o=FloatLinear(need(n["attn_o"] + ".weight", (hid, c.num_heads * hd)), o_b),
-        gate_up=FloatLinear(torch.cat([
-            need(n["mlp_gate"] + ".weight", (inter, hid)),
-            need(n["mlp_up"] + ".weight", (inter, hid)),
-        ])),
+        o=FloatLinear(need(n["attn_o"] + ".weight", (hid, nq)), o_b),
+        gate_up=FloatLinear(gate_up),
         down=FloatLinear(need(n["mlp_down"] + ".weight", (hid, inter))),
         attn_norm=need(n["attn_norm"] + ".weight", (hid,)),
         mlp_norm=need(n["mlp_norm"] + ".weight", (hid,)),
+        q_norm=need(n["attn_q_norm"] + ".weight", (hd,)) if spec.qk_norm else None,
+        k_norm=need(n["attn_k_norm"] + ".weight", (hd,)) if spec.qk_norm else None,
     )
 
 

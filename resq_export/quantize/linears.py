@@ -187,11 +187,14 @@ def step_cost(start: float) -> dict:
 
 def layer_tensors(i: int, layer: Layer, packed: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The artifact's tensors of layer i: its packed quantised linears (`packed`), or its float
-    linears when nothing is quantised, plus its online key rotation."""
+    linears when nothing is quantised, plus its online key rotation and per-head q/k norms."""
     tensors: dict[str, torch.Tensor] = dict(packed or {})
     if packed is None:
         for role, attr in LINEAR_ROLES.items():
             tensors.update(linear_tensors(f"layers.{i}.{role}.", getattr(layer, attr)))
     if layer.key_rotation is not None:
         tensors[f"layers.{i}.key_rotation"] = layer.key_rotation.float().contiguous()
+    for name in ("q_norm", "k_norm"):  # per-head norms (Qwen3): float weights the graph multiplies by
+        if getattr(layer, name) is not None:
+            tensors[f"layers.{i}.{name}"] = getattr(layer, name).float()
     return {k: v.contiguous() for k, v in tensors.items()}

@@ -21,7 +21,12 @@ def places(artifacts, tiny_dirs, tmp_path_factory):
     no_tokenizer = root / "onnx_no_tokenizer"
     shutil.copytree(onnx_dir, no_tokenizer)
     shutil.rmtree(no_tokenizer / "tokenizer")
-    for name, config in [("list_config", [1, 2]), ("string_arch", {"architectures": "BertModel"})]:
+    # issue 30: families refused with the reason (the architecture name alone decides, before any weight)
+    refused = [("gemma2", {"architectures": ["Gemma2ForCausalLM"]}), ("olmo2", {"architectures": ["Olmo2ForCausalLM"]}),
+               ("mixtral", {"architectures": ["MixtralForCausalLM"]}),
+               ("qwen3_moe", {"architectures": ["Qwen3MoeForCausalLM"]}),
+               ("llava", {"architectures": ["LlavaForConditionalGeneration"]}), ("gemma3_type", {"model_type": "gemma3_text"})]
+    for name, config in [("list_config", [1, 2]), ("string_arch", {"architectures": "BertModel"}), *refused]:
         (root / name).mkdir()
         (root / name / "config.json").write_text(json.dumps(config))
     cut = shutil.copytree(tiny_dirs["llama"], root / "cut_weights")
@@ -40,6 +45,11 @@ def places(artifacts, tiny_dirs, tmp_path_factory):
         (folder / "config.json").write_text(json.dumps({**config, field: value}))
     no_tok = shutil.copytree(tiny_dirs["llama"], root / "no_tokenizer_files",
                              ignore=shutil.ignore_patterns("tokenizer*", "special_tokens_map.json"))
+    for name, edit in [("dynamic_rope", {"rope_parameters": {"rope_type": "dynamic", "factor": 2.0}}),
+                       ("odd_rotary", {"partial_rotary_factor": 0.1})]:
+        folder = shutil.copytree(tiny_dirs["llama"], root / name)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **edit}))
     int8 = shutil.copytree(tiny_dirs["llama"], root / "int8_weights")
     _plant_int8(int8 / "model.safetensors", "model.layers.1.mlp.up_proj.weight")
     (root / "cut.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")  # 8 bytes: magic and version, no counts
@@ -65,6 +75,19 @@ CASES = [
     ("quantize --model {root}/list_config --out {root}/o1 --quiet", 1, "is not a JSON object"),
     ("quantize --model {root}/string_arch --out {root}/o2 --quiet", 1, "unsupported architecture 'BertModel'"),
     ("quantize --model {root}/missing --out {root}/o3 --quiet", 1, "not found"),
+    ("quantize --model {root}/gemma2 --out {root}/o3 --quiet", 1, "Gemma2ForCausalLM is not supported: it normalises "
+     "the outputs of attention and of the MLP"),
+    ("quantize --model {root}/olmo2 --out {root}/o3 --quiet", 1, "Olmo2ForCausalLM is not supported: it normalises"),
+    ("quantize --model {root}/gemma3_type --out {root}/o3 --quiet", 1, "Gemma3ForCausalLM is not supported: it norm"),
+    ("quantize --model {root}/mixtral --out {root}/o3 --quiet", 1, "MixtralForCausalLM is not supported: it is a "
+     "mixture-of-experts model"),
+    ("quantize --model {root}/qwen3_moe --out {root}/o3 --quiet", 1, "Qwen3MoeForCausalLM is not supported: it is a "
+     "mixture-of-experts"),
+    ("quantize --model {root}/llava --out {root}/o3 --quiet", 1, "LlavaForConditionalGeneration is not supported: it "
+     "is a multimodal wrapper"),
+    ("quantize --model {root}/dynamic_rope --out {root}/o3 --quiet", 1, "RoPE type 'dynamic' is not supported"),
+    ("quantize --model {root}/odd_rotary --out {root}/o3 --quiet", 1, "\"partial_rotary_factor\" 0.1 gives a rotary "
+     "part of 1 of the 16 channels"),
     ("quantize --model {root}/cut_weights --out {root}/o7 --quiet", 1, "truncated"),
     ("quantize --model {model} --out {root}/busy --quiet", 1, "--overwrite"),
     ("quantize --model {model} --out {model} --quiet", 1, "is the input"),

@@ -78,10 +78,10 @@ def test_shape_mismatch_is_reported(tiny_dirs, tmp_path):
 def test_unsupported_rope_type(tiny_dirs, tmp_path):
     d = _copy(tiny_dirs["llama"], tmp_path / "m")
     cfg = json.loads((d / "config.json").read_text())
-    cfg["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
+    cfg["rope_scaling"] = {"rope_type": "dynamic", "factor": 4.0}  # NTK-aware dynamic scaling: not read
     cfg.pop("rope_parameters", None)
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ModelLoadError, match="yarn"):
+    with pytest.raises(ModelLoadError, match="'dynamic' is not supported; supported: .*yarn, longrope"):
         load_model(d)
 
 
