@@ -10,28 +10,31 @@
 
 #include "resq_ops.h"
 #include "triton_loader.h"
+#include "triton_op.h"
 
 namespace resq {
 namespace trt {
 
 nvinfer1::DataType dtype_of(const char* spec_dtype);
 
-// Integer attributes of a node (the ONNX parser passes INT attributes as kINT32 fields).
-class Attributes {
+// Integer attributes of a node (the ONNX parser passes INT attributes as kINT32 fields): the ops'
+// layer's Fields, plus the TensorRT field collections.
+class Attributes : public ops::Fields {
  public:
   Attributes() = default;
   explicit Attributes(const nvinfer1::PluginFieldCollection* fc);
-  int get(const char* name, int fallback) const;
-  int require(const char* name) const;  // throws std::invalid_argument when missing
-  void set(const char* name, int value) { ints_[name] = value; }
   // fields for serialisation; valid while this object lives and is not modified
   const nvinfer1::PluginFieldCollection* fields();
 
  private:
-  std::map<std::string, int32_t> ints_;
   std::vector<nvinfer1::PluginField> fields_;
   nvinfer1::PluginFieldCollection collection_{};
 };
+
+// A tensor's description for the ops' layer (triton_op.h): dims, and its dtype by ops.json's name
+ops::TensorDesc desc_of(const nvinfer1::PluginTensorDesc& d);
+std::vector<ops::TensorDesc> descs_of(const nvinfer1::PluginTensorDesc* d, int32_t n);
+std::vector<ops::TensorDesc> descs_of(const nvinfer1::DynamicPluginTensorDesc* d, int32_t n, bool max = false);
 
 // The parts of IPluginV3 that are the same for every resq op: identity from the spec, formats
 // (linear, the spec's dtypes), output dtypes, capability lookup, the outputs aliased to inputs

@@ -24,10 +24,14 @@ namespace {
 
 thread_local std::string g_error = "no error";
 
+}  // namespace
+
 int fail(int status, std::string message) {
   g_error = std::move(message);
   return status;
 }
+
+namespace {
 
 int cuda_fail(cudaError_t e, const std::string& what) {
   const int status = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? RESQ_ERR_NO_DEVICE : RESQ_ERR_CUDA;
