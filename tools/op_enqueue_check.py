@@ -55,9 +55,7 @@ def run_case(lib, case: dict, mode: str, triton_lib: Path) -> dict:
     """One case through the layer; its report line (differ: outputs not bit-equal to the reference)."""
     import torch
 
-    from resq_export.kernels.configs import all_configs
     from resq_export.native import triton as T
-    from resq_export.native.replay import replay
 
     dev = "cuda" if mode == "cuda" else "cpu"
     inputs = [t.to(dev).contiguous() for t in case["inputs"]]
@@ -69,6 +67,9 @@ def run_case(lib, case: dict, mode: str, triton_lib: Path) -> dict:
         lib.enqueue(case["op"], case["fields"], inputs, [y], ws, torch.cuda.current_stream().cuda_stream)
         torch.cuda.synchronize()
     else:
+        from resq_export.kernels.configs import all_configs
+        from resq_export.native.replay import replay
+
         with T.recording(8, 9, path=triton_lib) as records:
             lib.enqueue(case["op"], case["fields"], inputs, [y], ws)
         replay(records, all_configs(), [*inputs, y, ws])
