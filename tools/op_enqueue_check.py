@@ -21,11 +21,10 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "plugins")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "plugins"), str(ROOT / "tools")]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -95,14 +94,10 @@ def main(argv=None) -> int:
     report = {"mode": args.mode, "route": lib.route, "library": str(args.lib), "versions": T.versions(args.lib),
               "cases": []}
     if args.mode == "cuda":
-        t0 = time.perf_counter()
-        try:  # every kernel's cubin for this SM, shared memory checked, loaded into the context
-            T.prepare(0, args.lib)
-        except RuntimeError as e:
-            print(f"error: loading the cubins on device 0: {e}")
+        from triton_gpu_check import prepare_cuda
+
+        if not prepare_cuda(args.lib, report):
             return 1
-        report["device"] = torch.cuda.get_device_name(0)
-        report["prepare_s"] = round(time.perf_counter() - t0, 3)
     failed = 0
     for case in cases:
         try:

@@ -42,6 +42,8 @@ class Fields {
 RESQ_OP_API int64_t rows_of(const TensorDesc& d);
 // "[2, 5, 64]"
 RESQ_OP_API std::string dims_text(const TensorDesc& d);
+// a launch's status; a failure's message (resq_triton_last_error) says the kernel failed and why
+RESQ_OP_API int launched(int status);
 // "" when the dtype of the pos-th listed tensor is the spec's, else the problem
 RESQ_OP_API std::string check_dtype(const char* what, int pos, const TensorDesc& d, const char* spec_dtype);
 

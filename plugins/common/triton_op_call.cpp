@@ -31,6 +31,11 @@ std::string check_dtype(const char* what, int pos, const TensorDesc& d, const ch
          spec_dtype;
 }
 
+int launched(int status) {
+  if (status == RESQ_OK) return status;
+  return triton::fail(status, "kernel failed: status " + std::to_string(status) + ": " + resq_triton_last_error());
+}
+
 namespace {
 
 Fields fields_of(const ResQOpCall& c) {

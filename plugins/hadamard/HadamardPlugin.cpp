@@ -30,29 +30,13 @@ int32_t HadamardPlugin::getOutputShapes(const nvinfer1::DimsExprs* in, int32_t n
 
 int32_t HadamardPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
                                         const nvinfer1::DynamicPluginTensorDesc* out, int32_t nb_out) noexcept {
-  PluginBase::configurePlugin(in, nb_in, out, nb_out);
-  try {
-    const std::vector<ops::TensorDesc> ins = descs_of(in, nb_in), outs = descs_of(out, nb_out);
-    const std::string problem = op_.check(ins.data(), nb_in, outs.data(), nb_out);
-    if (problem.empty()) return 0;
-    report(name_, problem);
-  } catch (const std::exception& e) {
-    report(name_, e.what());
-  }
-  return -1;
+  return configure_op(op_, in, nb_in, out, nb_out);
 }
 
 int32_t HadamardPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
                                 const void* const* inputs, void* const* outputs, void* workspace,
                                 cudaStream_t stream) noexcept {
-  try {
-    const std::vector<ops::TensorDesc> ins = descs_of(in_desc, op_.expected_inputs());
-    if (op_.enqueue(ins.data(), static_cast<int>(ins.size()), inputs, outputs, workspace, 0, stream) == RESQ_OK) return 0;
-    report(name_, resq_triton_last_error());
-  } catch (const std::exception& e) {
-    report(name_, e.what());
-  }
-  return -1;
+  return enqueue_op(op_, in_desc, inputs, outputs, workspace, stream);
 }
 
 HadamardCreator::HadamardCreator()

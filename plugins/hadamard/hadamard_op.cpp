@@ -51,10 +51,7 @@ int HadamardOp::enqueue(const TensorDesc* in, int nb_in, const void* const* inpu
   const ResQHadamardParams p{rows_of(x), static_cast<int32_t>(x.dims[x.nb_dims - 1]),
                              static_cast<int32_t>(in[S::in_left].dims[0]), static_cast<const float*>(inputs[S::in_X]),
                              static_cast<const float*>(inputs[S::in_left]), static_cast<float*>(outputs[S::out_Y])};
-  const int st = resq_triton_hadamard(&p, stream);
-  if (st != RESQ_OK)
-    return triton::fail(st, "kernel failed: status " + std::to_string(st) + ": " + resq_triton_last_error());
-  return RESQ_OK;
+  return launched(resq_triton_hadamard(&p, stream));
 }
 
 }  // namespace ops

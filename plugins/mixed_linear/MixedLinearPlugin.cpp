@@ -39,19 +39,10 @@ bool MixedLinearPlugin::supportsFormatCombination(int32_t pos, const nvinfer1::D
   return PluginBase::supportsFormatCombination(pos, io, nb_in, nb_out);
 }
 
+// the weights are constants: fixed dims; X's K is static in our graphs
 int32_t MixedLinearPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
                                            const nvinfer1::DynamicPluginTensorDesc* out, int32_t nb_out) noexcept {
-  PluginBase::configurePlugin(in, nb_in, out, nb_out);
-  try {
-    // the weights are constants: fixed dims; X's K is static in our graphs
-    const std::vector<ops::TensorDesc> ins = descs_of(in, nb_in), outs = descs_of(out, nb_out);
-    const std::string problem = op_.check(ins.data(), nb_in, outs.data(), nb_out);
-    if (problem.empty()) return 0;
-    report(name_, problem);
-  } catch (const std::exception& e) {
-    report(name_, e.what());
-  }
-  return -1;
+  return configure_op(op_, in, nb_in, out, nb_out);
 }
 
 int32_t MixedLinearPlugin::getOutputShapes(const DimsExprs* in, int32_t nb_in, const DimsExprs*, int32_t,
@@ -76,18 +67,7 @@ size_t MixedLinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDe
 int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
                                    const void* const* inputs, void* const* outputs, void* workspace,
                                    cudaStream_t stream) noexcept {
-  try {
-    // enqueue is not told how many inputs there are: the attributes say it
-    const std::vector<ops::TensorDesc> ins = descs_of(in_desc, op_.expected_inputs());
-    // the workspace TensorRT gives is getWorkspaceSize's at the largest shapes, at least what these need
-    const size_t given = op_.workspace(ins.data(), static_cast<int>(ins.size()));
-    if (op_.enqueue(ins.data(), static_cast<int>(ins.size()), inputs, outputs, workspace, given, stream) == RESQ_OK)
-      return 0;
-    report(name_, resq_triton_last_error());
-  } catch (const std::exception& e) {
-    report(name_, e.what());
-  }
-  return -1;
+  return enqueue_op(op_, in_desc, inputs, outputs, workspace, stream);
 }
 
 MixedLinearCreator::MixedLinearCreator()

@@ -164,10 +164,7 @@ int MixedLinearOp::enqueue(const TensorDesc* in, int nb_in, const void* const* i
   if (!workspace || workspace_size < needed)
     return triton::fail(RESQ_ERR_INVALID, "a workspace of " + std::to_string(workspace_size) + " bytes, " +
                                               std::to_string(needed) + " needed");
-  const int st = resq_triton_mixed_linear(&p, stream);
-  if (st != RESQ_OK)
-    return triton::fail(st, "kernel failed: status " + std::to_string(st) + ": " + resq_triton_last_error());
-  return RESQ_OK;
+  return launched(resq_triton_mixed_linear(&p, stream));
 }
 
 }  // namespace ops
