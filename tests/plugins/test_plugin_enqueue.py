@@ -168,6 +168,20 @@ def test_gpu_tool_refuses_bad_arguments_with_one_line(tmp_path):
     assert said["interpreter"] == "error: --mode record needs TRITON_INTERPRET=1 in the environment\n"
 
 
+def test_gpu_tool_without_a_gpu_says_so_in_one_line(project_triton, case_file):
+    """--mode cuda where no GPU is: the case file and the library load, the loader's prepare fails and
+    the tool says why in one line (the GPU step's start-up, as far as it runs here)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: tools/gpu_session.sh runs this mode for real")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, str(TOOL), "--mode", "cuda", "--lib", str(project_triton), "--cases",
+                          str(case_file)], env=env, capture_output=True, text=True)
+    assert run.returncode == 1 and not run.stderr, run.stdout + run.stderr
+    assert re.fullmatch(r"error: loading the cubins on device 0: status [34]: cudaGetDevice: cuda\w+: .+\n", run.stdout), run.stdout
+
+
 @pytest.mark.slow
 def test_kernel_tests_pass_through_the_seam():
     """tests/kernels (every kernel against the reference executor) with each launch sent through
