@@ -179,7 +179,8 @@ def test_gpu_tool_without_a_gpu_says_so_in_one_line(project_triton, case_file):
     run = subprocess.run([sys.executable, str(TOOL), "--mode", "cuda", "--lib", str(project_triton), "--cases",
                           str(case_file)], env=env, capture_output=True, text=True)
     assert run.returncode == 1 and not run.stderr, run.stdout + run.stderr
-    assert re.fullmatch(r"error: loading the cubins on device 0: status [34]: cudaGetDevice: cuda\w+: .+\n", run.stdout), run.stdout
+    said = r"error: loading the cubins on device 0: status [34]: cudaGetDevice: cuda\w+: .+\n"
+    assert re.fullmatch(said, run.stdout), run.stdout
 
 
 @pytest.mark.slow
