@@ -47,6 +47,24 @@ def case_file(artifacts, tmp_path_factory):
     return write_cases(tiny_model_cases(artifacts) + random_cases(), path)
 
 
+@pytest.fixture(scope="module")
+def harness(project_triton, tmp_path_factory) -> tuple[Path | None, str]:
+    """(the harness library driving libresq_plugins.so's creators, None) or (None, why not): only where
+    the plugin library was built against TensorRT headers."""
+    native, include = project_triton.parent, _trt_include()
+    if not (native / "libresq_plugins.so").is_file() or include is None:
+        return None, "libresq_plugins.so built against TensorRT headers is needed (cmake -DRESQ_TENSORRT_ROOT=<headers>)"
+    if shutil.which("g++") is None:
+        return None, "g++ not found"
+    lib = tmp_path_factory.mktemp("harness") / "libharness.so"
+    cuda = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
+    subprocess.run(["g++", "-std=c++17", "-O1", "-fPIC", "-shared", "-Wno-deprecated-declarations", f"-I{include}",
+                    f"-I{cuda}", f"-I{ROOT / 'plugins' / 'common'}", str(HERE / "plugin_enqueue_harness.cpp"),
+                    f"-L{native}", "-lresq_plugins", f"-Wl,-rpath,{native}", "-o", str(lib)], check=True,
+                   capture_output=True)
+    return lib, ""
+
+
 def _check(triton_lib: Path, cases: Path, tmp_path: Path, *extra: str) -> dict:
     out = tmp_path / "report.json"
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
@@ -85,30 +103,23 @@ def test_op_layer_enqueue_replayed_by_the_interpreter_equals_the_reference(proje
     _assert_exact_and_as_launch_py(report)
 
 
-def test_plugins_enqueue_through_their_creators_equals_the_reference(project_triton, case_file, tmp_path):
+def test_plugins_enqueue_through_their_creators_equals_the_reference(project_triton, harness, case_file, tmp_path):
     """Where TensorRT headers are: the same cases through libresq_plugins.so's creators, configurePlugin,
     getWorkspaceSize, onShapeChange and enqueue (the adapters over the layer above)."""
-    native, include = project_triton.parent, _trt_include()
-    if not (native / "libresq_plugins.so").is_file() or include is None:
-        pytest.skip("libresq_plugins.so built against TensorRT headers is needed (cmake -DRESQ_TENSORRT_ROOT=<headers>)")
-    if shutil.which("g++") is None:
-        pytest.skip("g++ not found")
-    harness = tmp_path / "libharness.so"
-    cuda = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "include"
-    subprocess.run(["g++", "-std=c++17", "-O1", "-fPIC", "-shared", "-Wno-deprecated-declarations", f"-I{include}",
-                    f"-I{cuda}", f"-I{ROOT / 'plugins' / 'common'}", str(HERE / "plugin_enqueue_harness.cpp"),
-                    f"-L{native}", "-lresq_plugins", f"-Wl,-rpath,{native}", "-o", str(harness)], check=True,
-                   capture_output=True)
-    report = _check(project_triton, case_file, tmp_path, "--harness", str(harness))
+    lib, why_not = harness
+    if lib is None:
+        pytest.skip(why_not)
+    report = _check(project_triton, case_file, tmp_path, "--harness", str(lib))
     assert report["route"] == "plugin creator (harness)"
     _assert_exact_and_as_launch_py(report)
 
 
 @pytest.mark.parametrize("a_bits", [(4, 8), (8, 8), (4, 4), (8, 4), (6, 8), (4, 6), (16, 8)])
-def test_activation_widths_follow_ops_json_gpu_entry(project_triton, a_bits):
+def test_activation_widths_follow_ops_json_gpu_entry(project_triton, harness, a_bits):
     """ops.json's "gpu" entry says which activation widths the kernels are compiled for (both parts 4 or 8,
     any combination); the layer the plugin's creator runs accepts those and refuses the rest with the
-    reason, and the exporter's engine check reads the same entry."""
+    reason (and, where TensorRT headers are, the plugin's creator itself), and the exporter's engine
+    check reads the same entry (next test)."""
     import torch
     from plugin_enqueue_op import OpLibrary, OpRefused
 
@@ -119,13 +130,46 @@ def test_activation_widths_follow_ops_json_gpu_entry(project_triton, a_bits):
     case = next(c for c in random_cases(tokens=(1,)) if c["op"] == "ResQMixedLinearPrepared")
     fields = dict(case["fields"], a_bits_low=a_bits[0], a_bits_high=a_bits[1])
     y = torch.zeros(case["expected"].shape)
-    lib = OpLibrary(project_triton)
-    if set(a_bits) <= set(takes):
-        assert lib.check(case["op"], fields, case["inputs"], [y]) > 0  # the workspace of its intermediates
+    routes = [OpLibrary(project_triton)] + ([OpLibrary(project_triton, harness[0])] if harness[0] else [])
+    for lib in routes:
+        if set(a_bits) <= set(takes):
+            assert lib.check(case["op"], fields, case["inputs"], [y]) > 0, lib.route  # the intermediates' bytes
+        else:
+            bad = next(f"a_bits_{part} {bits}" for part, bits in zip(("low", "high"), a_bits) if bits not in takes)
+            with pytest.raises(OpRefused, match=f"activations to 4 or 8 bits, not {bad}$"):
+                lib.check(case["op"], fields, case["inputs"], [y])
+
+
+BAD_NODES = {  # what configurePlugin refuses, and the layer's words for it
+    "weight dims": (3, lambda t: t[:, :3], r"input 3 is \[64, 3\], not \[64, 8\] \(the kernel layout"),
+    # (TensorRT itself asks supportsFormatCombination first, which the harness does too)
+    "dtype": (5, lambda t: t.int(), r"input 5 is int32, the op takes float32|supportsFormatCombination of tensor 5"),
+    "input count": (10, None, r"got 10 inputs, the attributes imply 11"),
+    "K": (0, lambda t: t[..., :500], r"K 500 does not fit the attributes \(k_low 504, 7 \+ 1 groups\)"),
+    "hadamard K": (-1, lambda t: t[..., :-2], r"K 1534 is not a times a power of two \(a = 12\)"),
+}
+
+
+@pytest.mark.parametrize("what", BAD_NODES)
+def test_tensors_that_do_not_fit_are_refused_in_one_line(project_triton, harness, what):
+    """configurePlugin's check (the layer's, and the plugin's where headers are): a node whose tensors do
+    not fit its attributes is refused when the engine is built, with the reason, not at enqueue."""
+    import torch
+    from plugin_enqueue_op import OpLibrary, OpRefused
+
+    pos, change, said = BAD_NODES[what]
+    cases = random_cases(tokens=(1,))
+    case = cases[-1] if pos < 0 else cases[0]  # the Hadamard, or the linear with every input (groups of 72, LQER)
+    inputs = list(case["inputs"])
+    if change is None:
+        del inputs[pos]
     else:
-        bad = next(f"a_bits_{part} {bits}" for part, bits in zip(("low", "high"), a_bits) if bits not in takes)
-        with pytest.raises(OpRefused, match=f"activations to 4 or 8 bits, not {bad}$"):
-            lib.check(case["op"], fields, case["inputs"], [y])
+        inputs[max(pos, 0)] = change(inputs[max(pos, 0)])
+    y = torch.zeros(case["expected"].shape)
+    for lib in [OpLibrary(project_triton)] + ([OpLibrary(project_triton, harness[0])] if harness[0] else []):
+        with pytest.raises(OpRefused, match=said) as refused:
+            lib.check(case["op"], case["fields"], inputs, [y])
+        assert "\n" not in str(refused.value), lib.route
 
 
 def test_engine_check_takes_8_bit_activations_and_refuses_6(artifacts):
