@@ -6,8 +6,8 @@
 # (the TensorRT-free op layer MixedLinearPlugin and HadamardPlugin adapt, in libresq_triton.so) on
 # device buffers for the tiny models' layer-0 linears and Hadamards, against the reference executor
 # computed on the CPU HERE (the case file: `RESQ_ENQUEUE_CASES=$PWD/build/plugins/enqueue_cases.pt
-# .venv/bin/python -m pytest -q tests/plugins/test_plugin_enqueue.py`, carried with build/plugins,
-# since the GPU machine has neither the tiny models nor TensorRT); then the CPU references
+# .venv/bin/python -m pytest -q tests/plugins/test_plugin_enqueue.py`, 0.8 MB; carry it beside
+# libresq_triton.so: the GPU machine has neither the tiny models nor TensorRT); then the CPU references
 # and the KV attention's CUDA kernels built for this GPU only, the GPU tests (those kernels against the
 # CPU references, the cubins through loader and seam against the reference executor), then the
 # benchmark of the cubins (and the KV attention) against FP16, written as a dated record.
