@@ -38,6 +38,6 @@ if [[ "$what" == triton || "$what" == all ]]; then
     --configs "${RESQ_TRITON_CONFIGS:-resq_export.kernels.configs:all_configs}"
   cudart_dir="$cuda_home/lib64"; [[ -e "$cudart_dir/libcudart.so" ]] || cudart_dir="$cuda_home/lib"
   g++ -std=c++17 -O2 -Wall -Wextra -fPIC -shared -fvisibility=hidden "${inc[@]}" -I"$cuda_home/include" \
-    plugins/common/triton_loader.cpp plugins/*/triton_[!l]*.cpp "$out/triton/triton_kernels.cpp" -L"$cudart_dir" -lcudart \
+    plugins/common/triton_loader.cpp plugins/*/triton_[!l]*.cpp plugins/*/*_op.cpp "$out/triton/triton_kernels.cpp" -L"$cudart_dir" -lcudart \
     -o "$out/libresq_triton.so"
 fi

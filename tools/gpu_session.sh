@@ -2,13 +2,18 @@
 # Everything issues 4 and 28 need from a GPU machine, in one command (the device tool's single call):
 # the Triton kernels' cubins (built HERE, where triton 3.9.0 is: `cmake --build build --target
 # resq_triton`, then carry build/plugins/libresq_triton.so; the GPU machine has triton 3.6) loaded by
-# our loader and run through our launch seam against the reference executor; then the CPU references
+# our loader and run through our launch seam against the reference executor; the plugins' enqueue
+# (the TensorRT-free op layer MixedLinearPlugin and HadamardPlugin adapt, in libresq_triton.so) on
+# device buffers for the tiny models' layer-0 linears and Hadamards, against the reference executor
+# computed on the CPU HERE (the case file: `RESQ_ENQUEUE_CASES=$PWD/build/plugins/enqueue_cases.pt
+# .venv/bin/python -m pytest -q tests/plugins/test_plugin_enqueue.py`, 0.8 MB; carry it beside
+# libresq_triton.so: the GPU machine has neither the tiny models nor TensorRT); then the CPU references
 # and the KV attention's CUDA kernels built for this GPU only, the GPU tests (those kernels against the
 # CPU references, the cubins through loader and seam against the reference executor), then the
 # benchmark of the cubins (and the KV attention) against FP16, written as a dated record.
 # Results go to $OUT (the device tool brings that folder back; default out/gpu here), since files
 # written into the repository copy on that machine are lost:
-#   nvidia-smi.txt, triton-check.log/.json, build.log, gpu-tests.log, gpu-tests.xml,
+#   nvidia-smi.txt, triton-check.log/.json, enqueue-check.log/.json, build.log, gpu-tests.log, gpu-tests.xml,
 #   benchmarks-gpu-<UTC date>.md/.json, bench.log
 # Usage: bash tools/gpu_session.sh [--tests-only|--bench-only|--triton-only]
 set -uo pipefail
@@ -32,6 +37,13 @@ elif [[ "${1:-}" != --bench-only ]]; then
   "$py" tools/triton_gpu_check.py --mode cuda --lib "$triton_lib" --out "$out/triton-check.json" 2>&1 \
     | tee "$out/triton-check.log" | tail -40
   status=${PIPESTATUS[0]}
+fi
+# 2. the plugins' enqueue on device buffers (tools/op_enqueue_check.py: resq_op_check / resq_op_enqueue with
+#    the CUDA launcher on torch CUDA tensors; the same cases the CPU test replays with the interpreter)
+if [[ -f "$triton_lib" && "${1:-}" != --bench-only ]]; then
+  "$py" tools/op_enqueue_check.py --mode cuda --lib "$triton_lib" --cases "$PWD/build/plugins/enqueue_cases.pt" \
+    --out "$out/enqueue-check.json" 2>&1 | tee "$out/enqueue-check.log" | tail -20
+  status=$((status | PIPESTATUS[0]))
 fi
 [[ "${1:-}" == --triton-only ]] && exit "$status"
 { date -u; nvcc --version | tail -2; echo "arch $arch"; } > "$out/build.log"

@@ -22,6 +22,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "plugins"), str(ROOT / "tests" / "kernels")]
 
 
+def prepare_cuda(lib: Path, report: dict) -> bool:
+    """Every kernel's cubin for device 0 (its SM), shared memory checked, loaded into the context;
+    the device's name and the time it took go into `report`. False (and the error line) on failure."""
+    import torch
+
+    from resq_export.native import triton as T
+
+    t0 = time.perf_counter()
+    try:
+        T.prepare(0, lib)
+    except RuntimeError as e:
+        print(f"error: loading the cubins on device 0: {e}")
+        return False
+    report.update(device=torch.cuda.get_device_name(0), prepare_s=round(time.perf_counter() - t0, 3))
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lib", type=Path, default=ROOT / "build" / "plugins" / "libresq_triton.so")
@@ -35,8 +52,6 @@ def main() -> int:
     if args.mode == "record" and os.environ.get("TRITON_INTERPRET") != "1":
         print("error: --mode record needs TRITON_INTERPRET=1 in the environment")
         return 1
-    import torch
-
     from resq_export.kernels import launch
     from resq_export.kernels.configs import all_configs
     from resq_export.native import triton as T
@@ -44,15 +59,8 @@ def main() -> int:
 
     dev = "cuda" if args.mode == "cuda" else "cpu"
     report = {"mode": args.mode, "library": str(args.lib), "versions": T.versions(args.lib), "cases": []}
-    if args.mode == "cuda":
-        t0 = time.perf_counter()
-        try:  # every kernel's cubin for this SM, shared memory checked, loaded into the context
-            T.prepare(0, args.lib)
-        except RuntimeError as e:
-            print(f"error: loading the cubins on device 0: {e}")
-            return 1
-        report["device"] = torch.cuda.get_device_name(0)
-        report["prepare_s"] = round(time.perf_counter() - t0, 3)
+    if args.mode == "cuda" and not prepare_cuda(args.lib, report):
+        return 1
     runner = SeamRunner(all_configs(), args.mode, args.lib)
     launch._run = runner
 

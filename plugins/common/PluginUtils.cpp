@@ -33,23 +33,48 @@ Attributes::Attributes(const nvinfer1::PluginFieldCollection* fc) {
   }
 }
 
-int Attributes::get(const char* name, int fallback) const {
-  auto it = ints_.find(name);
-  return it == ints_.end() ? fallback : it->second;
-}
-
-int Attributes::require(const char* name) const {
-  auto it = ints_.find(name);
-  if (it == ints_.end()) throw std::invalid_argument(std::string("missing attribute ") + name);
-  return it->second;
-}
-
 const nvinfer1::PluginFieldCollection* Attributes::fields() {
   fields_.clear();
   for (auto& kv : ints_) fields_.emplace_back(kv.first.c_str(), &kv.second, PluginFieldType::kINT32, 1);
   collection_.nbFields = static_cast<int32_t>(fields_.size());
   collection_.fields = fields_.data();
   return &collection_;
+}
+
+namespace {
+// ops.json's name of a TensorRT type (TensorRT has no uint8 plugin I/O: the spec's uint8 tensors travel
+// as kINT8, see dtype_of, and the ops here take none)
+const char* spec_name_of(DataType t) {
+  switch (t) {
+    case DataType::kFLOAT: return "float32";
+    case DataType::kINT8: return "int8";
+    case DataType::kINT32: return "int32";
+    case DataType::kHALF: return "float16";
+    default: return "unsupported";
+  }
+}
+
+ops::TensorDesc desc_from(const nvinfer1::Dims& dims, DataType type) {
+  ops::TensorDesc out{};
+  out.nb_dims = dims.nbDims < 0 ? 0 : (dims.nbDims > RESQ_MAX_TENSOR_DIMS ? RESQ_MAX_TENSOR_DIMS : dims.nbDims);
+  for (int i = 0; i < out.nb_dims; ++i) out.dims[i] = dims.d[i];
+  out.dtype = spec_name_of(type);
+  return out;
+}
+}  // namespace
+
+ops::TensorDesc desc_of(const nvinfer1::PluginTensorDesc& d) { return desc_from(d.dims, d.type); }
+
+std::vector<ops::TensorDesc> descs_of(const nvinfer1::PluginTensorDesc* d, int32_t n) {
+  std::vector<ops::TensorDesc> out;
+  for (int32_t i = 0; i < n; ++i) out.push_back(desc_of(d[i]));
+  return out;
+}
+
+std::vector<ops::TensorDesc> descs_of(const nvinfer1::DynamicPluginTensorDesc* d, int32_t n, bool max) {
+  std::vector<ops::TensorDesc> out;
+  for (int32_t i = 0; i < n; ++i) out.push_back(desc_from(max ? d[i].max : d[i].desc.dims, d[i].desc.type));
+  return out;
 }
 
 PluginBase::PluginBase(const char* name, const char* version, const char* const* in_dtypes, int n_spec_inputs,

@@ -4,34 +4,42 @@
 #include <NvInferRuntime.h>
 
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "resq_ops.h"
 #include "triton_loader.h"
+#include "triton_op.h"
 
 namespace resq {
 namespace trt {
 
 nvinfer1::DataType dtype_of(const char* spec_dtype);
 
-// Integer attributes of a node (the ONNX parser passes INT attributes as kINT32 fields).
-class Attributes {
+// Integer attributes of a node (the ONNX parser passes INT attributes as kINT32 fields): the ops'
+// layer's Fields, plus the TensorRT field collections.
+class Attributes : public ops::Fields {
  public:
   Attributes() = default;
   explicit Attributes(const nvinfer1::PluginFieldCollection* fc);
-  int get(const char* name, int fallback) const;
-  int require(const char* name) const;  // throws std::invalid_argument when missing
-  void set(const char* name, int value) { ints_[name] = value; }
   // fields for serialisation; valid while this object lives and is not modified
   const nvinfer1::PluginFieldCollection* fields();
 
  private:
-  std::map<std::string, int32_t> ints_;
   std::vector<nvinfer1::PluginField> fields_;
   nvinfer1::PluginFieldCollection collection_{};
 };
+
+// A tensor's description for the ops' layer (triton_op.h): dims, and its dtype by ops.json's name
+ops::TensorDesc desc_of(const nvinfer1::PluginTensorDesc& d);
+std::vector<ops::TensorDesc> descs_of(const nvinfer1::PluginTensorDesc* d, int32_t n);
+std::vector<ops::TensorDesc> descs_of(const nvinfer1::DynamicPluginTensorDesc* d, int32_t n, bool max = false);
+
+// errors go to the logger of the engine or context that called (TensorRT hands the library a logger
+// finder through setLoggerFinder), else to stderr
+void report(const char* plugin, const std::string& message) noexcept;
 
 // The parts of IPluginV3 that are the same for every resq op: identity from the spec, formats
 // (linear, the spec's dtypes), output dtypes, capability lookup, the outputs aliased to inputs
@@ -81,6 +89,39 @@ class PluginBase : public nvinfer1::IPluginV3,
   const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override { return attrs_.fields(); }
 
  protected:
+  // configurePlugin and enqueue of an op of the TensorRT-free layer (triton_op.h): the tensors'
+  // descriptions handed over, its message reported to TensorRT's logger
+  template <class Op>
+  int32_t configure_op(const Op& op, const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
+                       const nvinfer1::DynamicPluginTensorDesc* out, int32_t nb_out) noexcept {
+    PluginBase::configurePlugin(in, nb_in, out, nb_out);
+    try {
+      const std::vector<ops::TensorDesc> ins = descs_of(in, nb_in), outs = descs_of(out, nb_out);
+      const std::string problem = op.check(ins.data(), nb_in, outs.data(), nb_out);
+      if (problem.empty()) return 0;
+      report(name_, problem);
+    } catch (const std::exception& e) {
+      report(name_, e.what());
+    }
+    return -1;
+  }
+  template <class Op>
+  int32_t enqueue_op(const Op& op, const nvinfer1::PluginTensorDesc* in_desc, const void* const* inputs,
+                     void* const* outputs, void* workspace, cudaStream_t stream) noexcept {
+    try {
+      // enqueue is not told how many inputs there are: the attributes say it
+      const std::vector<ops::TensorDesc> ins = descs_of(in_desc, op.expected_inputs());
+      const int nb = static_cast<int>(ins.size());
+      // TensorRT's workspace is getWorkspaceSize's at the largest shapes: at least what these need
+      if (op.enqueue(ins.data(), nb, inputs, outputs, workspace, op.workspace(ins.data(), nb), stream) == RESQ_OK)
+        return 0;
+      report(name_, resq_triton_last_error());
+    } catch (const std::exception& e) {
+      report(name_, e.what());
+    }
+    return -1;
+  }
+
   // spec input index of the pos-th tensor TensorRT passes (absent optional inputs are skipped)
   virtual int spec_input(int32_t pos, int32_t nb_inputs) const { (void)nb_inputs; return pos; }
   const char* name_;
@@ -110,9 +151,6 @@ class CreatorBase : public nvinfer1::IPluginCreatorV3One {
   nvinfer1::PluginFieldCollection collection_{};
 };
 
-// errors go to the logger of the engine or context that called (TensorRT hands the library a logger
-// finder through setLoggerFinder), else to stderr
-void report(const char* plugin, const std::string& message) noexcept;
 void set_logger_finder(nvinfer1::ILoggerFinder* finder) noexcept;
 
 }  // namespace trt

@@ -24,10 +24,14 @@ namespace {
 
 thread_local std::string g_error = "no error";
 
+}  // namespace
+
 int fail(int status, std::string message) {
   g_error = std::move(message);
   return status;
 }
+
+namespace {
 
 int cuda_fail(cudaError_t e, const std::string& what) {
   const int status = e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ? RESQ_ERR_NO_DEVICE : RESQ_ERR_CUDA;
@@ -152,7 +156,29 @@ CudaState& state() {
   return *s;
 }
 
-int load_one(CudaState& s, int device, int major, int minor, int optin, const std::string& name) {
+// Into the current context: the dynamic shared memory opt-in (cudaFuncSetAttribute takes a
+// cudaKernel_t as it is, CUDA runtime API; its setting is the context's) and the kernel itself,
+// loaded now by querying it, not at its first launch (maybe inside a capture). Done on every
+// prepare(), so that each context that prepares (TensorRT's attachToContext) gets both.
+int bind(const Loaded& k) {
+  cudaError_t e;
+  // above the default 48 KiB a block must opt in to its dynamic shared memory
+  if (k.row->shared + k.row->static_shared > 48 * 1024 &&
+      (e = cudaFuncSetAttribute(reinterpret_cast<const void*>(k.kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                k.row->shared)) != cudaSuccess)
+    return cuda_fail(e, std::string("setting the shared memory limit of ") + k.row->name);
+  cudaFuncAttributes attrs{};
+  e = cudaFuncGetAttributes(&attrs, reinterpret_cast<const void*>(k.kernel));
+  if (e != cudaSuccess) return cuda_fail(e, std::string("loading ") + k.row->name + " into the context");
+  return RESQ_OK;
+}
+
+// The kernel handle of `name` for this device's SM, once per device: a cudaLibrary_t and its
+// cudaKernel_t are context-independent (the runtime loads them into a context when it needs them),
+// so the cache is per device (which SM, which cubin), not per context.
+int resolve(CudaState& s, int device, int major, int minor, int optin, const std::string& name, Loaded* out) {
+  auto known = s.devices[device].find(name);
+  if (known != s.devices[device].end()) return *out = known->second, RESQ_OK;
   std::string error;
   const ResQTritonKernel* row = select(name.c_str(), major, minor, &error);
   if (!row) return fail(RESQ_ERR_UNSUPPORTED, error);
@@ -173,18 +199,15 @@ int load_one(CudaState& s, int device, int major, int minor, int optin, const st
   cudaKernel_t kernel = nullptr;
   cudaError_t e = cudaLibraryGetKernel(&kernel, lib, row->kernel);
   if (e != cudaSuccess) return cuda_fail(e, std::string("finding ") + row->kernel + " in the cubin of " + row->name);
-  // above the default 48 KiB a block must opt in to its dynamic shared memory
-  if (needed > 48 * 1024) {
-    e = cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             row->shared);
-    if (e != cudaSuccess) return cuda_fail(e, std::string("setting the shared memory limit of ") + row->name);
-  }
-  // loads the kernel into the current context now, not at its first launch (maybe inside a capture)
-  cudaFuncAttributes attrs{};
-  e = cudaFuncGetAttributes(&attrs, reinterpret_cast<const void*>(kernel));
-  if (e != cudaSuccess) return cuda_fail(e, std::string("loading ") + row->name + " into the context");
-  s.devices[device][name] = Loaded{row, kernel};
+  *out = Loaded{row, kernel};
+  s.devices[device][name] = *out;
   return RESQ_OK;
+}
+
+int load_one(CudaState& s, int device, int major, int minor, int optin, const std::string& name) {
+  Loaded k{};
+  const int st = resolve(s, device, major, minor, optin, name, &k);
+  return st != RESQ_OK ? st : bind(k);
 }
 
 }  // namespace
@@ -206,14 +229,14 @@ int CudaLauncher::prepare(int device, const std::vector<std::string>& names) noe
       std::map<std::string, bool> seen;
       for (int i = 0; i < resq_triton_table_size && status == RESQ_OK; ++i) {
         const std::string name = resq_triton_table[i].name;
-        if (seen[name] || s.devices[device].count(name)) continue;
+        if (seen[name]) continue;
         seen[name] = true;
         if (!select(name.c_str(), major, minor, nullptr)) continue;
         status = load_one(s, device, major, minor, optin, name);
       }
     } else {
       for (const std::string& name : names)
-        if (status == RESQ_OK && !s.devices[device].count(name)) status = load_one(s, device, major, minor, optin, name);
+        if (status == RESQ_OK) status = load_one(s, device, major, minor, optin, name);
     }
     if (device != previous) cudaSetDevice(previous);
     return status;

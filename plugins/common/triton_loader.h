@@ -59,8 +59,10 @@ int constexpr_of(const char* name, const char* constexpr_name);
 // upper-case constants, e.g. SPLIT_MAX_M, DECODE_MAX_M); -1 when absent.
 int policy_of(const char* name);
 
-// The message of this thread's last failure of any function here.
+// The message of this thread's last failure of any function here (and of the ops' layer, triton_op.h).
 const char* last_error();
+// Sets that message; returns `status` (an error of the ops' layer: `return fail(RESQ_ERR_INVALID, ...)`).
+int fail(int status, std::string message);
 
 // The CUDA implementation (cudaLibraryLoadData / cudaLibraryGetKernel / cudaLaunchKernel).
 class CudaLauncher : public Launcher {

@@ -1,7 +1,6 @@
 #include "HadamardPlugin.h"
 
-// the one GPU implementation: the Triton cubins through the launch seam (libresq_triton.so)
-#include "triton_ops.h"
+#include <vector>
 
 namespace resq {
 namespace trt {
@@ -10,7 +9,8 @@ namespace S = resq::spec::ResQHadamard;
 
 HadamardPlugin::HadamardPlugin(Attributes attrs)
     : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs, S::kOutputAliasesInput,
-                 std::move(attrs)) {}
+                 std::move(attrs)),
+      op_(attrs_) {}
 
 nvinfer1::IPluginV3* HadamardPlugin::clone() noexcept {
   try {
@@ -23,26 +23,20 @@ nvinfer1::IPluginV3* HadamardPlugin::clone() noexcept {
 int32_t HadamardPlugin::getOutputShapes(const nvinfer1::DimsExprs* in, int32_t nb_in, const nvinfer1::DimsExprs*,
                                         int32_t, nvinfer1::DimsExprs* out, int32_t nb_out,
                                         nvinfer1::IExprBuilder&) noexcept {
-  if (nb_in != 2 || nb_out != 1) return -1;
+  if (nb_in != op_.expected_inputs() || nb_out != 1) return -1;
   out[0] = in[0];
   return 0;
 }
 
+int32_t HadamardPlugin::configurePlugin(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
+                                        const nvinfer1::DynamicPluginTensorDesc* out, int32_t nb_out) noexcept {
+  return configure_op(op_, in, nb_in, out, nb_out);
+}
+
 int32_t HadamardPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
-                                const void* const* inputs, void* const* outputs, void*, cudaStream_t stream) noexcept {
-  const nvinfer1::Dims& x = in_desc[S::in_X].dims;
-  int64_t rows = 1;
-  for (int i = 0; i + 1 < x.nbDims; ++i) rows *= x.d[i];
-  const ResQHadamardParams p{rows, static_cast<int32_t>(x.d[x.nbDims - 1]),
-                             static_cast<int32_t>(in_desc[S::in_left].dims.d[0]),
-                             static_cast<const float*>(inputs[S::in_X]), static_cast<const float*>(inputs[S::in_left]),
-                             static_cast<float*>(outputs[S::out_Y])};
-  const int st = resq_triton_hadamard(&p, stream);
-  if (st != RESQ_OK) {
-    report(name_, std::string("kernel failed: status ") + std::to_string(st) + ": " + resq_triton_last_error());
-    return -1;
-  }
-  return 0;
+                                const void* const* inputs, void* const* outputs, void* workspace,
+                                cudaStream_t stream) noexcept {
+  return enqueue_op(op_, in_desc, inputs, outputs, workspace, stream);
 }
 
 HadamardCreator::HadamardCreator()

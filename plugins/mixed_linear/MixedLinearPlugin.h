@@ -1,8 +1,10 @@
-// TensorRT plugin of ResQMixedLinearPrepared: ResQMixedLinear with its weights already in the CUDA
-// GEMM's layout (see plugins/mixed_linear/README.md for the I/O table).
+// TensorRT plugin of ResQMixedLinearPrepared: ResQMixedLinear with its weights already in the GPU
+// GEMM's layout (see plugins/mixed_linear/README.md for the I/O table). A thin adapter: the attribute
+// checks, the input mapping, the weights' check, the workspace and the launch are MixedLinearOp's
+// (mixed_linear_op.h, libresq_triton.so), which CI runs without TensorRT.
 #pragma once
 #include "PluginUtils.h"
-#include "resq_kernels.h"
+#include "mixed_linear_op.h"
 
 namespace resq {
 namespace trt {
@@ -26,12 +28,7 @@ class MixedLinearPlugin : public PluginBase {
   int spec_input(int32_t pos, int32_t nb_inputs) const override;
 
  private:
-  bool present(int spec) const;  // whether the node lists this spec input
-  int compact(int spec) const;  // position of a spec input, -1 when absent
-  int32_t expected_inputs() const;
-  ResQLinearShape shape(int64_t k) const;
-  // the weight operands' dims against the kernel layout of the attributes; "" when they match
-  std::string check_weights(const nvinfer1::Dims* dims, int64_t k) const;
+  ops::MixedLinearOp op_;
 };
 
 class MixedLinearCreator : public CreatorBase {

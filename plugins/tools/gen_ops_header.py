@@ -85,7 +85,15 @@ def generate(spec: dict) -> str:
                 "constexpr int kOutputAliasesInput[] = {"
                 + ", ".join(str(_input_index(s, o["aliases"])) if o.get("aliases") else "-1" for o in s["outputs"]) + "};"]
         # what the CUDA kernels run (ops.json "gpu"), asked by the kernels, the plugins and Python
-        out += [f"constexpr int gpu_{_ident(k)} = {int(v)};" for k, v in s.get("gpu", {}).items() if k != "doc"]
+        # (a list: the values allowed, gpu_<key>[] and its length gpu_<key>_count)
+        for k, v in s.get("gpu", {}).items():
+            if k == "doc":
+                continue
+            if isinstance(v, list):
+                out += [f"constexpr int gpu_{_ident(k)}[] = {{{', '.join(str(int(x)) for x in v)}}};",
+                        f"constexpr int gpu_{_ident(k)}_count = {len(v)};"]
+            else:
+                out.append(f"constexpr int gpu_{_ident(k)} = {int(v)};")
         for name, a in sorted(s["attributes"].items()):
             out.append(f'constexpr const char* attr_{_ident(name)} = "{name}";')
             if "default" in a and a["type"] == "INT":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 
 from resq_export.layout import LinearLayout
@@ -62,3 +66,52 @@ def activations(t: int, k: int, seed: int = 1) -> torch.Tensor:
     if t > 3:
         x[3] = 0.0
     return x
+
+
+@dataclass(frozen=True)
+class ExportedNode:
+    """A resq node of an artifact's TensorRT flavour as the export wrote it, with what the reference
+    executor computes it from: the layer's QuantLinear (ResQMixedLinearPrepared) or its online
+    Hadamard's left factor (ResQHadamard)."""
+    op: str
+    name: str
+    attrs: dict  # its INT attributes as written (what the ONNX parser hands the plugin's creator)
+    inputs: dict  # spec input name -> initializer (numpy), in the node's order; X (the activation) absent
+    reference: object
+    in_features: int  # K, the last axis of X
+
+
+def exported_nodes(artifact: Path, layers: tuple[int, ...] | None = None) -> list[ExportedNode]:
+    """The ResQMixedLinearPrepared and ResQHadamard nodes of the artifact's TensorRT flavour (of
+    `layers`, default all), each with its initializers and its reference."""
+    from onnx import AttributeProto, helper, numpy_helper
+
+    from resq_export.artifact import load_artifact
+    from resq_export.export.spec import op_spec, prepared_inputs
+    from resq_export.export.writer import tensorrt_flavour
+
+    model, quant, _ = load_artifact(artifact)
+    proto = tensorrt_flavour(model, quant)
+    tensors = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    linears = {f"model.layers.{i}.{role}": getattr(layer, attr) for i, layer in enumerate(model.layers)
+               for role, attr in (("attn.qkv_proj", "qkv"), ("attn.o_proj", "o"), ("mlp.gate_up_proj", "gate_up"),
+                                  ("mlp.down_proj", "down"))}
+    out = []
+    for node in proto.graph.node:
+        layer = re.search(r"/layers\.(\d+)/", node.name)
+        if layers is not None and (layer is None or int(layer.group(1)) not in layers):
+            continue
+        if node.op_type == "ResQMixedLinearPrepared":
+            names = prepared_inputs(node)
+            reference = linears[names["wscale"].removesuffix(".wscale")]
+            k = reference.in_features
+        elif node.op_type == "ResQHadamard":
+            names = dict(zip((i["name"] for i in op_spec(node.op_type)["inputs"]), node.input))
+            feeds = model.layers[int(layer.group(1))]  # the online Hadamard of the down projection's input
+            reference, k = feeds.down_rotation.float(), feeds.down.in_features
+        else:
+            continue
+        ints = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.type == AttributeProto.INT}
+        out.append(ExportedNode(node.op_type, node.name, ints,
+                                {n: tensors[v] for n, v in names.items() if n != "X"}, reference, k))
+    return out

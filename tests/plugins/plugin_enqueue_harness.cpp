@@ -1,80 +1,121 @@
-// Test-only: drives a resq plugin of libresq_plugins.so as TensorRT would, without TensorRT's
-// runtime: the creator from getCreators, createPlugin with integer fields (as the ONNX parser passes
-// a node's attributes), configurePlugin and getWorkspaceSize (build phase), onShapeChange and
-// enqueue (runtime) on the caller's buffers. With libresq_triton.so's recording launcher installed,
-// enqueue's launches are recorded, not run, so host buffers do (tests/plugins/test_plugin_enqueue.py).
+// Test-only, built where TensorRT headers are: drives a resq plugin of libresq_plugins.so as TensorRT
+// would, without TensorRT's runtime, with the same C description of a node as libresq_triton.so's
+// resq_op_check / resq_op_enqueue (triton_op_call.h): the creator from getCreators, createPlugin with
+// integer fields (as the ONNX parser passes a node's attributes), configurePlugin and getWorkspaceSize
+// (build phase), onShapeChange and enqueue (runtime) on the caller's buffers. With libresq_triton.so's
+// recording launcher installed, enqueue's launches are recorded, not run, so host buffers do
+// (tools/op_enqueue_check.py --harness). The plugins' own messages reach harness_last_error() through
+// the logger finder the library is given, as TensorRT gives one.
 #include <NvInferRuntime.h>
 
-#include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "triton_op_call.h"
+
 extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators);
+extern "C" void setLoggerFinder(nvinfer1::ILoggerFinder* finder);
 
 namespace {
-nvinfer1::Dims dims_of(int nb, const int64_t* d) {
-  nvinfer1::Dims out{};
-  out.nbDims = nb;
-  for (int i = 0; i < nb; ++i) out.d[i] = d[i];
-  return out;
-}
-}  // namespace
+std::string g_error;
 
-// dims: 8 entries per tensor; types: nvinfer1::DataType values. Returns 0, or a step number that
-// failed (message in err). ws_needed receives getWorkspaceSize; without a workspace, or with one
-// smaller than that, nothing is enqueued (return 5).
-extern "C" int harness_enqueue(const char* name, int n_fields, const char* const* field_names, const int32_t* values,
-                               int nb_in, const int* in_nb, const int64_t* in_dims, const int* in_types, int nb_out,
-                               const int* out_nb, const int64_t* out_dims, const int* out_types,
-                               const void* const* inputs, void* const* outputs, void* workspace,
-                               size_t workspace_size, size_t* ws_needed, char* err, size_t err_len) {
-  auto fail = [&](int step, const std::string& msg) {
-    std::snprintf(err, err_len, "%s", msg.c_str());
-    return step;
-  };
+class Capture : public nvinfer1::ILogger {
+ public:
+  void log(Severity severity, const char* msg) noexcept override {
+    if (severity <= Severity::kERROR) g_error = msg;
+  }
+};
+
+class Finder : public nvinfer1::ILoggerFinder {
+ public:
+  nvinfer1::ILogger* findLogger() noexcept override { return &logger_; }
+
+ private:
+  Capture logger_;
+};
+
+nvinfer1::DataType type_of(const char* dtype) {
+  if (dtype && !std::strcmp(dtype, "int8")) return nvinfer1::DataType::kINT8;
+  if (dtype && !std::strcmp(dtype, "int32")) return nvinfer1::DataType::kINT32;
+  if (dtype && !std::strcmp(dtype, "float16")) return nvinfer1::DataType::kHALF;
+  return nvinfer1::DataType::kFLOAT;
+}
+
+// static shapes: min = opt = max = the tensor's dims
+void describe(int nb, const ResQTensorDesc* t, std::vector<nvinfer1::PluginTensorDesc>& p,
+              std::vector<nvinfer1::DynamicPluginTensorDesc>& d) {
+  p.resize(nb);
+  d.resize(nb);
+  for (int i = 0; i < nb; ++i) {
+    p[i].dims.nbDims = t[i].nb_dims;
+    for (int j = 0; j < t[i].nb_dims; ++j) p[i].dims.d[j] = t[i].dims[j];
+    p[i].type = type_of(t[i].dtype);
+    p[i].format = nvinfer1::TensorFormat::kLINEAR;
+    d[i].desc = p[i];
+    d[i].min = d[i].opt = d[i].max = p[i].dims;
+  }
+}
+
+int fail(const std::string& step) {
+  g_error = step + " failed: " + g_error;
+  return 1;
+}
+
+// createPlugin .. getWorkspaceSize, then (launch) onShapeChange and enqueue
+int drive(const ResQOpCall* c, size_t* ws_needed, bool launch, const void* const* inputs, void* const* outputs,
+          void* workspace, size_t workspace_size, void* stream) {
+  static Finder finder;
+  setLoggerFinder(&finder);
+  g_error = "no message";
   int32_t n = 0;
   nvinfer1::IPluginCreatorInterface* const* creators = getCreators(n);
   nvinfer1::IPluginCreatorV3One* creator = nullptr;
   for (int i = 0; i < n; ++i) {
-    auto* c = static_cast<nvinfer1::IPluginCreatorV3One*>(creators[i]);
-    if (std::strcmp(c->getPluginName(), name) == 0) creator = c;
+    auto* candidate = static_cast<nvinfer1::IPluginCreatorV3One*>(creators[i]);
+    if (std::strcmp(candidate->getPluginName(), c->op) == 0) creator = candidate;
   }
-  if (!creator) return fail(1, std::string("no creator named ") + name);
+  if (!creator) return g_error = std::string("no creator named ") + c->op, 1;
   std::vector<nvinfer1::PluginField> fields;
-  for (int i = 0; i < n_fields; ++i)
-    fields.emplace_back(field_names[i], &values[i], nvinfer1::PluginFieldType::kINT32, 1);
+  for (int i = 0; i < c->n_fields; ++i)
+    fields.emplace_back(c->field_names[i], &c->field_values[i], nvinfer1::PluginFieldType::kINT32, 1);
   nvinfer1::PluginFieldCollection fc{static_cast<int32_t>(fields.size()), fields.data()};
-  nvinfer1::IPluginV3* plugin = creator->createPlugin(name, &fc, nvinfer1::TensorRTPhase::kBUILD);
-  if (!plugin) return fail(2, "createPlugin returned null");
+  std::unique_ptr<nvinfer1::IPluginV3> plugin(creator->createPlugin(c->op, &fc, nvinfer1::TensorRTPhase::kBUILD));
+  if (!plugin) return fail("createPlugin");
   auto* build = static_cast<nvinfer1::IPluginV3OneBuild*>(
       plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kBUILD));
   auto* runtime = static_cast<nvinfer1::IPluginV3OneRuntime*>(
       plugin->getCapabilityInterface(nvinfer1::PluginCapabilityType::kRUNTIME));
-  std::vector<nvinfer1::DynamicPluginTensorDesc> din(nb_in), dout(nb_out);
-  std::vector<nvinfer1::PluginTensorDesc> pin(nb_in), pout(nb_out);
-  // static shapes: min = opt = max = the tensor's dims
-  auto describe = [](int nb, const int* nbs, const int64_t* dims, const int* types,
-                     std::vector<nvinfer1::PluginTensorDesc>& p, std::vector<nvinfer1::DynamicPluginTensorDesc>& d) {
-    for (int i = 0; i < nb; ++i) {
-      p[i].dims = dims_of(nbs[i], dims + 8 * i);
-      p[i].type = static_cast<nvinfer1::DataType>(types[i]);
-      p[i].format = nvinfer1::TensorFormat::kLINEAR;
-      d[i].desc = p[i];
-      d[i].min = d[i].opt = d[i].max = p[i].dims;
-    }
-  };
-  describe(nb_in, in_nb, in_dims, in_types, pin, din);
-  describe(nb_out, out_nb, out_dims, out_types, pout, dout);
-  int step = 0;
-  if (build->configurePlugin(din.data(), nb_in, dout.data(), nb_out) != 0) step = 3;
-  if (!step) {
-    *ws_needed = build->getWorkspaceSize(din.data(), nb_in, dout.data(), nb_out);
-    if (runtime->onShapeChange(pin.data(), nb_in, pout.data(), nb_out) != 0) step = 4;
+  std::vector<nvinfer1::DynamicPluginTensorDesc> din, dout;
+  std::vector<nvinfer1::PluginTensorDesc> pin, pout;
+  describe(c->nb_in, c->in, pin, din);
+  describe(c->nb_out, c->out, pout, dout);
+  for (int pos = 0; pos < c->nb_in + c->nb_out; ++pos) {
+    std::vector<nvinfer1::DynamicPluginTensorDesc> io(din);
+    io.insert(io.end(), dout.begin(), dout.end());
+    if (!build->supportsFormatCombination(pos, io.data(), c->nb_in, c->nb_out))
+      return fail("supportsFormatCombination of tensor " + std::to_string(pos));
   }
-  if (!step && (!workspace || workspace_size < *ws_needed)) step = 5;  // no workspace: sizes only
-  if (!step && runtime->enqueue(pin.data(), pout.data(), inputs, outputs, workspace, nullptr) != 0) step = 6;
-  delete plugin;
-  return step ? fail(step, "step " + std::to_string(step) + " failed (configurePlugin 3, onShapeChange 4, workspace 5, "
-                           "enqueue 6; the plugin's own message went to stderr)") : 0;
+  if (build->configurePlugin(din.data(), c->nb_in, dout.data(), c->nb_out) != 0) return fail("configurePlugin");
+  const size_t needed = build->getWorkspaceSize(din.data(), c->nb_in, dout.data(), c->nb_out);
+  if (ws_needed) *ws_needed = needed;
+  if (!launch) return 0;
+  if (runtime->onShapeChange(pin.data(), c->nb_in, pout.data(), c->nb_out) != 0) return fail("onShapeChange");
+  if (workspace_size < needed) return g_error = "a workspace smaller than getWorkspaceSize's", 1;
+  if (runtime->enqueue(pin.data(), pout.data(), inputs, outputs, workspace, static_cast<cudaStream_t>(stream)) != 0)
+    return fail("enqueue");
+  return 0;
 }
+}  // namespace
+
+extern "C" int harness_check(const ResQOpCall* c, size_t* ws_needed) {
+  return drive(c, ws_needed, false, nullptr, nullptr, nullptr, 0, nullptr);
+}
+
+extern "C" int harness_enqueue(const ResQOpCall* c, const void* const* inputs, void* const* outputs, void* workspace,
+                               size_t workspace_size, void* stream) {
+  return drive(c, nullptr, true, inputs, outputs, workspace, workspace_size, stream);
+}
+
+extern "C" const char* harness_last_error() { return g_error.c_str(); }

@@ -4,7 +4,7 @@ LQER and bias) against the reference executor, bit for bit."""
 import numpy as np
 import pytest
 import torch
-from helpers import LAYOUTS, activations, contract_weights, layout, random_linear
+from helpers import LAYOUTS, activations, contract_weights, exported_nodes, layout, random_linear
 
 from resq_export.algo.quant import quantize_groups, unpack_int4
 from resq_export.errors import NativeError
@@ -122,24 +122,11 @@ def test_tensorrt_flavour_linears_equal_the_reference_executor(cpu_ref, artifact
     all-8-bit RTN without a 4-bit part), run
     by the CPU references straight from the graph's own initializers, equals the reference
     executor's linear bit for bit."""
-    from onnx import helper, numpy_helper
-
-    from resq_export.artifact import load_artifact
-    from resq_export.export.spec import prepared_inputs
-    from resq_export.export.writer import tensorrt_flavour
-
-    model, quant, _ = load_artifact(artifacts[artifact])
-    proto = tensorrt_flavour(model, quant)
-    tensors = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    linears = {f"model.layers.{i}.{role}": getattr(layer, attr) for i, layer in enumerate(model.layers)
-               for role, attr in (("attn.qkv_proj", "qkv"), ("attn.o_proj", "o"), ("mlp.gate_up_proj", "gate_up"),
-                                  ("mlp.down_proj", "down"))}
-    nodes = [n for n in proto.graph.node if n.op_type == "ResQMixedLinearPrepared"]
-    assert len(nodes) == len(linears)
+    nodes = [n for n in exported_nodes(artifacts[artifact]) if n.op == "ResQMixedLinearPrepared"]
+    layers = {node.name.split("/layers.")[1].split("/")[0] for node in nodes}
+    assert len(nodes) == 4 * len(layers)  # every linear of every layer: qkv, o, gate_up, down
     for node in nodes:
-        given = {k: tensors[v] for k, v in prepared_inputs(node).items() if k != "X"}
-        lin = linears[prepared_inputs(node)["wscale"].removesuffix(".wscale")]
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        given, lin, attrs = node.inputs, node.reference, node.attrs
         shape = LinearShape(lin.in_features, attrs["k_low"], attrs["low_groups"], attrs["high_groups"],
                             attrs["a_bits_low"], attrs["a_bits_high"])
         absent = np.zeros((lin.out_features, 1), np.int8)
