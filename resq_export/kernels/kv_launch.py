@@ -29,7 +29,8 @@ from .kv_decode import LOG2E, kv_combine_kernel, kv_decode_kernel
 KV_BLOCK_T = 64  # keys per decode step: 64 x 72 bytes of K and of V per step at head_dim 128
 KV_MAX_SPLITS = 64  # kv_combine's BLOCK_S
 KV_TARGET_PROGRAMS = 264  # decode programs to aim for: two per SM of an H100 (132 SMs)
-KV_MIN_GP = 16  # query rows of a decode program: the GQA group padded to a tensor-core tile
+KV_MIN_GP = 16  # query rows of a decode program: the GQA group padded to a tensor-core tile (groups <= 16)
+KV_WIDE_MIN_D = 64  # from this BLOCK_D on, configurations with 4-byte row loads (ALIGN 4) exist
 KV_HEAD_BLOCKS = (16, 32, 64, 128, 256)  # BLOCK_D of the low part (D - r channels, padded)
 KV_HIGH_BLOCKS = (0, 16, 32)  # BLOCK_R of the high part (r channels; 0: none): r <= 32
 KV_PREFILL_MIN_S = 2  # from this many new positions, the prefill kernel (when present)
@@ -83,13 +84,14 @@ def decode_tile(a: KVAttrs) -> dict:
     """kv_decode_kernel's constexprs for a layout; ValueError (the reason) where none is compiled."""
     low, r = a.head_dim - a.high_channels, a.high_channels
     block_d, block_r = _pow2(low, 16), (_pow2(r, 16) if r else 0)
-    if a.num_heads % a.num_kv_heads or block_d not in KV_HEAD_BLOCKS or block_r not in KV_HIGH_BLOCKS \
-            or a.kv_bits not in (4, 8) or a.high_bits not in (4, 8):
+    if a.num_heads % a.num_kv_heads or a.group > KV_MIN_GP or block_d not in KV_HEAD_BLOCKS \
+            or block_r not in KV_HIGH_BLOCKS or a.kv_bits not in (4, 8) or a.high_bits not in (4, 8):
         raise ValueError(f"no compiled KV attention kernel for head_dim {a.head_dim} with {r} high channels at "
                          f"{a.kv_bits}/{a.high_bits} bits, {a.num_heads}/{a.num_kv_heads} heads (the kernels take "
-                         f"head_dim <= 256, at most 32 high channels, 4 or 8 bits)")
+                         f"head_dim <= 256, at most 32 high channels, 4 or 8 bits, at most {KV_MIN_GP} query heads "
+                         "per KV head)")
     # 4-byte loads of the packed rows where every row and part starts at a multiple of 4 bytes
-    align = 4 if a.row_bytes % 4 == 0 and a.low_bytes % 4 == 0 else 1
+    align = 4 if a.row_bytes % 4 == 0 and a.low_bytes % 4 == 0 and block_d >= KV_WIDE_MIN_D else 1
     bits_low, bits_high = a.bits
     return dict(GP=_pow2(a.group, KV_MIN_GP), BLOCK_T=KV_BLOCK_T, BLOCK_D=block_d, BLOCK_R=block_r,
                 BITS_LOW=bits_low, BITS_HIGH=bits_high, ALIGN=align)
