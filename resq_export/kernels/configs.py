@@ -126,7 +126,6 @@ def kv_configs() -> list[KernelConfig]:
                                                                           **cache), K.APPEND_TILE,
                            BITS_LOW=lo, BITS_HIGH=hi))
     decode = dict(past_length="*i32", part_ml=f32, part_acc=f32, qk_scale="fp32", **cache)
-    tile = ({}, K.DECODE_WARPS, K.DECODE_STAGES)
     for block_d in K.KV_HEAD_BLOCKS:
         for block_r in K.KV_HIGH_BLOCKS:
             if block_r > block_d:
@@ -134,7 +133,9 @@ def kv_configs() -> list[KernelConfig]:
             pairs = bit_pairs if block_r else [(4, 8), (8, 8)]  # no high part: its bits are irrelevant (8)
             for lo, hi in pairs:
                 for align in (1, 4) if block_d >= K.KV_WIDE_MIN_D else (1,):
-                    consts = dict(GP=K.KV_MIN_GP, BLOCK_T=K.KV_BLOCK_T, BLOCK_D=block_d, BLOCK_R=block_r, BITS_LOW=lo,
+                    block_t, warps = K.decode_shape(block_d)
+                    tile = ({}, warps, K.DECODE_STAGES)
+                    consts = dict(GP=K.KV_MIN_GP, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_R=block_r, BITS_LOW=lo,
                                   BITS_HIGH=hi, ALIGN=align)
                     name = f"kv_decode_g{consts['GP']}_d{block_d}_r{block_r}_b{lo}{hi}_al{align}"
                     q_types = {"": f32}

@@ -39,11 +39,32 @@ def _codes(row, tmask, nbytes, BITS: tl.constexpr, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def _dot(a, b, DT: tl.constexpr):
-    if DT == tl.float32:
-        return tl.dot(a, b, input_precision="tf32x3")
-    else:
-        return tl.dot(a.to(DT), b.to(DT))
+def _pow2_scale(m):
+    """(2^-e, 2^e) with m * 2^-e in [1, 2), from m's exponent bits (exact, for the interpreter and the GPU
+    alike); (1, 1) where m is 0. Scaling by them is exact, so an operand normalised by the first and a
+    product multiplied back by the second keep float16's precision without its range limits."""
+    e = (m.to(tl.int32, bitcast=True) >> 23) & 255
+    e = tl.minimum(tl.maximum(tl.where(m > 0.0, e, 127), 1), 253)
+    return ((254 - e) << 23).to(tl.float32, bitcast=True), (e << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _dot(a_hi, a_lo, b, SPLIT: tl.constexpr):
+    """a . b on float16 tensor cores, float32 sums: b holds codes (exact in float16); a, normalised by a
+    power of two, is a_hi + a_lo (SPLIT: two float16 parts, 22 bits of a float32 operand) or a_hi alone."""
+    acc = tl.dot(a_hi, b)
+    if SPLIT:
+        acc = tl.dot(a_lo, b, acc)
+    return acc
+
+
+@triton.jit
+def _split(a, SPLIT: tl.constexpr):
+    """float32 a -> (hi, lo) float16 with hi + lo = a to 22 bits (lo unused without SPLIT)."""
+    hi = a.to(tl.float16)
+    if SPLIT:
+        return hi, (a - hi.to(tl.float32)).to(tl.float16)
+    return hi, hi
 
 
 @triton.jit
@@ -71,20 +92,31 @@ def kv_decode_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros, 
     start = sp * chunk
     end = tl.minimum(start + chunk, n_keys)
     low = D - high
-    DT: tl.constexpr = q.dtype.element_ty
+    # float16 Q: one float16 dot per operand; float32 and bfloat16 Q: two (hi + lo), as P . V always
+    SPLIT: tl.constexpr = q.dtype.element_ty != tl.float16
 
     g = tl.arange(0, GP)
     gmask = g < group
     qrow = ((bh * group + g).to(tl.int64) * S + s)  # (b * H + h) * S + s
     c = tl.arange(0, BLOCK_D)
-    q_lo = tl.load(q + qrow[:, None] * D + c[None, :], mask=gmask[:, None] & (c < low)[None, :], other=0.0)
-    qsum_lo = tl.sum(q_lo.to(tl.float32), axis=1)
+    q_lo = tl.load(q + qrow[:, None] * D + c[None, :], mask=gmask[:, None] & (c < low)[None, :],
+                   other=0.0).to(tl.float32)
+    qmax = tl.max(tl.max(tl.abs(q_lo), axis=1), axis=0)
     acc_lo = tl.zeros([GP, BLOCK_D], tl.float32)
     if BLOCK_R > 0:
         r = tl.arange(0, BLOCK_R)
-        q_hi = tl.load(q + qrow[:, None] * D + low + r[None, :], mask=gmask[:, None] & (r < high)[None, :], other=0.0)
-        qsum_hi = tl.sum(q_hi.to(tl.float32), axis=1)
-        acc_hi = tl.zeros([GP, BLOCK_R], tl.float32)
+        q_hi = tl.load(q + qrow[:, None] * D + low + r[None, :], mask=gmask[:, None] & (r < high)[None, :],
+                       other=0.0).to(tl.float32)
+        qmax = tl.maximum(qmax, tl.max(tl.max(tl.abs(q_hi), axis=1), axis=0))
+        # the high part's P . V as wide as the low part's (columns past r are zero codes): a [16, 16]
+        # dot output gets a layout that costs ~50 registers more (spills), a [16, BLOCK_D] one does not
+        BLOCK_RV: tl.constexpr = BLOCK_D if BLOCK_D > BLOCK_R else BLOCK_R
+        rv = tl.arange(0, BLOCK_RV)
+        acc_hi = tl.zeros([GP, BLOCK_RV], tl.float32)
+    q_norm, q_back = _pow2_scale(qmax)
+    qsum_lo = tl.sum(q_lo, axis=1)
+    if BLOCK_R > 0:
+        qsum_hi = tl.sum(q_hi, axis=1)
     G = 1 + (high > 0).to(tl.int32)
     low_bytes = low_units * ALIGN
     row_bytes = row_units * ALIGN
@@ -98,13 +130,20 @@ def kv_decode_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros, 
         krow = k_codes + slot * row_bytes
         ks = tl.load(k_scales + slot * G, mask=tmask, other=0.0)
         kz = tl.load(k_zeros + slot * G, mask=tmask, other=0).to(tl.float32)
-        qk = _dot(q_lo, tl.trans(_codes(krow, tmask, low_bytes, BITS_LOW, BLOCK_D).to(DT)), DT)
+        # q is read again per tile (from L1) rather than kept: as the A operand of a 16-row dot every
+        # warp holds all of it, 64 registers a thread at head_dim 128 in two parts, which spilled
+        ql_hi, ql_lo = _split(tl.load(q + qrow[:, None] * D + c[None, :], mask=gmask[:, None] & (c < low)[None, :],
+                                      other=0.0).to(tl.float32) * q_norm, SPLIT)
+        qk = _dot(ql_hi, ql_lo, tl.trans(_codes(krow, tmask, low_bytes, BITS_LOW, BLOCK_D).to(tl.float16)), SPLIT) * q_back
         scores = ks[None, :] * (qk - kz[None, :] * qsum_lo[:, None])
         if BLOCK_R > 0:
             ks_h = tl.load(k_scales + slot * G + 1, mask=tmask, other=0.0)
             kz_h = tl.load(k_zeros + slot * G + 1, mask=tmask, other=0).to(tl.float32)
-            qk_h = _dot(q_hi, tl.trans(_codes(krow + low_bytes, tmask, row_bytes - low_bytes, BITS_HIGH,
-                                              BLOCK_R).to(DT)), DT)
+            qh_hi, qh_lo = _split(tl.load(q + qrow[:, None] * D + low + r[None, :],
+                                          mask=gmask[:, None] & (r < high)[None, :], other=0.0).to(tl.float32) * q_norm,
+                                  SPLIT)
+            qk_h = _dot(qh_hi, qh_lo, tl.trans(_codes(krow + low_bytes, tmask, row_bytes - low_bytes, BITS_HIGH,
+                                                      BLOCK_R).to(tl.float16)), SPLIT) * q_back
             scores += ks_h[None, :] * (qk_h - kz_h[None, :] * qsum_hi[:, None])
         scores = tl.where(tmask[None, :], scores * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(scores, axis=1))
@@ -116,21 +155,25 @@ def kv_decode_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros, 
         vs = tl.load(v_scales + slot * G, mask=tmask, other=0.0)
         vz = tl.load(v_zeros + slot * G, mask=tmask, other=0).to(tl.float32)
         pw = p * vs[None, :]
-        pv = _dot(pw.to(DT), _codes(vrow, tmask, low_bytes, BITS_LOW, BLOCK_D).to(DT), DT)
+        v_norm, v_back = _pow2_scale(tl.max(vs, axis=0))  # p <= 1: pw <= max s_v
+        pw_hi, pw_lo = _split(pw * v_norm, True)
+        pv = _dot(pw_hi, pw_lo, _codes(vrow, tmask, low_bytes, BITS_LOW, BLOCK_D).to(tl.float16), True) * v_back
         acc_lo = acc_lo * alpha[:, None] + (pv - tl.sum(pw * vz[None, :], axis=1)[:, None])
         if BLOCK_R > 0:
             vs_h = tl.load(v_scales + slot * G + 1, mask=tmask, other=0.0)
             vz_h = tl.load(v_zeros + slot * G + 1, mask=tmask, other=0).to(tl.float32)
             pw_h = p * vs_h[None, :]
-            pv_h = _dot(pw_h.to(DT), _codes(vrow + low_bytes, tmask, row_bytes - low_bytes, BITS_HIGH, BLOCK_R).to(DT),
-                        DT)
+            vh_norm, vh_back = _pow2_scale(tl.max(vs_h, axis=0))
+            pwh_hi, pwh_lo = _split(pw_h * vh_norm, True)
+            pv_h = _dot(pwh_hi, pwh_lo, _codes(vrow + low_bytes, tmask, row_bytes - low_bytes, BITS_HIGH,
+                                               BLOCK_RV).to(tl.float16), True) * vh_back
             acc_hi = acc_hi * alpha[:, None] + (pv_h - tl.sum(pw_h * vz_h[None, :], axis=1)[:, None])
     out = sp.to(tl.int64) * n_rows + qrow
     tl.store(part_ml + sp.to(tl.int64) * n_rows + qrow, m_i, mask=gmask)
     tl.store(part_ml + (sp.to(tl.int64) + splits) * n_rows + qrow, l_i, mask=gmask)
     tl.store(part_acc + out[:, None] * D + c[None, :], acc_lo, mask=gmask[:, None] & (c < low)[None, :])
     if BLOCK_R > 0:
-        tl.store(part_acc + out[:, None] * D + low + r[None, :], acc_hi, mask=gmask[:, None] & (r < high)[None, :])
+        tl.store(part_acc + out[:, None] * D + low + rv[None, :], acc_hi, mask=gmask[:, None] & (rv < high)[None, :])
 
 
 @triton.jit

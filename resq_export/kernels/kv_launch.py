@@ -26,7 +26,7 @@ from .kv_decode import LOG2E, kv_combine_kernel, kv_decode_kernel
 
 # The policy (upper-case integers are compiled into libresq_triton.so beside the cubins, for the C++
 # launch code). A pure speed choice: every split count gives the same result up to float rounding.
-KV_BLOCK_T = 64  # keys per decode step: 64 x 72 bytes of K and of V per step at head_dim 128
+KV_BLOCK_T = 32  # keys per decode step: 32 x 72 bytes of K and of V per step at head_dim 128 (64 spilled)
 KV_MAX_SPLITS = 64  # kv_combine's BLOCK_S
 KV_TARGET_PROGRAMS = 264  # decode programs to aim for: two per SM of an H100 (132 SMs)
 KV_MIN_GP = 16  # query rows of a decode program: the GQA group padded to a tensor-core tile (groups <= 16)
@@ -80,6 +80,12 @@ def _pow2(n: int, least: int) -> int:
     return max(least, 1 << max(0, n - 1).bit_length())
 
 
+def decode_shape(block_d: int) -> tuple[int, int]:
+    """(BLOCK_T, num_warps) of the decode kernel at a low-part width: at 256 channels 16 keys a step over
+    8 warps (32 keys spilled), else KV_BLOCK_T over 4."""
+    return (16, 8) if block_d >= 256 else (KV_BLOCK_T, DECODE_WARPS)
+
+
 def decode_tile(a: KVAttrs) -> dict:
     """kv_decode_kernel's constexprs for a layout; ValueError (the reason) where none is compiled."""
     low, r = a.head_dim - a.high_channels, a.high_channels
@@ -93,7 +99,7 @@ def decode_tile(a: KVAttrs) -> dict:
     # 4-byte loads of the packed rows where every row and part starts at a multiple of 4 bytes
     align = 4 if a.row_bytes % 4 == 0 and a.low_bytes % 4 == 0 and block_d >= KV_WIDE_MIN_D else 1
     bits_low, bits_high = a.bits
-    return dict(GP=_pow2(a.group, KV_MIN_GP), BLOCK_T=KV_BLOCK_T, BLOCK_D=block_d, BLOCK_R=block_r,
+    return dict(GP=_pow2(a.group, KV_MIN_GP), BLOCK_T=decode_shape(block_d)[0], BLOCK_D=block_d, BLOCK_R=block_r,
                 BITS_LOW=bits_low, BITS_HIGH=bits_high, ALIGN=align)
 
 
@@ -171,7 +177,7 @@ def decode_attention(a: KVAttrs, q: torch.Tensor, k_cache, v_cache, past_length:
     launch._run(kv_decode_kernel, (splits, bsz * a.num_kv_heads, seq),
                 (q.contiguous(), *k_cache, *v_cache, past_length, part_ml, part_acc, seq, h, a.num_kv_heads, capacity,
                  d, a.high_channels, a.row_bytes // align, a.low_bytes // align, splits, LOG2E / math.sqrt(d)),
-                ({}, DECODE_WARPS, DECODE_STAGES), **tile)
+                ({}, decode_shape(tile["BLOCK_D"])[1], DECODE_STAGES), **tile)
     c = COMBINE_TILE[0]
     launch._run(kv_combine_kernel, (rows, triton.cdiv(d, c["BLOCK_D"]), 1), (part_ml, part_acc, y, rows, seq, h, d, splits),
                 COMBINE_TILE)

@@ -90,7 +90,7 @@ def test_split_count_follows_the_batch_and_the_capacity():
     a = LAYOUTS[1][1]
     assert kv_launch.n_splits(a, 1, 1, 32768) == kv_launch.KV_TARGET_PROGRAMS // 8  # fills the GPU (264 = 33 x 8)
     assert kv_launch.n_splits(a, 16, 1, 32768) == 3
-    assert kv_launch.n_splits(a, 1, 1, 100) == 2  # never more than one per tile of the capacity
+    assert kv_launch.n_splits(a, 1, 1, 100) == -(-100 // kv_launch.KV_BLOCK_T)  # at most one per tile of the capacity
     assert kv_launch.n_splits(a, 64, 1, 4096) == 1
 
 
