@@ -119,7 +119,7 @@ def n_splits(a: KVAttrs, batch: int, seq: int, capacity: int) -> int:
 def kv_kernels(a: KVAttrs, seq: int, rotation: bool, q_dtype=torch.float32) -> list[str]:
     """The configurations (configs.py names) one call launches, in order."""
     bits_low, bits_high = a.bits
-    return (["kv_rotate"] if rotation else []) + [f"kv_append_b{bits_low}{bits_high}", decode_name(a, q_dtype),
+    return (["kv_rotate"] * 2 if rotation else []) + [f"kv_append_b{bits_low}{bits_high}", decode_name(a, q_dtype),
                                                     "kv_combine"]
 
 

@@ -26,7 +26,7 @@ native, harness_path = Path(sys.argv[1]), Path(sys.argv[2])
 triton_lib = native / "libresq_triton.so"
 ctypes.CDLL(str(triton_lib), mode=ctypes.RTLD_GLOBAL)  # the instance the plugins' launcher lives in
 harness = ctypes.CDLL(str(harness_path))
-DTYPES = {torch.float32: 0, torch.int8: 2, torch.int32: 3}
+DTYPES = {torch.float32: 0, torch.int8: 2, torch.int32: 3, torch.uint8: 5}  # nvinfer1::DataType
 CONFIGS = all_configs()
 
 
@@ -104,9 +104,10 @@ LINEARS = [  # (label, layout, N, LQER rank, bias): the ResQ layouts the exporte
     ("down_g64_runs", layout([(19, 64, 4, 4)]), 40, 0, False),  # QuaRot-like all 4-bit, 3 runs
     ("w8a8", layout([(3, 64, 8, 8)]), 32, 0, True),  # no 4-bit part
 ]
-for label, lay, n, rank, bias in LINEARS:
-    lin = random_linear(lay, n, rank=rank, bias=bias, seed=5)
-    for m in (1, SPLIT_MAX_M + 3, DECODE_MAX_M + 3):  # the split decode, small and prefill tiles
-        print(json.dumps(linear_case(label, lin, m)), flush=True)
-for n, rows in ((96, 3), (1536, 2)):
-    print(json.dumps(hadamard_case(n, rows)), flush=True)
+if __name__ == "__main__":  # kv_enqueue_check.py imports enqueue from here
+    for label, lay, n, rank, bias in LINEARS:
+        lin = random_linear(lay, n, rank=rank, bias=bias, seed=5)
+        for m in (1, SPLIT_MAX_M + 3, DECODE_MAX_M + 3):  # the split decode, small and prefill tiles
+            print(json.dumps(linear_case(label, lin, m)), flush=True)
+    for n, rows in ((96, 3), (1536, 2)):
+        print(json.dumps(hadamard_case(n, rows)), flush=True)
