@@ -133,7 +133,7 @@ def kv_configs() -> list[KernelConfig]:
             pairs = bit_pairs if block_r else [(4, 8), (8, 8)]  # no high part: its bits are irrelevant (8)
             for lo, hi in pairs:
                 for align in (1, 4) if block_d >= K.KV_WIDE_MIN_D else (1,):
-                    block_t, warps = K.decode_shape(block_d)
+                    block_t, warps = K.decode_shape(block_d, block_r, (lo, hi))
                     tile = ({}, warps, K.DECODE_STAGES)
                     consts = dict(GP=K.KV_MIN_GP, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_R=block_r, BITS_LOW=lo,
                                   BITS_HIGH=hi, ALIGN=align)

@@ -108,9 +108,9 @@ def kv_decode_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros, 
         q_hi = tl.load(q + qrow[:, None] * D + low + r[None, :], mask=gmask[:, None] & (r < high)[None, :],
                        other=0.0).to(tl.float32)
         qmax = tl.maximum(qmax, tl.max(tl.max(tl.abs(q_hi), axis=1), axis=0))
-        # the high part's P . V as wide as the low part's (columns past r are zero codes): a [16, 16]
-        # dot output gets a layout that costs ~50 registers more (spills), a [16, BLOCK_D] one does not
-        BLOCK_RV: tl.constexpr = BLOCK_D if BLOCK_D > BLOCK_R else BLOCK_R
+        # the high part's P . V on 64 columns (as many as the low part's below 64; columns past r are
+        # zero codes): a [16, 16] dot output got a layout that cost ~50 registers more and spilled
+        BLOCK_RV: tl.constexpr = 64 if BLOCK_D >= 64 else BLOCK_D
         rv = tl.arange(0, BLOCK_RV)
         acc_hi = tl.zeros([GP, BLOCK_RV], tl.float32)
     q_norm, q_back = _pow2_scale(qmax)

@@ -80,10 +80,18 @@ def _pow2(n: int, least: int) -> int:
     return max(least, 1 << max(0, n - 1).bit_length())
 
 
-def decode_shape(block_d: int) -> tuple[int, int]:
-    """(BLOCK_T, num_warps) of the decode kernel at a low-part width: at 256 channels 16 keys a step over
-    8 warps (32 keys spilled), else KV_BLOCK_T over 4."""
-    return (16, 8) if block_d >= 256 else (KV_BLOCK_T, DECODE_WARPS)
+def decode_shape(block_d: int, block_r: int, bits: tuple[int, int]) -> tuple[int, int]:
+    """(BLOCK_T, num_warps) of the decode kernel: 16 keys a step at 256 channels, else KV_BLOCK_T; the
+    warps where each configuration compiles without spills on every arch (ptxas 13.0, 2026-12-05: with
+    4 warps 47 of 430 cubins spilled 8-280 bytes, all with a high part; with 8 for every high part,
+    15, all at BLOCK_D <= 64 with 4-bit parts): 8 at 256 channels and with a high part, except for
+    4/4-bit parts and narrow heads (BLOCK_D <= 32) that are not 8/8-bit, which keep 4."""
+    block_t = 16 if block_d >= 256 else KV_BLOCK_T
+    if block_d >= 256:
+        return block_t, 8
+    if not block_r or tuple(bits) == (4, 4) or (block_d <= 32 and tuple(bits) != (8, 8)):
+        return block_t, DECODE_WARPS
+    return block_t, 8
 
 
 def decode_tile(a: KVAttrs) -> dict:
@@ -99,8 +107,8 @@ def decode_tile(a: KVAttrs) -> dict:
     # 4-byte loads of the packed rows where every row and part starts at a multiple of 4 bytes
     align = 4 if a.row_bytes % 4 == 0 and a.low_bytes % 4 == 0 and block_d >= KV_WIDE_MIN_D else 1
     bits_low, bits_high = a.bits
-    return dict(GP=_pow2(a.group, KV_MIN_GP), BLOCK_T=decode_shape(block_d)[0], BLOCK_D=block_d, BLOCK_R=block_r,
-                BITS_LOW=bits_low, BITS_HIGH=bits_high, ALIGN=align)
+    return dict(GP=_pow2(a.group, KV_MIN_GP), BLOCK_T=decode_shape(block_d, block_r, a.bits)[0], BLOCK_D=block_d,
+                BLOCK_R=block_r, BITS_LOW=bits_low, BITS_HIGH=bits_high, ALIGN=align)
 
 
 def decode_name(a: KVAttrs, q_dtype=torch.float32) -> str:
@@ -177,7 +185,8 @@ def decode_attention(a: KVAttrs, q: torch.Tensor, k_cache, v_cache, past_length:
     launch._run(kv_decode_kernel, (splits, bsz * a.num_kv_heads, seq),
                 (q.contiguous(), *k_cache, *v_cache, past_length, part_ml, part_acc, seq, h, a.num_kv_heads, capacity,
                  d, a.high_channels, a.row_bytes // align, a.low_bytes // align, splits, LOG2E / math.sqrt(d)),
-                ({}, decode_shape(tile["BLOCK_D"])[1], DECODE_STAGES), **tile)
+                ({}, decode_shape(tile["BLOCK_D"], tile["BLOCK_R"], (tile["BITS_LOW"], tile["BITS_HIGH"]))[1],
+                 DECODE_STAGES), **tile)
     c = COMBINE_TILE[0]
     launch._run(kv_combine_kernel, (rows, triton.cdiv(d, c["BLOCK_D"]), 1), (part_ml, part_acc, y, rows, seq, h, d, splits),
                 COMBINE_TILE)
