@@ -142,6 +142,17 @@ def rotate_keys(x: torch.Tensor, rotation: torch.Tensor, island: torch.dtype) ->
     return (x.to(island) @ rotation.to(island)).float()
 
 
+def rotate_keys_gpu(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """U_C as the GPU kernel computes it (ops.json's gpu_semantics of ResQKVCacheAttention), bit for bit:
+    y[..., j] = ((0 + x[..., 0] u[0, j]) + x[..., 1] u[1, j]) + ..., every product and sum one float32
+    rounding. The appended codes depend on k's bits, so the order is part of the contract."""
+    x, u = x.to(torch.float32), rotation.to(torch.float32)
+    y = torch.zeros_like(x)
+    for k in range(u.shape[0]):
+        y = y + x[..., k:k + 1] * u[k]
+    return y
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)

@@ -1,8 +1,8 @@
 """GPU benchmark of the resq kernels against FP16 cuBLAS (torch.matmul) and FP16 attention (torch
 SDPA) at Llama-3-8B layer shapes: the Triton cubins of the mixed linear (libresq_triton.so, loaded by
 our loader and launched through our launch seam's CUDA launcher, as the plugins and
-tools/triton_gpu_check.py run them) and the KV attention's CUDA kernels (libresq_kernels.so). One
-command on a GPU machine (tools/gpu_session.sh runs it):
+tools/triton_gpu_check.py run them) and of the KV attention's flash-decoding and append
+(kv_launch.py, the same seam). One command on a GPU machine (tools/gpu_session.sh runs it):
 
     python tools/bench_kernels.py --lib build/plugins/libresq_triton.so --out out/benchmarks-gpu.md
 
@@ -39,7 +39,20 @@ _LAYOUTS = role_layouts(LLAMA3_8B, QuantConfig.for_method("resq"))
 GEMMS = [("4096x4096", 4096, _LAYOUTS["attn_qkv"].op_parts()), ("4096x14336", 14336, _LAYOUTS["mlp_gate_up"].op_parts()),
          ("14336x4096", 4096, _LAYOUTS["mlp_down"].op_parts())]  # (name K x N, N, the op's K parts)
 MS = [1, 16, 128, 2048]
-CONTEXTS = [1024, 4096, 16384]
+CONTEXTS = [4096, 16384, 32768]
+BATCHES = [1, 16]
+KV_HEADS = (32, 8, 128, 16)  # Llama-3-8B: query heads, KV heads, head_dim, high channels (ResQ's 1/8)
+
+
+def kv_bytes(batch: int, context: int) -> tuple[int, int]:
+    """(resq, FP16) bytes of K and V one decode step reads: a cached row is C code bytes plus a float32
+    scale and a uint8 zero point per group (ops.json); FP16 two bytes per value."""
+    from resq_export.kernels.kv_launch import KVAttrs
+
+    h, hkv, d, r = KV_HEADS
+    a = KVAttrs(h, hkv, d, r)
+    rows = 2 * batch * hkv * context
+    return rows * (a.row_bytes + 5 * a.groups), rows * d * 2
 
 
 def input_sets(bytes_per_set: int, l2_bytes: int) -> int:
@@ -175,43 +188,49 @@ def gemm_rows(warmup: int, reps: int, ms: list[int]) -> list[dict]:
 
 
 def attention_rows(warmup: int, reps: int) -> list[dict]:
+    """Decode (one new token) at Llama-3-8B's heads: FP16 SDPA (enable_gqa) on a float16 K/V against
+    our flash-decoding over the quantised cache (kv_launch.decode_attention, through the seam), with
+    a float16 Q (as SDPA) and a float32 Q (the plugin's), and the append of the new token's K/V. The
+    cache's values do not change the work: random codes, scales and zero points."""
     import torch
 
-    from resq_export.native import cuda as K
-    from resq_export.native.params import KVShape
+    from resq_export.kernels import kv_launch
 
     rows = []
     l2 = _l2()
-    b, h, hkv, d, r = 1, 32, 8, 128, 16  # Llama-3-8B
-    shape = KVShape(b, h, hkv, d, r, 4, 8)
+    h, hkv, d, r = KV_HEADS
+    a = kv_launch.KVAttrs(h, hkv, d, r)
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    for ctx in CONTEXTS:
-        fp16_sets = input_sets(2 * b * hkv * ctx * d * 2, l2)  # K and V
-        # per token and head: d code bytes, then per group a float32 scale and a uint8 zero point
-        sets = input_sets(2 * b * hkv * ctx * (d + 5 * (2 if r else 1)), l2)
-        caches = []
-        for _ in range(sets):
-            kc, vc = K.kv_cache(shape, ctx), K.kv_cache(shape, ctx)
-            K.kv_append(shape, torch.randn(b, hkv, ctx, d, device="cuda"), kc, 0)
-            K.kv_append(shape, torch.randn(b, hkv, ctx, d, device="cuda"), vc, 0)
-            caches.append((kc, vc))
-        fp16 = [(torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda"),
-                 torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda")) for _ in range(fp16_sets)]
-        q = torch.randn(b, h, 1, d, device="cuda")
-        q16 = q.half()
-        ws = K.kv_attention_workspace(shape, 1)
-        out = torch.empty(b, 1, h * d, device="cuda")
-        last = torch.full((b,), ctx - 1, dtype=torch.int32, device="cuda")  # the new token's row, on the device
-        t_fp16, mode16 = timed([partial(sdpa, q16, k16, v16, enable_gqa=True) for k16, v16 in fp16], warmup, reps)
-        t_resq, mode = timed([partial(K.kv_attention, shape, q, kc, vc, last, workspace=ws, out=out)
-                              for kc, vc in caches], warmup, reps)
-        new = torch.randn(b, hkv, 1, d, device="cuda")
-        t_append, _ = timed([partial(K.kv_append, shape, new, kc, last) for kc, _ in caches], warmup, reps)
-        rows.append({"kind": "decode_attention", "context": ctx, "fp16_sdpa_ms": t_fp16, "resq_ms": t_resq,
-                     "resq_append_ms": t_append, "speedup": t_fp16 / t_resq, "sets": [fp16_sets, sets],
-                     "timing": [mode16, mode]})
-        print(rows[-1], flush=True)
-        del caches, fp16
+    for b in BATCHES:
+        for ctx in CONTEXTS:
+            resq_bytes, fp16_bytes = kv_bytes(b, ctx)
+            fp16_sets, sets = input_sets(fp16_bytes, l2), input_sets(resq_bytes, l2)
+
+            def cache():
+                return (torch.randint(0, 256, (b, hkv, ctx, a.row_bytes), dtype=torch.uint8, device="cuda"),
+                        torch.rand(b, hkv, ctx, a.groups, device="cuda") * 0.1 + 0.01,
+                        torch.randint(0, 16, (b, hkv, ctx, a.groups), dtype=torch.uint8, device="cuda"))
+
+            caches = [(cache(), cache()) for _ in range(sets)]
+            fp16 = [(torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda"),
+                     torch.randn(b, hkv, ctx, d, dtype=torch.float16, device="cuda")) for _ in range(fp16_sets)]
+            q = torch.randn(b, h, 1, d, device="cuda")
+            q16 = q.half()
+            last = torch.full((b,), ctx - 1, dtype=torch.int32, device="cuda")  # the new token's row, on the device
+            t_fp16, mode16 = timed([partial(sdpa, q16, k16, v16, enable_gqa=True) for k16, v16 in fp16], warmup, reps)
+            t_resq, mode = timed([partial(kv_launch.decode_attention, a, q16, kc, vc, last) for kc, vc in caches],
+                                 warmup, reps)
+            t_resq32, _ = timed([partial(kv_launch.decode_attention, a, q, kc, vc, last) for kc, vc in caches],
+                                warmup, reps)
+            new_k, new_v = torch.randn(b, hkv, 1, d, device="cuda"), torch.randn(b, hkv, 1, d, device="cuda")
+            t_append, _ = timed([partial(kv_launch.append, a, new_k, new_v, kc, vc, last) for kc, vc in caches],
+                                warmup, reps)
+            rows.append({"kind": "decode_attention", "batch": b, "context": ctx, "fp16_sdpa_ms": t_fp16,
+                         "resq_ms": t_resq, "resq_f32q_ms": t_resq32, "resq_append_ms": t_append,
+                         "speedup": t_fp16 / t_resq, "resq_gbps": resq_bytes / t_resq / 1e6,
+                         "fp16_gbps": fp16_bytes / t_fp16 / 1e6, "sets": [fp16_sets, sets], "timing": [mode16, mode]})
+            print(rows[-1], flush=True)
+            del caches, fp16
     return rows
 
 
@@ -234,10 +253,12 @@ def markdown(rows: list[dict], meta: dict) -> str:
                        f"| {' / '.join(r['timing'])} |")
     attention = [r for r in rows if r["kind"] == "decode_attention"]
     if attention:
-        out += ["", "| decode attention, context | FP16 SDPA ms | resq 4+8-bit ms | x | append ms | timing |",
-                "|---|---|---|---|---|---|"]
+        out += ["", "| decode attention, batch | context | FP16 SDPA ms | resq 4+8-bit ms (fp16 q) | x "
+                "| K/V GB/s FP16 / resq | resq ms (fp32 q) | append ms | timing |",
+                "|---|---|---|---|---|---|---|---|---|"]
     for r in attention:
-        out.append(f"| {r['context']} | {r['fp16_sdpa_ms']:.4f} | {r['resq_ms']:.4f} | {r['speedup']:.2f} | "
+        out.append(f"| {r['batch']} | {r['context']} | {r['fp16_sdpa_ms']:.4f} | {r['resq_ms']:.4f} | "
+                   f"{r['speedup']:.2f} | {r['fp16_gbps']:.0f} / {r['resq_gbps']:.0f} | {r['resq_f32q_ms']:.4f} | "
                    f"{r['resq_append_ms']:.4f} | {' / '.join(r['timing'])} |")
     return "\n".join(out) + "\n"
 
@@ -250,7 +271,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--m", type=int, nargs="+", default=MS, help=f"token counts (default {MS})")
-    ap.add_argument("--no-attention", action="store_true", help="GEMM rows only (no libresq_kernels.so needed)")
+    ap.add_argument("--no-attention", action="store_true", help="GEMM rows only")
     args = ap.parse_args(argv)
     if args.warmup < 0 or args.reps < 1 or min(args.m) < 1:
         ap.error("--warmup >= 0, --reps >= 1 and every --m >= 1")

@@ -8,9 +8,9 @@
 # computed on the CPU HERE (the case file: `RESQ_ENQUEUE_CASES=$PWD/build/plugins/enqueue_cases.pt
 # .venv/bin/python -m pytest -q tests/plugins/test_plugin_enqueue.py`, 0.8 MB; carry it beside
 # libresq_triton.so: the GPU machine has neither the tiny models nor TensorRT); then the CPU references
-# and the KV attention's CUDA kernels built for this GPU only, the GPU tests (those kernels against the
-# CPU references, the cubins through loader and seam against the reference executor), then the
-# benchmark of the cubins (and the KV attention) against FP16, written as a dated record.
+# and libresq_kernels.so (device queries) built for this GPU only, the GPU tests (the cubins of the
+# linear, the Hadamard and the KV attention through loader and seam against the reference executor),
+# then the benchmark of the cubins (GEMMs, KV decode attention) against FP16, written as a dated record.
 # Results go to $OUT (the device tool brings that folder back; default out/gpu here), since files
 # written into the repository copy on that machine are lost:
 #   nvidia-smi.txt, triton-check.log/.json, enqueue-check.log/.json, build.log, gpu-tests.log, gpu-tests.xml,
@@ -47,7 +47,7 @@ if [[ -f "$triton_lib" && "${1:-}" != --bench-only ]]; then
 fi
 [[ "${1:-}" == --triton-only ]] && exit "$status"
 { date -u; nvcc --version | tail -2; echo "arch $arch"; } > "$out/build.log"
-# the CPU references and the KV attention's CUDA kernels for this GPU only; libresq_triton.so is the carried one
+# the CPU references and libresq_kernels.so for this GPU only; libresq_triton.so is the carried one
 for what in cpu cuda; do
   RESQ_CUDA_ARCHS="$arch" bash tools/build_native.sh "$what" >> "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 done

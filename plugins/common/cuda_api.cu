@@ -35,13 +35,6 @@ int device_sm() {
   return major * 10 + minor;
 }
 
-int device_sm_count() {
-  int dev = 0, n = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-    return 1;
-  return n;
-}
-
 }  // namespace resq
 
 RESQ_KAPI const char* resq_cuda_last_error(void) {

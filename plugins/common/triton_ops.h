@@ -10,3 +10,10 @@
 RESQ_TAPI size_t resq_triton_mixed_linear_workspace(const ResQMixedLinearParams* p);
 RESQ_TAPI int resq_triton_mixed_linear(const ResQMixedLinearParams* p, void* stream);
 RESQ_TAPI int resq_triton_hadamard(const ResQHadamardParams* p, void* stream);
+// ResQKVCacheAttention (kv_launch.py): U_C on q and k when `rotation` is given, the new k, v rows
+// [B, Hkv, seq, D] appended in place into p's caches at past_length[b] (device memory), the attention
+// of p->q into p->out. The workspace: resq_triton_kv_attention_workspace at the largest batch
+// (p->shape.batch) and seq (p->seq) bounds every smaller call.
+RESQ_TAPI size_t resq_triton_kv_attention_workspace(const ResQKVAttentionParams* p, int rotation);
+RESQ_TAPI int resq_triton_kv_attention(const ResQKVAttentionParams* p, const float* k, const float* v,
+                                       const float* rotation, void* stream);

@@ -13,10 +13,6 @@ namespace S = resq::spec::ResQKVCacheAttention;
 using nvinfer1::DimensionOperation;
 using nvinfer1::DimsExprs;
 
-namespace {
-size_t align256(size_t v) { return (v + 255) / 256 * 256; }
-}  // namespace
-
 KVCacheAttentionPlugin::KVCacheAttentionPlugin(Attributes attrs)
     : PluginBase(S::kName, S::kVersion, S::kInputDTypes, S::kNumInputs, S::kOutputDTypes, S::kNumOutputs, S::kOutputAliasesInput,
                  std::move(attrs)) {
@@ -27,8 +23,11 @@ KVCacheAttentionPlugin::KVCacheAttentionPlugin(Attributes attrs)
         ", num_kv_heads " + std::to_string(s.num_kv_heads) + ", head_dim " + std::to_string(s.head_dim) +
         ", high_channels " + std::to_string(s.high_channels) + ", kv_bits " + std::to_string(s.kv_bits) +
         ", high_bits " + std::to_string(s.high_bits));
-  if (s.head_dim > S::gpu_max_head_dim)
-    throw std::invalid_argument("the CUDA attention takes head_dim <= " + std::to_string(S::gpu_max_head_dim));
+  if (s.head_dim > S::gpu_max_head_dim || s.high_channels > S::gpu_max_high_channels ||
+      s.num_heads / s.num_kv_heads > S::gpu_max_group)
+    throw std::invalid_argument("the GPU attention takes head_dim <= " + std::to_string(S::gpu_max_head_dim) + ", <= " +
+                                std::to_string(S::gpu_max_high_channels) + " high channels and <= " +
+                                std::to_string(S::gpu_max_group) + " query heads per KV head (ops.json \"gpu\")");
 }
 
 nvinfer1::IPluginV3* KVCacheAttentionPlugin::clone() noexcept {
@@ -91,16 +90,13 @@ int32_t KVCacheAttentionPlugin::configurePlugin(const nvinfer1::DynamicPluginTen
   return 0;
 }
 
-size_t KVCacheAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t,
+size_t KVCacheAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
                                                 const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept {
-  const nvinfer1::Dims& q = in[S::in_Q].max;
-  const nvinfer1::Dims& k = in[S::in_K].max;
-  ResQKVAttentionParams attn{};
-  attn.shape = kv_shape(q.d[0]);
-  attn.seq = 1;
-  const size_t rotated = align256(q.d[0] * q.d[1] * q.d[2] * q.d[3] * 4) + align256(k.d[0] * k.d[1] * k.d[2] * k.d[3] * 4);
-  // the attention's bound holds for every batch, seq and length, and enqueue passes the same size
-  return rotated + resq_cuda_kv_attention_workspace(&attn);
+  ResQKVAttentionParams bound{};
+  bound.shape = kv_shape(in[S::in_Q].max.d[0]);
+  bound.seq = static_cast<int32_t>(in[S::in_K].max.d[2]);
+  // the bound of the largest batch and seq holds for every smaller call; enqueue checks its own plan
+  return resq_triton_kv_attention_workspace(&bound, rotation_input(nb_in) >= 0);
 }
 
 // The cache is the outputs' buffers, which TensorRT aliases to the past inputs (getAliasedInput): the
@@ -109,30 +105,17 @@ size_t KVCacheAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTen
 int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,
                                         const void* const* inputs, void* const* outputs, void* workspace,
                                         cudaStream_t stream) noexcept {
+  // the input count says whether key_rotation (U_C) is there: never guess it (a skipped U_C would
+  // give wrong attention without an error)
+  if (nb_inputs_ != S::kNumInputs && nb_inputs_ != S::kNumInputs - 1) {
+    report(name_, "enqueue before configurePlugin / onShapeChange: the input count (" + std::to_string(nb_inputs_) +
+                      ") does not say whether key_rotation is given");
+    return -1;
+  }
   const nvinfer1::Dims& qd = in_desc[S::in_Q].dims;
   const nvinfer1::Dims& kd = in_desc[S::in_K].dims;
-  const ResQKVShape s = kv_shape(qd.d[0]);
-  const int32_t seq = static_cast<int32_t>(kd.d[2]);
-  const int32_t capacity = static_cast<int32_t>(in_desc[S::in_past_key_codes].dims.d[2]);
-  const auto* past_length = static_cast<const int32_t*>(inputs[S::in_past_length]);
-  const float* q = static_cast<const float*>(inputs[S::in_Q]);
-  const float* k = static_cast<const float*>(inputs[S::in_K]);
-  char* ws = static_cast<char*>(workspace);
-  const size_t q_bytes = align256(qd.d[0] * qd.d[1] * qd.d[2] * qd.d[3] * 4);
-  const size_t k_bytes = align256(kd.d[0] * kd.d[1] * kd.d[2] * kd.d[3] * 4);
+  const nvinfer1::Dims& cache_dims = in_desc[S::in_past_key_codes].dims;
   int st = RESQ_OK;
-  const int rot = rotation_input(nb_inputs_);
-  if (rot >= 0) {  // U_C after RoPE, on q and k, as the ONNX body does
-    const float* u = static_cast<const float*>(inputs[rot]);
-    float* q_rot = reinterpret_cast<float*>(ws);
-    float* k_rot = reinterpret_cast<float*>(ws + q_bytes);
-    const ResQRotateParams rq{qd.d[0] * qd.d[1] * qd.d[2], s.head_dim, q, u, q_rot};
-    const ResQRotateParams rk{kd.d[0] * kd.d[1] * kd.d[2], s.head_dim, k, u, k_rot};
-    st = resq_cuda_rotate(&rq, stream);
-    if (st == RESQ_OK) st = resq_cuda_rotate(&rk, stream);
-    q = q_rot;
-    k = k_rot;
-  }
   for (int o = S::out_present_key_codes; o <= S::out_present_value_zeros && st == RESQ_OK; ++o) {
     const int past = S::kOutputAliasesInput[o];
     if (outputs[o] == inputs[past]) continue;
@@ -140,25 +123,23 @@ int32_t KVCacheAttentionPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_des
     const size_t bytes = static_cast<size_t>(d.d[0] * d.d[1] * d.d[2] * d.d[3]) * (o % 3 == 2 ? 4 : 1);  // scales: float32
     if (cudaMemcpyAsync(outputs[o], inputs[past], bytes, cudaMemcpyDeviceToDevice, stream) != cudaSuccess) st = RESQ_ERR_CUDA;
   }
+  const int32_t capacity = static_cast<int32_t>(cache_dims.d[2]);
   auto cache = [capacity](void* const* t) {
     return ResQKVCache{static_cast<uint8_t*>(t[0]), static_cast<float*>(t[1]), static_cast<uint8_t*>(t[2]), capacity};
   };
   void* const* present = outputs + S::out_present_key_codes;
-  const float* news[2] = {k, static_cast<const float*>(inputs[S::in_V])};
-  for (int kv = 0; kv < 2 && st == RESQ_OK; ++kv) {
-    const ResQKVAppendParams append{s, seq, past_length, news[kv], cache(present + 3 * kv)};
-    st = resq_cuda_kv_append(&append, stream);
-  }
-  if (st == RESQ_OK) {
-    ResQKVAttentionParams attn{s, seq, past_length, q, cache(present), cache(present + 3),
-                               static_cast<float*>(outputs[S::out_Y]), ws + q_bytes + k_bytes, 0};
-    ResQKVAttentionParams bound = attn;  // the size reserved by getWorkspaceSize
-    bound.seq = 1;
-    attn.workspace_size = resq_cuda_kv_attention_workspace(&bound);
-    st = resq_cuda_kv_attention(&attn, stream);
-  }
+  const int rot = rotation_input(nb_inputs_);
+  ResQKVAttentionParams attn{kv_shape(qd.d[0]), static_cast<int32_t>(kd.d[2]),
+                             static_cast<const int32_t*>(inputs[S::in_past_length]), static_cast<const float*>(inputs[S::in_Q]),
+                             cache(present), cache(present + 3), static_cast<float*>(outputs[S::out_Y]), workspace, 0};
+  attn.workspace_size = resq_triton_kv_attention_workspace(&attn, rot >= 0);  // what getWorkspaceSize reserved at most
+  if (st == RESQ_OK)
+    st = resq_triton_kv_attention(&attn, static_cast<const float*>(inputs[S::in_K]),
+                                  static_cast<const float*>(inputs[S::in_V]),
+                                  rot >= 0 ? static_cast<const float*>(inputs[rot]) : nullptr, stream);
   if (st != RESQ_OK) {
-    report(name_, std::string("kernel failed: ") + (st == RESQ_ERR_CUDA ? resq_cuda_last_error() : std::to_string(st)));
+    report(name_, std::string("kernel failed: ") + (st == RESQ_ERR_CUDA ? "CUDA error" : std::to_string(st)) + ": " +
+                      resq_triton_last_error());
     return -1;
   }
   return 0;

@@ -1,9 +1,10 @@
 // TensorRT plugin of ResQKVCacheAttention: U_C on q and k, quantised append of the new K/V into the
 // cache in place (each present output aliased to its past input; rows packed as resq_layout.h says),
-// causal GQA attention over the dequantised cache.
+// causal GQA attention over the dequantised cache: the Triton kernels of libresq_triton.so through the
+// launch seam (triton_kv_attention.cpp).
 #pragma once
 #include "PluginUtils.h"
-#include "resq_kernels.h"
+#include "triton_ops.h"
 
 namespace resq {
 namespace trt {

@@ -217,12 +217,15 @@ def build(out: Path, configs: list, archs: list[str] | None, log=print) -> dict:
 
 def launch_policy(configs_spec: str) -> dict[str, int]:
     """The launch policy's integer constants (upper-case names of resq_export.kernels.launch, e.g.
-    SPLIT_MAX_M, DECODE_MAX_M) for the C++ launch code, which must choose tiles as launch.py does;
-    empty for other configurations (the tests' probe kernels)."""
+    SPLIT_MAX_M, DECODE_MAX_M, and of kv_launch, KV_*) for the C++ launch code, which must choose tiles
+    as the Python launchers do; empty for other configurations (the tests' probe kernels)."""
     if not configs_spec.startswith("resq_export.kernels."):
         return {}
-    launch = importlib.import_module("resq_export.kernels.launch")
-    return {k: int(v) for k, v in vars(launch).items() if k.isupper() and type(v) is int}
+    out = {}
+    for module in ("launch", "kv_launch"):
+        mod = importlib.import_module(f"resq_export.kernels.{module}")
+        out.update({k: int(v) for k, v in vars(mod).items() if k.isupper() and type(v) is int})
+    return out
 
 
 def _c_string(s: str) -> str:

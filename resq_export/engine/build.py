@@ -123,9 +123,13 @@ def check_gpu_support(model: onnx.ModelProto) -> None:
             if n % gpu["n_multiple"]:
                 problems.append(f"{node.name}: {n} output features (the GPU GEMM needs a multiple of "
                                 f"{gpu['n_multiple']})")
-        elif node.op_type == "ResQKVCacheAttention" and attrs.get("head_dim", 0) > gpu["max_head_dim"]:
-            problems.append(f"{node.name}: head_dim {attrs['head_dim']} (the GPU attention takes up to "
-                            f"{gpu['max_head_dim']})")
+        elif node.op_type == "ResQKVCacheAttention":
+            group = attrs.get("num_heads", 1) // max(1, attrs.get("num_kv_heads", 1))
+            for what, value, bound in (("head_dim", attrs.get("head_dim", 0), gpu["max_head_dim"]),
+                                       ("high channels", attrs.get("high_channels", 0), gpu["max_high_channels"]),
+                                       ("query heads per KV head", group, gpu["max_group"])):
+                if value > bound:
+                    problems.append(f"{node.name}: {what} {value} (the GPU attention takes up to {bound})")
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ResQError("the CUDA kernels cannot run this model: " + "; ".join(problems[:3]) + more +

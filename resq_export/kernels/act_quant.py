@@ -56,7 +56,9 @@ def _quant_group(x_base, x_pitch, q_base, q_pitch, sx_ptr, zx_ptr, G, gw, gp, ro
             tl.store(qrow + (ce // 2)[None, :], (qe | (qo << 4)).to(tl.uint8), mask=keep)
         else:
             tl.store(qrow + ce[None, :], qe.to(tl.uint8), mask=keep)
-            tl.store(qrow + ce[None, :] + 1, qo.to(tl.uint8), mask=keep)
+            # an odd width (a KV cache part, unpadded) ends on an even channel: its odd neighbour is the
+            # next part's or row's first byte
+            tl.store(qrow + ce[None, :] + 1, qo.to(tl.uint8), mask=keep & (ce + 1 < gp)[None, :])
 
 
 @triton.jit

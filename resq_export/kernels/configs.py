@@ -15,6 +15,9 @@ Names (what the launcher looks up; launch.py is the policy in Python):
 - splitk_reduce[_f16|_bf16] (y's dtype), lqer_quant.
 - fwht_b{B}: Walsh-Hadamard blocks of B = 2..16384 channels; hadamard_mix_a{A_PAD}: the left factor
   of order a <= A_PAD (A_PAD = 2..1024, the next power of two >= a; only when a > 1).
+- ResQKVCacheAttention (kv_launch.py): kv_rotate (U_C), kv_append_b{BITS_LOW}{BITS_HIGH},
+  kv_decode_g{GP}_d{BLOCK_D}_r{BLOCK_R}_b{BITS_LOW}{BITS_HIGH}_al{ALIGN}[_f16|_bf16] (Q float32, or as
+  named), kv_combine; the prefill kernel's own (kv_launch.prefill_configs).
 """
 
 from __future__ import annotations
@@ -102,4 +105,42 @@ def all_configs() -> list[KernelConfig]:
         out.append(_config(f"hadamard_mix_a{a_pad}", hadamard_mix_kernel, dict(y=f32, left=f32),
                            launch.mix_tile(a_pad)))
         a_pad *= 2
-    return out
+    return out + kv_configs()
+
+
+def kv_configs() -> list[KernelConfig]:
+    """ResQKVCacheAttention's configurations: every layout kv_launch.decode_tile accepts (head_dim <= 256,
+    at most 32 high channels, 4/8 bits), row loads widened (ALIGN 4) from BLOCK_D 64 on; Q float16 /
+    bfloat16 for Llama-3-style heads (the benchmarks; the plugin passes float32)."""
+    from . import kv_launch as K
+    from .kv_append import kv_append_kernel, kv_rotate_kernel
+    from .kv_decode import kv_combine_kernel, kv_decode_kernel
+
+    f32, u8 = "*fp32", "*u8"
+    cache = dict(k_codes=u8, k_scales=f32, k_zeros=u8, v_codes=u8, v_scales=f32, v_zeros=u8)
+    out = [_config("kv_rotate", kv_rotate_kernel, dict(x=f32, u=f32, y=f32), K.ROTATE_TILE),
+           _config("kv_combine", kv_combine_kernel, dict(part_ml=f32, part_acc=f32, y=f32), K.COMBINE_TILE)]
+    bit_pairs = [(lo, hi) for lo in (4, 8) for hi in (4, 8)]
+    for lo, hi in bit_pairs:
+        out.append(_config(f"kv_append_b{lo}{hi}", kv_append_kernel, dict(k_new=f32, v_new=f32, past_length="*i32",
+                                                                          **cache), K.APPEND_TILE,
+                           BITS_LOW=lo, BITS_HIGH=hi))
+    decode = dict(past_length="*i32", part_ml=f32, part_acc=f32, qk_scale="fp32", **cache)
+    for block_d in K.KV_HEAD_BLOCKS:
+        for block_r in K.KV_HIGH_BLOCKS:
+            if block_r > block_d:
+                continue
+            pairs = bit_pairs if block_r else [(4, 8), (8, 8)]  # no high part: its bits are irrelevant (8)
+            for lo, hi in pairs:
+                for align in (1, 4) if block_d >= K.KV_WIDE_MIN_D else (1,):
+                    block_t, warps = K.decode_shape(block_d, block_r, (lo, hi))
+                    tile = ({}, warps, K.DECODE_STAGES)
+                    consts = dict(GP=K.KV_MIN_GP, BLOCK_T=block_t, BLOCK_D=block_d, BLOCK_R=block_r, BITS_LOW=lo,
+                                  BITS_HIGH=hi, ALIGN=align)
+                    name = f"kv_decode_g{consts['GP']}_d{block_d}_r{block_r}_b{lo}{hi}_al{align}"
+                    q_types = {"": f32}
+                    if (block_d, lo, hi, align) == (128, 4, 8, 4) and block_r in (0, 16):
+                        q_types.update({"_f16": "*fp16", "_bf16": "*bf16"})
+                    for sfx, q in q_types.items():
+                        out.append(_config(name + sfx, kv_decode_kernel, dict(decode, q=q), tile, **consts))
+    return out + K.prefill_configs()

@@ -67,6 +67,22 @@ def test_docs_quote_the_gpu_semantics_of_ops_json():
 
     ops_md = (Path(__file__).resolve().parents[2] / "docs" / "ops.md").read_text()
     texts = [s["gpu_semantics"] for s in load_spec()["ops"].values() if "gpu_semantics" in s]
-    assert len(texts) == 2
+    assert len(texts) == 3
     for text in texts:
         assert text in ops_md
+
+
+@pytest.mark.parametrize("d", list(range(16, 257, 8)) + [30, 80, 96, 112])
+def test_every_kv_layout_has_configurations(configs, d):
+    """Every head_dim the kernels take, at the exporter's high-channel shares (int(D * fraction)), every
+    bit pair, GQA 1-16, with and without U_C: each launch names a compiled configuration."""
+    from resq_export.kernels.kv_launch import KVAttrs, kv_kernels
+
+    for r in sorted({int(d * f) for f in (0.0, 0.0625, 0.125)}):
+        for lo, hi in ((4, 8), (8, 8), (4, 4), (8, 4)):
+            if (lo == 4 and (d - r) % 2) or (hi == 4 and r % 2):
+                continue  # 4-bit parts have even widths (ops.json)
+            for group in (1, 4, 7, 16):
+                for rotation in (False, True):
+                    for name in kv_kernels(KVAttrs(2 * group, 2, d, r, lo, hi), 1, rotation):
+                        assert name in configs, (d, r, lo, hi, name)

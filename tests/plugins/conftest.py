@@ -32,21 +32,6 @@ def cpu_ref():
     return ref
 
 
-@pytest.fixture(scope="session")
-def cuda_kernels():
-    """The CUDA kernel library on a CUDA device, or a skip that says what is missing."""
-    import torch
-
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device (torch.cuda.is_available() is False)")
-    if shutil.which("nvcc") is None and not loader.library_path("resq_kernels").is_file():
-        pytest.skip("nvcc not found and libresq_kernels.so not built")
-    _build("resq_kernels")
-    from resq_export.native import cuda
-
-    return cuda
-
-
 def build_triton(out, configs: str | None = None) -> Path:
     """libresq_triton.so with the cubins of `configs` (module:function, importable from this folder;
     default the project's kernels), built into `out` by tools/build_native.sh; returns the library."""

@@ -54,3 +54,23 @@ def test_refuses_without_the_library(bench, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         bench.parse_args(["--m", "0"])
     assert exc.value.code == 2
+
+
+def test_decode_attention_shapes_bytes_and_record(bench):
+    """Llama-3-8B's heads at batch 1 and 16, contexts 4k, 16k, 32k; the bytes one decode step reads (a
+    cached row of 56 + 16 code bytes, two float32 scales and two zero points, for K and for V; FP16: 2
+    bytes per value); one table row per (batch, context) with the ratio of the medians given."""
+    assert bench.BATCHES == [1, 16] and bench.CONTEXTS == [4096, 16384, 32768]
+    assert bench.kv_bytes(1, 4096) == (2 * 8 * 4096 * 82, 2 * 8 * 4096 * 128 * 2)
+    rows = [{"kind": "decode_attention", "batch": b, "context": c, "fp16_sdpa_ms": 0.04, "resq_ms": 0.01,
+             "resq_f32q_ms": 0.0125, "resq_append_ms": 0.003, "speedup": 4.0, "fp16_gbps": 3000.0,
+             "resq_gbps": 2500.0, "sets": [2, 3], "timing": ["graph", "graph"]}
+            for b in bench.BATCHES for c in bench.CONTEXTS]
+    meta = {"device": "NVIDIA H200", "sm": "90", "date": "2026-12-05 12:00 UTC", "torch": "2.11", "cuda": "13.0",
+            "library": "libresq_triton.so", "versions": "triton 3.9.0", "command": "python tools/bench_kernels.py",
+            "copy_gbps": 4000.0, "reps": 100}
+    table = [line for line in bench.markdown(rows, meta).splitlines() if line.startswith("| 1 |")
+             or line.startswith("| 16 |")]
+    assert [(int(r.split("|")[1]), int(r.split("|")[2])) for r in table] == [
+        (b, c) for b in bench.BATCHES for c in bench.CONTEXTS]
+    assert all("| 0.0400 | 0.0100 | 4.00 | 3000 / 2500 | 0.0125 | 0.0030 | graph / graph |" in r for r in table), table[0]

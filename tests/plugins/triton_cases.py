@@ -58,3 +58,37 @@ def check_hadamard(n: int, device: str) -> tuple[int, int]:
     x = torch.randn(3, n, generator=torch.Generator().manual_seed(n))
     y = launch.hadamard(x.to(device), left.float().to(device)).cpu()
     return int((y != hadamard_gpu_reference(x, left.float())).sum()), y.numel()
+
+
+def kv_layouts(quick: bool = False) -> list:
+    """(name, KVAttrs): the interpreter tests' KV layouts (tests/kernels/kv_cases.py)."""
+    from kv_cases import LAYOUTS as KV_LAYOUTS
+
+    return KV_LAYOUTS[:2] if quick else KV_LAYOUTS
+
+
+def kv_calls() -> list[tuple[list[int], int]]:
+    """(past lengths, new rows) on a capacity of KV_CAPACITY: the first token, a batch with the last
+    row and a length inside a tile, a prefill of 37 rows after 0 and 5 cached ones."""
+    return [([0], 1), ([KV_CAPACITY - 1, 45], 1), ([0, 5], 37)]
+
+
+KV_CAPACITY = 200
+
+
+def check_kv(a, lengths: list[int], seq: int, device: str) -> tuple[int, float, float]:
+    """(cache entries that differ from the reference's, max |Y - reference|, the tolerance) of
+    kv_launch.kv_attention on `device` (U_C included)."""
+    from kv_cases import cache, make_call, reference
+    from test_kernel_kv_decode import ATOL
+
+    from resq_export.kernels.kv_launch import kv_attention
+
+    call = make_call(a, lengths, seq, seed=seq + len(lengths))
+    k_cache, v_cache = cache(a, len(lengths), KV_CAPACITY, 1), cache(a, len(lengths), KV_CAPACITY, 2)
+    k_ref, v_ref, y_ref = reference(call, k_cache, v_cache)
+    k_dev, v_dev = [t.to(device) for t in k_cache], [t.to(device) for t in v_cache]
+    y = kv_attention(a, call.q.to(device), call.k.to(device), call.v.to(device), k_dev, v_dev,
+                     call.past_length.to(device), call.key_rotation.to(device)).cpu()
+    differ = sum(int((got.cpu() != want).sum()) for got, want in zip(k_dev + v_dev, k_ref + v_ref))
+    return differ, float((y - y_ref).abs().max()), ATOL[torch.float32]
