@@ -33,27 +33,24 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _codes(ptr, roff, kmask, width, PAD: tl.constexpr, BITS: tl.constexpr, ROWS_FIRST: tl.constexpr):
-    """The int32 codes of a group's channels 0 .. width - 1 (zero past width; ptr at the group's first
-    byte) of the rows at byte offsets roff [BLOCK_N], as [BLOCK_N, PAD] (ROWS_FIRST) or [PAD, BLOCK_N]. 4-bit: one byte per
-    two channels, unpacked in registers (channel 2j in the low nibble of byte j of the group)."""
+    """The uint8 codes of a group's channels 0 .. width - 1 (zero past width; ptr at the group's first
+    byte) of the rows at byte offsets roff [BLOCK_N], as [BLOCK_N, PAD] (ROWS_FIRST) or [PAD, BLOCK_N].
+    4-bit: one byte per two channels, unpacked in registers (channel 2j in the low nibble of byte j);
+    bytes stay bytes until the conversion to the dot's dtype (an int32 tile spills at 128 x 64)."""
     if BITS == 4:
         j = tl.arange(0, PAD // 2)
         if ROWS_FIRST:
-            b = tl.load(ptr + roff[:, None] + j[None, :],
-                        mask=kmask[:, None] & (2 * j < width)[None, :], other=0).to(tl.int32)
+            b = tl.load(ptr + roff[:, None] + j[None, :], mask=kmask[:, None] & (2 * j < width)[None, :], other=0)
             c = tl.reshape(tl.join(b & 15, b >> 4), [roff.shape[0], PAD])
         else:
-            b = tl.load(ptr + roff[None, :] + j[:, None],
-                        mask=kmask[None, :] & (2 * j < width)[:, None], other=0).to(tl.int32)
+            b = tl.load(ptr + roff[None, :] + j[:, None], mask=kmask[None, :] & (2 * j < width)[:, None], other=0)
             c = tl.reshape(tl.permute(tl.join(b & 15, b >> 4), [0, 2, 1]), [PAD, roff.shape[0]])
     else:
         i = tl.arange(0, PAD)
         if ROWS_FIRST:
-            c = tl.load(ptr + roff[:, None] + i[None, :], mask=kmask[:, None] & (i < width)[None, :],
-                        other=0).to(tl.int32)
+            c = tl.load(ptr + roff[:, None] + i[None, :], mask=kmask[:, None] & (i < width)[None, :], other=0)
         else:
-            c = tl.load(ptr + roff[None, :] + i[:, None], mask=kmask[None, :] & (i < width)[:, None],
-                        other=0).to(tl.int32)
+            c = tl.load(ptr + roff[None, :] + i[:, None], mask=kmask[None, :] & (i < width)[:, None], other=0)
     return c
 
 
@@ -70,15 +67,15 @@ def _scores(q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scales, k_zeros, roff, slot, km
             qk_scale, D_PAD: tl.constexpr, H_PAD: tl.constexpr, KV_BITS: tl.constexpr, HIGH_BITS: tl.constexpr,
             DT: tl.constexpr):
     """Scores of the tile's rows against keys `slot` [BLOCK_N], in log2 units (x log2(e) / sqrt(D))."""
-    k = _codes(k_codes, roff, kmask, low, D_PAD, KV_BITS, False).to(DT)  # exact: codes < 256
     s = tl.load(k_scales + slot * G, mask=kmask, other=0.0) * qk_scale
-    z = tl.load(k_zeros + slot * G, mask=kmask, other=0).to(tl.float32)
-    scores = (tl.dot(q_lo, k) - sq_lo[:, None] * z[None, :]) * s[None, :]
+    z = tl.load(k_zeros + slot * G, mask=kmask, other=0).to(DT)
+    k = _codes(k_codes, roff, kmask, low, D_PAD, KV_BITS, False).to(DT) - z[None, :]  # exact: |codes - z| < 256
+    scores = tl.dot(q_lo, k) * s[None, :]
     if H_PAD > 0:
-        k = _codes(k_codes + low_bytes, roff, kmask, high, H_PAD, HIGH_BITS, False).to(DT)
         s = tl.load(k_scales + slot * G + 1, mask=kmask, other=0.0) * qk_scale
-        z = tl.load(k_zeros + slot * G + 1, mask=kmask, other=0).to(tl.float32)
-        scores += (tl.dot(q_hi, k) - sq_hi[:, None] * z[None, :]) * s[None, :]
+        z = tl.load(k_zeros + slot * G + 1, mask=kmask, other=0).to(DT)
+        k = _codes(k_codes + low_bytes, roff, kmask, high, H_PAD, HIGH_BITS, False).to(DT) - z[None, :]
+        scores += tl.dot(q_hi, k) * s[None, :]
     return scores
 
 
@@ -87,10 +84,10 @@ def _pv(acc, alpha, p, v_codes, v_scales, v_zeros, roff, slot, kmask, width, g, 
         BITS: tl.constexpr, DT: tl.constexpr):
     """acc * alpha + P . (s * (codes - z)) for one channel group g of the value rows."""
     s = tl.load(v_scales + slot * G + g, mask=kmask, other=0.0)
-    z = tl.load(v_zeros + slot * G + g, mask=kmask, other=0).to(tl.int32)
+    z = tl.load(v_zeros + slot * G + g, mask=kmask, other=0).to(DT)
     smax = tl.max(s, 0)  # > 0: the tile's first key is always a real row, and scales are > 0
     pw = _to_dot(p * (s / smax)[None, :], DT)
-    v = (_codes(v_codes, roff, kmask, width, PAD, BITS, True) - z[:, None]).to(DT)  # exact: |codes - z| < 256
+    v = _codes(v_codes, roff, kmask, width, PAD, BITS, True).to(DT) - z[:, None]  # exact: |codes - z| < 256
     return acc * alpha[:, None] + tl.dot(pw, v) * smax
 
 
