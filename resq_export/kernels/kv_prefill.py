@@ -100,7 +100,7 @@ def _tile(acc_lo, acc_hi, m_i, l_i, n, q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scal
     row's last key `last`) and the sequence's end `end`; unmasked tiles lie below every row's last key."""
     t = n + tl.arange(0, BLOCK_N)
     kmask = t < end
-    slot = kv_row0 + t
+    slot = t  # the pointers are the sequence's and KV head's: int32 offsets (fewer registers than int64)
     roff = slot * row_bytes
     scores = _scores(q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scales, k_zeros, roff, slot, kmask, low, high, low_bytes,
                      G, qk_scale, D_PAD, H_PAD, KV_BITS, HIGH_BITS, DT)
@@ -170,6 +170,12 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
     end = past + last_pos + 1  # keys the tile reads: 0 .. end - 1
     full = (past + first_pos + 1) // BLOCK_N * BLOCK_N  # keys below every row's last: no mask
     kv_row0 = bh.to(tl.int64) * capacity
+    k_codes += kv_row0 * row_bytes
+    v_codes += kv_row0 * row_bytes
+    k_scales += kv_row0 * G
+    v_scales += kv_row0 * G
+    k_zeros += kv_row0 * G
+    v_zeros += kv_row0 * G
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -196,12 +202,13 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
 # ---- launch policy and compiled configurations ------------------------------------------------------
 
 # (constexprs, num_warps, num_stages) by D_PAD: a speed choice only (every tile computes the same
-# attention to the tolerance of the tests), checked for spills and shared memory per arch
-# (docs/kv-prefill-notes.md) and to tune on a GPU.
+# attention to the tolerance of the tests). Chosen by ptxas -v on sm_80 (docs/kv-prefill-notes.md):
+# the unpacked K tile is the MMA's B operand, built in registers and replicated in every warp (the
+# warps split M), so BLOCK_N stays small; 16 keys: no spills at D 64, spills left at D 128 and 256.
 PREFILL_TILES = {
-    64: (dict(BLOCK_M=128, BLOCK_N=64), 4, 2),
-    128: (dict(BLOCK_M=128, BLOCK_N=64), 8, 2),
-    256: (dict(BLOCK_M=64, BLOCK_N=64), 8, 2),
+    64: (dict(BLOCK_M=128, BLOCK_N=16), 8, 1),
+    128: (dict(BLOCK_M=128, BLOCK_N=16), 8, 1),
+    256: (dict(BLOCK_M=64, BLOCK_N=16), 8, 1),
 }
 MAX_HEAD_DIM = 256  # ops.json's gpu.max_head_dim
 MAX_GROUP = 8  # GQA ratios the kernel is tested for (any ratio runs: rows are (position, head) pairs)
