@@ -192,9 +192,15 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
                                          HIGH_BITS, DT, True)
 
     inv_l = 1.0 / l_i
-    o_row = ((b * seq + pos).to(tl.int64) * num_heads + head) * head_dim
+    # The rows' output offsets and masks again, tied to the loop's result (l_i > 0, so the term is 0):
+    # computed before the loop, they stayed live across it (spilled to local memory at D 128).
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M) + (l_i < 0).to(tl.int32)
+    row_ok = rows < seq * group
+    o_row = ((b * seq + rows // group).to(tl.int64) * num_heads + kvh * group + rows % group) * head_dim
+    c = tl.arange(0, D_PAD)
     tl.store(out + o_row[:, None] + c[None, :], acc_lo * inv_l[:, None], mask=row_ok[:, None] & (c < low)[None, :])
     if H_PAD > 0:
+        hc = tl.arange(0, H_PAD)
         tl.store(out + o_row[:, None] + low + hc[None, :], acc_hi * inv_l[:, None],
                  mask=row_ok[:, None] & (hc < high)[None, :])
 
