@@ -8,19 +8,22 @@ One program per (tile of BLOCK_M query rows, sequence and KV head): the rows of 
 read and unpacked once for the whole group. Keys in tiles of BLOCK_N, tensor-core `tl.dot` with
 float32 accumulation, online softmax in base 2, the causal mask only on the tiles that need it.
 
-The quantisation is exploited, not undone: codes are integers below 256, exact in fp16 and bf16, so
-per key j and channel group g (the low group [0, D - r) and the high group [D - r, D))
-    q . k_j = sum_g s_jg * (q_g . codes_jg - z_jg * sum(q_g))
-and the only rounding before the float32 accumulation is that of q to the dot's dtype (fp16, or
-bf16 when q is bf16). V likewise: P V = sum_g smax_g * ((P * s_g / smax_g) . (codes_g - z_g)),
-(codes - z) exact, the per-key scale folded into P; P is rounded once to the dot's dtype, normalised
-by the tile's largest scale so that small scales do not fall into fp16's subnormals.
+The quantisation is exploited, not undone: codes are integers below 256, so (codes - z) is exact in
+fp16 and bf16, and per key j and channel group g (the low group [0, D - r), the high group [D - r, D))
+    q . k_j = sum_g s_jg * (q_g . (codes_jg - z_jg))
+with the per-key scale applied once to the dot's [BLOCK_M, BLOCK_N] result, never per channel; the
+only rounding before the float32 accumulation is that of q to the dot's dtype (fp16, or bf16 for bf16
+q). (The zero point can also be folded as z_jg * sum(q_g); subtracting it from the codes, as for V,
+keeps the operand exact without the cancellation of two large sums, and measured fewer registers.)
+V likewise: P V = sum_g smax_g * ((P * s_g / smax_g) . (codes_g - z_g)), the per-key scale folded
+into P, which is rounded once to the dot's dtype, normalised by the tile's largest scale so that
+small scales do not fall into fp16's subnormals.
 
 Layout of the dots: a group is a window of channels, zero-masked past its end: the low group in
-[0, D_PAD) (D_PAD = the next power of two >= D), the high group in [D - r, D - r + H_PAD) (H_PAD =
-the next power of two >= max(r, 16); 0 when r = 0). At D = 128, r = 16 that is 144 MMA channels
-for the 128 of an FP16 attention. r itself is a runtime argument, so one compiled configuration
-serves every high fraction whose r fits H_PAD.
+[0, D_PAD) (D_PAD = the next power of two >= D, at least 64), the high group in [D - r, D - r + H_PAD)
+(H_PAD: the first of 16, 32, D_PAD that holds r; 0 when r = 0). At D = 128, r = 16 that is 144 MMA
+channels for the 128 of an FP16 attention. r itself is a runtime argument, so one compiled
+configuration serves every high fraction whose r fits its H_PAD.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ def _to_dot(x, DT: tl.constexpr):
 
 
 @triton.jit
-def _scores(q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scales, k_zeros, roff, slot, kmask, low, high, low_bytes, G,
+def _scores(q_lo, q_hi, k_codes, k_scales, k_zeros, roff, slot, kmask, low, high, low_bytes, G,
             qk_scale, D_PAD: tl.constexpr, H_PAD: tl.constexpr, KV_BITS: tl.constexpr, HIGH_BITS: tl.constexpr,
             DT: tl.constexpr):
     """Scores of the tile's rows against keys `slot` [BLOCK_N], in log2 units (x log2(e) / sqrt(D))."""
@@ -80,19 +83,22 @@ def _scores(q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scales, k_zeros, roff, slot, km
 
 
 @triton.jit
-def _pv(acc, alpha, p, v_codes, v_scales, v_zeros, roff, slot, kmask, width, g, G, PAD: tl.constexpr,
+def _pv(acc, c, alpha, p, v_codes, v_scales, v_zeros, roff, slot, kmask, width, g, G, PAD: tl.constexpr,
         BITS: tl.constexpr, DT: tl.constexpr):
-    """acc * alpha + P . (s * (codes - z)) for one channel group g of the value rows."""
+    """One channel group g of the value rows: the accumulator is held in units of the last tile's
+    largest scale (true = acc * c), so the new tile's product accumulates inside the MMA and each
+    accumulator element costs one product per tile (the online-softmax rescale), not three.
+    Returns (acc, c) of this tile: true * alpha + P . (s * (codes - z))."""
     s = tl.load(v_scales + slot * G + g, mask=kmask, other=0.0)
     z = tl.load(v_zeros + slot * G + g, mask=kmask, other=0).to(DT)
     smax = tl.max(s, 0)  # > 0: the tile's first key is always a real row, and scales are > 0
     pw = _to_dot(p * (s / smax)[None, :], DT)
     v = _codes(v_codes, roff, kmask, width, PAD, BITS, True).to(DT) - z[:, None]  # exact: |codes - z| < 256
-    return acc * alpha[:, None] + tl.dot(pw, v) * smax
+    return tl.dot(pw, v, acc * (alpha * (c / smax))[:, None]), smax
 
 
 @triton.jit
-def _tile(acc_lo, acc_hi, m_i, l_i, n, q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scales, k_zeros, v_codes, v_scales,
+def _tile(acc_lo, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_hi, k_codes, k_scales, k_zeros, v_codes, v_scales,
           v_zeros, kv_row0, last, end, low, high, low_bytes, row_bytes, G, qk_scale,
           BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, H_PAD: tl.constexpr, KV_BITS: tl.constexpr,
           HIGH_BITS: tl.constexpr, DT: tl.constexpr, MASKED: tl.constexpr):
@@ -102,7 +108,7 @@ def _tile(acc_lo, acc_hi, m_i, l_i, n, q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scal
     kmask = t < end
     slot = t  # the pointers are the sequence's and KV head's: int32 offsets (fewer registers than int64)
     roff = slot * row_bytes
-    scores = _scores(q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scales, k_zeros, roff, slot, kmask, low, high, low_bytes,
+    scores = _scores(q_lo, q_hi, k_codes, k_scales, k_zeros, roff, slot, kmask, low, high, low_bytes,
                      G, qk_scale, D_PAD, H_PAD, KV_BITS, HIGH_BITS, DT)
     if MASKED:
         scores = tl.where(t[None, :] <= last[:, None], scores, float("-inf"))
@@ -111,11 +117,12 @@ def _tile(acc_lo, acc_hi, m_i, l_i, n, q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scal
     alpha = tl.math.exp2(m_i - m_new)
     p = tl.math.exp2(scores - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc_lo = _pv(acc_lo, alpha, p, v_codes, v_scales, v_zeros, roff, slot, kmask, low, 0, G, D_PAD, KV_BITS, DT)
+    acc_lo, c_lo = _pv(acc_lo, c_lo, alpha, p, v_codes, v_scales, v_zeros, roff, slot, kmask, low, 0, G, D_PAD,
+                       KV_BITS, DT)
     if H_PAD > 0:
-        acc_hi = _pv(acc_hi, alpha, p, v_codes + low_bytes, v_scales, v_zeros, roff, slot, kmask, high, 1, G,
-                     H_PAD, HIGH_BITS, DT)
-    return acc_lo, acc_hi, m_new, l_i
+        acc_hi, c_hi = _pv(acc_hi, c_hi, alpha, p, v_codes + low_bytes, v_scales, v_zeros, roff, slot, kmask, high,
+                           1, G, H_PAD, HIGH_BITS, DT)
+    return acc_lo, acc_hi, c_lo, c_hi, m_new, l_i
 
 
 @triton.jit
@@ -151,16 +158,13 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
     q_row = ((b * num_heads + head).to(tl.int64) * seq + pos) * head_dim
     c = tl.arange(0, D_PAD)
     q_lo = _to_dot(tl.load(q + q_row[:, None] + c[None, :], mask=row_ok[:, None] & (c < low)[None, :], other=0.0), DT)
-    sq_lo = tl.sum(q_lo.to(tl.float32), 1)
     if H_PAD > 0:
         hc = tl.arange(0, H_PAD)
         q_hi = _to_dot(tl.load(q + q_row[:, None] + low + hc[None, :], mask=row_ok[:, None] & (hc < high)[None, :],
                                other=0.0), DT)
-        sq_hi = tl.sum(q_hi.to(tl.float32), 1)
         acc_hi = tl.zeros([BLOCK_M, H_PAD], tl.float32)
     else:  # unused placeholders of the same rank
         q_hi = q_lo
-        sq_hi = sq_lo
         acc_hi = tl.zeros([BLOCK_M, 16], tl.float32)
 
     past = tl.load(past_length + b)
@@ -180,16 +184,18 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc_lo = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+    c_lo = tl.full((), 1.0, tl.float32)  # the accumulators' units (_pv)
+    c_hi = tl.full((), 1.0, tl.float32)
     for n in range(0, full, BLOCK_N):
-        acc_lo, acc_hi, m_i, l_i = _tile(acc_lo, acc_hi, m_i, l_i, n, q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scales,
-                                         k_zeros, v_codes, v_scales, v_zeros, kv_row0, last, end, low, high,
-                                         low_bytes, row_bytes, G, qk_scale, BLOCK_N, D_PAD, H_PAD, KV_BITS,
-                                         HIGH_BITS, DT, False)
+        acc_lo, acc_hi, c_lo, c_hi, m_i, l_i = _tile(
+            acc_lo, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_hi, k_codes, k_scales, k_zeros, v_codes, v_scales,
+            v_zeros, kv_row0, last, end, low, high, low_bytes, row_bytes, G, qk_scale, BLOCK_N, D_PAD, H_PAD,
+            KV_BITS, HIGH_BITS, DT, False)
     for n in range(full, end, BLOCK_N):
-        acc_lo, acc_hi, m_i, l_i = _tile(acc_lo, acc_hi, m_i, l_i, n, q_lo, sq_lo, q_hi, sq_hi, k_codes, k_scales,
-                                         k_zeros, v_codes, v_scales, v_zeros, kv_row0, last, end, low, high,
-                                         low_bytes, row_bytes, G, qk_scale, BLOCK_N, D_PAD, H_PAD, KV_BITS,
-                                         HIGH_BITS, DT, True)
+        acc_lo, acc_hi, c_lo, c_hi, m_i, l_i = _tile(
+            acc_lo, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_hi, k_codes, k_scales, k_zeros, v_codes, v_scales,
+            v_zeros, kv_row0, last, end, low, high, low_bytes, row_bytes, G, qk_scale, BLOCK_N, D_PAD, H_PAD,
+            KV_BITS, HIGH_BITS, DT, True)
 
     inv_l = 1.0 / l_i
     # The rows' output offsets and masks again, tied to the loop's result (l_i > 0, so the term is 0):
@@ -198,10 +204,11 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
     row_ok = rows < seq * group
     o_row = ((b * seq + rows // group).to(tl.int64) * num_heads + kvh * group + rows % group) * head_dim
     c = tl.arange(0, D_PAD)
-    tl.store(out + o_row[:, None] + c[None, :], acc_lo * inv_l[:, None], mask=row_ok[:, None] & (c < low)[None, :])
+    tl.store(out + o_row[:, None] + c[None, :], acc_lo * (c_lo * inv_l)[:, None],
+             mask=row_ok[:, None] & (c < low)[None, :])
     if H_PAD > 0:
         hc = tl.arange(0, H_PAD)
-        tl.store(out + o_row[:, None] + low + hc[None, :], acc_hi * inv_l[:, None],
+        tl.store(out + o_row[:, None] + low + hc[None, :], acc_hi * (c_hi * inv_l)[:, None],
                  mask=row_ok[:, None] & (hc < high)[None, :])
 
 
@@ -254,7 +261,8 @@ def prefill_configs(bits=((4, 8), (8, 8)), q_types=tuple(DTYPE_SUFFIX)) -> list:
         for hp in sorted({0, *(p for p in HIGH_PADS if p < dp), dp}):
             for kv_bits, high_bits in dict.fromkeys(b if hp else (b[0], 8) for b in bits):
                 for q_type in q_types:
-                    name = f"kv_prefill_d{dp}_r{hp}_k{kv_bits}" + (f"_h{high_bits}" if hp else "") + DTYPE_SUFFIX[q_type]
+                    name = (f"kv_prefill_d{dp}_r{hp}_k{kv_bits}" + (f"_h{high_bits}" if hp else "")
+                            + DTYPE_SUFFIX[q_type])
                     out.append(_config(name, kv_prefill_kernel, dict(types, q=q_type), tile, D_PAD=dp, H_PAD=hp,
                                        KV_BITS=kv_bits, HIGH_BITS=high_bits))
     return out
