@@ -168,7 +168,6 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
         acc_hi = tl.zeros([BLOCK_M, 16], tl.float32)
 
     past = tl.load(past_length + b)
-    last = past + pos  # each row's last key (causal)
     first_pos = pid_m * BLOCK_M // group
     last_pos = tl.minimum((pid_m * BLOCK_M + BLOCK_M - 1) // group, seq - 1)
     end = past + last_pos + 1  # keys the tile reads: 0 .. end - 1
@@ -189,8 +188,11 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
     for n in range(0, full, BLOCK_N):
         acc_lo, acc_hi, c_lo, c_hi, m_i, l_i = _tile(
             acc_lo, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_hi, k_codes, k_scales, k_zeros, v_codes, v_scales,
-            v_zeros, kv_row0, last, end, low, high, low_bytes, row_bytes, G, qk_scale, BLOCK_N, D_PAD, H_PAD,
-            KV_BITS, HIGH_BITS, DT, False)
+            v_zeros, kv_row0, end, end, low, high, low_bytes, row_bytes, G, qk_scale, BLOCK_N, D_PAD, H_PAD,
+            KV_BITS, HIGH_BITS, DT, False)  # `last` unused without the mask
+    # each row's last key (causal), computed here (tied to the first loop's result, which is > 0): live
+    # across the first loop, it was one value too many at D 128
+    last = past + (pid_m * BLOCK_M + tl.arange(0, BLOCK_M) + (l_i < 0).to(tl.int32)) // group
     for n in range(full, end, BLOCK_N):
         acc_lo, acc_hi, c_lo, c_hi, m_i, l_i = _tile(
             acc_lo, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_hi, k_codes, k_scales, k_zeros, v_codes, v_scales,
@@ -217,10 +219,10 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
 # (constexprs, num_warps, num_stages) by D_PAD: a speed choice only (every tile computes the same
 # attention to the tolerance of the tests). Chosen by ptxas -v on sm_80 (docs/kv-prefill-notes.md):
 # the unpacked K tile is the MMA's B operand, built in registers and replicated in every warp (the
-# warps split M), so BLOCK_N stays small; 16 keys: no spills at D 64, spills left at D 128 and 256.
+# warps split M), so BLOCK_N stays small.
 PREFILL_TILES = {
-    64: (dict(BLOCK_M=128, BLOCK_N=16), 8, 1),
-    128: (dict(BLOCK_M=128, BLOCK_N=16), 8, 1),
+    64: (dict(BLOCK_M=128, BLOCK_N=32), 8, 1),
+    128: (dict(BLOCK_M=128, BLOCK_N=16), 8, 2),
     256: (dict(BLOCK_M=64, BLOCK_N=16), 8, 1),
 }
 MAX_HEAD_DIM = 256  # ops.json's gpu.max_head_dim
