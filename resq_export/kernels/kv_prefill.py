@@ -205,13 +205,13 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M) + (l_i < 0).to(tl.int32)
     row_ok = rows < seq * group
     o_row = ((b * seq + rows // group).to(tl.int64) * num_heads + kvh * group + rows % group) * head_dim
-    c = tl.arange(0, D_PAD)
-    tl.store(out + o_row[:, None] + c[None, :], acc_lo * (c_lo * inv_l)[:, None],
-             mask=row_ok[:, None] & (c < low)[None, :])
-    if H_PAD > 0:
+    if H_PAD > 0:  # the small accumulator first: its registers are free for the large one's store
         hc = tl.arange(0, H_PAD)
         tl.store(out + o_row[:, None] + low + hc[None, :], acc_hi * (c_hi * inv_l)[:, None],
                  mask=row_ok[:, None] & (hc < high)[None, :])
+    c = tl.arange(0, D_PAD)
+    tl.store(out + o_row[:, None] + c[None, :], acc_lo * (c_lo * inv_l)[:, None],
+             mask=row_ok[:, None] & (c < low)[None, :])
 
 
 # ---- launch policy and compiled configurations ------------------------------------------------------
