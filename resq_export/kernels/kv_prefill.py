@@ -226,7 +226,6 @@ PREFILL_TILES = {
     256: (dict(BLOCK_M=64, BLOCK_N=16), 8, 1),
 }
 MAX_HEAD_DIM = 256  # ops.json's gpu.max_head_dim
-MAX_GROUP = 8  # GQA ratios the kernel is tested for (any ratio runs: rows are (position, head) pairs)
 # High-group windows compiled per D_PAD: r = D/8 (the default --high-fraction 0.125) needs 16 at D 64
 # and 128, 32 at D 256; D_PAD serves every r.
 HIGH_PADS = (16, 32)

@@ -81,6 +81,7 @@ CASES = {
     "d64_gqa4_kv8_fp16": ([13, 0], 23, 4, 1, 64, 8, 40, torch.float16, (8, 8), SMALL_TILE),
     "d96_gqa4_high4": ([21], 17, 4, 1, 96, 12, 40, torch.float32, (4, 4), SMALL_TILE),  # D_PAD 128, r in 16
     "d32_gqa2_padded_to_64": ([4, 9], 7, 4, 2, 32, 0, 16, torch.float32, (4, 8), None),
+    "d64_gqa8": ([10], 5, 8, 1, 64, 8, 16, torch.float32, (4, 8), SMALL_TILE),
 }
 
 
