@@ -66,14 +66,18 @@ def _to_dot(x, DT: tl.constexpr):
 
 
 @triton.jit
-def _scores(q_lo, q_hi, k_codes, k_scales, k_zeros, roff, slot, kmask, low, high, low_bytes, G,
-            qk_scale, D_PAD: tl.constexpr, H_PAD: tl.constexpr, KV_BITS: tl.constexpr, HIGH_BITS: tl.constexpr,
-            DT: tl.constexpr):
+def _scores(q_lo, q_lo2, q_hi, k_codes, k_scales, k_zeros, roff, slot, kmask, low, high, low_bytes, G, qk_scale,
+            W: tl.constexpr, SPLIT: tl.constexpr, H_PAD: tl.constexpr, KV_BITS: tl.constexpr,
+            HIGH_BITS: tl.constexpr, DT: tl.constexpr):
     """Scores of the tile's rows against keys `slot` [BLOCK_N], in log2 units (x log2(e) / sqrt(D))."""
     s = tl.load(k_scales + slot * G, mask=kmask, other=0.0) * qk_scale
     z = tl.load(k_zeros + slot * G, mask=kmask, other=0).to(DT)
-    k = _codes(k_codes, roff, kmask, low, D_PAD, KV_BITS, False).to(DT) - z[None, :]  # exact: |codes - z| < 256
-    scores = tl.dot(q_lo, k) * s[None, :]
+    k = _codes(k_codes, roff, kmask, low, W, KV_BITS, False).to(DT) - z[None, :]  # exact: |codes - z| < 256
+    dot = tl.dot(q_lo, k)
+    if SPLIT == 2:  # the low group's second window of W channels
+        k = _codes(k_codes + W * KV_BITS // 8, roff, kmask, low - W, W, KV_BITS, False).to(DT) - z[None, :]
+        dot = tl.dot(q_lo2, k, dot)
+    scores = dot * s[None, :]
     if H_PAD > 0:
         s = tl.load(k_scales + slot * G + 1, mask=kmask, other=0.0) * qk_scale
         z = tl.load(k_zeros + slot * G + 1, mask=kmask, other=0).to(DT)
@@ -83,33 +87,38 @@ def _scores(q_lo, q_hi, k_codes, k_scales, k_zeros, roff, slot, kmask, low, high
 
 
 @triton.jit
-def _pv(acc, c, alpha, p, v_codes, v_scales, v_zeros, roff, slot, kmask, width, g, G, PAD: tl.constexpr,
-        BITS: tl.constexpr, DT: tl.constexpr):
-    """One channel group g of the value rows: the accumulator is held in units of the last tile's
-    largest scale (true = acc * c), so the new tile's product accumulates inside the MMA and each
-    accumulator element costs one product per tile (the online-softmax rescale), not three.
-    Returns (acc, c) of this tile: true * alpha + P . (s * (codes - z))."""
+def _weights(p, alpha, c, v_scales, v_zeros, slot, kmask, g, G, DT: tl.constexpr):
+    """P's weights for channel group g: (P * s / smax in the dot's dtype, the accumulators' rescale, the
+    new units smax, the zero points). The accumulators are held in units of the last tile's largest
+    scale (true = acc * c), so the new tile's product accumulates inside the MMA and each accumulator
+    element costs one product per tile (the online-softmax rescale), not three."""
     s = tl.load(v_scales + slot * G + g, mask=kmask, other=0.0)
     z = tl.load(v_zeros + slot * G + g, mask=kmask, other=0).to(DT)
     smax = tl.max(s, 0)  # > 0: the tile's first key is always a real row, and scales are > 0
     pw = _to_dot(p * (s / smax)[None, :], DT)
-    v = _codes(v_codes, roff, kmask, width, PAD, BITS, True).to(DT) - z[:, None]  # exact: |codes - z| < 256
-    return tl.dot(pw, v, acc * (alpha * (c / smax))[:, None]), smax
+    return pw, alpha * (c / smax), smax, z
 
 
 @triton.jit
-def _tile(acc_lo, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_hi, k_codes, k_scales, k_zeros, v_codes, v_scales,
-          v_zeros, kv_row0, last, end, low, high, low_bytes, row_bytes, G, qk_scale,
-          BLOCK_N: tl.constexpr, D_PAD: tl.constexpr, H_PAD: tl.constexpr, KV_BITS: tl.constexpr,
-          HIGH_BITS: tl.constexpr, DT: tl.constexpr, MASKED: tl.constexpr):
+def _pv(acc, pw, factor, z, v_codes, roff, kmask, width, PAD: tl.constexpr, BITS: tl.constexpr, DT: tl.constexpr):
+    """acc * factor + P . (codes - z) over a window of PAD channels (`width` of them real)."""
+    v = _codes(v_codes, roff, kmask, width, PAD, BITS, True).to(DT) - z[:, None]  # exact: |codes - z| < 256
+    return tl.dot(pw, v, acc * factor[:, None])
+
+
+@triton.jit
+def _tile(acc_lo, acc_lo2, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_lo2, q_hi, k_codes, k_scales, k_zeros, v_codes,
+          v_scales, v_zeros, last, end, low, high, low_bytes, row_bytes, G, qk_scale,
+          BLOCK_N: tl.constexpr, W: tl.constexpr, SPLIT: tl.constexpr, H_PAD: tl.constexpr,
+          KV_BITS: tl.constexpr, HIGH_BITS: tl.constexpr, DT: tl.constexpr, MASKED: tl.constexpr):
     """One tile of keys n .. n + BLOCK_N - 1 into the online softmax. MASKED: the causal mask (each
     row's last key `last`) and the sequence's end `end`; unmasked tiles lie below every row's last key."""
     t = n + tl.arange(0, BLOCK_N)
     kmask = t < end
     slot = t  # the pointers are the sequence's and KV head's: int32 offsets (fewer registers than int64)
     roff = slot * row_bytes
-    scores = _scores(q_lo, q_hi, k_codes, k_scales, k_zeros, roff, slot, kmask, low, high, low_bytes,
-                     G, qk_scale, D_PAD, H_PAD, KV_BITS, HIGH_BITS, DT)
+    scores = _scores(q_lo, q_lo2, q_hi, k_codes, k_scales, k_zeros, roff, slot, kmask, low, high, low_bytes, G,
+                     qk_scale, W, SPLIT, H_PAD, KV_BITS, HIGH_BITS, DT)
     if MASKED:
         scores = tl.where(t[None, :] <= last[:, None], scores, float("-inf"))
     # every row has a real key in the first tile it sees (key 0 or a key below its last), so m_new is finite
@@ -117,12 +126,14 @@ def _tile(acc_lo, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_hi, k_codes, k_scales
     alpha = tl.math.exp2(m_i - m_new)
     p = tl.math.exp2(scores - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc_lo, c_lo = _pv(acc_lo, c_lo, alpha, p, v_codes, v_scales, v_zeros, roff, slot, kmask, low, 0, G, D_PAD,
-                       KV_BITS, DT)
+    pw, factor, c_lo, z = _weights(p, alpha, c_lo, v_scales, v_zeros, slot, kmask, 0, G, DT)
+    acc_lo = _pv(acc_lo, pw, factor, z, v_codes, roff, kmask, low, W, KV_BITS, DT)
+    if SPLIT == 2:
+        acc_lo2 = _pv(acc_lo2, pw, factor, z, v_codes + W * KV_BITS // 8, roff, kmask, low - W, W, KV_BITS, DT)
     if H_PAD > 0:
-        acc_hi, c_hi = _pv(acc_hi, c_hi, alpha, p, v_codes + low_bytes, v_scales, v_zeros, roff, slot, kmask, high,
-                           1, G, H_PAD, HIGH_BITS, DT)
-    return acc_lo, acc_hi, c_lo, c_hi, m_new, l_i
+        pw, factor, c_hi, z = _weights(p, alpha, c_hi, v_scales, v_zeros, slot, kmask, 1, G, DT)
+        acc_hi = _pv(acc_hi, pw, factor, z, v_codes + low_bytes, roff, kmask, high, H_PAD, HIGH_BITS, DT)
+    return acc_lo, acc_lo2, acc_hi, c_lo, c_hi, m_new, l_i
 
 
 @triton.jit
@@ -141,6 +152,10 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
     sqrt(D)). Rows below a sequence's length are read, nothing else.
     Grid: (cdiv(S * H / Hkv, BLOCK_M), B * Hkv, 1)."""
     DT: tl.constexpr = tl.bfloat16 if q.dtype.element_ty == tl.bfloat16 else tl.float16
+    # the low group in windows of at most 128 channels: at D 256 two, so that one window's q and K
+    # operands are live at a time (one [D, BLOCK_N] K operand per warp spilled)
+    SPLIT: tl.constexpr = 2 if D_PAD > 128 else 1
+    W: tl.constexpr = D_PAD // SPLIT
     group = num_heads // num_kv_heads
     low = head_dim - high
     low_bytes = low * KV_BITS // 8
@@ -156,8 +171,15 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
     pos = rows // group
     head = kvh * group + rows % group
     q_row = ((b * num_heads + head).to(tl.int64) * seq + pos) * head_dim
-    c = tl.arange(0, D_PAD)
+    c = tl.arange(0, W)
     q_lo = _to_dot(tl.load(q + q_row[:, None] + c[None, :], mask=row_ok[:, None] & (c < low)[None, :], other=0.0), DT)
+    if SPLIT == 2:
+        q_lo2 = _to_dot(tl.load(q + q_row[:, None] + W + c[None, :], mask=row_ok[:, None] & (W + c < low)[None, :],
+                                other=0.0), DT)
+        acc_lo2 = tl.zeros([BLOCK_M, W], tl.float32)
+    else:  # unused placeholders
+        q_lo2 = q_lo
+        acc_lo2 = tl.zeros([BLOCK_M, 16], tl.float32)
     if H_PAD > 0:
         hc = tl.arange(0, H_PAD)
         q_hi = _to_dot(tl.load(q + q_row[:, None] + low + hc[None, :], mask=row_ok[:, None] & (hc < high)[None, :],
@@ -182,21 +204,21 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc_lo = tl.zeros([BLOCK_M, D_PAD], tl.float32)
-    c_lo = tl.full((), 1.0, tl.float32)  # the accumulators' units (_pv)
+    acc_lo = tl.zeros([BLOCK_M, W], tl.float32)
+    c_lo = tl.full((), 1.0, tl.float32)  # the accumulators' units (_weights)
     c_hi = tl.full((), 1.0, tl.float32)
     for n in range(0, full, BLOCK_N):
-        acc_lo, acc_hi, c_lo, c_hi, m_i, l_i = _tile(
-            acc_lo, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_hi, k_codes, k_scales, k_zeros, v_codes, v_scales,
-            v_zeros, kv_row0, end, end, low, high, low_bytes, row_bytes, G, qk_scale, BLOCK_N, D_PAD, H_PAD,
+        acc_lo, acc_lo2, acc_hi, c_lo, c_hi, m_i, l_i = _tile(
+            acc_lo, acc_lo2, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_lo2, q_hi, k_codes, k_scales, k_zeros, v_codes,
+            v_scales, v_zeros, end, end, low, high, low_bytes, row_bytes, G, qk_scale, BLOCK_N, W, SPLIT, H_PAD,
             KV_BITS, HIGH_BITS, DT, False)  # `last` unused without the mask
     # each row's last key (causal), computed here (tied to the first loop's result, which is > 0): live
     # across the first loop, it was one value too many at D 128
     last = past + (pid_m * BLOCK_M + tl.arange(0, BLOCK_M) + (l_i < 0).to(tl.int32)) // group
     for n in range(full, end, BLOCK_N):
-        acc_lo, acc_hi, c_lo, c_hi, m_i, l_i = _tile(
-            acc_lo, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_hi, k_codes, k_scales, k_zeros, v_codes, v_scales,
-            v_zeros, kv_row0, last, end, low, high, low_bytes, row_bytes, G, qk_scale, BLOCK_N, D_PAD, H_PAD,
+        acc_lo, acc_lo2, acc_hi, c_lo, c_hi, m_i, l_i = _tile(
+            acc_lo, acc_lo2, acc_hi, c_lo, c_hi, m_i, l_i, n, q_lo, q_lo2, q_hi, k_codes, k_scales, k_zeros, v_codes,
+            v_scales, v_zeros, last, end, low, high, low_bytes, row_bytes, G, qk_scale, BLOCK_N, W, SPLIT, H_PAD,
             KV_BITS, HIGH_BITS, DT, True)
 
     inv_l = 1.0 / l_i
@@ -209,7 +231,10 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
         hc = tl.arange(0, H_PAD)
         tl.store(out + o_row[:, None] + low + hc[None, :], acc_hi * (c_hi * inv_l)[:, None],
                  mask=row_ok[:, None] & (hc < high)[None, :])
-    c = tl.arange(0, D_PAD)
+    c = tl.arange(0, W)
+    if SPLIT == 2:
+        tl.store(out + o_row[:, None] + W + c[None, :], acc_lo2 * (c_lo * inv_l)[:, None],
+                 mask=row_ok[:, None] & (W + c < low)[None, :])
     tl.store(out + o_row[:, None] + c[None, :], acc_lo * (c_lo * inv_l)[:, None],
              mask=row_ok[:, None] & (c < low)[None, :])
 

@@ -82,6 +82,9 @@ CASES = {
     "d96_gqa4_high4": ([21], 17, 4, 1, 96, 12, 40, torch.float32, (4, 4), SMALL_TILE),  # D_PAD 128, r in 16
     "d32_gqa2_padded_to_64": ([4, 9], 7, 4, 2, 32, 0, 16, torch.float32, (4, 8), None),
     "d64_gqa8": ([10], 5, 8, 1, 64, 8, 16, torch.float32, (4, 8), SMALL_TILE),
+    # D_PAD 256: the low group in two windows of 128 (the second one partly real)
+    "d200_gqa2_two_windows": ([6], 9, 4, 2, 200, 24, 24, torch.float32, (4, 8), SMALL_TILE),
+    "d256_gqa2_fp16": ([30, 3], 6, 2, 1, 256, 32, 40, torch.float16, (4, 8), None),
 }
 
 
