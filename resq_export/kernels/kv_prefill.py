@@ -248,7 +248,7 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
 PREFILL_TILES = {
     64: (dict(BLOCK_M=128, BLOCK_N=32), 8, 1),
     128: (dict(BLOCK_M=128, BLOCK_N=16), 8, 2),
-    256: (dict(BLOCK_M=64, BLOCK_N=16), 8, 1),
+    256: (dict(BLOCK_M=64, BLOCK_N=16), 8, 2),
 }
 MAX_HEAD_DIM = 256  # ops.json's gpu.max_head_dim
 # High-group windows compiled per D_PAD: r = D/8 (the default --high-fraction 0.125) needs 16 at D 64
