@@ -20,7 +20,8 @@ into P, which is rounded once to the dot's dtype, normalised by the tile's large
 small scales do not fall into fp16's subnormals.
 
 Layout of the dots: a group is a window of channels, zero-masked past its end: the low group in
-[0, D_PAD) (D_PAD = the next power of two >= D, at least 64), the high group in [D - r, D - r + H_PAD)
+[0, D_PAD) (D_PAD = the next power of two >= D, at least 64; at 256 as two windows of 128, for the
+registers), the high group in [D - r, D - r + H_PAD)
 (H_PAD: the first of 16, 32, D_PAD that holds r; 0 when r = 0). At D = 128, r = 16 that is 144 MMA
 channels for the 128 of an FP16 attention. r itself is a runtime argument, so one compiled
 configuration serves every high fraction whose r fits its H_PAD.
