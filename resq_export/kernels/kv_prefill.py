@@ -40,7 +40,7 @@ def _codes(ptr, roff, kmask, width, PAD: tl.constexpr, BITS: tl.constexpr, ROWS_
     """The uint8 codes of a group's channels 0 .. width - 1 (zero past width; ptr at the group's first
     byte) of the rows at byte offsets roff [BLOCK_N], as [BLOCK_N, PAD] (ROWS_FIRST) or [PAD, BLOCK_N].
     4-bit: one byte per two channels, unpacked in registers (channel 2j in the low nibble of byte j);
-    bytes stay bytes until the conversion to the dot's dtype (an int32 tile spills at 128 x 64)."""
+    bytes stay bytes until the conversion to the dot's dtype (a quarter of an int32 tile's registers)."""
     if BITS == 4:
         j = tl.arange(0, PAD // 2)
         if ROWS_FIRST:
