@@ -10,7 +10,7 @@ harness library. Prints one JSON line per step."""
 import json
 
 import torch
-from kv_cases import cache, make_call, reference
+from kv_cases import cache, make_call, op_atol, reference
 from plugin_enqueue_check import CONFIGS, enqueue
 from test_kernel_kv_decode import ATOL
 
@@ -35,7 +35,7 @@ def step(label, a: KVAttrs, caches, lengths: list[int], seq: int, rotation: bool
     differ = sum(int((got != want).sum()) for got, want in zip(past, k_ref + v_ref))
     return {"case": label, "seq": seq, "lengths": lengths, "launches": [r.name for r in records],
             "policy": kv_kernels(a, seq, rotation), "cache_differ": differ,
-            "y_err": float((y - y_ref).abs().max()), "atol": ATOL[torch.float32]}
+            "y_err": float((y - y_ref).abs().max()), "atol": op_atol(call, k_ref, v_ref, ATOL[torch.float32])}
 
 
 for rotation in (True, False):  # eleven inputs (U_C last) and ten
