@@ -243,7 +243,7 @@ def kv_prefill_kernel(q, k_codes, k_scales, k_zeros, v_codes, v_scales, v_zeros,
 # ---- launch policy and compiled configurations ------------------------------------------------------
 
 # (constexprs, num_warps, num_stages) by D_PAD: a speed choice only (every tile computes the same
-# attention to the tolerance of the tests). Chosen by ptxas -v on sm_80 (docs/kv-prefill-notes.md):
+# attention to the tolerance of the tests). Chosen by ptxas -v on sm_80 (docs/benchmarks-gpu.md, prefill):
 # the unpacked K tile is the MMA's B operand, built in registers and replicated in every warp (the
 # warps split M), so BLOCK_N stays small.
 PREFILL_TILES = {

@@ -2,9 +2,10 @@
 ResQKVCacheAttention (libresq_plugins.so, created through its creator with the tiny models' fields,
 configured with the tensors' descriptions) on host buffers, the present outputs aliased to the past
 inputs (one buffer each, as TensorRT binds them), with libresq_triton.so's recording launcher
-installed; the recorded launches (U_C, append, flash-decoding, combine) are executed by the
-interpreter. A prefill then decode steps through the same cache, each against the reference executor:
-the cache bit for bit, Y within the interpreter tests' tolerance. argv: the native folder, the
+installed; the recorded launches (U_C, append, then the prefill kernel for S > 1 or flash-decoding and
+its combine) are executed by the interpreter. A prefill then decode steps through the same cache, each
+against the reference executor: the cache bit for bit, Y within the interpreter tests' tolerance of
+the path taken (kv_cases.op_atol). argv: the native folder, the
 harness library. Prints one JSON line per step."""
 
 import json
