@@ -90,12 +90,13 @@ def decode_shape(block_d: int, block_r: int, bits: tuple[int, int]) -> tuple[int
     """(BLOCK_T, num_warps) of the decode kernel: 16 keys a step at 256 channels, else KV_BLOCK_T; the
     warps where each configuration compiles without spills on every arch (ptxas 13.0, 2026-12-05: with
     4 warps 47 of 430 cubins spilled 8-280 bytes, all with a high part; with 8 for every high part,
-    15, all at BLOCK_D <= 64 with 4-bit parts): 8 at 256 channels and with a high part, except for
-    4/4-bit parts and narrow heads (BLOCK_D <= 32) that are not 8/8-bit, which keep 4."""
+    15, all at BLOCK_D <= 64 with 4-bit parts; 4/4-bit at BLOCK_D 128 spills with 4): 8 at 256 channels
+    and with a high part, except for 4/4-bit parts at BLOCK_D <= 64 and narrow heads (BLOCK_D <= 32)
+    that are not 8/8-bit, which keep 4."""
     block_t = 16 if block_d >= 256 else KV_BLOCK_T
     if block_d >= 256:
         return block_t, 8
-    if not block_r or tuple(bits) == (4, 4) or (block_d <= 32 and tuple(bits) != (8, 8)):
+    if not block_r or (block_d <= 64 and tuple(bits) == (4, 4)) or (block_d <= 32 and tuple(bits) != (8, 8)):
         return block_t, DECODE_WARPS
     return block_t, 8
 
