@@ -1,6 +1,7 @@
 // ResQKVCacheAttention on the Triton cubins, through the launch seam: the launch policy of
-// resq_export/kernels/kv_launch.py (kv_attention: U_C on q and k, the append in place, flash-decoding
-// and the log-sum-exp combine), its constants compiled in beside the cubins (KV_*), the grids from the
+// resq_export/kernels/kv_launch.py (kv_attention: U_C on q and k, the append in place, then the prefill
+// kernel for S >= KV_PREFILL_MIN_S where its configuration is compiled, else flash-decoding and the
+// log-sum-exp combine), its constants compiled in beside the cubins (KV_*), the grids from the
 // embedded configurations' tile sizes. The caches, past_length (device memory, never read here) and
 // the output are the attention parameters' (resq_params.h); k, v and U_C (nullable) come beside them.
 #include <cmath>
@@ -37,6 +38,19 @@ std::string decode_name(const ResQKVShape& s) {
   const int bits_high = r ? s.high_bits : 8;
   return "kv_decode_g" + std::to_string(gp) + "_d" + std::to_string(block_d) + "_r" + std::to_string(block_r) + "_b" +
          std::to_string(s.kv_bits) + std::to_string(bits_high) + "_al" + std::to_string(al);
+}
+
+// kv_launch.prefill_name: kv_prefill.prefill_kernel_name for the plugin's float32 q (D_PAD the next power
+// of two >= head_dim, at least 64; the high window the first of kv_prefill.HIGH_PADS (16, 32) or D_PAD
+// that holds r, 0 without a high part); "" where the decode kernel serves S (fewer new positions, or no
+// such cubin embedded: a 4-bit high part)
+std::string prefill_name(const ResQKVShape& s, int64_t seq) {
+  if (seq < policy("KV_PREFILL_MIN_S")) return "";
+  const int dp = pow2(s.head_dim, 64), r = s.high_channels;
+  const int hp = r == 0 ? 0 : r <= 16 ? 16 : r <= 32 ? 32 : dp;
+  std::string name = "kv_prefill_d" + std::to_string(dp) + "_r" + std::to_string(hp) + "_k" + std::to_string(s.kv_bits);
+  if (hp) name += "_h" + std::to_string(s.high_bits);
+  return resq::triton::constexpr_of(name.c_str(), "BLOCK_M") > 0 ? name : "";
 }
 
 // kv_launch.n_splits
@@ -76,7 +90,7 @@ Plan plan(const ResQKVShape& s, int64_t seq, int32_t capacity, bool rotation, in
 
 bool policy_present() {
   return policy("KV_BLOCK_T") > 0 && policy("KV_MAX_SPLITS") > 0 && policy("KV_TARGET_PROGRAMS") > 0 &&
-         policy("KV_MIN_GP") > 0 && policy("KV_WIDE_MIN_D") > 0;
+         policy("KV_MIN_GP") > 0 && policy("KV_WIDE_MIN_D") > 0 && policy("KV_PREFILL_MIN_S") > 0;
 }
 
 }  // namespace
@@ -143,12 +157,23 @@ RESQ_TAPI int resq_triton_kv_attention(const ResQKVAttentionParams* p, const flo
                             stream, args, static_cast<int>(sizeof args / sizeof args[0]));
     if (st != RESQ_OK) return st;
   }
-  // 3. attention: flash-decoding over `splits` chunks of each sequence's real length, then the combine.
-  // PREFILL: the prefill kernel (resq_export/kernels/kv_prefill.py) takes S >= KV_PREFILL_MIN_S here
-  // once its configurations are embedded; until then the decode kernel serves every S (correct, slower).
+  const float qk_scale = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(d)));
+  // 3. attention. Prefill (kv_launch.prefill_attention): one program per BLOCK_M rows of a (sequence, KV
+  // head)'s GQA group x S positions, causal over the cache rows 0 .. past_length[b] + s; the workspace's
+  // decode parts stay unused (one plan for every S).
+  const std::string prefill = prefill_name(s, seq);
+  if (!prefill.empty()) {
+    const int bm = resq::triton::constexpr_of(prefill.c_str(), "BLOCK_M");
+    const KernelArg args[] = {arg(q), arg(p->k.codes), arg(p->k.scales), arg(p->k.zeros), arg(p->v.codes),
+                              arg(p->v.scales), arg(p->v.zeros), arg(p->past_length), arg(p->out), arg(seq),
+                              arg(capacity), arg(h), arg(hkv), arg(d), arg(high), arg(qk_scale)};
+    const int64_t tiles = cdiv(static_cast<int64_t>(seq) * (h / hkv), bm);
+    return l.launch(prefill.c_str(), dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(s.batch * hkv), 1), stream,
+                    args, static_cast<int>(sizeof args / sizeof args[0]));
+  }
+  // Decode: flash-decoding over `splits` chunks of each sequence's real length, then the combine.
   const int32_t al = resq::triton::constexpr_of(decode.c_str(), "ALIGN");
   const int32_t splits = w.splits, row_units = row_bytes / al, low_units = low_bytes / al;
-  const float qk_scale = static_cast<float>(1.4426950408889634 / std::sqrt(static_cast<double>(d)));
   void* ml = ws + w.ml;
   void* acc = ws + w.acc;
   {

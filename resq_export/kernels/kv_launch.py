@@ -6,14 +6,18 @@ on a GPU on CUDA tensors. launch._run is the one launch call, so the seam runner
 One ResQKVCacheAttention call (B sequences, S new positions, H query / Hkv KV heads, head_dim D):
   1. with U_C: kv_rotate  q -> q_rot [B, H, S, D], k -> k_rot [B, Hkv, S, D] (workspace)
   2. kv_append            K and V rows quantised into the cache at past_length[b] + s (in place)
-  3. decode (S = 1, and every S until the prefill kernel is wired): kv_decode over `splits` chunks of the
-     real length -> part_ml [splits, 2, B*H*S], part_acc [splits, B*H*S, D]; kv_combine -> Y
-     prefill (S > 1, when resq_export.kernels.kv_prefill is present): its prefill_attention -> Y
-Workspace (each part 256-byte aligned): q_rot, k_rot, part_ml, part_acc.
+  3. S >= KV_PREFILL_MIN_S with a compiled prefill configuration (prefill_name): kv_prefill_kernel,
+     tensor-core causal attention over the cache (rows 0 .. past_length[b] + s) -> Y;
+     else (decode, and the layouts prefill has no configuration for: 4-bit high parts): kv_decode over
+     `splits` chunks of the real length -> part_ml [splits, 2, B*H*S], part_acc [splits, B*H*S, D];
+     kv_combine -> Y
+Workspace (each part 256-byte aligned): q_rot, k_rot, part_ml, part_acc (the prefill kernel uses none
+of the last two; the size stays the decode path's, so one plan serves every S).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -23,6 +27,8 @@ import triton
 from . import launch
 from .kv_append import kv_append_kernel, kv_rotate_kernel
 from .kv_decode import LOG2E, kv_combine_kernel, kv_decode_kernel
+from . import kv_prefill
+from .kv_prefill import kv_prefill_kernel, prefill_kernel_name
 
 # The policy (upper-case integers are compiled into libresq_triton.so beside the cubins, for the C++
 # launch code). A pure speed choice: every split count gives the same result up to float rounding.
@@ -33,7 +39,7 @@ KV_MIN_GP = 16  # query rows of a decode program: the GQA group padded to a tens
 KV_WIDE_MIN_D = 64  # from this BLOCK_D on, configurations with 4-byte row loads (ALIGN 4) exist
 KV_HEAD_BLOCKS = (16, 32, 64, 128, 256)  # BLOCK_D of the low part (D - r channels, padded)
 KV_HIGH_BLOCKS = (0, 16, 32)  # BLOCK_R of the high part (r channels; 0: none): r <= 32
-KV_PREFILL_MIN_S = 2  # from this many new positions, the prefill kernel (when present)
+KV_PREFILL_MIN_S = 2  # from this many new positions, the prefill kernel (where a configuration is compiled)
 APPEND_TILE = (dict(BLOCK_T=8, BLOCK_H=32), 4, 1)
 ROTATE_TILE = (dict(BLOCK_R=32, BLOCK_C=64), 4, 1)
 COMBINE_TILE = (dict(BLOCK_S=KV_MAX_SPLITS, BLOCK_D=64), 4, 1)
@@ -128,8 +134,9 @@ def n_splits(a: KVAttrs, batch: int, seq: int, capacity: int) -> int:
 def kv_kernels(a: KVAttrs, seq: int, rotation: bool, q_dtype=torch.float32) -> list[str]:
     """The configurations (configs.py names) one call launches, in order."""
     bits_low, bits_high = a.bits
-    return (["kv_rotate"] * 2 if rotation else []) + [f"kv_append_b{bits_low}{bits_high}", decode_name(a, q_dtype),
-                                                    "kv_combine"]
+    prefill = prefill_name(a, seq, q_dtype)
+    return ((["kv_rotate"] * 2 if rotation else []) + [f"kv_append_b{bits_low}{bits_high}"]
+            + ([prefill] if prefill else [decode_name(a, q_dtype), "kv_combine"]))
 
 
 def _align(n: int) -> int:
@@ -194,23 +201,72 @@ def decode_attention(a: KVAttrs, q: torch.Tensor, k_cache, v_cache, past_length:
     return y
 
 
+# The prefill configurations compiled (a subset of kv_prefill.prefill_configs()): head_dim <= 128 (D_PAD
+# 64, 128), the high windows the decode kernel also takes (r <= 32), float32 q (the plugin's) and float16
+# / bfloat16 q for the Llama-3-style heads (the benchmarks, as for decode); not the two that spill
+# (PREFILL_SPILLED: an 8-bit low group at D 64 with a high group). D_PAD 256 and the D_PAD-wide
+# high windows spill on every arch (docs/benchmarks-gpu.md, the prefill's compile check): there the
+# decode kernel serves S > 1 too (prefill_name). A speed choice: both paths compute the same attention.
+PREFILL_HEAD_PADS = (64, 128)
+PREFILL_HIGH_PADS = (0, 16, 32)
+PREFILL_HALF_Q = {"kv_prefill_d128_r0_k4", "kv_prefill_d128_r16_k4_h8"}  # with _f16 and _bf16
+# spilled (ptxas 13.0, 2026-12-05): d64_r16_k8_h8 on sm_120 (8 + 4 bytes), d64_r32_k8_h8 on sm_80 (32 + 20)
+PREFILL_SPILLED = {"kv_prefill_d64_r16_k8_h8", "kv_prefill_d64_r32_k8_h8"}
+
+
 def prefill_configs() -> list:
-    """The prefill kernel's configurations (resq_export.kernels.kv_prefill, branch p29), or none while that
-    module is absent. PREFILL: configs.py lists what this returns; kv_attention calls its
-    prefill_attention for S >= KV_PREFILL_MIN_S once it exists (the lead wires it at merge if not)."""
-    try:
-        from . import kv_prefill
-    except ImportError:
-        return []
-    return list(getattr(kv_prefill, "prefill_configs", lambda: [])())
+    """The prefill kernel's compiled configurations (configs.kv_configs lists them)."""
+    out = []
+    for c in kv_prefill.prefill_configs():
+        base = c.name.removesuffix("_f16").removesuffix("_bf16")
+        if c.constexprs["D_PAD"] in PREFILL_HEAD_PADS and c.constexprs["H_PAD"] in PREFILL_HIGH_PADS \
+                and (base == c.name or base in PREFILL_HALF_Q) and base not in PREFILL_SPILLED:
+            out.append(c)
+    return out
+
+
+@functools.cache
+def _prefill_by_name() -> dict:
+    return {c.name: c for c in prefill_configs()}
+
+
+def prefill_name(a: KVAttrs, seq: int, q_dtype=torch.float32) -> str | None:
+    """The prefill configuration (kv_prefill.prefill_kernel_name) for S = seq new positions, or None
+    where the decode kernel serves them: S < KV_PREFILL_MIN_S, or a layout prefill_configs does not
+    compile (a 4-bit high part). triton_kv_attention.cpp chooses the same way (the name's cubin)."""
+    if seq < KV_PREFILL_MIN_S:
+        return None
+    name = prefill_kernel_name(a.head_dim, a.high_channels, a.kv_bits, a.high_bits, Q_SUFFIX[q_dtype])
+    return name if name in _prefill_by_name() else None
+
+
+def prefill_attention(a: KVAttrs, q: torch.Tensor, k_cache, v_cache, past_length: torch.Tensor,
+                      name: str) -> torch.Tensor:
+    """Attention of q [B, H, S, D] (after U_C) over the cache rows 0 .. past_length[b] + s -> Y [B, S, H * D]
+    float32 by kv_prefill_kernel's configuration `name`: its grid and arguments as kv_prefill's launcher
+    passes them, through launch._run (the seam the C++ plugin's launches mirror)."""
+    bsz, h, seq, d = q.shape
+    y = torch.empty(bsz, seq, h * d, dtype=torch.float32, device=q.device)
+    if seq == 0 or bsz == 0:
+        return y
+    config = _prefill_by_name()[name]
+    consts = dict(config.constexprs)
+    tile = ({}, config.num_warps, config.num_stages)
+    grid = (triton.cdiv(seq * a.group, consts["BLOCK_M"]), bsz * a.num_kv_heads, 1)
+    launch._run(kv_prefill_kernel, grid, (q.contiguous(), *k_cache, *v_cache, past_length, y, seq, k_cache[0].shape[2],
+                                          h, a.num_kv_heads, d, a.high_channels, LOG2E / math.sqrt(d)), tile, **consts)
+    return y
 
 
 def kv_attention(a: KVAttrs, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache, v_cache,
                  past_length: torch.Tensor, key_rotation: torch.Tensor | None = None) -> torch.Tensor:
     """The whole op on the kernels: k_cache / v_cache are (codes, scales, zeros) written in place (the
     TensorRT flavour's aliased present outputs); returns Y [B, S, H * D] float32."""
+    decode_tile(a)  # the layouts without a kernel are refused before the cache is written, whichever path serves S
     if key_rotation is not None:
         q, k = rotate(q.float(), key_rotation), rotate(k.float(), key_rotation)
     append(a, k.float(), v.float(), k_cache, v_cache, past_length)
-    # PREFILL: where kv_prefill.prefill_attention exists and S >= KV_PREFILL_MIN_S, it computes Y here
+    name = prefill_name(a, q.shape[2], q.dtype)
+    if name is not None:
+        return prefill_attention(a, q, k_cache, v_cache, past_length, name)
     return decode_attention(a, q, k_cache, v_cache, past_length)

@@ -2,6 +2,7 @@
 and the reference executor's result for one ResQKVCacheAttention call (decoder.py's attention in
 float64 over KVQuantizer's dequantised rows, U_C in the GPU order of decoder.rotate_keys_gpu)."""
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -75,3 +76,30 @@ def reference(call: Call, k_cache, v_cache):
         y = _attention(q[b:b + 1], keys[None], values[None], a.group, torch.float64)
         ys.append(y.transpose(1, 2).reshape(1, seq, a.num_heads * a.head_dim))
     return k_out, v_out, torch.cat(ys)
+
+
+def op_atol(call: Call, k_out, v_out, decode_atol: float) -> float:
+    """The tolerance of Y for kv_launch.kv_attention's path at this call: decode_atol where flash-decoding
+    serves it (tests/kernels/test_kernel_kv_decode.py says why), else the prefill kernel's bound
+    (tests/kernels/test_kernel_kv_prefill.py says why): P rounded to fp16 once, 2^-10 max |V|, plus for
+    a float32 q its rounding to fp16, which moves a score by at most eps = 2^-11 max_j sum_c |q_c k_jc| /
+    sqrt(D) and the softmax's output by 2 eps max |V| (eps here the maximum over every row and key:
+    looser than per row, still a bound). k_out, v_out: the reference's caches after the call."""
+    from resq_export.kernels.kv_launch import prefill_name
+
+    a = call.a
+    if prefill_name(a, call.q.shape[2], call.q.dtype) is None:
+        return decode_atol
+    quant, q = quantizer(a), call.q.float()
+    if call.key_rotation is not None:
+        q = rotate_keys_gpu(q, call.key_rotation)
+    vmax, score = 0.0, 0.0
+    for b, past in enumerate(call.past_length.tolist()):
+        end = past + q.shape[2]
+        keys = quant.dequantize(*(t[b, :, :end] for t in k_out)).abs().repeat_interleave(a.group, 0)
+        values = quant.dequantize(*(t[b, :, :end] for t in v_out))
+        vmax = max(vmax, values.abs().max().item())
+        score = max(score, (q[b].abs() @ keys.transpose(1, 2)).max().item() / math.sqrt(a.head_dim))
+    eps = 2.0**-11 * score if call.q.dtype == torch.float32 else 0.0  # an fp16 q is the dot's operand as it is
+    rounding = 2.0**-7 if call.q.dtype == torch.bfloat16 else 2.0**-10
+    return (rounding + 2 * eps) * vmax

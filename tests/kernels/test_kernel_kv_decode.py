@@ -14,7 +14,7 @@ float32 dots exactly, so that bound is argued, not measured, here.)"""
 
 import pytest
 import torch
-from kv_cases import LAYOUTS, cache, make_call, reference
+from kv_cases import LAYOUTS, cache, make_call, op_atol, reference
 
 from resq_export.kernels import kv_launch
 from resq_export.kernels.kv_launch import KVAttrs, decode_attention, kv_attention
@@ -43,7 +43,8 @@ def test_op_is_the_reference(name, a, lengths, seq):
     y, y_ref, caches, refs = run_op(call, CAP)
     for got, want in zip(caches[0] + caches[1], refs[0] + refs[1]):
         assert torch.equal(got, want)
-    torch.testing.assert_close(y, y_ref, rtol=0, atol=ATOL[torch.float32])
+    # S = 3 runs the prefill kernel (kv_launch.prefill_name): its bound, not flash-decoding's
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=op_atol(call, *refs, ATOL[torch.float32]))
 
 
 @pytest.mark.parametrize("group", [1, 2, 8])
@@ -57,8 +58,8 @@ def test_gqa_ratios_and_head_dims(group, d):
 
 def test_odd_part_widths():
     call = make_call(LAYOUTS[4][1], [70], 2, seed=5)
-    y, y_ref, _, _ = run_op(call, 80)
-    torch.testing.assert_close(y, y_ref, rtol=0, atol=ATOL[torch.float32])
+    y, y_ref, _, refs = run_op(call, 80)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=op_atol(call, *refs, ATOL[torch.float32]))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -99,3 +100,16 @@ def test_layouts_without_a_kernel_are_refused_with_the_reason():
         kv_launch.decode_tile(KVAttrs(8, 8, 128, 64))
     with pytest.raises(ValueError, match="head_dim <= 256"):
         kv_launch.decode_tile(KVAttrs(8, 8, 320, 0))
+
+
+def test_prefill_kernel_from_two_new_positions_where_compiled():
+    """kv_launch's policy (and triton_kv_attention.cpp's): S >= KV_PREFILL_MIN_S on the prefill kernel
+    where its configuration is compiled, flash-decoding for one position and for the layouts without
+    one (head_dim 256, a 4-bit high part), whose S > 1 test_op_is_the_reference also runs."""
+    llama, d256, high4 = LAYOUTS[1][1], LAYOUTS[5][1], LAYOUTS[3][1]
+    assert kv_launch.kv_kernels(llama, 3, True) == ["kv_rotate", "kv_rotate", "kv_append_b48",
+                                                    "kv_prefill_d128_r16_k4_h8"]
+    assert kv_launch.kv_kernels(llama, 2, False, torch.float16)[-1] == "kv_prefill_d128_r16_k4_h8_f16"
+    assert kv_launch.kv_kernels(llama, 1, False)[-2:] == ["kv_decode_g16_d128_r16_b48_al4", "kv_combine"]
+    for a in (d256, high4):
+        assert kv_launch.prefill_name(a, 37) is None and kv_launch.kv_kernels(a, 37, False)[-1] == "kv_combine"

@@ -2,9 +2,10 @@
 ResQKVCacheAttention (libresq_plugins.so, created through its creator with the tiny models' fields,
 configured with the tensors' descriptions) on host buffers, the present outputs aliased to the past
 inputs (one buffer each, as TensorRT binds them), with libresq_triton.so's recording launcher
-installed; the recorded launches (U_C, append, flash-decoding, combine) are executed by the
-interpreter. A prefill then decode steps through the same cache, each against the reference executor:
-the cache bit for bit, Y within the interpreter tests' tolerance. argv: the native folder, the
+installed; the recorded launches (U_C, append, then the prefill kernel for S > 1 or flash-decoding and
+its combine) are executed by the interpreter. A prefill then decode steps through the same cache, each
+against the reference executor: the cache bit for bit, Y within the interpreter tests' tolerance of
+the path taken (kv_cases.op_atol). argv: the native folder, the
 harness library. Prints one JSON line per step."""
 
 import json
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 import torch
-from kv_cases import cache, make_call, reference
+from kv_cases import cache, make_call, op_atol, reference
 from plugin_enqueue_op import OpLibrary
 from test_kernel_kv_decode import ATOL
 
@@ -33,6 +34,7 @@ def enqueue(op: str, fields: dict, inputs: list, outputs: list):
         LIB.enqueue(op, fields, inputs, outputs, ws)
     return records, ws
 
+
 TINY = KVAttrs(4, 2, 16, 2)  # the tiny models' attention (tests/tiny_models.py): GQA 2:1, head_dim 16, r 2
 CAPACITY = 40
 
@@ -51,7 +53,7 @@ def step(label, a: KVAttrs, caches, lengths: list[int], seq: int, rotation: bool
     differ = sum(int((got != want).sum()) for got, want in zip(past, k_ref + v_ref))
     return {"case": label, "seq": seq, "lengths": lengths, "launches": [r.name for r in records],
             "policy": kv_kernels(a, seq, rotation), "cache_differ": differ,
-            "y_err": float((y - y_ref).abs().max()), "atol": ATOL[torch.float32]}
+            "y_err": float((y - y_ref).abs().max()), "atol": op_atol(call, k_ref, v_ref, ATOL[torch.float32])}
 
 
 for rotation in (True, False):  # eleven inputs (U_C last) and ten

@@ -1,7 +1,8 @@
 """The KV attention plugin's real enqueue on the CPU (kv_enqueue_check.py): created through its creator
 with a tiny model's fields, configured, enqueued on host buffers with the present outputs aliased to
 the past inputs, its recorded launches executed by Triton's interpreter; a prefill and three decode
-steps through the same cache equal the reference executor (cache bit for bit, Y within tolerance)."""
+steps through the same cache equal the reference executor (cache bit for bit, Y within tolerance: the
+prefill kernel's bound for the prefill step, flash-decoding's for the decode steps, kv_cases.op_atol)."""
 
 import json
 import os
@@ -30,3 +31,7 @@ def test_kv_attention_enqueue_replayed_by_the_interpreter_equals_the_reference(h
     # the C++ launch code launches what kv_launch's policy names, U_C only with eleven inputs
     assert [(s["case"], s["seq"], s["launches"]) for s in steps if s["launches"] != s["policy"]] == []
     assert steps[0]["launches"][0] == "kv_rotate" and "kv_rotate" not in steps[4]["launches"]
+    # the prefill step (S = 7) on the tensor-core prefill kernel (D 16 in a 64-channel window, r 2 in
+    # 16), the decode steps on flash-decoding and its combine
+    assert [s["launches"][-1] for s in steps if s["seq"] > 1] == ["kv_prefill_d64_r16_k4_h8"] * 2
+    assert all(s["launches"][-1] == "kv_combine" for s in steps if s["seq"] == 1)

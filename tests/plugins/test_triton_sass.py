@@ -58,6 +58,20 @@ def test_project_cubins_pass_every_check(project_checked):
     assert [c for c in project_checked if c[2]] == []
 
 
+def test_prefill_attention_cubins_use_tensor_cores(project_triton):
+    """The prefill attention's cubins (kv_launch.prefill_configs, every arch) are embedded, and their
+    tl.dot runs on the fp16 tensor cores: mma.sync (HMMA) before Hopper and on sm_120, wgmma (HGMMA)
+    on sm_90a, whose 128- and 64-row tiles it serves (the generic rules above take any MMA)."""
+    from resq_export.kernels.configs import ARCHS
+    from resq_export.kernels.kv_launch import prefill_configs
+
+    rows = {(r.name, r.arch): r for r in T.kernels(project_triton) if r.name.startswith("kv_prefill")}
+    assert set(rows) == {(c.name, arch) for c in prefill_configs() for arch in ARCHS}
+    for (name, arch), row in rows.items():
+        mma = "HGMMA." if arch == "90a" else "HMMA."
+        assert mma in S.sass(row.cubin), (name, arch)
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """Cubins made to break one rule each (compiled as the build compiles, not embedded)."""
@@ -88,4 +102,4 @@ def test_each_rule_fails_on_its_planted_cubin(planted, probe_triton):
     assert S.problems(rows[("probe_scale", "89")].cubin, as_gemm) == ["no IMMA/HMMA/IGMMA instruction"]
     # the decode tile (mma.sync) claimed to have 64 rows: a "prefill tile" without wgmma
     as_prefill = dict(built[("probe_gemm_m16", "90a")], constexprs={"BLOCK_M": 64})
-    assert S.problems(rows[("probe_gemm_m16", "90a")].cubin, as_prefill) == ["no wgmma (IGMMA) instruction"]
+    assert S.problems(rows[("probe_gemm_m16", "90a")].cubin, as_prefill) == ["no wgmma (IGMMA/HGMMA) instruction"]

@@ -79,7 +79,7 @@ KV_CAPACITY = 200
 def check_kv(a, lengths: list[int], seq: int, device: str) -> tuple[int, float, float]:
     """(cache entries that differ from the reference's, max |Y - reference|, the tolerance) of
     kv_launch.kv_attention on `device` (U_C included)."""
-    from kv_cases import cache, make_call, reference
+    from kv_cases import cache, make_call, op_atol, reference
     from test_kernel_kv_decode import ATOL
 
     from resq_export.kernels.kv_launch import kv_attention
@@ -91,4 +91,4 @@ def check_kv(a, lengths: list[int], seq: int, device: str) -> tuple[int, float, 
     y = kv_attention(a, call.q.to(device), call.k.to(device), call.v.to(device), k_dev, v_dev,
                      call.past_length.to(device), call.key_rotation.to(device)).cpu()
     differ = sum(int((got.cpu() != want).sum()) for got, want in zip(k_dev + v_dev, k_ref + v_ref))
-    return differ, float((y - y_ref).abs().max()), ATOL[torch.float32]
+    return differ, float((y - y_ref).abs().max()), op_atol(call, k_ref, v_ref, ATOL[torch.float32])

@@ -19,7 +19,8 @@ OPTIN_SHARED = {"80": 163 * 1024, "86": 99 * 1024, "89": 99 * 1024, "90a": 227 *
 # TensorRT-RTX's targets (GeForce/RTX parts run FP64 at 1/64 rate; sm_80 is one of its targets too)
 RTX_TARGETS = {"80", "86", "89", "120"}
 TENSOR_CORE = re.compile(r"\b(IMMA|HMMA|IGMMA|HGMMA)\.")
-WGMMA = re.compile(r"\bIGMMA\.")
+# wgmma: the integer one of the linear (IGMMA), the fp16 / bf16 one of the prefill attention (HGMMA)
+WGMMA = re.compile(r"\b(IGMMA|HGMMA)\.")
 FP64 = re.compile(r"\b(DADD|DMUL|DFMA|DSETP|DMNMX)\b")
 
 
@@ -54,7 +55,7 @@ def no_tensor_cores(code: str) -> list[str]:
 
 
 def no_wgmma(code: str) -> list[str]:
-    return [] if WGMMA.search(code) else ["no wgmma (IGMMA) instruction"]
+    return [] if WGMMA.search(code) else ["no wgmma (IGMMA/HGMMA) instruction"]
 
 
 def fp64(code: str) -> list[str]:
