@@ -277,9 +277,9 @@ def prefill_kernel_name(head_dim: int, high: int, kv_bits: int, high_bits: int, 
 
 
 def prefill_configs(bits=((4, 8), (8, 8)), q_types=tuple(DTYPE_SUFFIX)) -> list:
-    """KernelConfigs (configs.py) of the prefill attention: every D_PAD (64, 128, 256) x high window
+    """KernelConfigs (kernel_config.py) of the prefill attention: every D_PAD (64, 128, 256) x high window
     (none, HIGH_PADS, D_PAD) x (kv_bits, high_bits) in `bits` x q dtype in `q_types`."""
-    from .configs import _config
+    from .kernel_config import _config
 
     out = []
     types = dict(k_codes="*u8", k_scales="*fp32", k_zeros="*u8", v_codes="*u8", v_scales="*fp32", v_zeros="*u8",
