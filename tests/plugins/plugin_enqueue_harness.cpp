@@ -40,6 +40,8 @@ nvinfer1::DataType type_of(const char* dtype) {
   if (dtype && !std::strcmp(dtype, "int8")) return nvinfer1::DataType::kINT8;
   if (dtype && !std::strcmp(dtype, "int32")) return nvinfer1::DataType::kINT32;
   if (dtype && !std::strcmp(dtype, "float16")) return nvinfer1::DataType::kHALF;
+  // the TensorRT flavour carries the contract's uint8 tensors (KV codes, zero points) as int8 (PluginUtils.cpp)
+  if (dtype && !std::strcmp(dtype, "uint8")) return nvinfer1::DataType::kINT8;
   return nvinfer1::DataType::kFLOAT;
 }
 
