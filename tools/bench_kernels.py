@@ -1,8 +1,8 @@
 """GPU benchmark of the resq kernels against FP16 cuBLAS (torch.matmul) and FP16 attention (torch
 SDPA) at Llama-3-8B layer shapes: the Triton cubins of the mixed linear (libresq_triton.so, loaded by
 our loader and launched through our launch seam's CUDA launcher, as the plugins and
-tools/triton_gpu_check.py run them) and of the KV attention's flash-decoding and append
-(kv_launch.py, the same seam). One command on a GPU machine (tools/gpu_session.sh runs it):
+tools/triton_gpu_check.py run them) and of the KV attention's flash-decoding, tensor-core prefill and
+append (kv_launch.py, the same seam). One command on a GPU machine (tools/gpu_session.sh runs it):
 
     python tools/bench_kernels.py --lib build/plugins/libresq_triton.so --out out/benchmarks-gpu.md
 
@@ -41,6 +41,7 @@ GEMMS = [("4096x4096", 4096, _LAYOUTS["attn_qkv"].op_parts()), ("4096x14336", 14
 MS = [1, 16, 128, 2048]
 CONTEXTS = [4096, 16384, 32768]
 BATCHES = [1, 16]
+PREFILLS = [2048, 8192]  # new positions of a whole-prompt prefill (batch 1, past_length 0)
 KV_HEADS = (32, 8, 128, 16)  # Llama-3-8B: query heads, KV heads, head_dim, high channels (ResQ's 1/8)
 
 
@@ -234,6 +235,88 @@ def attention_rows(warmup: int, reps: int) -> list[dict]:
     return rows
 
 
+def prefill_bytes(seq: int) -> tuple[int, int]:
+    """(resq, FP16) compulsory bytes of one prefill launch at Llama-3-8B heads, batch 1, past_length 0:
+    ours reads q and writes y in float32 and reads the S cached rows of K and V (docs/benchmarks-gpu.md,
+    "Limits of one prefill launch"); FP16 flash reads q, k, v and writes o in float16."""
+    from resq_export.kernels.kv_launch import KVAttrs
+
+    h, hkv, d, r = KV_HEADS
+    a = KVAttrs(h, hkv, d, r)
+    return 2 * h * seq * d * 4 + 2 * hkv * seq * (a.row_bytes + 5 * a.groups), 2 * (h + hkv) * seq * d * 2
+
+
+def _flash_sdpa(q16, k16, v16):
+    """FP16 causal SDPA on the flash backend, GQA by enable_gqa where that backend takes it, else the
+    K/V heads repeated (the row says which)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    group = q16.shape[1] // k16.shape[1]
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        try:
+            sdpa(q16, k16, v16, is_causal=True, enable_gqa=True)
+            return partial(_in_flash, sdpa, q16, k16, v16, True), "flash, enable_gqa"
+        except RuntimeError:
+            k16, v16 = k16.repeat_interleave(group, 1), v16.repeat_interleave(group, 1)
+            sdpa(q16, k16, v16, is_causal=True)
+            return partial(_in_flash, sdpa, q16, k16, v16, False), "flash, K/V heads repeated"
+
+
+def _in_flash(sdpa, q, k, v, gqa):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        return sdpa(q, k, v, is_causal=True, enable_gqa=gqa)
+
+
+def prefill_rows(warmup: int, reps: int) -> list[dict]:
+    """Prefill (S new tokens, batch 1, past_length 0) at Llama-3-8B's heads: FP16 SDPA on the flash
+    backend (causal) on float16 q, k, v against our tensor-core prefill over the quantised cache
+    (kv_launch.prefill_attention through the seam, the cache already holding the S rows as after the
+    append) with a float16 q (as SDPA) and a float32 q (the plugin's), and the append of the S rows."""
+    import torch
+
+    from resq_export.kernels import kv_launch
+
+    rows = []
+    l2 = _l2()
+    h, hkv, d, r = KV_HEADS
+    a = kv_launch.KVAttrs(h, hkv, d, r)
+    for seq in PREFILLS:
+        resq_bytes, fp16_bytes = prefill_bytes(seq)
+        fp16_sets, sets = input_sets(fp16_bytes, l2), input_sets(resq_bytes, l2)
+
+        def cache():
+            return (torch.randint(0, 256, (1, hkv, seq, a.row_bytes), dtype=torch.uint8, device="cuda"),
+                    torch.rand(1, hkv, seq, a.groups, device="cuda") * 0.1 + 0.01,
+                    torch.randint(0, 16, (1, hkv, seq, a.groups), dtype=torch.uint8, device="cuda"))
+
+        caches = [(cache(), cache()) for _ in range(sets)]
+        qs = [torch.randn(1, h, seq, d, device="cuda") for _ in range(sets)]
+        fp16 = [_flash_sdpa(torch.randn(1, h, seq, d, dtype=torch.float16, device="cuda"),
+                            torch.randn(1, hkv, seq, d, dtype=torch.float16, device="cuda"),
+                            torch.randn(1, hkv, seq, d, dtype=torch.float16, device="cuda")) for _ in range(fp16_sets)]
+        zero = torch.zeros(1, dtype=torch.int32, device="cuda")  # past_length, on the device
+        names = {dt: kv_launch.prefill_name(a, seq, dt) for dt in (torch.float16, torch.float32)}
+        t_fp16, mode16 = timed([call for call, _ in fp16], warmup, reps)
+        t_resq, mode = timed([partial(kv_launch.prefill_attention, a, q.half(), kc, vc, zero, names[torch.float16])
+                              for q, (kc, vc) in zip(qs, caches)], warmup, reps)
+        t_resq32, _ = timed([partial(kv_launch.prefill_attention, a, q, kc, vc, zero, names[torch.float32])
+                             for q, (kc, vc) in zip(qs, caches)], warmup, reps)
+        new_k, new_v = torch.randn(1, hkv, seq, d, device="cuda"), torch.randn(1, hkv, seq, d, device="cuda")
+        t_append, _ = timed([partial(kv_launch.append, a, new_k, new_v, kc, vc, zero) for kc, vc in caches],
+                            warmup, reps)
+        rows.append({"kind": "prefill_attention", "batch": 1, "seq": seq, "fp16_flash_ms": t_fp16, "resq_ms": t_resq,
+                     "resq_f32q_ms": t_resq32, "resq_append_ms": t_append, "ratio": t_resq / t_fp16,
+                     "baseline": fp16[0][1], "configs": [names[torch.float16], names[torch.float32]],
+                     "sets": [fp16_sets, sets], "timing": [mode16, mode]})
+        print(rows[-1], flush=True)
+        del caches, qs, fp16
+    return rows
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"# resq kernels against FP16, {meta['date']}", "",
            f"device {meta['device']} (sm_{meta['sm']}), torch {meta['torch']}, CUDA {meta['cuda']}; "
@@ -260,6 +343,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
         out.append(f"| {r['batch']} | {r['context']} | {r['fp16_sdpa_ms']:.4f} | {r['resq_ms']:.4f} | "
                    f"{r['speedup']:.2f} | {r['fp16_gbps']:.0f} / {r['resq_gbps']:.0f} | {r['resq_f32q_ms']:.4f} | "
                    f"{r['resq_append_ms']:.4f} | {' / '.join(r['timing'])} |")
+    prefill = [r for r in rows if r["kind"] == "prefill_attention"]
+    if prefill:
+        out += ["", "| prefill attention, batch | S | FP16 flash ms | resq 4+8-bit ms (fp16 q) | resq / FP16 "
+                "| resq ms (fp32 q) | append ms | baseline | timing |",
+                "|---|---|---|---|---|---|---|---|---|"]
+    for r in prefill:
+        out.append(f"| {r['batch']} | {r['seq']} | {r['fp16_flash_ms']:.4f} | {r['resq_ms']:.4f} | {r['ratio']:.2f} | "
+                   f"{r['resq_f32q_ms']:.4f} | {r['resq_append_ms']:.4f} | {r['baseline']} | {' / '.join(r['timing'])} |")
     return "\n".join(out) + "\n"
 
 
@@ -272,9 +363,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--m", type=int, nargs="+", default=MS, help=f"token counts (default {MS})")
     ap.add_argument("--no-attention", action="store_true", help="GEMM rows only")
+    ap.add_argument("--attention-only", action="store_true", help="the decode and prefill attention rows only")
     args = ap.parse_args(argv)
     if args.warmup < 0 or args.reps < 1 or min(args.m) < 1:
         ap.error("--warmup >= 0, --reps >= 1 and every --m >= 1")
+    if args.no_attention and args.attention_only:
+        ap.error("--no-attention and --attention-only exclude each other")
     return args
 
 
@@ -307,9 +401,9 @@ def main(argv: list[str] | None = None) -> int:
             "versions": T.versions(args.lib), "command": "python " + " ".join(sys.argv)}
     meta["copy_gbps"], meta["reps"] = copy_bandwidth(args.warmup, args.reps), args.reps
     print(f"device-to-device copy {meta['copy_gbps']:.0f} GB/s", flush=True)
-    rows = gemm_rows(args.warmup, args.reps, args.m)
+    rows = [] if args.attention_only else gemm_rows(args.warmup, args.reps, args.m)
     if not args.no_attention:
-        rows += attention_rows(args.warmup, args.reps)
+        rows += attention_rows(args.warmup, args.reps) + prefill_rows(args.warmup, args.reps)
     text = markdown(rows, meta)
     print(text)
     if args.out:

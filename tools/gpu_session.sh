@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Everything issues 4 and 28 need from a GPU machine, in one command (the device tool's single call):
+# Everything issues 4, 28 and 29 need from a GPU machine, in one command (the device tool's single call):
 # the Triton kernels' cubins (built HERE, where triton 3.9.0 is: `cmake --build build --target
 # resq_triton`, then carry build/plugins/libresq_triton.so; the GPU machine has triton 3.6) loaded by
-# our loader and run through our launch seam against the reference executor; the plugins' enqueue
-# (the TensorRT-free op layer MixedLinearPlugin and HadamardPlugin adapt, in libresq_triton.so) on
-# device buffers for the tiny models' layer-0 linears and Hadamards, against the reference executor
-# computed on the CPU HERE (the case file: `RESQ_ENQUEUE_CASES=$PWD/build/plugins/enqueue_cases.pt
-# .venv/bin/python -m pytest -q tests/plugins/test_plugin_enqueue.py`, 0.8 MB; carry it beside
-# libresq_triton.so: the GPU machine has neither the tiny models nor TensorRT); then the CPU references
-# and libresq_kernels.so (device queries) built for this GPU only, the GPU tests (the cubins of the
-# linear, the Hadamard and the KV attention through loader and seam against the reference executor),
-# then the benchmark of the cubins (GEMMs, KV decode attention) against FP16, written as a dated record.
+# our loader and run through our launch seam against the reference executor (the linear, the
+# Hadamard, the KV attention); the plugins' enqueue (the TensorRT-free op layer MixedLinearPlugin,
+# HadamardPlugin and KVCacheAttentionPlugin adapt, in libresq_triton.so) on device buffers for the tiny
+# models' layer-0 linears, Hadamards and attention (a prefill then decode steps through the aliased
+# cache), against the reference executor computed on the CPU HERE (the case files:
+# `RESQ_ENQUEUE_CASES=$PWD/build/plugins/enqueue_cases.pt RESQ_KV_ENQUEUE_CASES=$PWD/build/plugins/kv_enqueue_cases.pt
+# .venv/bin/python -m pytest -q tests/plugins/test_plugin_enqueue.py tests/plugins/test_kv_enqueue.py`; carry
+# them beside libresq_triton.so: the GPU machine has neither the tiny models nor TensorRT); then the CPU
+# references and libresq_kernels.so (device queries) built for this GPU only, the GPU tests (the cubins
+# of the linear, the Hadamard and the KV attention through loader and seam against the reference
+# executor), then the benchmark of the cubins (GEMMs, KV decode and prefill attention) against FP16,
+# written as a dated record.
 # Results go to $OUT (the device tool brings that folder back; default out/gpu here), since files
 # written into the repository copy on that machine are lost:
 #   nvidia-smi.txt, triton-check.log/.json, enqueue-check.log/.json, build.log, gpu-tests.log, gpu-tests.xml,
@@ -39,10 +42,10 @@ elif [[ "${1:-}" != --bench-only ]]; then
   status=${PIPESTATUS[0]}
 fi
 # 2. the plugins' enqueue on device buffers (tools/op_enqueue_check.py: resq_op_check / resq_op_enqueue with
-#    the CUDA launcher on torch CUDA tensors; the same cases the CPU test replays with the interpreter)
+#    the CUDA launcher on torch CUDA tensors; the same cases the CPU tests replay with the interpreter)
 if [[ -f "$triton_lib" && "${1:-}" != --bench-only ]]; then
   "$py" tools/op_enqueue_check.py --mode cuda --lib "$triton_lib" --cases "$PWD/build/plugins/enqueue_cases.pt" \
-    --out "$out/enqueue-check.json" 2>&1 | tee "$out/enqueue-check.log" | tail -20
+    "$PWD/build/plugins/kv_enqueue_cases.pt" --out "$out/enqueue-check.json" 2>&1 | tee "$out/enqueue-check.log" | tail -20
   status=$((status | PIPESTATUS[0]))
 fi
 [[ "${1:-}" == --triton-only ]] && exit "$status"

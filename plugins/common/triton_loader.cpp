@@ -295,6 +295,18 @@ int RecordingLauncher::memset(void* ptr, int value, size_t bytes, cudaStream_t) 
   return RESQ_OK;
 }
 
+int CudaLauncher::copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) noexcept {
+  const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream);
+  return e == cudaSuccess ? RESQ_OK : cuda_fail(e, "cudaMemcpyAsync");
+}
+
+// done at record time, like memset: it precedes every launch of the same enqueue, which the replay
+// then runs in order
+int RecordingLauncher::copy(void* dst, const void* src, size_t bytes, cudaStream_t) noexcept {
+  std::memmove(dst, src, bytes);
+  return RESQ_OK;
+}
+
 namespace {
 // the value of `key` in "k1=v1,k2=v2,..." (the table's constexprs, the policy), or -1
 int int_in_list(const char* list, const char* key) {

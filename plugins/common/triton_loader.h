@@ -50,6 +50,9 @@ class Launcher {
   virtual int launch(const char* name, dim3 grid, cudaStream_t stream, const KernelArg* args, int nargs) noexcept = 0;
   // fills workspace bytes (a zero operand): cudaMemsetAsync, or memset of the host buffer when recording
   virtual int memset(void* ptr, int value, size_t bytes, cudaStream_t stream) noexcept = 0;
+  // copies device bytes (the KV cache's past into present where they are not one buffer):
+  // cudaMemcpyAsync, or memcpy of the host buffers when recording
+  virtual int copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) noexcept = 0;
 };
 
 // A constexpr the named configuration was compiled with (its tile sizes: the launch grid follows the
@@ -72,6 +75,7 @@ class CudaLauncher : public Launcher {
   int prepare(int device, const std::vector<std::string>& names = {}) noexcept;
   int launch(const char* name, dim3 grid, cudaStream_t stream, const KernelArg* args, int nargs) noexcept override;
   int memset(void* ptr, int value, size_t bytes, cudaStream_t stream) noexcept override;
+  int copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) noexcept override;
 };
 
 // Records each launch (name, grid, block, shared memory, the argument bytes in order) instead of
@@ -87,6 +91,7 @@ class RecordingLauncher : public Launcher {
   explicit RecordingLauncher(int sm_major = 8, int sm_minor = 9) : major_(sm_major), minor_(sm_minor) {}
   int launch(const char* name, dim3 grid, cudaStream_t stream, const KernelArg* args, int nargs) noexcept override;
   int memset(void* ptr, int value, size_t bytes, cudaStream_t stream) noexcept override;
+  int copy(void* dst, const void* src, size_t bytes, cudaStream_t stream) noexcept override;
   std::vector<LaunchRecord> records;
 
  private:

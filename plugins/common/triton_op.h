@@ -1,8 +1,8 @@
 // The ops' TensorRT-free layer, shared part: what a TensorRT plugin does between "the node's integer
 // fields and its tensors' dims and dtypes" and the launch lives in one class per op (MixedLinearOp,
-// HadamardOp) built into libresq_triton.so, so that CI drives the very same code through ctypes
-// (resq_op_check / resq_op_enqueue) without TensorRT headers, and the IPluginV3 classes only
-// translate PluginField / PluginTensorDesc into these plain types.
+// HadamardOp, KVAttentionOp) built into libresq_triton.so, so that CI drives the very same code
+// through ctypes (resq_op_check / resq_op_enqueue) without TensorRT headers, and the IPluginV3
+// classes only translate PluginField / PluginTensorDesc into these plain types.
 #pragma once
 #include <cstdint>
 #include <map>

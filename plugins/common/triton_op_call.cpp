@@ -5,6 +5,7 @@
 #include <string>
 
 #include "hadamard_op.h"
+#include "kv_attention_op.h"
 #include "mixed_linear_op.h"
 #include "resq_ops.h"
 #include "triton_loader.h"
@@ -27,6 +28,9 @@ std::string dims_text(const TensorDesc& d) {
 
 std::string check_dtype(const char* what, int pos, const TensorDesc& d, const char* spec_dtype) {
   if (d.dtype && std::strcmp(d.dtype, spec_dtype) == 0) return "";
+  // TensorRT has no uint8 plugin I/O: its flavour carries the contract's uint8 tensors (KV codes, zero
+  // points) as int8 with the same bytes, and the kernels read them as uint8
+  if (d.dtype && !std::strcmp(spec_dtype, "uint8") && !std::strcmp(d.dtype, "int8")) return "";
   return std::string(what) + " " + std::to_string(pos) + " is " + (d.dtype ? d.dtype : "of no dtype") + ", the op takes " +
          spec_dtype;
 }
@@ -57,6 +61,12 @@ bool well_formed(const ResQOpCall* c) {
   return true;
 }
 
+// the outputs of an op (the linear and the Hadamard have one; the attention its Y and six present caches)
+template <class Op>
+int outputs_of() { return 1; }
+template <>
+int outputs_of<KVAttentionOp>() { return KVAttentionOp::num_outputs(); }
+
 // the creator (constructor), configurePlugin (check), getWorkspaceSize, then enqueue when asked
 template <class Op>
 int run(const ResQOpCall& c, size_t* workspace_size, bool launch, const void* const* inputs, void* const* outputs,
@@ -64,7 +74,9 @@ int run(const ResQOpCall& c, size_t* workspace_size, bool launch, const void* co
   const Op op(fields_of(c));
   const std::string problem = op.check(c.in, c.nb_in, c.out, c.nb_out);
   if (!problem.empty()) return triton::fail(RESQ_ERR_INVALID, std::string(c.op) + ": " + problem);
-  if (c.nb_out != 1) return triton::fail(RESQ_ERR_INVALID, std::string(c.op) + ": one output, not " + std::to_string(c.nb_out));
+  if (c.nb_out != outputs_of<Op>())
+    return triton::fail(RESQ_ERR_INVALID, std::string(c.op) + ": " + std::to_string(outputs_of<Op>()) +
+                                              " outputs, not " + std::to_string(c.nb_out));
   if (workspace_size) *workspace_size = op.workspace(c.in, c.nb_in);
   if (!launch) return RESQ_OK;
   if (!inputs || !outputs) return triton::fail(RESQ_ERR_INVALID, std::string(c.op) + ": no tensor pointers");
@@ -79,8 +91,10 @@ int dispatch(const ResQOpCall* c, size_t* workspace_size, bool launch, const voi
       return run<MixedLinearOp>(*c, workspace_size, launch, inputs, outputs, workspace, given, stream);
     if (!std::strcmp(c->op, spec::ResQHadamard::kName))
       return run<HadamardOp>(*c, workspace_size, launch, inputs, outputs, workspace, given, stream);
+    if (!std::strcmp(c->op, spec::ResQKVCacheAttention::kName))
+      return run<KVAttentionOp>(*c, workspace_size, launch, inputs, outputs, workspace, given, stream);
     return triton::fail(RESQ_ERR_UNSUPPORTED, std::string("no TensorRT-free layer for op ") + c->op +
-                                                  " (ResQMixedLinearPrepared, ResQHadamard)");
+                                                  " (ResQMixedLinearPrepared, ResQHadamard, ResQKVCacheAttention)");
   } catch (const std::exception& e) {  // the creator's refusal (std::invalid_argument)
     return triton::fail(RESQ_ERR_INVALID, std::string(c->op) + ": " + e.what());
   }

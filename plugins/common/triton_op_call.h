@@ -1,8 +1,8 @@
 /* The C entry of the ops' TensorRT-free layer (libresq_triton.so): an op node described by its
  * integer attributes and its tensors' dims and dtypes, checked and enqueued exactly as the TensorRT
- * plugins do (they are thin adapters over the same layer: mixed_linear_op.h, hadamard_op.h). Plain C
- * and no CUDA header, so ctypes (tools/op_enqueue_check.py) and the header-built test harness can
- * share it. Errors: a ResQStatus, the message in resq_triton_last_error(). */
+ * plugins do (they are thin adapters over the same layer: mixed_linear_op.h, hadamard_op.h,
+ * kv_attention_op.h). Plain C and no CUDA header, so ctypes (tools/op_enqueue_check.py) and the
+ * header-built test harness can share it. Errors: a ResQStatus, the message in resq_triton_last_error(). */
 #pragma once
 #include <stddef.h>
 #include <stdint.h>

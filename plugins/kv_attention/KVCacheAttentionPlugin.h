@@ -1,10 +1,11 @@
 // TensorRT plugin of ResQKVCacheAttention: U_C on q and k, quantised append of the new K/V into the
 // cache in place (each present output aliased to its past input; rows packed as resq_layout.h says),
-// causal GQA attention over the dequantised cache: the Triton kernels of libresq_triton.so through the
-// launch seam (triton_kv_attention.cpp).
+// causal GQA attention over the dequantised cache. A thin adapter: the attribute checks, the tensors'
+// check, the workspace, the copy where present and past are two buffers and the launches are
+// KVAttentionOp's (kv_attention_op.h, libresq_triton.so), which CI runs without TensorRT.
 #pragma once
 #include "PluginUtils.h"
-#include "triton_ops.h"
+#include "kv_attention_op.h"
 
 namespace resq {
 namespace trt {
@@ -23,8 +24,7 @@ class KVCacheAttentionPlugin : public PluginBase {
                   const void* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
 
  private:
-  static int rotation_input(int32_t nb_inputs);
-  ResQKVShape kv_shape(int64_t batch) const;
+  ops::KVAttentionOp op_;
 };
 
 class KVCacheAttentionCreator : public CreatorBase {

@@ -114,16 +114,21 @@ RESQ_TAPI int resq_triton_kv_attention(const ResQKVAttentionParams* p, const flo
   if (!p || resq_kv_check(&p->shape) != RESQ_OK || p->seq < 0 || p->seq > p->k.capacity || !p->past_length ||
       !p->q || !k || !v || !p->out || !p->k.codes || !p->k.scales || !p->k.zeros || !p->v.codes || !p->v.scales ||
       !p->v.zeros || p->k.capacity != p->v.capacity)
-    return RESQ_ERR_INVALID;
-  if (!policy_present()) return RESQ_ERR_UNSUPPORTED;  // a library built without kv_launch's policy
+    return resq::triton::fail(RESQ_ERR_INVALID, "kv_attention: a shape outside the contract, S beyond the "
+                                                "capacity or a null pointer");
+  if (!policy_present())  // a library built without kv_launch's policy
+    return resq::triton::fail(RESQ_ERR_UNSUPPORTED, "kv_attention: kv_launch's policy is not compiled in");
   if (p->seq == 0) return RESQ_OK;
   const ResQKVShape& s = p->shape;
   const std::string decode = decode_name(s);
-  if (resq::triton::constexpr_of(decode.c_str(), "BLOCK_T") <= 0) return RESQ_ERR_UNSUPPORTED;
+  if (resq::triton::constexpr_of(decode.c_str(), "BLOCK_T") <= 0)
+    return resq::triton::fail(RESQ_ERR_UNSUPPORTED, "kv_attention: no cubin " + decode + " embedded");
   const int32_t seq = p->seq, capacity = p->k.capacity, d = s.head_dim, h = s.num_heads, hkv = s.num_kv_heads,
                 high = s.high_channels, row_bytes = resq_kv_row_bytes(&s), low_bytes = resq_kv_low_bytes(&s);
   const Plan w = plan(s, seq, capacity, rotation != nullptr, 0);
-  if (!p->workspace || p->workspace_size < w.total) return RESQ_ERR_INVALID;
+  if (!p->workspace || p->workspace_size < w.total)
+    return resq::triton::fail(RESQ_ERR_INVALID, "kv_attention: a workspace of " + std::to_string(p->workspace_size) +
+                                                    " bytes, " + std::to_string(w.total) + " needed");
   auto* ws = static_cast<char*>(p->workspace);
   auto stream = static_cast<cudaStream_t>(stream_ptr);
   resq::triton::Launcher& l = resq::triton::launcher();
@@ -132,7 +137,7 @@ RESQ_TAPI int resq_triton_kv_attention(const ResQKVAttentionParams* p, const flo
   // 1. U_C on q and k (float32, the contract's GPU order)
   if (rotation) {
     const int br = resq::triton::constexpr_of("kv_rotate", "BLOCK_R"), bc = resq::triton::constexpr_of("kv_rotate", "BLOCK_C");
-    if (br <= 0 || bc <= 0) return RESQ_ERR_UNSUPPORTED;
+    if (br <= 0 || bc <= 0) return resq::triton::fail(RESQ_ERR_UNSUPPORTED, "kv_attention: no cubin kv_rotate embedded");
     const float* srcs[2] = {p->q, k};
     float* dsts[2] = {reinterpret_cast<float*>(ws + w.q_rot), reinterpret_cast<float*>(ws + w.k_rot)};
     const int32_t rows[2] = {s.batch * h * seq, s.batch * hkv * seq};
@@ -148,7 +153,7 @@ RESQ_TAPI int resq_triton_kv_attention(const ResQKVAttentionParams* p, const flo
   // 2. the new K and V rows quantised into the caches at past_length[b] (program_id(2): K, V)
   const std::string append = "kv_append_b" + std::to_string(s.kv_bits) + std::to_string(high ? s.high_bits : 8);
   const int bt = resq::triton::constexpr_of(append.c_str(), "BLOCK_T");
-  if (bt <= 0) return RESQ_ERR_UNSUPPORTED;
+  if (bt <= 0) return resq::triton::fail(RESQ_ERR_UNSUPPORTED, "kv_attention: no cubin " + append + " embedded");
   {
     const KernelArg args[] = {arg(k), arg(v), arg(p->past_length), arg(p->k.codes), arg(p->k.scales), arg(p->k.zeros),
                               arg(p->v.codes), arg(p->v.scales), arg(p->v.zeros), arg(seq), arg(hkv), arg(capacity),
@@ -187,7 +192,9 @@ RESQ_TAPI int resq_triton_kv_attention(const ResQKVAttentionParams* p, const flo
     if (st != RESQ_OK) return st;
   }
   const int cbd = resq::triton::constexpr_of("kv_combine", "BLOCK_D"), cbs = resq::triton::constexpr_of("kv_combine", "BLOCK_S");
-  if (cbd <= 0 || cbs < splits) return RESQ_ERR_UNSUPPORTED;
+  if (cbd <= 0 || cbs < splits)
+    return resq::triton::fail(RESQ_ERR_UNSUPPORTED, "kv_attention: no cubin kv_combine for " + std::to_string(splits) +
+                                                        " splits embedded");
   const int32_t n_rows = s.batch * h * seq;
   const KernelArg args[] = {arg(ml), arg(acc), arg(p->out), arg(n_rows), arg(seq), arg(h), arg(d), arg(splits)};
   return l.launch("kv_combine", dim3(static_cast<unsigned>(n_rows), static_cast<unsigned>(cdiv(d, cbd)), 1), stream,

@@ -201,28 +201,28 @@ def decode_attention(a: KVAttrs, q: torch.Tensor, k_cache, v_cache, past_length:
     return y
 
 
-# The prefill configurations compiled (a subset of kv_prefill.prefill_configs()): head_dim <= 128 (D_PAD
-# 64, 128), the high windows the decode kernel also takes (r <= 32), float32 q (the plugin's) and float16
-# / bfloat16 q for the Llama-3-style heads (the benchmarks, as for decode); not the two that spill
+# The prefill configurations compiled (built here directly; kv_prefill.prefill_configs() lists every
+# one the kernel can be compiled for): head_dim <= 128 (D_PAD 64, 128), the high windows the decode
+# kernel also takes (r <= 32), (kv_bits, high_bits) 4/8 and 8/8, float32 q (the plugin's) and float16 /
+# bfloat16 q for the Llama-3-style heads (the benchmarks, as for decode); not the two that spill
 # (PREFILL_SPILLED: an 8-bit low group at D 64 with a high group). D_PAD 256 and the D_PAD-wide
 # high windows spill on every arch (docs/benchmarks-gpu.md, the prefill's compile check): there the
 # decode kernel serves S > 1 too (prefill_name). A speed choice: both paths compute the same attention.
 PREFILL_HEAD_PADS = (64, 128)
 PREFILL_HIGH_PADS = (0, 16, 32)
-PREFILL_HALF_Q = {"kv_prefill_d128_r0_k4", "kv_prefill_d128_r16_k4_h8"}  # with _f16 and _bf16
+PREFILL_BITS = ((4, 8), (8, 8))  # (kv_bits, high_bits); without a high window only kv_bits names it
+# (D_PAD, H_PAD, kv_bits, high_bits) also compiled for a float16 and a bfloat16 q (_f16, _bf16)
+PREFILL_HALF_Q = ((128, 0, 4, 8), (128, 16, 4, 8))
 # spilled (ptxas 13.0, 2026-12-05): d64_r16_k8_h8 on sm_120 (8 + 4 bytes), d64_r32_k8_h8 on sm_80 (32 + 20)
-PREFILL_SPILLED = {"kv_prefill_d64_r16_k8_h8", "kv_prefill_d64_r32_k8_h8"}
+PREFILL_SPILLED = ((64, 16, 8, 8), (64, 32, 8, 8))
 
 
 def prefill_configs() -> list:
     """The prefill kernel's compiled configurations (configs.kv_configs lists them)."""
-    out = []
-    for c in kv_prefill.prefill_configs():
-        base = c.name.removesuffix("_f16").removesuffix("_bf16")
-        if c.constexprs["D_PAD"] in PREFILL_HEAD_PADS and c.constexprs["H_PAD"] in PREFILL_HIGH_PADS \
-                and (base == c.name or base in PREFILL_HALF_Q) and base not in PREFILL_SPILLED:
-            out.append(c)
-    return out
+    tiles = [(dp, hp, kb, hb) for dp in PREFILL_HEAD_PADS for hp in PREFILL_HIGH_PADS for kb, hb in PREFILL_BITS
+             if (dp, hp, kb, hb) not in PREFILL_SPILLED]
+    return [kv_prefill.prefill_config(*tile, q_type) for tile in tiles
+            for q_type in (("*fp32", "*fp16", "*bf16") if tile in PREFILL_HALF_Q else ("*fp32",))]
 
 
 @functools.cache

@@ -276,22 +276,27 @@ def prefill_kernel_name(head_dim: int, high: int, kv_bits: int, high_bits: int, 
     return f"kv_prefill_d{dp}_r{hp}_k{kv_bits}" + (f"_h{high_bits}" if hp else "") + q_suffix
 
 
-def prefill_configs(bits=((4, 8), (8, 8)), q_types=tuple(DTYPE_SUFFIX)) -> list:
-    """KernelConfigs (kernel_config.py) of the prefill attention: every D_PAD (64, 128, 256) x high window
-    (none, HIGH_PADS, D_PAD) x (kv_bits, high_bits) in `bits` x q dtype in `q_types`."""
+def prefill_config(dp: int, hp: int, kv_bits: int, high_bits: int, q_type: str = "*fp32"):
+    """The KernelConfig (kernel_config.py) of one prefill tile: D_PAD dp, high window hp (0: none, when
+    high_bits is not looked at and the name leaves it out), q of Triton type q_type (DTYPE_SUFFIX)."""
     from .kernel_config import _config
 
-    out = []
     types = dict(k_codes="*u8", k_scales="*fp32", k_zeros="*u8", v_codes="*u8", v_scales="*fp32", v_zeros="*u8",
-                 past_length="*i32", out="*fp32", qk_scale="fp32")
-    for dp, tile in PREFILL_TILES.items():
+                 past_length="*i32", out="*fp32", qk_scale="fp32", q=q_type)
+    name = f"kv_prefill_d{dp}_r{hp}_k{kv_bits}" + (f"_h{high_bits}" if hp else "") + DTYPE_SUFFIX[q_type]
+    return _config(name, kv_prefill_kernel, types, PREFILL_TILES[dp], D_PAD=dp, H_PAD=hp, KV_BITS=kv_bits,
+                   HIGH_BITS=high_bits)
+
+
+def prefill_configs(bits=((4, 8), (8, 8)), q_types=tuple(DTYPE_SUFFIX)) -> list:
+    """KernelConfigs of the prefill attention: every D_PAD (64, 128, 256) x high window (none,
+    HIGH_PADS, D_PAD) x (kv_bits, high_bits) in `bits` x q dtype in `q_types` (what the kernel can be
+    compiled for; kv_launch.prefill_configs names the ones the library embeds)."""
+    out = []
+    for dp in PREFILL_TILES:
         for hp in sorted({0, *(p for p in HIGH_PADS if p < dp), dp}):
             for kv_bits, high_bits in dict.fromkeys(b if hp else (b[0], 8) for b in bits):
-                for q_type in q_types:
-                    name = (f"kv_prefill_d{dp}_r{hp}_k{kv_bits}" + (f"_h{high_bits}" if hp else "")
-                            + DTYPE_SUFFIX[q_type])
-                    out.append(_config(name, kv_prefill_kernel, dict(types, q=q_type), tile, D_PAD=dp, H_PAD=hp,
-                                       KV_BITS=kv_bits, HIGH_BITS=high_bits))
+                out += [prefill_config(dp, hp, kv_bits, high_bits, q_type) for q_type in q_types]
     return out
 
 

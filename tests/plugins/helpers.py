@@ -115,3 +115,30 @@ def exported_nodes(artifact: Path, layers: tuple[int, ...] | None = None) -> lis
         out.append(ExportedNode(node.op_type, node.name, ints,
                                 {n: tensors[v] for n, v in names.items() if n != "X"}, reference, k))
     return out
+
+
+@dataclass(frozen=True)
+class ExportedAttention:
+    """A ResQKVCacheAttention node of an artifact's TensorRT flavour as the export wrote it."""
+    name: str
+    attrs: dict  # its INT attributes as written (num_heads, num_kv_heads, head_dim, high_channels, kv_bits, high_bits)
+    key_rotation: torch.Tensor | None  # the U_C initializer, None where the node lists ten inputs
+
+
+def exported_attention(artifact: Path, layer: int = 0) -> ExportedAttention:
+    """Layer `layer`'s ResQKVCacheAttention node of the artifact's TensorRT flavour."""
+    from onnx import AttributeProto, helper, numpy_helper
+
+    from resq_export.artifact import load_artifact
+    from resq_export.export.writer import tensorrt_flavour
+
+    proto = tensorrt_flavour(*load_artifact(artifact)[:2])
+    tensors = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "ResQKVCacheAttention" and f"/layers.{layer}/" in node.name:
+            ints = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.type == AttributeProto.INT}
+            rotation = None
+            if len(node.input) == 11:  # key_rotation, the optional last input: an initializer
+                rotation = torch.from_numpy(numpy_helper.to_array(tensors[node.input[10]]).copy()).float()
+            return ExportedAttention(node.name, ints, rotation)
+    raise LookupError(f"{artifact}: no ResQKVCacheAttention node in layer {layer}")

@@ -74,3 +74,39 @@ def test_decode_attention_shapes_bytes_and_record(bench):
     assert [(int(r.split("|")[1]), int(r.split("|")[2])) for r in table] == [
         (b, c) for b in bench.BATCHES for c in bench.CONTEXTS]
     assert all("| 0.0400 | 0.0100 | 4.00 | 3000 / 2500 | 0.0125 | 0.0030 | graph / graph |" in r for r in table), table[0]
+
+
+def test_prefill_attention_shapes_bytes_and_record(bench):
+    """Prefill at Llama-3-8B's heads, batch 1, S = 2k and 8k against FP16 flash attention: the compulsory
+    bytes of one launch (docs/benchmarks-gpu.md's table: ours q and y in float32 plus the S cached K/V rows,
+    69.8 MB at 2k; FP16 q, k, v, o: 41.9 MB) and one table row per S with the ratio of the medians given."""
+    assert bench.PREFILLS == [2048, 8192]
+    assert bench.prefill_bytes(2048) == (2 * 32 * 2048 * 128 * 4 + 2 * 8 * 2048 * 82, 2 * 40 * 2048 * 128 * 2)
+    assert [round(b / 1e6, 1) for b in bench.prefill_bytes(8192)] == [279.2, 167.8]
+    rows = [{"kind": "prefill_attention", "batch": 1, "seq": s, "fp16_flash_ms": 0.05, "resq_ms": 0.075,
+             "resq_f32q_ms": 0.08, "resq_append_ms": 0.01, "ratio": 1.5, "baseline": "flash, enable_gqa",
+             "configs": ["kv_prefill_d128_r16_k4_h8_f16", "kv_prefill_d128_r16_k4_h8"], "sets": [2, 3],
+             "timing": ["graph", "graph"]} for s in bench.PREFILLS]
+    meta = {"device": "NVIDIA H100 80GB HBM3", "sm": "90", "date": "2026-12-05 15:00 UTC", "torch": "2.11",
+            "cuda": "13.0", "library": "libresq_triton.so", "versions": "triton 3.9.0",
+            "command": "python tools/bench_kernels.py", "copy_gbps": 2900.0, "reps": 100}
+    text = bench.markdown(rows, meta)
+    table = [line for line in text.splitlines() if line.startswith("| 1 | 2048 |") or line.startswith("| 1 | 8192 |")]
+    assert len(table) == 2 and "| prefill attention, batch | S | FP16 flash ms |" in text
+    assert all("| 0.0500 | 0.0750 | 1.50 | 0.0800 | 0.0100 | flash, enable_gqa | graph / graph |" in r
+               for r in table), table[0]
+    # the configurations the rows time are compiled (a float16 q as SDPA's, a float32 q as the plugin's)
+    import torch
+
+    from resq_export.kernels.kv_launch import KVAttrs, prefill_name
+
+    a = KVAttrs(*bench.KV_HEADS)
+    assert [prefill_name(a, s, dt) for s in bench.PREFILLS for dt in (torch.float16, torch.float32)] == [
+        "kv_prefill_d128_r16_k4_h8_f16", "kv_prefill_d128_r16_k4_h8"] * 2
+
+
+def test_attention_only_and_no_attention_exclude_each_other(bench):
+    assert bench.parse_args(["--attention-only"]).attention_only
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(["--attention-only", "--no-attention"])
+    assert exc.value.code == 2

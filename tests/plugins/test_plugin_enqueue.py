@@ -121,7 +121,7 @@ def test_activation_widths_follow_ops_json_gpu_entry(project_triton, harness, a_
     reason (and, where TensorRT headers are, the plugin's creator itself), and the exporter's engine
     check reads the same entry (next test)."""
     import torch
-    from plugin_enqueue_op import OpLibrary, OpRefused
+    from resq_export.native.triton import OpLibrary, OpRefused
 
     from resq_export.export.spec import op_spec
 
@@ -155,7 +155,7 @@ def test_tensors_that_do_not_fit_are_refused_in_one_line(project_triton, harness
     """configurePlugin's check (the layer's, and the plugin's where headers are): a node whose tensors do
     not fit its attributes is refused when the engine is built, with the reason, not at enqueue."""
     import torch
-    from plugin_enqueue_op import OpLibrary, OpRefused
+    from resq_export.native.triton import OpLibrary, OpRefused
 
     pos, change, said = BAD_NODES[what]
     cases = random_cases(tokens=(1,))
