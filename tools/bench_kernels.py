@@ -246,6 +246,65 @@ def prefill_bytes(seq: int) -> tuple[int, int]:
     return 2 * h * seq * d * 4 + 2 * hkv * seq * (a.row_bytes + 5 * a.groups), 2 * (h + hkv) * seq * d * 2
 
 
+# Peaks of docs/benchmarks-gpu.md ("The Triton kernels at the hardware's limits"): bytes/s, FP16 tensor-core
+# FLOP/s (FP32 accumulation), FP32 non-FMA operations/s, exp2/s (SMs x 16 SFU lanes x clock)
+PEAKS = {"H100 SXM": (3.35e12, 989e12, 33.5e12, 4.18e12), "H200 SXM": (4.8e12, 989e12, 33.5e12, 4.18e12),
+         "RTX 4090": (1008e9, 165.2e12, 41.3e12, 5.16e12)}
+# CUDA-core operations per computed score: ours (2 scale products and their sum, max, subtract, sum, 2 ratio
+# products, 2 conversions: 10; the unpack of K and V, 3 per channel x 2 x 144 channels per key shared by the
+# tile's 128 rows: 6.75; the rescale of 144 accumulator columns once per 16-key tile: 9), FP16 flash's
+_OPS_PER_SCORE = {"resq": 25.75, "fp16": 7.0}
+
+
+def prefill_work(seq: int) -> dict:
+    """The counts of one prefill launch at Llama-3-8B heads, batch 1, past_length 0, S = seq (docs/
+    benchmarks-gpu.md, "Limits of one prefill launch"): bytes (prefill_bytes), the (query head, key) pairs
+    each computes (ours: every key tile up to its query tile's end, tiles of BLOCK_M rows = BLOCK_M / group
+    positions; FP16 flash: the causal triangle), MMA FLOPs (4 x the MMA channels per pair: D_PAD + H_PAD
+    for ours, D for FP16), CUDA-core operations and exp2 (one per computed score)."""
+    from resq_export.kernels import kv_prefill
+    from resq_export.kernels.kv_launch import KVAttrs
+
+    h, hkv, d, r = KV_HEADS
+    a = KVAttrs(h, hkv, d, r)
+    dp = kv_prefill.d_pad(d)
+    block_m = kv_prefill.PREFILL_TILES[dp][0]["BLOCK_M"]
+    positions = block_m // a.group  # per query tile
+    tiles = -(-seq // positions)
+    ours_pairs = hkv * block_m * sum(min(positions * (m + 1), seq) for m in range(tiles))
+    fp16_pairs = h * seq * (seq + 1) // 2
+    resq_bytes, fp16_bytes = prefill_bytes(seq)
+    return {"seq": seq, "resq_bytes": resq_bytes, "fp16_bytes": fp16_bytes, "resq_pairs": ours_pairs,
+            "fp16_pairs": fp16_pairs, "resq_flop": 4 * (dp + kv_prefill.h_pad(r, dp)) * ours_pairs,
+            "fp16_flop": 4 * d * fp16_pairs, "resq_ops": _OPS_PER_SCORE["resq"] * ours_pairs,
+            "fp16_ops": _OPS_PER_SCORE["fp16"] * fp16_pairs, "resq_exp2": ours_pairs, "fp16_exp2": fp16_pairs}
+
+
+def prefill_limits_markdown() -> str:
+    """The two tables of docs/benchmarks-gpu.md's "Limits of one prefill launch" from prefill_work and
+    PEAKS (microseconds; a limit is the largest of memory, MMA, and CUDA-core + exp2 time, which are
+    not assumed to overlap)."""
+    works = [prefill_work(s) for s in PREFILLS]
+    out = ["| S | ours bytes | FP16 bytes | ours MMA FLOP | FP16 MMA FLOP | ours CUDA-core ops | FP16 ops | exp2 |",
+           "|---|---|---|---|---|---|---|---|"]
+    for w in works:
+        out.append(f"| {w['seq']} | {w['resq_bytes'] / 1e6:.1f} MB | {w['fp16_bytes'] / 1e6:.1f} MB | "
+                   f"{w['resq_flop'] / 1e9:.1f} G | {w['fp16_flop'] / 1e9:.1f} G | {w['resq_ops'] / 1e9:.2f} G | "
+                   f"{w['fp16_ops'] / 1e9:.2f} G | {w['resq_exp2'] / 1e9:.3f} G |")
+    out += ["", "| GPU | S | mem | MMA | ALU | exp2 | **ours** | FP16 mem | FP16 MMA | FP16 ALU+exp2 | **FP16 flash** "
+            "| ours / FP16 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for w in works:
+        for gpu, (bw, mma, alu, sfu) in PEAKS.items():
+            mem, flop, ops, ex = (w["resq_bytes"] / bw * 1e6, w["resq_flop"] / mma * 1e6, w["resq_ops"] / alu * 1e6,
+                                  w["resq_exp2"] / sfu * 1e6)
+            fmem, fflop, fops = (w["fp16_bytes"] / bw * 1e6, w["fp16_flop"] / mma * 1e6,
+                                 (w["fp16_ops"] / alu + w["fp16_exp2"] / sfu) * 1e6)
+            ours, fp16 = max(mem, flop, ops + ex), max(fmem, fflop, fops)
+            out.append(f"| {gpu} | {w['seq']} | {mem:.0f} | {flop:.0f} | {ops:.0f} | {ex:.0f} | **{ours:.0f}** | "
+                       f"{fmem:.0f} | {fflop:.0f} | {fops:.0f} | **{fp16:.0f}** | {ours / fp16:.2f} |")
+    return "\n".join(out) + "\n"
+
+
 def _flash_sdpa(q16, k16, v16):
     """FP16 causal SDPA on the flash backend, GQA by enable_gqa where that backend takes it, else the
     K/V heads repeated (the row says which)."""
@@ -364,6 +423,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--m", type=int, nargs="+", default=MS, help=f"token counts (default {MS})")
     ap.add_argument("--no-attention", action="store_true", help="GEMM rows only")
     ap.add_argument("--attention-only", action="store_true", help="the decode and prefill attention rows only")
+    ap.add_argument("--limits", action="store_true",
+                    help="print the prefill launch's counts and limit times (no GPU needed) and exit")
     args = ap.parse_args(argv)
     if args.warmup < 0 or args.reps < 1 or min(args.m) < 1:
         ap.error("--warmup >= 0, --reps >= 1 and every --m >= 1")
@@ -374,6 +435,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.limits:
+        print(prefill_limits_markdown(), end="")
+        return 0
     if not args.lib.is_file():
         print(f"error: {args.lib} is missing: build it with cmake (target resq_triton) where triton 3.9.0 is, and carry it")
         return 1

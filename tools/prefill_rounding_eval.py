@@ -7,7 +7,12 @@ tests/kernels/test_kernel_kv_prefill.py), on the same windows; the float model's
 --model is given.
 
     python tools/prefill_rounding_eval.py --artifact ART [--model smollm2-135m] [--seqlen 512]
-        [--max-tokens 4096] [--q-dtype float16|bfloat16] [--json]
+        [--max-tokens 4096] [--q-dtype float16|bfloat16] [--interpreter] [--json]
+
+--interpreter (with TRITON_INTERPRET=1 in the environment): the prefill kernel itself
+(kv_prefill.prefill_attention) under Triton's interpreter instead of its torch emulation, for a
+third perplexity: slow (minutes per layer at SmolLM2's size), meant for tiny models, where it shows
+the emulation's perplexity is the kernel's.
 
 Only the attention changes: q, the cache (quantised as the reference executor quantises it) and
 every other layer are the reference executor's. Exit 1 with one error line for an artifact without a
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-tokens", type=int, default=4096)
     ap.add_argument("--q-dtype", choices=("float16", "bfloat16"), default="float16",
                     help="the dot's dtype: float16 for the plugin's float32 q, bfloat16 for a bf16 q")
+    ap.add_argument("--interpreter", action="store_true",
+                    help="also the kernel itself under TRITON_INTERPRET=1 (tiny models: slow)")
     ap.add_argument("--json", action="store_true", help="one JSON object")
     args = ap.parse_args(argv)
     if args.seqlen < 2 or args.max_tokens < 2:
@@ -40,8 +48,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _interpreted(q, k_parts, v_parts, quant, past, q_dtype):
+    """The prefill kernel itself (Triton's interpreter) on the layer's cache -> [B, H, S, D]."""
+    import torch
+
+    from resq_export.kernels.kv_prefill import prefill_attention
+
+    high = quant.group_sizes[1] if len(quant.group_sizes) > 1 else 0
+    bits = (quant.bits[0], quant.bits[-1] if high else 8)
+    total = past + q.shape[2]
+    caches = [tuple(t[:, :, :total].contiguous() for t in parts) for parts in (k_parts, v_parts)]
+    q_in = q.to(torch.bfloat16) if q_dtype == torch.bfloat16 else q
+    past_length = torch.full((q.shape[0],), past, dtype=torch.int32)
+    y = prefill_attention(q_in, *caches, past_length, high, *bits)
+    return y.view(q.shape[0], q.shape[2], q.shape[1], q.shape[3]).transpose(1, 2)
+
+
 @contextmanager
-def kernel_attention(q_dtype):
+def kernel_attention(q_dtype, interpreter: bool = False):
     """The reference executor's attention for S >= 2 replaced by the prefill kernel's arithmetic: the
     cache's stored form of the layer being computed is kept as KVCache.append leaves it, and
     decoder._attention (called right after, for the same layer) reads it."""
@@ -62,7 +86,8 @@ def kernel_attention(q_dtype):
         quant, k_parts, v_parts = stored.get("parts", (None, None, None))
         if quant is None or q.shape[2] < KV_PREFILL_MIN_S:  # decode: flash-decoding, not this kernel
             return attention(q, k, v, group, island)
-        return kernel_rounded_prefill(q.float(), k_parts, v_parts, quant, k.shape[2] - q.shape[2], q_dtype)
+        run = _interpreted if interpreter else kernel_rounded_prefill
+        return run(q.float(), k_parts, v_parts, quant, k.shape[2] - q.shape[2], q_dtype)
 
     decoder.KVCache.append, decoder._attention = keep, rounded
     try:
@@ -73,6 +98,9 @@ def kernel_attention(q_dtype):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.interpreter and os.environ.get("TRITON_INTERPRET") != "1":
+        print("error: --interpreter needs TRITON_INTERPRET=1 in the environment")
+        return 1
     from resq_export.errors import ResQError
 
     try:
@@ -103,6 +131,9 @@ def run(args) -> int:
     result["contract_ppl"] = perplexity(model, windows, progress=False)["ppl"]
     with kernel_attention(getattr(torch, args.q_dtype)):
         result["kernel_ppl"] = perplexity(model, windows, progress=False)["ppl"]
+    if args.interpreter:
+        with kernel_attention(getattr(torch, args.q_dtype), interpreter=True):
+            result["interpreted_kernel_ppl"] = perplexity(model, windows, progress=False)["ppl"]
     if args.model:
         from resq_export.models.loader import open_model
         from resq_export.validate.layerwise import float_layers
@@ -113,6 +144,8 @@ def run(args) -> int:
         print(json.dumps(result))
     else:
         fp = f", FP {result['fp_ppl']:.4f}" if "fp_ppl" in result else ""
+        if "interpreted_kernel_ppl" in result:
+            fp += f", the kernel itself (interpreter) {result['interpreted_kernel_ppl']:.4f}"
         print(f"perplexity over {len(windows)} windows of {args.seqlen}: contract {result['contract_ppl']:.4f}, "
               f"prefill kernel's roundings ({args.q_dtype} q and P) {result['kernel_ppl']:.4f} "
               f"({result['kernel_minus_contract']:+.4f}){fp}")

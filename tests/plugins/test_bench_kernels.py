@@ -110,3 +110,19 @@ def test_attention_only_and_no_attention_exclude_each_other(bench):
     with pytest.raises(SystemExit) as exc:
         bench.parse_args(["--attention-only", "--no-attention"])
     assert exc.value.code == 2
+
+
+def test_prefill_limits_are_the_ones_docs_give(bench, capsys):
+    """`bench_kernels.py --limits` (no GPU) prints the prefill launch's counts and limit times; the two
+    tables of docs/benchmarks-gpu.md ("Limits of one prefill launch") are that output verbatim. The
+    pairs: ours computes 68.2 M (query head, key) pairs at 2k (the causal triangle's 67.1 M plus the
+    diagonal tiles), 576 MMA FLOPs each."""
+    work = bench.prefill_work(2048)
+    assert work["resq_pairs"] == 8 * 128 * 32 * (64 * 65 // 2) and work["fp16_pairs"] == 32 * 2048 * 2049 // 2
+    assert work["resq_flop"] == 576 * work["resq_pairs"]
+    assert bench.main(["--limits"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == bench.prefill_limits_markdown()
+    doc = (ROOT / "docs" / "benchmarks-gpu.md").read_text()
+    for table in printed.strip().split("\n\n"):
+        assert table in doc, table.splitlines()[0]

@@ -67,9 +67,7 @@ def test_prefill_attention_cubins_use_tensor_cores(project_triton):
 
     rows = {(r.name, r.arch): r for r in T.kernels(project_triton) if r.name.startswith("kv_prefill")}
     assert set(rows) == {(c.name, arch) for c in prefill_configs() for arch in ARCHS}
-    for (name, arch), row in rows.items():
-        mma = "HGMMA." if arch == "90a" else "HMMA."
-        assert mma in S.sass(row.cubin), (name, arch)
+    assert [(name, arch, p) for (name, arch), row in rows.items() if (p := S.no_fp16_mma(S.sass(row.cubin), arch))] == []
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +101,47 @@ def test_each_rule_fails_on_its_planted_cubin(planted, probe_triton):
     # the decode tile (mma.sync) claimed to have 64 rows: a "prefill tile" without wgmma
     as_prefill = dict(built[("probe_gemm_m16", "90a")], constexprs={"BLOCK_M": 64})
     assert S.problems(rows[("probe_gemm_m16", "90a")].cubin, as_prefill) == ["no wgmma (IGMMA/HGMMA) instruction"]
+
+
+_NODOT = '''
+
+@triton.jit
+def _nodot(a, b):
+    """planted: the product as a broadcast multiply and sum on the CUDA cores, no tl.dot"""
+    return tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], 1)
+
+
+def configs():
+    from resq_export.kernels.kernel_config import _config
+
+    types = dict(k_codes="*u8", k_scales="*fp32", k_zeros="*u8", v_codes="*u8", v_scales="*fp32", v_zeros="*u8",
+                 past_length="*i32", out="*fp32", qk_scale="fp32", q="*fp32")
+    return [_config("kv_prefill_d64_r16_k4_h8", kv_prefill_kernel, types, (dict(BLOCK_M=16, BLOCK_N=16), 4, 1),
+                    D_PAD=64, H_PAD=16, KV_BITS=4, HIGH_BITS=8)]
+'''
+
+
+def test_prefill_tensor_core_rule_fails_on_a_prefill_without_tl_dot(project_triton, tmp_path):
+    """Negative control of test_prefill_attention_cubins_use_tensor_cores: kv_prefill.py's kernel with every
+    tl.dot replaced by a broadcast multiply-and-sum (the same arithmetic on the CUDA cores), compiled as the
+    build compiles (one small tile, sm_89 and sm_90a: ~4 s), fails the rule (no HMMA / HGMMA) where the
+    embedded cubin of the same name passes it."""
+    source = (ROOT / "resq_export" / "kernels" / "kv_prefill.py").read_text().split("# ---- launch policy")[0]
+    for call, planted in (("tl.dot(q_lo2, k, dot)", "(dot + _nodot(q_lo2, k))"),
+                          ("tl.dot(pw, v, acc * factor[:, None])", "(acc * factor[:, None] + _nodot(pw, v))")):
+        assert call in source
+        source = source.replace(call, planted)
+    source = source.replace("tl.dot(", "_nodot(") + _NODOT
+    (tmp_path / "nodot_prefill.py").write_text(source)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(tmp_path)])
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, str(ROOT / "plugins/tools/compile_triton.py"), str(out), "--configs",
+                          "nodot_prefill:configs", "--archs", "89,90a"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    built = json.loads((out / "triton_kernels.json").read_text())["kernels"]
+    planted = {k["arch"]: (out / k["cubin"]).read_bytes() for k in built}
+    assert {arch: S.no_fp16_mma(S.sass(cubin), arch) for arch, cubin in planted.items()} == {
+        "89": ["no HMMA instruction"], "90a": ["no HGMMA instruction"]}
+    embedded = {r.arch: r.cubin for r in T.kernels(project_triton) if r.name == "kv_prefill_d64_r16_k4_h8"}
+    assert all(S.no_fp16_mma(S.sass(embedded[arch]), arch) == [] for arch in planted)

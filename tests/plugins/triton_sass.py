@@ -58,6 +58,13 @@ def no_wgmma(code: str) -> list[str]:
     return [] if WGMMA.search(code) else ["no wgmma (IGMMA/HGMMA) instruction"]
 
 
+def no_fp16_mma(code: str, arch: str) -> list[str]:
+    """The prefill attention's rule: its tl.dot on the fp16 / bf16 tensor cores, wgmma (HGMMA) on
+    sm_90a, mma.sync (HMMA) elsewhere (no_tensor_cores takes any MMA, the integer ones too)."""
+    mma = "HGMMA." if arch == "90a" else "HMMA."
+    return [] if mma in code else [f"no {mma[:-1]} instruction"]
+
+
 def fp64(code: str) -> list[str]:
     found = sorted(set(FP64.findall(code)))
     return [f"FP64 instructions {', '.join(found)}"] if found else []
