@@ -104,7 +104,8 @@ def run_steps(lib, case: dict, mode: str, triton_lib: Path) -> dict:
     cache tensors are the past inputs and the present outputs at once (aliased, as TensorRT binds
     them), or, in a step marked unaliased, present is a buffer of its own and past must stay as it
     was. differ: cache bytes not equal to the reference's (and past bytes an unaliased step changed);
-    Y within each step's atol."""
+    Y within each step's atol and, for a prefill step in record mode, within kernel_atol of the
+    prefill kernel's own arithmetic (kernel_expected; reported, not held, on a GPU)."""
     import torch
 
     dev = "cuda" if mode == "cuda" else "cpu"
@@ -126,11 +127,17 @@ def run_steps(lib, case: dict, mode: str, triton_lib: Path) -> dict:
         lines.append({"seq": step["expected"].shape[1], "lengths": step["lengths"], "aliased": step["aliased"],
                       "cache_differ": differ, "y_err": err, "atol": step["atol"], "workspace": workspace_bytes,
                       "launches": launches, "policy": step["policy"]})
+        if "kernel_expected" in step:  # the prefill kernel's own arithmetic: held to it in record mode only
+            lines[-1].update(kernel_err=float((y.cpu() - step["kernel_expected"]).abs().max()),
+                             kernel_atol=step["kernel_atol"], kernel_checked=mode == "record")
         launched += launches or []
         policy += step["policy"]
         cache = present  # the next call's past is this one's present, as a runtime binds them
     return {"case": case["case"], "differ": sum(s["cache_differ"] for s in lines),
-            "outputs": sum(s["seq"] for s in lines), "over_tolerance": sum(not s["y_err"] <= s["atol"] for s in lines),
+            "outputs": sum(s["seq"] for s in lines),
+            "over_tolerance": sum(not s["y_err"] <= s["atol"] or (s.get("kernel_checked", False) and
+                                                                  not s["kernel_err"] <= s["kernel_atol"])
+                                  for s in lines),
             "max_err_over_atol": max(s["y_err"] / s["atol"] for s in lines), "steps": lines,
             "launches": launched if mode == "record" else None, "policy": policy}
 
@@ -140,7 +147,9 @@ def _detail(line: dict) -> str:
         return line["refused"]
     if "steps" in line:
         text = (f"{len(line['steps'])} steps, {line['differ']} cache bytes differ, "
-                f"{line['over_tolerance']} beyond Y's tolerance (worst err/atol {line['max_err_over_atol']:.3g})")
+                f"{line['over_tolerance']} beyond Y's tolerance (worst err/atol {line['max_err_over_atol']:.3g}")
+        kernel = [s["kernel_err"] / s["kernel_atol"] for s in line["steps"] if "kernel_err" in s]
+        text += f"; against the prefill kernel's arithmetic {max(kernel):.3g})" if kernel else ")"
     else:
         text = f"{line['differ']} of {line['outputs']} differ"
     if line.get("launches") is not None and line["launches"] != line["policy"]:

@@ -9,12 +9,16 @@ TensorRT binds the aliased I/O), except in a step marked "aliased": False, where
 of its own that the op fills with a copy of past first. Each step carries what the reference
 executor gives (kv_cases.reference: the caches after the call, bit for bit, and Y) and Y's
 tolerance on the path the policy takes (kv_cases.op_atol: the prefill kernel's bound or
-flash-decoding's).
+flash-decoding's). op_atol is a worst-case bound (2^-7 max|V| or so at these sizes, 50-90x the
+kernel's error), which roundings 8x coarser than the kernel's pass; so a prefill step also carries
+the kernel's own arithmetic (tests/kernels/kv_rounding.py, which equals the kernel under the
+interpreter to 2^-18.7 max|V|) and its tolerance, 2^-17 max|V|: record mode holds Y to it; a GPU (its
+MMA's order, its exp2) may flip a rounding of P there, so cuda mode reports the distance only.
 
 {"case", "op", "fields", "cache": the six cache tensors before the first step (key codes, scales,
 zeros, value codes, scales, zeros), "steps": [{"inputs": [Q, K, V, past_length(, key_rotation)],
 "expected": Y, "expected_cache": the six after the step, "atol", "policy": kv_launch.kv_kernels,
-"lengths", "aliased"}]}."""
+"lengths", "aliased"(, "kernel_expected", "kernel_atol": the prefill kernel's arithmetic)}]}."""
 
 from __future__ import annotations
 
@@ -30,10 +34,12 @@ if _KERNEL_TESTS not in sys.path:
     sys.path.append(_KERNEL_TESTS)
 
 from helpers import exported_attention  # noqa: E402
-from kv_cases import cache, make_call, op_atol, reference  # noqa: E402
+from kv_cases import cache, make_call, op_atol, quantizer, reference  # noqa: E402
+from kv_rounding import kernel_rounded_prefill  # noqa: E402
 from test_kernel_kv_decode import ATOL  # noqa: E402
 
-from resq_export.kernels.kv_launch import KVAttrs, kv_kernels  # noqa: E402
+from resq_export.decoder import rotate_keys_gpu  # noqa: E402
+from resq_export.kernels.kv_launch import KVAttrs, kv_kernels, prefill_name  # noqa: E402
 
 OP = "ResQKVCacheAttention"
 FIELDS = ("num_heads", "num_kv_heads", "head_dim", "high_channels", "kv_bits", "high_bits")
@@ -61,9 +67,24 @@ def _steps(a: KVAttrs, lengths: list[int], seqs: list[int], rotation: torch.Tens
                       "expected_cache": [t.contiguous() for t in k_ref + v_ref],
                       "atol": op_atol(call, k_ref, v_ref, ATOL[torch.float32]), "lengths": list(lengths),
                       "policy": kv_kernels(a, seq, call.key_rotation is not None), "aliased": i not in unaliased})
+        if prefill_name(a, seq) is not None:
+            steps[-1].update(_kernel_arithmetic(a, call, k_ref, v_ref, lengths))
         caches = (k_ref, v_ref)
         lengths = [n + seq for n in lengths]
     return steps
+
+
+def _kernel_arithmetic(a: KVAttrs, call, k_ref, v_ref, lengths: list[int]) -> dict:
+    """The prefill kernel's Y by its arithmetic in torch (kv_rounding) on the caches after the append,
+    and 2^-17 max|V| (the dequantised rows it reads)."""
+    q = call.q if call.key_rotation is None else rotate_keys_gpu(call.q, call.key_rotation)
+    quant, seq = quantizer(a), call.q.shape[2]
+    ys, vmax = [], 0.0
+    for b, past in enumerate(lengths):
+        y = kernel_rounded_prefill(q[b:b + 1], [t[b:b + 1] for t in k_ref], [t[b:b + 1] for t in v_ref], quant, past)
+        ys.append(y.transpose(1, 2).reshape(1, seq, a.num_heads * a.head_dim))
+        vmax = max(vmax, quant.dequantize(*(t[b, :, :past + seq] for t in v_ref)).abs().max().item())
+    return {"kernel_expected": torch.cat(ys).contiguous(), "kernel_atol": 2.0**-17 * vmax}
 
 
 def _case(label: str, fields: dict, lengths: list[int], capacity: int, seqs: list[int], rotation, seed: int,
