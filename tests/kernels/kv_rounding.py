@@ -21,6 +21,24 @@ from resq_export.kernels.kv_prefill import PREFILL_TILES, d_pad
 from resq_export.layout import KVQuantizer, group_bounds
 
 LOG2E = 1.4426950408889634
+# How close the kernel is to this (x max|V| of the rows read): the float32 sums' order and exp2's last
+# bit aside, equal; where exp2's last bit moves a P weight to the other side of an fp16 rounding, that
+# output moves by up to 2^-10 p |v|. So: at most FLIP_SHARE of the outputs beyond ARITHMETIC_ATOL, none
+# beyond FLIP_ATOL (interpreter, 2026-12-05: 0 % beyond 2^-17 at the Llama-3 heads, the largest 2^-15.5;
+# a rounding 8x coarser than the kernel's moves 93-97 % of the outputs past 2^-17).
+ARITHMETIC_ATOL = 2.0**-17
+FLIP_ATOL = 2.0**-10
+FLIP_SHARE = 0.01
+
+
+def arithmetic_problems(y: torch.Tensor, emulated: torch.Tensor, vmax: float) -> list[str]:
+    """What keeps y from being the kernel's arithmetic (emulated), by the rule above; [] when it is."""
+    d = (y.float() - emulated.float()).abs()
+    share = (d > ARITHMETIC_ATOL * vmax).float().mean().item() if d.numel() else 0.0
+    out = [f"{100 * share:.2f} % of the outputs beyond 2^-17 max|V|"] if share > FLIP_SHARE else []
+    if d.numel() and d.max().item() > FLIP_ATOL * vmax:
+        out.append(f"|y - arithmetic| {d.max().item():.3g} beyond 2^-10 max|V| ({FLIP_ATOL * vmax:.3g})")
+    return out
 
 
 def _centered(quant: KVQuantizer, parts) -> tuple[torch.Tensor, torch.Tensor]:
