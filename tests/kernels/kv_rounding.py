@@ -51,12 +51,14 @@ def _centered(quant: KVQuantizer, parts) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def kernel_rounded_prefill(q: torch.Tensor, k_parts, v_parts, quant: KVQuantizer, past: int,
-                           q_dtype: torch.dtype = torch.float16, tile: dict | None = None) -> torch.Tensor:
+                           q_dtype: torch.dtype = torch.float16, tile: dict | None = None,
+                           round_q: bool = True, round_p: bool = True) -> torch.Tensor:
     """Causal GQA attention of q [B, H, S, D] (after U_C) at rows past .. past + S - 1 over the cache
     rows 0 .. past + S - 1 of k_parts / v_parts (codes, scales, zeros [B, Hkv, >= past + S, ...], the
     stored form), as the prefill kernel computes it -> [B, H, S, D] float32. q_dtype: the dot's dtype
     (fp16 for a float32 or fp16 q, bf16 for a bf16 q). tile: BLOCK_M and BLOCK_N instead of
-    kv_prefill.PREFILL_TILES' (the tests' small tiles)."""
+    kv_prefill.PREFILL_TILES' (the tests' small tiles). round_q / round_p False: that rounding left out
+    (float32 instead), to tell the two roundings' shares apart."""
     bsz, h, seq, d = q.shape
     hkv = k_parts[0].shape[1]
     group = h // hkv
@@ -78,7 +80,7 @@ def kernel_rounded_prefill(q: torch.Tensor, k_parts, v_parts, quant: KVQuantizer
         for kvh in range(hkv):
             # [S * group, D]: row pos * group + j is head kvh * group + j at position pos
             qr = q[b, kvh * group:(kvh + 1) * group].float().transpose(0, 1).reshape(seq * group, d)
-            q16 = qr.to(q_dtype).float()
+            q16 = qr.to(q_dtype).float() if round_q else qr
             m = torch.full((seq * group,), float("-inf"))
             l_sum = torch.zeros(seq * group)
             acc = torch.zeros(seq * group, d)
@@ -100,7 +102,8 @@ def kernel_rounded_prefill(q: torch.Tensor, k_parts, v_parts, quant: KVQuantizer
                 for g, (lo, hi) in enumerate(bounds):
                     s = torch.where(loaded, vs[b, kvh, t, g][None, :], 0.0)
                     smax = s.max(1).values.clamp_min(torch.finfo(torch.float32).tiny)
-                    pw = (p * (s / smax[:, None])).to(q_dtype).float()
+                    pw = p * (s / smax[:, None])
+                    pw = pw.to(q_dtype).float() if round_p else pw
                     factor = alpha * (units[g] / smax)
                     update = acc[:, lo:hi] * factor[:, None] + pw @ vc[b, kvh, t, lo:hi]
                     acc[:, lo:hi] = torch.where(active[:, None], update, acc[:, lo:hi])
