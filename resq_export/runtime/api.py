@@ -43,4 +43,5 @@ def load(path: str | Path, *, plugins: str | Path | None = None, verify: str = "
 
     limits = info.limits
     return Generator(tokenizer, open_backend, capacity=int(limits["max_context"]),
-                     capacity_what=f"the plan's --max-context ({path.name})")
+                     capacity_what=f"the plan's --max-context ({path.name})", max_batch=int(limits["max_batch"]),
+                     batch_what=f"the plan's --max-batch ({path.name})")

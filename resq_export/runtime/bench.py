@@ -3,7 +3,7 @@ evaluation text, tokenised), and the memory it held. Each figure is the median o
 
 - prefill: tokens/s of a prompt of N tokens into an empty cache (one call where the backend takes N
   tokens at once, else chunks of its most);
-- decode: ms per step at batch B after a 128-token prompt, each step one token for each of the B
+- decode: ms per step at batch B after a 128-token prompt (shorter where the context is), each step one token for each of the B
   sequences (tokens/s = B / step time);
 - memory: TensorRT: device memory in use (total - free, as the driver reports it; other processes on
   the GPU count too); ONNX Runtime: the process's peak RSS."""
@@ -35,38 +35,44 @@ def _text_ids(tokenizer, n: int) -> np.ndarray:
     return np.array((ids * reps)[:n], dtype=np.int64)
 
 
-def _median_s(fn, repeats: int) -> float:
+def _fill(backend, ids: np.ndarray) -> None:
+    """ids [batch, n] into an empty cache, in calls of as many tokens as the backend takes. Each call
+    returns host logits, so a timing of it includes the device's work."""
+    chunk = min(ids.shape[1], backend.max_step or ids.shape[1])
+    for start in range(0, ids.shape[1], chunk):
+        backend.step(ids[:, start:start + chunk], start)
+
+
+def _median_s(fn, repeats: int, setup=lambda: None) -> float:
+    """The median wall time of fn() over `repeats` runs, each after an untimed setup()."""
     times = []
     for _ in range(repeats):
+        setup()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def _limits(generator: Generator, backend) -> tuple[int | None, int | None]:
-    """(most cache rows, most sequences) this model takes."""
-    bounds = [b for b in (context_length(generator.tokenizer), backend.capacity) if b is not None]
-    return (min(bounds) if bounds else None), backend.max_batch
-
-
-def plan_runs(generator: Generator, backend, prefill: tuple[int, ...], batches: tuple[int, ...],
-              decode_steps: int, explicit: bool) -> tuple[list[int], list[int], list[str]]:
-    """The prefill lengths and batches that fit, and a reason for each left out; with explicit
-    (the user named them), one that does not fit is refused instead."""
-    rows, most = _limits(generator, backend)
+def plan_runs(generator: Generator, prefill: tuple[int, ...], batches: tuple[int, ...], decode_steps: int,
+              explicit: bool) -> tuple[list[int], list[int], list[str]]:
+    """The prefill lengths and batches that fit the model (and the plan, known from its manifest
+    before it is opened), and a reason for each left out; with explicit (the user named them), one
+    that does not fit is refused instead."""
+    bounds = [(n, what) for n, what in ((context_length(generator.tokenizer), "the model's context"),
+                                        (generator.capacity, generator.capacity_what)) if n is not None]
+    rows, what = min(bounds) if bounds else (None, "")
     skipped, keep_p, keep_b = [], [], []
     for n in prefill:
         if rows is not None and n > rows:
-            what = backend.capacity_what if backend.capacity == rows else "the model's context"
             skipped.append(f"prefill {n}: beyond {what} of {rows} tokens")
         else:
             keep_p.append(n)
     for b in batches:
-        if most is not None and b > most:
-            skipped.append(f"decode at batch {b}: beyond {backend.batch_what} of {most}")
-        elif rows is not None and DECODE_CONTEXT + decode_steps > rows:
-            skipped.append(f"decode at batch {b}: {DECODE_CONTEXT} + {decode_steps} tokens exceed the context of {rows}")
+        if generator.max_batch is not None and b > generator.max_batch:
+            skipped.append(f"decode at batch {b}: beyond {generator.batch_what} of {generator.max_batch}")
+        elif rows is not None and decode_steps >= rows:
+            skipped.append(f"decode at batch {b}: {decode_steps} steps leave no room for a prompt in {what} of {rows}")
         else:
             keep_b.append(b)
     if explicit and skipped:
@@ -76,33 +82,29 @@ def plan_runs(generator: Generator, backend, prefill: tuple[int, ...], batches: 
 
 def run_bench(generator: Generator, *, prefill: tuple[int, ...] = PREFILL_LENGTHS, batches: tuple[int, ...] = BATCHES,
               decode_steps: int = 32, repeats: int = 3, explicit: bool = False) -> dict:
+    keep_p, keep_b, skipped = plan_runs(generator, prefill, batches, decode_steps, explicit)
     backend = generator.open()
-    keep_p, keep_b, skipped = plan_runs(generator, backend, prefill, batches, decode_steps, explicit)
     memory = getattr(backend, "memory", None)
     result: dict = {"backend": backend.name, "repeats": repeats, "prefill": [], "decode": [], "skipped": skipped}
     for n in keep_p:
         ids = _text_ids(generator.tokenizer, n)[None]
-        chunk = min(n, backend.max_step or n)
-
-        def once():
-            backend.reset(1, n)
-            for start in range(0, n, chunk):
-                backend.step(ids[:, start:start + chunk], start)
-
-        seconds = _median_s(once, repeats)
+        seconds = _median_s(lambda: _fill(backend, ids), repeats, setup=lambda: backend.reset(1, n))
         result["prefill"].append({"tokens": n, "seconds": round(seconds, 5), "tokens_per_s": round(n / seconds, 1)})
+    rows = min(n for n in (context_length(generator.tokenizer), generator.capacity, 1 << 62) if n is not None)
+    context = min(DECODE_CONTEXT, rows - decode_steps)
     for b in keep_b:
-        ids = np.repeat(_text_ids(generator.tokenizer, DECODE_CONTEXT + decode_steps)[None], b, 0)
+        ids = np.repeat(_text_ids(generator.tokenizer, context + decode_steps)[None], b, 0)
         steps = []
         for _ in range(repeats):
-            backend.reset(b, DECODE_CONTEXT + decode_steps)
-            backend.step(ids[:, :DECODE_CONTEXT], 0)
+            backend.reset(b, context + decode_steps)
+            _fill(backend, ids[:, :context])
             for i in range(decode_steps):
                 t0 = time.perf_counter()
-                backend.step(ids[:, DECODE_CONTEXT + i:DECODE_CONTEXT + i + 1], DECODE_CONTEXT + i)
+                backend.step(ids[:, context + i:context + i + 1], context + i)
                 steps.append(time.perf_counter() - t0)
         step = statistics.median(steps)
-        result["decode"].append({"batch": b, "ms_per_step": round(step * 1e3, 3), "tokens_per_s": round(b / step, 1)})
+        result["decode"].append({"batch": b, "context": context, "ms_per_step": round(step * 1e3, 3),
+                                 "tokens_per_s": round(b / step, 1)})
     if memory is not None and memory.used_bytes() is not None:
         result["memory"] = {"kind": "device in use (total - free)", "mib": round(memory.used_bytes() / 2**20, 1)}
     else:

@@ -39,11 +39,14 @@ class Generator:
     before any runtime is loaded."""
 
     def __init__(self, tokenizer, open_backend: Callable[[], Backend], *, capacity: int | None = None,
-                 capacity_what: str = "", chunk: int = PREFILL_CHUNK):
+                 capacity_what: str = "", max_batch: int | None = None, batch_what: str = "",
+                 chunk: int = PREFILL_CHUNK):
         self.tokenizer = tokenizer
         self._open_backend = open_backend
         self._backend: Backend | None = None
-        self.capacity, self.capacity_what = capacity, capacity_what  # known before the backend opens
+        # the backend's bounds, known before it opens (a plan's from its manifest)
+        self.capacity, self.capacity_what = capacity, capacity_what
+        self.max_batch, self.batch_what = max_batch, batch_what
         self.chunk = chunk
 
     def open(self) -> Backend:
