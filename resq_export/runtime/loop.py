@@ -58,8 +58,8 @@ class Generator:
         bounds = [(context_length(self.tokenizer), "the model's context")]
         if self.capacity is not None:
             bounds.append((self.capacity, self.capacity_what))
-        for limit, what in bounds:
-            if limit is not None and n + max_new_tokens > limit:
+        for limit, what in sorted((b for b in bounds if b[0] is not None), key=lambda b: b[0]):  # the tightest
+            if n + max_new_tokens > limit:
                 raise ConfigError(f"the prompt has {n} tokens; with --max-new-tokens {max_new_tokens} that exceeds "
                                   f"{what} of {limit} tokens: shorten the prompt or lower --max-new-tokens")
 
