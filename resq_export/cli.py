@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .cli_run import _FULL_CHECK, _JSON, bench, generate  # the options they share with the other commands
 from .cli_support import (FiniteFloat, GroupSize, ResQGroup, check_artifact_dir, check_onnx_dir, check_ranges,
                           fail, nonempty)
 from .config import AUTO_GROUP_SIZE, METHODS, QuantConfig
@@ -19,8 +20,6 @@ def _GroupSize() -> GroupSize:  # noqa: N802 (the flag's type, by its old name)
     return GroupSize(AUTO_GROUP_SIZE)
 
 
-_JSON = click.option("--json", "as_json", is_flag=True,
-                     help="Print one JSON object: the result, or {\"error\", \"exit_code\"} (on stdout).")
 
 
 @click.group(cls=ResQGroup)
@@ -74,9 +73,6 @@ def _quant_config(method, weight_algo, w_bits, a_bits, kv_bits, high_bits, high_
     )
 
 
-_FULL_CHECK = click.option("--full-check", is_flag=True,
-                           help="Check the sha256 of every file of the ONNX folder (default: sizes, and the hashes "
-                                "of files up to 512 MiB).")
 _OVERWRITE = click.option("--overwrite", is_flag=True,
                           help="Let resq-export's own earlier files go: another kind of its output at --out, the "
                                "evaluations and reports of an artifact being replaced by a different one, an "
@@ -334,35 +330,8 @@ def validate(onnx_dir, artifact, text_files, seqlen, max_tokens, decode_steps, a
         sys.exit(3)
 
 
-@main.command()
-@click.option("--onnx", "onnx_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--prompt", required=True)
-@click.option("--max-new-tokens", type=int, default=64, show_default=True)
-@click.option("--temperature", type=FiniteFloat(0.0), default=0.0, show_default=True, help="0: greedy; >= 0.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--chat", is_flag=True, help="Wrap the prompt in the tokenizer's chat template (refused without one).")
-@_FULL_CHECK
-def generate(onnx_dir, prompt, max_new_tokens, temperature, seed, chat, full_check) -> None:
-    """Stream tokens from ONNX Runtime through the quantised KV cache."""
-    from .generate import load_tokenizer, stream
-    from .validate.ort_runner import OrtDecoder
-
-    if max_new_tokens < 1:
-        raise click.BadParameter("--max-new-tokens >= 1 is needed", param_hint="--max-new-tokens")
-    if not prompt.strip():
-        raise click.BadParameter("the prompt is empty", param_hint="--prompt")
-    try:  # bytes the shell passed that are not UTF-8 reach Python as lone surrogates
-        prompt.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise click.BadParameter(
-            f"is not valid UTF-8 (byte 0x{ord(prompt[e.start]) & 0xFF:02x} at character {e.start}): pass the text in "
-            "UTF-8 (a UTF-8 locale, e.g. LANG=C.UTF-8, or iconv -t UTF-8)", param_hint="--prompt") from None
-    onnx_dir = check_onnx_dir(onnx_dir)
-    session = OrtDecoder(onnx_dir, verify="full" if full_check else "quick")
-    tokenizer = load_tokenizer(onnx_dir)
-    for piece in stream(session, tokenizer, prompt, max_new_tokens, temperature, seed, chat):
-        click.echo(piece, nl=False)
-    click.echo()
+main.add_command(generate)
+main.add_command(bench)
 
 
 @main.command()

@@ -17,7 +17,7 @@
 # Results go to $OUT (the device tool brings that folder back; default out/gpu here), since files
 # written into the repository copy on that machine are lost:
 #   nvidia-smi.txt, triton-check.log/.json, enqueue-check.log/.json, build.log, gpu-tests.log, gpu-tests.xml,
-#   benchmarks-gpu-<UTC date>.md/.json, bench.log
+#   benchmarks-gpu-<UTC date>.md/.json, bench.log, runtime.log, runtime-bench.json
 # Usage: bash tools/gpu_session.sh [--tests-only|--bench-only|--triton-only]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -63,5 +63,22 @@ if [[ "${1:-}" != --tests-only ]]; then
   "$py" tools/bench_kernels.py --lib "$triton_lib" --out "$out/benchmarks-gpu-$(date -u +%Y-%m-%d).md" 2>&1 \
     | tee "$out/bench.log" | tail -60
   status=$((status | PIPESTATUS[0]))
+fi
+# 3. the TensorRT runtime (issue 31): `generate --engine` and `bench --engine` on a plan for this GPU (RESQ_PLAN,
+#    or one built here from the ONNX folder RESQ_ONNX), where TensorRT imports; skipped with the reason otherwise
+trt=$("$py" -c "import importlib.util as u; print(next((m for m in ('tensorrt', 'tensorrt_rtx_bindings') if u.find_spec(m)), ''))")
+plan="${RESQ_PLAN:-$out/runtime.plan}"
+if [[ -z "$trt" ]]; then
+  echo "skipped: neither tensorrt nor tensorrt_rtx_bindings imports here" | tee "$out/runtime.log"
+elif [[ ! -f "$plan" && ! -d "${RESQ_ONNX:-}" ]]; then
+  echo "skipped: no plan (set RESQ_PLAN to one built for sm_$arch, or RESQ_ONNX to an ONNX folder to build one)" \
+    | tee "$out/runtime.log"
+else
+  { [[ -f "$plan" ]] || "$py" -m resq_export.cli engine --onnx "$RESQ_ONNX" --engine "$plan"; } > "$out/runtime.log" 2>&1 \
+    && "$py" -m resq_export.cli generate --engine "$plan" --prompt "The history of" --max-new-tokens 32 >> "$out/runtime.log" 2>&1 \
+    && "$py" -m resq_export.cli bench --engine "$plan" --json > "$out/runtime-bench.json" 2>> "$out/runtime.log"
+  rc=$?
+  tail -20 "$out/runtime.log"
+  status=$((status | rc))
 fi
 exit "$status"

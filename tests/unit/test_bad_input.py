@@ -57,8 +57,31 @@ def places(artifacts, tiny_dirs, tmp_path_factory):
     plan = root / "user.plan"
     plan.write_bytes(b"plan")
     (root / "user.plan.json").write_text(json.dumps({"tool": 5}))
+    _write_plans(root, onnx_dir)
     return {"root": root, "onnx": onnx_dir, "no_tokenizer": no_tokenizer, "art": artifacts["rtn"],
             "model": tiny_dirs["llama"], "bad_meta": bad_meta, "no_tok": no_tok, "int8": int8}
+
+
+def _write_plans(root, onnx_dir):
+    """Plans as `resq-export engine` leaves them (a plan file and its out.plan.json), for issue 31's
+    refusals before any TensorRT: the plan's bytes are never read, the plugin library only hashed."""
+    from resq_export.fileio import sha256_file
+
+    library = root / "lib" / "libresq_plugins.so"
+    library.parent.mkdir()
+    library.write_bytes(b"the plugin library the plans were built with")
+    other = root / "other" / "libresq_plugins.so"
+    other.parent.mkdir()
+    other.write_bytes(b"another build of it")
+    manifest = {"tool": "resq-export", "onnx": str(onnx_dir), "runtime": {"name": "tensorrt-rtx", "version": "1.7.1.116"},
+                "target_sm": 89, "plugin_library": {"path": str(library), "sha256": sha256_file(library)},
+                "limits": {"max_batch": 1, "max_sequence": 64, "max_context": 128}, "triton_kernels": None}
+    for name, edit in [("run", {}), ("no_plugins", {"plugin_library": {"path": str(root / "gone" / library.name),
+                                                                      "sha256": "0" * 64}}),
+                       ("other_build", {"plugin_library": {"path": str(other), "sha256": sha256_file(library)}}),
+                       ("old_runtime", {"runtime": {"name": "tensorrt-rtx", "version": "1.0.0"}})]:
+        (root / f"{name}.plan").write_bytes(b"plan")
+        (root / f"{name}.plan.json").write_text(json.dumps({**manifest, **edit}))
 
 
 def _plant_int8(path, name):
@@ -160,6 +183,25 @@ CASES = [
     ("validate --onnx {art} --quiet", 1, "is an artifact, not an ONNX folder: export it first"),
     ("quantize --model '' --out {root}/o18 --quiet", 2, "Invalid value for '--model': is empty"),
     ("eval --model '' --quiet", 2, "Invalid value for '--model': is empty"),
+    # issue 31: generate and bench with a TensorRT plan
+    ("generate --onnx {onnx} --engine {root}/run.plan --prompt hi", 2, "give exactly one of --onnx DIR (ONNX Runtime) "
+     "or --engine PLAN (TensorRT)"),
+    ("generate --prompt hi", 2, "give exactly one of --onnx DIR (ONNX Runtime) or --engine PLAN (TensorRT)"),
+    ("bench --repeats 1", 2, "give --onnx DIR, --engine PLAN, or both"),
+    ("generate --engine {root}/no_plugins.plan --prompt hi", 2, "the plugin library {root}/gone/libresq_plugins.so is "
+     "missing"),
+    ("generate --engine {root}/other_build.plan --prompt hi", 1, "{root}/other/libresq_plugins.so is not the plugin "
+     "library other_build.plan was built with"),
+    ("generate --engine {root}/user.plan --prompt hi", 1, "user.plan.json: the field 'tool' should be a string"),
+    ("generate --engine {root}/missing.plan --prompt hi", 1, "missing.plan is not a file"),
+    ("generate --engine {root}/run.plan --prompt '" + "word " * 100 + "' --max-new-tokens 64", 1, "that exceeds the "
+     "plan's --max-context (run.plan) of 128 tokens"),
+    ("bench --engine {root}/run.plan --batch 4 --repeats 1", 1, "decode at batch 4: beyond the plan's --max-batch "
+     "(run.plan) of 1"),
+    ("bench --engine {root}/run.plan --prefill 256 --repeats 1", 1, "prefill 256: beyond the plan's --max-context "
+     "(run.plan) of 128 tokens"),
+    ("generate --onnx {onnx} --prompt hi --top-p 0", 2, "0 keeps no token: give a number in (0, 1]"),
+    ("generate --onnx {onnx} --prompt hi --top-p 1.5", 2, "1.5 is not in [0, 1]"),
     ("quantize --model {root}/missing --out {root}/o19 --quiet --json", 1, '{{"error": "model '),
     ("validate --onnx {onnx} --decode-steps 0 --json", 2, '{{"error": "Invalid value for \'--decode-steps\': 0 is not '
      'in the range x>=1.", "exit_code": 2}}'),
@@ -177,6 +219,37 @@ def test_bad_input_table(places, line, code, fragment):
     assert fragment.format(**names) in result.output, (line, result.output)
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), (line, repr(result.exception))
+
+
+@pytest.mark.parametrize("sm, code, fragment", [
+    (None, 1, "run.plan runs on a GPU (it was built for sm_89) and torch sees no CUDA device here"),
+    (86, 1, "run.plan was built for sm_89 and this GPU is sm_86: build a plan for this GPU (resq-export engine --onnx "),
+])
+def test_a_plan_for_another_gpu_is_refused_before_tensorrt(places, monkeypatch, sm, code, fragment):
+    """The GPU this machine has (None: none; 86 in place of the query torch would answer on an RTX 30xx)
+    against the plan's, before TensorRT is imported or the plan read."""
+    from resq_export.runtime import trt_open
+
+    monkeypatch.setattr(trt_open, "local_sm", lambda: sm)
+    result = CliRunner().invoke(main, ["generate", "--engine", str(places["root"] / "run.plan"), "--prompt", "hi"])
+    assert result.exit_code == code and fragment in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_plan_of_another_runtime_version_is_refused(places, monkeypatch):
+    """On the plan's GPU, a TensorRT-RTX other than the one that built it: refused before
+    deserialising (where TensorRT-RTX is not installed, its absence is said instead, exit code 2)."""
+    import importlib.util
+
+    from resq_export.runtime import trt_open
+
+    monkeypatch.setattr(trt_open, "local_sm", lambda: 89)
+    result = CliRunner().invoke(main, ["generate", "--engine", str(places["root"] / "old_runtime.plan"), "--prompt", "hi"])
+    if importlib.util.find_spec("tensorrt_rtx_bindings") is None:
+        assert result.exit_code == 2 and "no TensorRT runtime is installed" in result.output, result.output
+    else:
+        assert result.exit_code == 1, result.output
+        assert "old_runtime.plan was built by tensorrt-rtx 1.0.0 and tensorrt_rtx_bindings here is" in result.output
 
 
 def test_unwritable_output_is_one_line(places, tmp_path):

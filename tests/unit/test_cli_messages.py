@@ -68,7 +68,7 @@ setattr(module, {name!r}, interrupted)
 
 
 @pytest.mark.parametrize("command, module, name, said", [
-    ("generate", "resq_export.generate", "prefill", "interrupted: nothing was written"),
+    ("generate", "resq_export.runtime.loop", "prefill", "interrupted: nothing was written"),
     ("export", "resq_export.export.writer", "build_onnx", "interrupted: nothing half-written is left under its final "
                                                           "name; rerun the same command to write the ONNX folder"),
 ])
