@@ -19,7 +19,7 @@ echo "$PWD" > "$site/resq_export_checkout.pth"
 # version and copies the right one into a workspace of its own when pytriton starts the server.
 # We start tritonserver directly (python -m resq_export.serve.launch), so put this venv's stub in place.
 "$VENV/bin/python" - <<'PY'
-import shutil, sys
+import shutil, subprocess, sys
 from pathlib import Path
 import pytriton
 root = Path(pytriton.__file__).parent / "tritonserver"
@@ -27,6 +27,14 @@ stub = root / "python_backend_stubs" / f"{sys.version_info[0]}.{sys.version_info
 if not stub.is_file():
     sys.exit(f"error: nvidia-pytriton 0.7.0 has no Python backend stub for Python {sys.version.split()[0]}")
 shutil.copy2(stub, root / "backends" / "python" / "triton_python_backend_stub")
+# the stub and the server are dynamically linked: name any library this machine lacks (the stub needs
+# a shared libpython3.x: the interpreter's own, else the system's, e.g. Debian's libpython3.11)
+from resq_export.serve.launch import server_environment
+for binary in (stub, root / "bin" / "tritonserver"):
+    out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, env=server_environment()).stdout
+    missing = [line.split()[0] for line in out.splitlines() if "not found" in line]
+    if missing:
+        sys.exit(f"error: {binary.name} needs {', '.join(missing)}, not found on this machine")
 PY
 "$VENV/bin/python" -c "import resq_export.generate, resq_export.validate.ort_runner, tritonclient.grpc" \
     || { echo "error: $VENV cannot import the serving path (see above)"; exit 1; }

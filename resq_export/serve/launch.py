@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import sysconfig
 from pathlib import Path
 
 from ..outputs import SERVE_MARKER
@@ -29,6 +30,19 @@ def server_root() -> Path:
     if not (root / "backends" / "python" / "triton_python_backend_stub").is_file():
         sys.exit(f"error: {root}/backends/python has no triton_python_backend_stub: run tools/setup_serve.sh")
     return root
+
+
+def server_environment() -> dict[str, str]:
+    """The environment tritonserver (and so the stubs) runs in: this interpreter's folder first on
+    PATH, so a stub embeds this environment's Python; this interpreter's libpython first on the
+    library path where it has one, so the stub's libpython is the build the environment's standard
+    library belongs to, not whichever libpython3.x the system has."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    libdir, library = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")
+    if libdir and library and (Path(libdir) / library).is_file():
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in [libdir, env.get("LD_LIBRARY_PATH", "")] if p)
+    return env
 
 
 def _port(text: str) -> int:
@@ -61,9 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     if not (repo / SERVE_MARKER).is_file():
         sys.exit(f"error: {repo} is not a model repository of resq-export serve-repo (no {SERVE_MARKER})")
     root = server_root()
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     command = server_command(root, repo, args, extra)
-    os.execve(command[0], command, env)
+    os.execve(command[0], command, server_environment())
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def test_repository_for_an_onnx_folder(onnx_dir, tmp_path):
         "serve.json", "tiny/1/model.py", "tiny/config.pbtxt"]
     text = (repo / "tiny" / "config.pbtxt").read_text()
     assert "model_transaction_policy { decoupled: true }" in text
+    assert 'output [ { name: "text" data_type: TYPE_STRING dims: [ 1 ] } ]' in text
     assert f'string_value: "{onnx_dir.resolve()}"' in text and "count: 3 kind: KIND_CPU" in text
     assert "from resq_export.serve.triton_model import TritonPythonModel" in (repo / "tiny/1/model.py").read_text()
     # a rerun replaces the repository it wrote
