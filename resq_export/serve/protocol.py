@@ -35,7 +35,8 @@ def _scalar(name: str, value):
     flat = np.asarray(value).ravel()
     if flat.size != 1:
         raise ConfigError(f"input {name!r}: one value is expected, got {flat.size}")
-    return flat[0].item()
+    item = flat[0]  # a numpy scalar, or (BYTES tensors are object arrays) a Python object
+    return item.item() if isinstance(item, np.generic) else item
 
 
 def _prompt(value) -> str:

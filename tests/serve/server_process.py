@@ -29,7 +29,10 @@ def free_ports(n: int) -> list[int]:
 
 
 def port_free(port: int) -> bool:
+    """Nothing listens on it: a server could bind it now (SO_REUSEADDR, as servers do, so that the
+    TIME_WAIT of closed client connections does not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

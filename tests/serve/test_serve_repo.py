@@ -114,6 +114,10 @@ def test_bad_input_is_one_line(places, line, code, fragment):
 
 
 def test_request_settings():
+    import numpy as np
+
+    # as Triton hands them over: BYTES as object arrays, the rest as typed arrays
+    assert request_settings({"prompt": np.array([b"hi"], dtype=np.object_), "seed": np.array([3], np.int64)})["seed"] == 3
     assert request_settings({"prompt": [b"hi"]}) == {"prompt": "hi", "max_new_tokens": 64, "temperature": 0.0,
                                                      "top_p": 1.0, "seed": 0, "chat": False}
     assert request_settings({"prompt": [b"hi"], "max_new_tokens": [5], "temperature": [0.5], "seed": [7],

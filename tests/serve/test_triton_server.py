@@ -160,5 +160,6 @@ def test_shutdown_is_clean(server):
     while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         time.sleep(0.2)
     assert not [p for p in pids if Path(f"/proc/{p}").exists()], "stub processes outlived the server"
-    assert all(port_free(p) for p in (server.http, server.grpc, server.metrics))
+    held = [p for p in (server.http, server.grpc, server.metrics) if not port_free(p)]
+    assert not held, f"ports still listened on after the server exited: {held}"
     assert "error" not in server.log_tail(15).lower(), server.log_tail(15)
