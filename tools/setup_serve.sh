@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv-serve
-[ -x "$VENV/bin/python" ] || python3.11 -m venv "$VENV"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"  # the wheel has a backend stub for Python 3.8 to 3.13
 "$VENV/bin/pip" install --quiet --upgrade pip
 "$VENV/bin/pip" install --quiet torch==2.13.0
 "$VENV/bin/pip" install --quiet "nvidia-pytriton==0.7.0" "numpy<2" "onnx>=1.17,<1.24" "onnxruntime>=1.20" \
