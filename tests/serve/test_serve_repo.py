@@ -137,3 +137,19 @@ def test_generator_refuses_what_it_cannot_do_yet(onnx_dir, tmp_path):
         open_generator(tmp_path / "out.plan")
     with pytest.raises(ConfigError, match="top_p 0.5"):
         open_generator(onnx_dir).generate("hello", max_new_tokens=2, top_p=0.5)
+
+
+def test_launch_refuses_with_one_line(onnx_dir, tmp_path):
+    """Not a serve-repo repository; then, from the project's .venv (no PyTriton), the missing server."""
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    launch = [sys.executable, "-m", "resq_export.serve.launch"]
+    done = subprocess.run([*launch, str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and done.stderr.strip() == (
+        f"error: {tmp_path.resolve()} is not a model repository of resq-export serve-repo (no serve.json)")
+    assert _cli("serve-repo", "--onnx", onnx_dir, "--out", tmp_path / "repo").exit_code == 0
+    done = subprocess.run([*launch, str(tmp_path / "repo")], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error: nvidia-pytriton is not installed"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
