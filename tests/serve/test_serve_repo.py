@@ -50,8 +50,11 @@ def test_repository_for_an_onnx_folder(onnx_dir, tmp_path):
 
 @pytest.mark.skipif(not SERVE_PYTHON.is_file(), reason="no .venv-serve (bash tools/setup_serve.sh)")
 def test_config_follows_tritons_schema(onnx_dir, tmp_path):
-    repo = tmp_path / 'we"ird\\repo'  # quotes and backslashes in the path go through the text format
-    assert _cli("serve-repo", "--onnx", onnx_dir, "--out", repo, "--instances", "2").exit_code == 0
+    import shutil
+
+    weird = shutil.copytree(onnx_dir, tmp_path / 'we"ird\\onnx')  # quotes and backslashes go through the text format
+    repo = tmp_path / "repo"
+    assert _cli("serve-repo", "--onnx", weird, "--out", repo, "--instances", "2").exit_code == 0
     done = subprocess.run([str(SERVE_PYTHON), "-c", _PARSE, str(repo / "resq" / "config.pbtxt")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -61,7 +64,7 @@ def test_config_follows_tritons_schema(onnx_dir, tmp_path):
     assert config["instanceGroup"] == [{"count": 2, "kind": "KIND_CPU"}]
     assert [i["name"] for i in config["input"]] == ["prompt", "max_new_tokens", "temperature", "top_p", "seed", "chat"]
     assert [o["name"] for o in config["output"]] == ["text"]
-    assert config["parameters"]["model_path"]["stringValue"] == str(onnx_dir.resolve())
+    assert config["parameters"]["model_path"]["stringValue"] == str(weird.resolve())
 
 
 def test_repository_for_a_plan(tmp_path):
