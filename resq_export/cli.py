@@ -14,6 +14,7 @@ from .cli_run import _FULL_CHECK, _JSON, bench, generate  # the options they sha
 from .cli_support import (FiniteFloat, GroupSize, ResQGroup, check_artifact_dir, check_onnx_dir, check_ranges,
                           fail, nonempty)
 from .config import AUTO_GROUP_SIZE, METHODS, QuantConfig
+from .serve.command import serve_repo
 
 
 def _GroupSize() -> GroupSize:  # noqa: N802 (the flag's type, by its old name)
@@ -358,6 +359,8 @@ def models(as_json) -> None:
         click.echo(f"  {m['name']:<20} {m['architecture']}, {m['description']} ({state})")
     click.echo("every family: grouped-query attention, tied or separate head, SiLU MLP without biases")
 
+
+main.add_command(serve_repo)
 
 if __name__ == "__main__":
     main()

@@ -28,9 +28,11 @@ log = logging.getLogger(__name__)
 TOOL = "resq-export"
 BUILD_MARKER = "build.json"  # a build folder's own marker: tool, command, the entries it writes
 BUILD_ENTRIES = ("artifact", "onnx", "validation.json", BUILD_MARKER)
+SERVE_MARKER = "serve.json"  # a Triton model repository's (serve-repo): tool, command, the files written
 EVALUATIONS_FILE = "evaluations.json"  # beside an artifact's files, written by `eval --artifact`
 REPORT_GENERATOR = '<meta name="generator" content="resq-export'  # in every report `report` writes
-_ARTICLE = {"artifact": "an artifact", "onnx": "an ONNX folder", "build": "a build folder"}
+_ARTICLE = {"artifact": "an artifact", "onnx": "an ONNX folder", "build": "a build folder",
+            "serve": "a Triton model repository"}
 _SHOWN = 3  # files named in a refusal; the rest are counted
 
 
@@ -85,6 +87,8 @@ def output_kind(folder: Path) -> str | None:
         return "artifact"
     if _tool_json(folder / "export.json"):
         return "onnx"
+    if _tool_json(folder / SERVE_MARKER):
+        return "serve"
     marker = _tool_json(folder / BUILD_MARKER)
     if marker and marker.get("command") == "build":
         return "build"
@@ -117,6 +121,8 @@ def tool_files(folder: Path, kind: str) -> set[str]:
         return _listed(folder, "manifest.json", ()) | set(artifact_side_files(folder))
     if kind == "onnx":
         return _listed(folder, "export.json", _LEGACY_ONNX)
+    if kind == "serve":
+        return _listed(folder, SERVE_MARKER, ())
     names = {BUILD_MARKER} if _tool_json(folder / BUILD_MARKER) else set()
     if is_our_validation(folder / "validation.json"):
         names.add("validation.json")

@@ -1,0 +1,158 @@
+"""serve-repo without a server: the repository it writes (checked against Triton's own config
+schema when .venv-serve is there), what it refuses, and the request check of the served model."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from resq_export.cli import main
+from resq_export.errors import ConfigError
+from resq_export.serve.model_source import open_generator
+from resq_export.serve.protocol import request_settings
+from server_process import SERVE_PYTHON
+
+# Triton's ModelConfig message (tritonclient ships its compiled schema) reads the file as the server does
+_PARSE = ("import sys, json; from google.protobuf import text_format, json_format; "
+          "from tritonclient.grpc import model_config_pb2 as m; "
+          "c = text_format.Parse(open(sys.argv[1]).read(), m.ModelConfig()); "
+          "print(json.dumps(json_format.MessageToDict(c)))")
+
+
+def _cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+def test_repository_for_an_onnx_folder(onnx_dir, tmp_path):
+    repo = tmp_path / "repo"
+    result = _cli("serve-repo", "--onnx", onnx_dir, "--out", repo, "--instances", "3", "--name", "tiny", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["repository"] == str(repo)
+    assert sorted(p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file()) == [
+        "serve.json", "tiny/1/model.py", "tiny/config.pbtxt"]
+    text = (repo / "tiny" / "config.pbtxt").read_text()
+    assert "model_transaction_policy { decoupled: true }" in text
+    assert 'output [ { name: "text" data_type: TYPE_STRING dims: [ 1 ] } ]' in text
+    assert f'string_value: "{onnx_dir.resolve()}"' in text and "count: 3 kind: KIND_CPU" in text
+    assert "from resq_export.serve.triton_model import TritonPythonModel" in (repo / "tiny/1/model.py").read_text()
+    # a rerun replaces the repository it wrote
+    result = _cli("serve-repo", "--onnx", onnx_dir, "--out", repo, "--instances", "1")
+    assert result.exit_code == 0, result.output
+    assert not (repo / "tiny").exists() and "count: 1 kind" in (repo / "resq" / "config.pbtxt").read_text()
+
+
+@pytest.mark.skipif(not SERVE_PYTHON.is_file(), reason="no .venv-serve (bash tools/setup_serve.sh)")
+def test_config_follows_tritons_schema(onnx_dir, tmp_path):
+    import shutil
+
+    weird = shutil.copytree(onnx_dir, tmp_path / 'we"ird\\onnx')  # quotes and backslashes go through the text format
+    repo = tmp_path / "repo"
+    assert _cli("serve-repo", "--onnx", weird, "--out", repo, "--instances", "2").exit_code == 0
+    done = subprocess.run([str(SERVE_PYTHON), "-c", _PARSE, str(repo / "resq" / "config.pbtxt")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    assert config["name"] == "resq" and config["backend"] == "python"
+    assert config["modelTransactionPolicy"] == {"decoupled": True}
+    assert config["instanceGroup"] == [{"count": 2, "kind": "KIND_CPU"}]
+    assert [i["name"] for i in config["input"]] == ["prompt", "max_new_tokens", "temperature", "top_p", "seed", "chat"]
+    assert [o["name"] for o in config["output"]] == ["text"]
+    assert config["parameters"]["model_path"]["stringValue"] == str(weird.resolve())
+
+
+def test_repository_for_a_plan(tmp_path):
+    """A stand-in plan (bytes and the manifest `resq-export engine` writes beside it): no TensorRT
+    here, and serve-repo reads only the manifest."""
+    plan, library = tmp_path / "out.plan", tmp_path / "libresq_plugins.so"
+    plan.write_bytes(b"plan")
+    library.write_bytes(b"lib")
+    (tmp_path / "out.plan.json").write_text(json.dumps({"tool": "resq-export", "plugin_library": {"path": str(library)}}))
+    result = _cli("serve-repo", "--engine", plan, "--out", tmp_path / "repo")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "repo" / "resq" / "config.pbtxt").read_text()
+    assert "kind: KIND_GPU" in text and f'string_value: "{library}"' in text and f'string_value: "{plan}"' in text
+
+
+@pytest.fixture
+def places(onnx_dir, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    (tmp_path / "lonely.plan").write_bytes(b"plan")
+    (tmp_path / "nolib.plan").write_bytes(b"plan")
+    (tmp_path / "nolib.plan.json").write_text(json.dumps({"tool": "resq-export",
+                                                          "plugin_library": {"path": str(tmp_path / "gone.so")}}))
+    return {"onnx": onnx_dir, "art": onnx_dir.parent / "artifact", "tmp": tmp_path}
+
+
+CASES = [
+    ("--onnx {onnx} --out {tmp}/mine", 1, "holds a file resq-export did not write (notes.txt)"),
+    ("--onnx {onnx} --engine {tmp}/lonely.plan --out {tmp}/r", 2, "give exactly one of --onnx or --engine"),
+    ("--out {tmp}/r", 2, "give exactly one of --onnx or --engine"),
+    ("--onnx {onnx} --out {tmp}/r --instances 0", 2, "Invalid value for '--instances'"),
+    ("--onnx {onnx} --out {tmp}/r --name ../up", 1, "--name '../up': letters, digits"),
+    ("--onnx {art} --out {tmp}/r", 1, "is an artifact, not an ONNX folder"),
+    ("--onnx {onnx} --out {onnx}/repo", 1, "lies inside the input"),
+    ("--onnx {tmp}/nothing --out {tmp}/r", 1, "is not a resq-export ONNX folder"),
+    ("--engine {tmp}/missing.plan --out {tmp}/r", 1, "is not a file"),
+    ("--engine {tmp}/lonely.plan --out {tmp}/r", 1, "its manifest lonely.plan.json is missing"),
+    ("--engine {tmp}/nolib.plan --out {tmp}/r", 1, "gone.so is missing: pass --plugins"),
+    ("--onnx {onnx} --out {tmp}/r --plugins {tmp}/nolib.plan", 1, "--plugins goes with --engine"),
+]
+
+
+@pytest.mark.parametrize("line, code, fragment", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_bad_input_is_one_line(places, line, code, fragment):
+    result = _cli("serve-repo", *shlex.split(line.format(**places)))
+    assert result.exit_code == code, (line, result.output)
+    assert fragment.format(**places) in result.output, (line, result.output)
+    assert not (places["tmp"] / "r").exists()
+    assert (places["tmp"] / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_request_settings():
+    import numpy as np
+
+    # as Triton hands them over: BYTES as object arrays, the rest as typed arrays
+    assert request_settings({"prompt": np.array([b"hi"], dtype=np.object_), "seed": np.array([3], np.int64)})["seed"] == 3
+    assert request_settings({"prompt": [b"hi"]}) == {"prompt": "hi", "max_new_tokens": 64, "temperature": 0.0,
+                                                     "top_p": 1.0, "seed": 0, "chat": False}
+    assert request_settings({"prompt": [b"hi"], "max_new_tokens": [5], "temperature": [0.5], "seed": [7],
+                             "chat": [True]})["max_new_tokens"] == 5
+    for tensors, fragment in [({}, "'prompt' is required"), ({"prompt": [b"\xff"]}, "not valid UTF-8"),
+                              ({"prompt": [b"a", b"b"]}, "one value is expected, got 2"),
+                              ({"prompt": [b"hi"], "max_new_tokens": [0]}, "'max_new_tokens' is 0"),
+                              ({"prompt": [b"hi"], "temperature": [float("nan")]}, "'temperature' is nan"),
+                              ({"prompt": [b"hi"], "top_p": [1.5]}, "'top_p' is 1.5"),
+                              ({"prompt": [b"hi"], "stop": [b"x"]}, "unknown input 'stop'")]:
+        with pytest.raises(ConfigError, match=fragment):
+            request_settings(tensors)
+
+
+def test_generator_refuses_what_it_cannot_do_yet(onnx_dir, tmp_path):
+    with pytest.raises(ConfigError, match="resq_export.runtime"):
+        open_generator(tmp_path / "out.plan")
+    with pytest.raises(ConfigError, match="top_p 0.5"):
+        open_generator(onnx_dir).generate("hello", max_new_tokens=2, top_p=0.5)
+
+
+def test_launch_refuses_with_one_line(onnx_dir, tmp_path):
+    """Not a serve-repo repository; then, from the project's .venv (no PyTriton), the missing server."""
+    import os
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    launch = [sys.executable, "-m", "resq_export.serve.launch"]
+    done = subprocess.run([*launch, str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and done.stderr.strip() == (
+        f"error: {tmp_path.resolve()} is not a model repository of resq-export serve-repo (no serve.json)")
+    assert _cli("serve-repo", "--onnx", onnx_dir, "--out", tmp_path / "repo").exit_code == 0
+    done = subprocess.run([*launch, str(tmp_path / "repo")], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and done.stderr.startswith("error: nvidia-pytriton is not installed"), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
