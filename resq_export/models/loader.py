@@ -348,8 +348,12 @@ def _rebuilt_config(config, fixes: dict):
     """The config class built again from its own settings with fixes in the legacy keys (rope_scaling,
     partial_rotary_factor), which the class turns into its rope parameters as for a config.json."""
     settings = config.to_dict()
-    rope = settings.pop("rope_parameters", None) or {}
-    settings.setdefault("rope_theta", rope.get("rope_theta"))
+    rope = dict(settings.pop("rope_parameters", None) or {})
+    settings.setdefault("rope_theta", rope.pop("rope_theta", None))
+    if "partial_rotary_factor" in rope:
+        settings.setdefault("partial_rotary_factor", rope.pop("partial_rotary_factor"))
+    if rope.get("rope_type", "default") != "default":  # whatever transformers did map is kept unless fixed
+        settings.setdefault("rope_scaling", rope)
     settings.update(fixes)
     return type(config)(**settings)
 
