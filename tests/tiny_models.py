@@ -104,6 +104,17 @@ def run_cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
+def cli_per_family(command: str, families, tiny_dirs: dict, root: Path, *args) -> dict:
+    """family -> root/family, written by `resq-export COMMAND --model <its tiny model> --out root/family
+    ARGS` for each family in turn; each run must exit 0 (its output and the family in the message)."""
+    out = {}
+    for family in families:
+        result = run_cli(command, "--model", tiny_dirs[family], "--out", root / family, *args)
+        assert result.exit_code == 0, f"{command} of the tiny {family} model: {result.output}"
+        out[family] = root / family
+    return out
+
+
 def rerecord_onnx_files(folder: Path) -> None:
     """After a test edits an exported ONNX folder on purpose (to model another release's output):
     record the edited files in export.json, so that the deeper checks are what the test reaches."""

@@ -10,9 +10,9 @@ from .arch import _REFUSED_TYPES, ARCHITECTURES, REFUSED, ArchSpec, refusal_reas
 from .config import SUPPORTED_ROPE_TYPES
 from .loader import BUILTIN_INFO, BUILTIN_MODELS
 
-# families whose GGUF files a test here has read (a tiny GGUF of the others cannot be written without
-# a model converter; transformers' GGUF loader maps qwen3 and phi3 too)
-_GGUF_TESTED = {"llama"}
+# families whose GGUF files a test here has read: llama (the built-in SmolLM2 file), qwen3 and phi3
+# (tiny files written by tests/unit/test_gguf_families.py, read with models/gguf_config.py's fixes)
+_GGUF_TESTED = {"llama", "qwen3", "phi3"}
 
 
 def _features(spec: ArchSpec) -> list[str]:

@@ -25,6 +25,7 @@ from ..tensorfile import SafetensorsFile
 from .arch import arch_of_hf_config, get_arch
 from .checks import cache_location, check_cache_writable, check_gguf_header
 from .config import ModelConfig
+from .gguf_config import config_fixes, read_gguf_meta
 
 log = logging.getLogger(__name__)
 
@@ -322,11 +323,17 @@ def _read_gguf(path: Path):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     check_gguf_header(path)
+    meta = read_gguf_meta(path)
     try:
-        hf_config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name).to_dict()
-        spec = arch_of_hf_config(hf_config)  # fail fast, before dequantising
+        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        spec = arch_of_hf_config(config.to_dict())  # fail fast, before dequantising
+        fixes = config_fixes(meta, config.to_dict(), path)
+        if fixes:  # what transformers' GGUF mapping left out, given back as config.json would say it
+            config = _rebuilt_config(config, fixes)
+        hf_config = config.to_dict()
         hf_config["architectures"] = [spec.hf_architecture]
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, config=config,
+                                                     dtype=torch.float32)
     except ModelLoadError:
         raise
     except Exception as e:
@@ -335,6 +342,20 @@ def _read_gguf(path: Path):
     if hf_config.get("tie_word_embeddings"):
         state.pop("lm_head.weight", None)  # the same storage as the embedding
     return hf_config, state, _load_tokenizer(path.parent, path.name)
+
+
+def _rebuilt_config(config, fixes: dict):
+    """The config class built again from its own settings with fixes in the legacy keys (rope_scaling,
+    partial_rotary_factor), which the class turns into its rope parameters as for a config.json."""
+    settings = config.to_dict()
+    rope = dict(settings.pop("rope_parameters", None) or {})
+    settings.setdefault("rope_theta", rope.pop("rope_theta", None))
+    if "partial_rotary_factor" in rope:
+        settings.setdefault("partial_rotary_factor", rope.pop("partial_rotary_factor"))
+    if rope.get("rope_type", "default") != "default":  # whatever transformers did map is kept unless fixed
+        settings.setdefault("rope_scaling", rope)
+    settings.update(fixes)
+    return type(config)(**settings)
 
 
 def _builtin_folder(name: str) -> Path:

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import SMALL, run_cli
+from tiny_models import SMALL, cli_per_family, run_cli
 from tolerances import TRANSFORMS_ATOL_REL, TRANSFORMS_RTOL
 
 from resq_export.artifact import load_artifact
@@ -109,14 +109,9 @@ def test_rope_equals_transformers(case):
 @pytest.fixture(scope="module")
 def rotations_only(tiny_dirs, calib_file, tmp_path_factory):
     """family -> the ResQ artifact with every basis and online rotation and nothing quantised."""
-    root = tmp_path_factory.mktemp("rotations_only")
-    out = {}
-    for family in FAMILIES:
-        result = run_cli("quantize", "--model", tiny_dirs[family], "--out", root / family, "--calib-data", calib_file,
-                         *SMALL, "--method", "resq", "--w-bits", "16", "--a-bits", "16", "--kv-bits", "16")
-        assert result.exit_code == 0, result.output
-        out[family] = root / family
-    return out
+    return cli_per_family("quantize", FAMILIES, tiny_dirs, tmp_path_factory.mktemp("rotations_only"),
+                          "--calib-data", calib_file, *SMALL, "--method", "resq", "--w-bits", "16", "--a-bits", "16",
+                          "--kv-bits", "16")
 
 
 def _hf(folder):
