@@ -16,7 +16,7 @@ import logging
 
 import torch
 
-from ..algo.learned_rotation import learn_rotation
+from ..algo.learned_rotation import LearnSettings, learn_rotation
 from ..algo.rotation import block_diag_rotation
 from ..config import QuantConfig
 from ..layout import high_channels, role_layouts
@@ -26,6 +26,7 @@ from .rotation_samples import RotationSamples
 log = logging.getLogger(__name__)
 
 PCA_ROTATIONS = ("pca", "learned")  # rotations built on ResQ's PCA bases (pass 1 collects statistics)
+SETTINGS = LearnSettings()  # the search's budget for every subspace (the tests shorten it for tiny models)
 
 
 def _quantised_bits(bits: int) -> int:
@@ -42,7 +43,7 @@ def _learn_parts(y: torch.Tensor, parts: list[tuple[list[int], int]], seed: int,
     for k, (groups, bits) in enumerate(parts):
         width = sum(groups)
         eye = torch.eye(width, dtype=torch.float64)
-        rot, report = learn_rotation(y[:, at:at + width], eye, groups, bits, seed + k, block)
+        rot, report = learn_rotation(y[:, at:at + width], eye, groups, bits, seed + k, block, SETTINGS)
         blocks.append(rot)
         out.append(report)
         at += width
