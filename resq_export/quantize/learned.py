@@ -13,10 +13,11 @@ hd]), so export, ONNX and the kernels see ordinary bases."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import torch
 
-from ..algo.learned_rotation import LearnSettings, learn_rotation
+from ..algo.learned_rotation import LearnSettings, learn_rotations
 from ..algo.rotation import block_diag_rotation
 from ..config import QuantConfig
 from ..layout import high_channels, role_layouts
@@ -26,7 +27,10 @@ from .rotation_samples import RotationSamples
 log = logging.getLogger(__name__)
 
 PCA_ROTATIONS = ("pca", "learned")  # rotations built on ResQ's PCA bases (pass 1 collects statistics)
-SETTINGS = LearnSettings()  # the search's budget for every subspace (the tests shorten it for tiny models)
+# The search's budget (the tests shorten it for tiny models): U_A's two subspaces, then the batched
+# U_B / U_C searches (hundreds of head-sized problems at once, so fewer rows per step each).
+SETTINGS = LearnSettings()
+HEAD_BATCH = 256
 
 
 def _quantised_bits(bits: int) -> int:
@@ -35,19 +39,21 @@ def _quantised_bits(bits: int) -> int:
 
 
 def _learn_parts(y: torch.Tensor, parts: list[tuple[list[int], int]], seed: int, block: int,
-                 out: list[dict]) -> torch.Tensor:
-    """diag(R_part, ...) learned on y (rows already in the start basis): each part's channels
-    (contiguous, in order) with its group widths and bits. Returns the float64 block rotation that
-    right-multiplies the start basis."""
+                 out: list[dict], batch: int | None = None) -> torch.Tensor:
+    """diag(R_part, ...) learned on y [P, N, d] (P independent problems, rows already in their start
+    bases): each part's channels (contiguous, in order) with its group widths and bits. Returns the
+    float64 block rotations [P, d, d] that right-multiply the start bases."""
     blocks, at = [], 0
     for k, (groups, bits) in enumerate(parts):
         width = sum(groups)
-        eye = torch.eye(width, dtype=torch.float64)
-        rot, report = learn_rotation(y[:, at:at + width], eye, groups, bits, seed + k, block, SETTINGS)
+        eye = torch.eye(width, dtype=torch.float64).expand(y.shape[0], width, width)
+        settings = replace(SETTINGS, batch=batch) if batch else SETTINGS
+        rot, reports = learn_rotations(y[..., at:at + width], eye, groups, bits, seed + k, block, settings)
         blocks.append(rot)
-        out.append(report)
+        out.extend(reports)
         at += width
-    return block_diag_rotation(blocks[0], blocks[1]) if len(blocks) == 2 else blocks[0]
+    return torch.stack([block_diag_rotation(*(b[p] for b in blocks)) if len(blocks) == 2 else blocks[0][p]
+                        for p in range(y.shape[0])])
 
 
 def _residual_parts(cfg: ModelConfig, quant: QuantConfig) -> list[tuple[list[int], int]]:
@@ -81,19 +87,29 @@ def learn_subspace_rotations(cfg: ModelConfig, quant: QuantConfig, bases, stats:
     seed = quant.seed * 100_003
     rep_a: list[dict] = []
     y = stats.residual_samples().to(torch.float64) @ bases.u_a
-    bases.u_a = bases.u_a @ _learn_parts(y.float(), parts_a, seed, stats.rows, rep_a)
+    bases.u_a = bases.u_a @ _learn_parts(y.float()[None], parts_a, seed, stats.rows, rep_a)[0]
 
+    # U_B (every layer and KV head) and U_C (every layer): one batched search per part each.
     kv_low = _quantised_bits(quant.kv_bits)
     head_parts = [([cfg.head_dim - r_head], kv_low)] + ([([r_head], quant.high_bits)] if r_head else [])
-    u_b, u_c, rep_b, rep_c = bases.u_b.clone(), bases.u_c.clone(), [], []
-    for i in range(cfg.num_layers):
-        for h in range(cfg.num_kv_heads):
-            y = stats.value_samples(i, h).to(torch.float64) @ u_b[i, h]
-            u_b[i, h] = u_b[i, h] @ _learn_parts(y.float(), head_parts, seed + 1000 * (i + 1) + 10 * h,
-                                                stats.rows, rep_b)
-        y = stats.key_samples(i).to(torch.float64) @ u_c[i]
-        u_c[i] = u_c[i] @ _learn_parts(y.float(), head_parts, seed + 1000 * (i + 1) + 500, stats.rows, rep_c)
-    bases.u_b, bases.u_c = u_b, u_c
+    u_b, u_c = bases.u_b.clone(), bases.u_c.clone()
+    layers, heads = range(cfg.num_layers), range(cfg.num_kv_heads)
+    values = _rows([stats.value_samples(i, h) for i in layers for h in heads], [u_b[i, h] for i in layers for h in heads])
+    keys = _rows([stats.key_samples(i) for i in layers], [u_c[i] for i in layers])
+    rep_b: list[dict] = []
+    rep_c: list[dict] = []
+    learned_b = _learn_parts(values, head_parts, seed + 10, stats.rows, rep_b, HEAD_BATCH)
+    learned_c = _learn_parts(keys, head_parts, seed + 20, stats.rows, rep_c, HEAD_BATCH)
+    bases.u_b = u_b @ learned_b.view(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, cfg.head_dim)
+    bases.u_c = u_c @ learned_c
     report = {"U_A": _summary(rep_a), "U_B": _summary(rep_b), "U_C": _summary(rep_c)}
-    log.info("learned rotations, relative quantisation error of the calibration rows before -> after: %s", report)
+    log.info("learned rotations, relative quantisation error of held-out calibration rows before -> after: %s",
+             report)
     return report
+
+
+def _rows(samples: list[torch.Tensor], starts: list[torch.Tensor]) -> torch.Tensor:
+    """[P, N, d]: each problem's sample rows in its start basis (the same N for all: every layer and
+    head saw the same batches; cut to the shortest to be safe)."""
+    n = min(s.shape[0] for s in samples)
+    return torch.stack([(s[:n].to(torch.float64) @ u).float() for s, u in zip(samples, starts)])
