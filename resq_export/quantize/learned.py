@@ -85,9 +85,13 @@ def learn_subspace_rotations(cfg: ModelConfig, quant: QuantConfig, bases, stats:
     r_head = high_channels(cfg.head_dim, quant)
     parts_a = _residual_parts(cfg, quant)
     seed = quant.seed * 100_003
+    # Each observed batch's rows are strided over its 8 windows in order, so quarters of them come
+    # from different windows: holding out every fourth quarter checks on unseen windows even when
+    # calibration has only one or two batches.
+    block = max(1, stats.rows // 4)
     rep_a: list[dict] = []
     y = stats.residual_samples().to(torch.float64) @ bases.u_a
-    bases.u_a = bases.u_a @ _learn_parts(y.float()[None], parts_a, seed, stats.rows, rep_a)[0]
+    bases.u_a = bases.u_a @ _learn_parts(y.float()[None], parts_a, seed, block, rep_a)[0]
 
     # U_B (every layer and KV head) and U_C (every layer): one batched search per part each.
     kv_low = _quantised_bits(quant.kv_bits)
@@ -98,8 +102,8 @@ def learn_subspace_rotations(cfg: ModelConfig, quant: QuantConfig, bases, stats:
     keys = _rows([stats.key_samples(i) for i in layers], [u_c[i] for i in layers])
     rep_b: list[dict] = []
     rep_c: list[dict] = []
-    learned_b = _learn_parts(values, head_parts, seed + 10, stats.rows, rep_b, HEAD_BATCH)
-    learned_c = _learn_parts(keys, head_parts, seed + 20, stats.rows, rep_c, HEAD_BATCH)
+    learned_b = _learn_parts(values, head_parts, seed + 10, block, rep_b, HEAD_BATCH)
+    learned_c = _learn_parts(keys, head_parts, seed + 20, block, rep_c, HEAD_BATCH)
     bases.u_b = u_b @ learned_b.view(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, cfg.head_dim)
     bases.u_c = u_c @ learned_c
     report = {"U_A": _summary(rep_a), "U_B": _summary(rep_b), "U_C": _summary(rep_c)}
