@@ -10,7 +10,7 @@ from .errors import ConfigError
 SCHEMA_VERSION = 1
 METHODS = ("resq", "quarot", "rtn", "lqer", "fp")
 WEIGHT_ALGOS = ("gptq", "rtn")
-ROTATIONS = ("pca", "random", "none")
+ROTATIONS = ("pca", "learned", "random", "none")
 AUTO_GROUP_SIZE = -1  # --group-size auto: a width per model that divides its parts (layout.auto_group_size)
 
 
@@ -22,7 +22,7 @@ class QuantConfig:
     kv_bits: int = 4  # 16: float KV cache
     high_bits: int = 8  # bits of the high-variance subspace (weights, activations, KV)
     high_fraction: float = 0.125  # share of channels kept at high_bits (0: uniform)
-    rotation: str = "pca"  # pca (ResQ), random (QuaRot), none
+    rotation: str = "pca"  # pca (ResQ), learned (ResQ with learned subspace rotations, issue 32), random (QuaRot), none
     online_hadamard: bool = True  # U_D on the down_proj input
     weight_algo: str = "gptq"
     group_size: int = 0  # channels per scale group along the input axis; 0: one group per precision part;

@@ -9,6 +9,7 @@ import torch
 
 from ..algo.hadamard import hadamard_left_factor, sylvester
 from ..algo.rotation import haar_orthogonal, pca_basis, subspace_rotations
+from .learned import PCA_ROTATIONS, learn_subspace_rotations
 from ..calib.stats import BasisStatistics
 from ..config import QuantConfig
 from ..decoder import Decoder, KVCache, Layer
@@ -54,7 +55,7 @@ def compute_bases(cfg: ModelConfig, quant: QuantConfig, stats: BasisStatistics |
     bases = Bases()
     gen = torch.Generator().manual_seed(quant.seed)
     r_res, r_head = high_channels(cfg.hidden_size, quant), high_channels(cfg.head_dim, quant)
-    if quant.rotation == "pca":
+    if quant.rotation in PCA_ROTATIONS:
         eig_a, u_a = pca_basis(stats.residual.finalize())
         bases.u_a = u_a @ subspace_rotations(cfg.hidden_size, r_res, gen)
         r2 = subspace_rotations(cfg.head_dim, r_head, gen)  # one R2 for V and K of every layer
@@ -82,6 +83,8 @@ def compute_bases(cfg: ModelConfig, quant: QuantConfig, stats: BasisStatistics |
         }
         bases.spectra = {"U_A": eig_a.tolist(), "U_B": eig_b, "U_C": eig_c,
                          "high_channels": {"U_A": r_res, "U_B": r_head, "U_C": r_head}}
+        if quant.rotation == "learned":
+            bases.report["learned_rotation"] = learn_subspace_rotations(cfg, quant, bases, stats)
     elif quant.rotation == "random":
         bases.u_a = haar_orthogonal(cfg.hidden_size, gen)
         hd = cfg.head_dim

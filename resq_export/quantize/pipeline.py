@@ -33,7 +33,9 @@ from .calibration import (
     load_calibration,
 )
 from .embedding import embed_dtype, embedding_blocks, head_entries
+from .learned import PCA_ROTATIONS
 from .linears import layer_tensors, peak_rss_mb, quantize_layer, step_cost
+from .rotation_samples import RotationSamples
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,9 @@ class _Pipeline:
         if w.state["bases_done"]:
             return Bases.from_tensors(w.load("bases.safetensors"), w.state["bases_report"], w.state["spectra"])
         stats = None
-        if self.quant.rotation == "pca":
-            stats = BasisStatistics(cfg.hidden_size, cfg.num_layers, cfg.num_kv_heads, cfg.head_dim)
+        if self.quant.rotation in PCA_ROTATIONS:
+            observer = RotationSamples if self.quant.rotation == "learned" else BasisStatistics
+            stats = observer(cfg.hidden_size, cfg.num_layers, cfg.num_kv_heads, cfg.head_dim)
             done = w.state["pass1_done"]
             if done:
                 stats.load_state(w.load(f"pass1-stats-{done:05d}.safetensors"), w.state["pass1_counts"])
@@ -174,7 +177,7 @@ class _Pipeline:
         needed = []
         if st["bases_done"]:
             needed.append(("bases.safetensors", "bases"))
-        elif st["pass1_done"] and self.quant.rotation == "pca":
+        elif st["pass1_done"] and self.quant.rotation in PCA_ROTATIONS:
             needed += [(f"pass1-{k}-{st['pass1_done']:05d}.safetensors", "pass1") for k in ("stats", "acts")]
         if st["globals_done"]:
             needed += [(f"{k}.safetensors", "globals") for k in ("embed", "head", "shared")]
@@ -278,7 +281,7 @@ def _quantize(source: str, quant: QuantConfig, out_dir: Path, calib_data: Sequen
     if context is not None and quant.seqlen > context:  # runs (RoPE extends), but not what the model saw
         log.warning("--seqlen %d exceeds the model's context of %d tokens: calibration windows longer than the "
                     "model was trained on", quant.seqlen, context)
-    needs_calib = quant.quantizes_weights or quant.rotation == "pca"
+    needs_calib = quant.quantizes_weights or quant.rotation in PCA_ROTATIONS
     calib = load_calibration(src.tokenizer, quant, calib_data) if needs_calib else None
     run_fingerprint = _fingerprint(src, quant, calib)
     fingerprint = fingerprint_hash(run_fingerprint)
