@@ -36,6 +36,6 @@ for binary in (stub, root / "bin" / "tritonserver"):
     if missing:
         sys.exit(f"error: {binary.name} needs {', '.join(missing)}, not found on this machine")
 PY
-"$VENV/bin/python" -c "import resq_export.generate, resq_export.validate.ort_runner, tritonclient.grpc" \
+"$VENV/bin/python" -c "import resq_export.runtime, resq_export.validate.ort_runner, tritonclient.grpc" \
     || { echo "error: $VENV cannot import the serving path (see above)"; exit 1; }
 echo "ready: $VENV"

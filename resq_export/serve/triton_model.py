@@ -10,7 +10,7 @@ import traceback
 from pathlib import Path
 
 from ..errors import ResQError
-from .model_source import open_generator
+from ..runtime import load
 from .protocol import INPUTS, OUTPUT, request_settings
 
 
@@ -38,7 +38,10 @@ class TritonPythonModel:
                 f"[{OUTPUT.name!r}] (rewrite the repository with resq-export serve-repo)")
         params = model_parameters(config)
         plugins = params.get("plugin_library") or None
-        self.generator = open_generator(Path(params["model_path"]), Path(plugins) if plugins else None)
+        # the same Generator `resq-export generate` runs (resq_export.runtime: ONNX Runtime or TensorRT),
+        # opened here so a plan that cannot run on this GPU fails the load, not the first request
+        self.generator = load(Path(params["model_path"]), plugins=Path(plugins) if plugins else None)
+        self.generator.open()
         pb_utils.Logger.log_info(f"resq-export: instance {args['model_instance_name']} serves {params['model_path']}")
 
     def _text(self, piece: str):

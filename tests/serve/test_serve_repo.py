@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from resq_export.cli import main
-from resq_export.errors import ConfigError
-from resq_export.serve.model_source import open_generator
+from resq_export.errors import ArtifactError, ConfigError
+from resq_export.runtime import load
 from resq_export.serve.protocol import request_settings
 from server_process import SERVE_PYTHON
 
@@ -135,11 +135,13 @@ def test_request_settings():
             request_settings(tensors)
 
 
-def test_generator_refuses_what_it_cannot_do_yet(onnx_dir, tmp_path):
-    with pytest.raises(ConfigError, match="resq_export.runtime"):
-        open_generator(tmp_path / "out.plan")
-    with pytest.raises(ConfigError, match="top_p 0.5"):
-        open_generator(onnx_dir).generate("hello", max_new_tokens=2, top_p=0.5)
+def test_served_generator_refuses_a_plan_without_its_manifest(tmp_path):
+    """The served model opens what serve-repo named with resq_export.runtime.load: a plan whose
+    out.plan.json is gone is refused with the reason (before any TensorRT import)."""
+    plan = tmp_path / "out.plan"
+    plan.write_bytes(b"not a plan")
+    with pytest.raises(ArtifactError, match="out.plan.json is missing"):
+        load(plan)
 
 
 def test_launch_refuses_with_one_line(onnx_dir, tmp_path):

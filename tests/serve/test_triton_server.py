@@ -63,9 +63,9 @@ def _jobs() -> list[list[dict]]:
 
 def _expected(onnx_dir: Path, jobs: list[list[dict]]) -> dict[str, str]:
     """Single-client generation in this process (the code `resq-export generate` runs)."""
-    from resq_export.serve.model_source import open_generator
+    from resq_export.runtime import load
 
-    generator = open_generator(onnx_dir)
+    generator = load(onnx_dir)
     out = {}
     for request in (r for client in jobs for r in client):
         key = json.dumps(request, sort_keys=True)
