@@ -110,7 +110,7 @@ def bench(onnx_dir, engine_path, sizes_prefill, sizes_batch, decode_steps, repea
     results = []
     for source, model in runs:
         result = run_bench(model, prefill=tuple(sizes_prefill) or PREFILL_LENGTHS, batches=tuple(sizes_batch) or BATCHES,
-                           decode_steps=decode_steps, repeats=repeats, explicit=bool(sizes_prefill or sizes_batch))
+                           decode_steps=decode_steps, repeats=repeats, explicit=(bool(sizes_prefill), bool(sizes_batch)))
         results.append({"model": source, **result})
         if not as_json:
             click.echo(f"{result['backend']} ({source}), median of {repeats}:")

@@ -30,9 +30,17 @@ DECODE_CONTEXT = 128
 
 
 def _text_ids(tokenizer, n: int) -> np.ndarray:
-    ids = tokenizer(default_eval_path().read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
-    reps = -(-n // len(ids))
-    return np.array((ids * reps)[:n], dtype=np.int64)
+    """The first n tokens of the packaged evaluation text (repeated if it is shorter), tokenised a
+    paragraph at a time: the whole text at once is longer than a small model's context, which the
+    tokenizer warns about."""
+    ids: list[int] = []
+    paragraphs = default_eval_path().read_text(encoding="utf-8").split("\n\n")
+    while len(ids) < n:
+        for paragraph in paragraphs:
+            ids += tokenizer(paragraph + "\n\n", add_special_tokens=False)["input_ids"]
+            if len(ids) >= n:
+                break
+    return np.array(ids[:n], dtype=np.int64)
 
 
 def _fill(backend, ids: np.ndarray) -> None:
@@ -55,33 +63,35 @@ def _median_s(fn, repeats: int, setup=lambda: None) -> float:
 
 
 def plan_runs(generator: Generator, prefill: tuple[int, ...], batches: tuple[int, ...], decode_steps: int,
-              explicit: bool) -> tuple[list[int], list[int], list[str]]:
+              explicit: tuple[bool, bool] = (False, False)) -> tuple[list[int], list[int], list[str]]:
     """The prefill lengths and batches that fit the model (and the plan, known from its manifest
-    before it is opened), and a reason for each left out; with explicit (the user named them), one
-    that does not fit is refused instead."""
+    before it is opened), and a reason for each left out; where the user named the prefill lengths
+    (explicit[0]) or the batches (explicit[1]), one of those that does not fit is refused instead."""
     bounds = [(n, what) for n, what in ((context_length(generator.tokenizer), "the model's context"),
                                         (generator.capacity, generator.capacity_what)) if n is not None]
     rows, what = min(bounds) if bounds else (None, "")
     skipped, keep_p, keep_b = [], [], []
     for n in prefill:
         if rows is not None and n > rows:
+            if explicit[0]:
+                raise ConfigError(f"prefill {n}: beyond {what} of {rows} tokens")
             skipped.append(f"prefill {n}: beyond {what} of {rows} tokens")
         else:
             keep_p.append(n)
     for b in batches:
         if generator.max_batch is not None and b > generator.max_batch:
+            if explicit[1]:
+                raise ConfigError(f"decode at batch {b}: beyond {generator.batch_what} of {generator.max_batch}")
             skipped.append(f"decode at batch {b}: beyond {generator.batch_what} of {generator.max_batch}")
         elif rows is not None and decode_steps >= rows:
             skipped.append(f"decode at batch {b}: {decode_steps} steps leave no room for a prompt in {what} of {rows}")
         else:
             keep_b.append(b)
-    if explicit and skipped:
-        raise ConfigError(skipped[0])
     return keep_p, keep_b, skipped
 
 
 def run_bench(generator: Generator, *, prefill: tuple[int, ...] = PREFILL_LENGTHS, batches: tuple[int, ...] = BATCHES,
-              decode_steps: int = 32, repeats: int = 3, explicit: bool = False) -> dict:
+              decode_steps: int = 32, repeats: int = 3, explicit: tuple[bool, bool] = (False, False)) -> dict:
     keep_p, keep_b, skipped = plan_runs(generator, prefill, batches, decode_steps, explicit)
     backend = generator.open()
     memory = getattr(backend, "memory", None)

@@ -48,4 +48,4 @@ def test_bench_through_the_plan_backend(onnx_dir):
     assert run["skipped"] == ["prefill 128: beyond the plan's --max-context of 64 tokens",
                               "decode at batch 8: beyond the plan's --max-batch of 2"]
     with pytest.raises(ConfigError, match="decode at batch 8: beyond the plan's --max-batch of 2"):
-        run_bench(model, prefill=(20,), batches=(8,), repeats=1, explicit=True)
+        run_bench(model, prefill=(20,), batches=(8,), repeats=1, explicit=(False, True))
