@@ -1,6 +1,7 @@
 """The CLI end to end on tiny random models, through click's test runner."""
 
 import json
+import shutil
 
 import click
 import pytest
@@ -40,8 +41,11 @@ def test_same_seed_gives_identical_tensors(tiny_dirs, calib_file, artifacts, tmp
 
 
 @pytest.mark.parametrize("name", ["resq", "resq_lqer", "quarot", "rtn", "lqer", "fp"])
-def test_eval_json(artifacts, calib_file, name):
-    result = _run("eval", "--artifact", artifacts[name], "--text", calib_file, "--seqlen", "64",
+def test_eval_json(artifacts, calib_file, tmp_path, name):
+    # on a copy: eval records its result in the artifact (evaluations.json), and the session's shared
+    # artifacts must stay as quantize wrote them for the tests that copy them later
+    art = shutil.copytree(artifacts[name], tmp_path / "art")
+    result = _run("eval", "--artifact", art, "--text", calib_file, "--seqlen", "64",
                   "--max-tokens", "256", "--json", "--quiet")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
@@ -98,7 +102,6 @@ def test_bad_inputs_fail_cleanly(tiny_dirs, tmp_path):
 
 
 def test_corrupt_or_foreign_artifact_is_refused(artifacts, tmp_path):
-    import shutil
 
     art = shutil.copytree(artifacts["rtn"], tmp_path / "art")
     data = bytearray((art / "model.safetensors").read_bytes())
@@ -118,7 +121,6 @@ def test_corrupt_or_foreign_artifact_is_refused(artifacts, tmp_path):
 def test_artifact_missing_a_tensor_or_unreadable_is_refused(artifacts, tmp_path):
     """Past the sha256 check (verify=False), the loader still names a missing tensor and refuses a
     file safetensors cannot read: it reads tensors one by one as the decoder is built."""
-    import shutil
 
     from safetensors.torch import save_file
 
@@ -145,7 +147,6 @@ def test_fp_artifact_equals_the_source_model(artifacts, tiny_dirs):
 
 
 def _planted_copy(tiny_dirs, tmp_path, plant):
-    import shutil
 
     from safetensors.torch import save_file
 
