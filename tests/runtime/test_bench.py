@@ -7,7 +7,6 @@ import pytest
 
 from resq_export.engine.profiles import EngineLimits
 from resq_export.errors import ConfigError
-from resq_export.export.writer import export_onnx
 from resq_export.runtime.bench import run_bench
 from resq_export.runtime.device import HostMemory
 from resq_export.runtime.loop import Generator
@@ -15,13 +14,6 @@ from resq_export.runtime.text import load_tokenizer
 from resq_export.runtime.trt_backend import TensorRTBackend
 from tiny_models import run_cli
 from trt_standin import StandInEngine
-
-
-@pytest.fixture(scope="module")
-def onnx_dir(artifacts, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "onnx"
-    export_onnx(artifacts["resq"], out)
-    return out
 
 
 def test_bench_onnx_reports_what_fits_the_model(onnx_dir):

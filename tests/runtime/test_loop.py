@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from resq_export.errors import ConfigError
-from resq_export.export.writer import export_onnx
 from resq_export.runtime import load
 from resq_export.runtime.loop import prefill
 from resq_export.runtime.ort_backend import OrtBackend
@@ -22,13 +21,6 @@ BEFORE = {
     ("Once upon a time the history of", 0.0): " of ofpepepe\ufffdV\\\\\\\ufffd\ufffd\ufffd\ufffd\ufffd\ufffd\n",
     ("Once upon a time the history of", 0.8): "M\ufffduse\ufffdI\ufffd\u0007`\n  R\ufffd\u001a\ufffd\ufffd iur\n",
 }
-
-
-@pytest.fixture(scope="module")
-def onnx_dir(artifacts, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runtime") / "onnx"
-    export_onnx(artifacts["resq"], out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import pytest
 
 from resq_export.engine.profiles import EngineLimits
 from resq_export.errors import ConfigError
-from resq_export.export.writer import export_onnx
 from resq_export.runtime.device import HostMemory
 from resq_export.runtime.loop import Generator
 from resq_export.runtime.ort_backend import OrtBackend
@@ -21,13 +20,6 @@ from trt_standin import StandInEngine
 # --max-sequence 8 --max-context 64` would build it)
 LIMITS = EngineLimits(max_batch=2, max_sequence=8, max_context=64, opt_sequence=4, opt_context=32)
 PROMPT = "Once upon a time the history of the function"
-
-
-@pytest.fixture(scope="module")
-def onnx_dir(artifacts, tmp_path_factory):
-    out = tmp_path_factory.mktemp("trt_binding") / "onnx"
-    export_onnx(artifacts["resq"], out)
-    return out
 
 
 @pytest.fixture(scope="module")
