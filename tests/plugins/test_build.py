@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from native_build import build_target as _build
+
 from resq_export.native import loader
 
 ARCHS = {"sm_80", "sm_86", "sm_89", "sm_90a", "sm_120"}  # CMake's default RESQ_CUDA_ARCHS
@@ -14,8 +16,6 @@ ARCHS = {"sm_80", "sm_86", "sm_89", "sm_90a", "sm_120"}  # CMake's default RESQ_
 
 @pytest.fixture(scope="module")
 def kernel_library():
-    from conftest import _build
-
     if shutil.which("nvcc") is None and not loader.library_path("resq_kernels").is_file():
         pytest.skip("nvcc not found: libresq_kernels.so is not built on this machine")
     _build("resq_kernels")
