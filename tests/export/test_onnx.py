@@ -357,7 +357,9 @@ def test_generate_streams_greedy_and_seeded_samples(exported):
 def test_generate_with_a_chat_template(exported):
     """The prompt goes through the tokenizer's chat template (SmolLM2 has one; the tiny tokenizer is
     given one here); generation runs from the rendered prompt."""
-    from resq_export.generate import load_tokenizer, prompt_ids, stream
+    from resq_export.runtime.loop import Generator
+    from resq_export.runtime.ort_backend import OrtBackend
+    from resq_export.runtime.text import load_tokenizer, prompt_ids
 
     folder = exported["resq"][1]
     tokenizer = load_tokenizer(folder)
@@ -365,23 +367,8 @@ def test_generate_with_a_chat_template(exported):
     want = tokenizer("<s>user: The function\nassistant:", add_special_tokens=False)["input_ids"]
     assert prompt_ids(tokenizer, "The function", chat=True) == want
     assert prompt_ids(tokenizer, "The function", chat=False) != want
-    assert list(stream(OrtDecoder(folder), tokenizer, "The function", 6, 0.0, 0, chat=True))
-
-
-def test_chunked_prefill_equals_one_call(exported):
-    """A long prompt goes through the KV cache in chunks (bounded memory); the last logits and the
-    cache it leaves are those of one prefill call over the whole prompt."""
-    from resq_export.generate import prefill
-
-    session = OrtDecoder(exported["resq"][1])
-    ids = torch.randint(0, 400, (1, 37), generator=torch.Generator().manual_seed(5)).numpy()
-    whole, cache = session.forward(ids, session.new_cache(1, 40))
-    chunked, cache_chunked = prefill(session, ids[0].tolist(), capacity=40, chunk=8)
-    np.testing.assert_allclose(chunked[0, -1], whole[0, -1], rtol=1e-5, atol=1e-5)
-    assert int(chunked[0, -1].argmax()) == int(whole[0, -1].argmax())
-    assert cache.tensors.keys() == cache_chunked.tensors.keys() and cache_chunked.lengths.tolist() == [37]
-    for name in cache.tensors:  # per-token projections and quantisation: the cached codes do not see the chunking
-        np.testing.assert_array_equal(cache.tensors[name], cache_chunked.tensors[name], err_msg=name)
+    model = Generator(tokenizer, lambda: OrtBackend.open(folder))
+    assert list(model.stream("The function", max_new_tokens=6, chat=True))
 
 
 def test_build_with_an_engine_but_no_runtime_stops_after_the_onnx(tiny_dirs, calib_file, tmp_path):
