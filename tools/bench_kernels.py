@@ -376,6 +376,26 @@ def prefill_rows(warmup: int, reps: int) -> list[dict]:
     return rows
 
 
+def _table(rows: list[dict], kind: str, header: str, line) -> list[str]:
+    """The table of the rows of one kind after a blank line, or nothing where there are none (no
+    empty table in a record of GEMM rows only)."""
+    chosen = [r for r in rows if r["kind"] == kind]
+    if not chosen:
+        return []
+    return ["", header, "|" + "---|" * (header.count("|") - 1)] + [line(r) for r in chosen]
+
+
+def _decode_line(r: dict) -> str:
+    return (f"| {r['batch']} | {r['context']} | {r['fp16_sdpa_ms']:.4f} | {r['resq_ms']:.4f} | "
+            f"{r['speedup']:.2f} | {r['fp16_gbps']:.0f} / {r['resq_gbps']:.0f} | {r['resq_f32q_ms']:.4f} | "
+            f"{r['resq_append_ms']:.4f} | {' / '.join(r['timing'])} |")
+
+
+def _prefill_line(r: dict) -> str:
+    return (f"| {r['batch']} | {r['seq']} | {r['fp16_flash_ms']:.4f} | {r['resq_ms']:.4f} | {r['ratio']:.2f} | "
+            f"{r['resq_f32q_ms']:.4f} | {r['resq_append_ms']:.4f} | {r['baseline']} | {' / '.join(r['timing'])} |")
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     out = [f"# resq kernels against FP16, {meta['date']}", "",
            f"device {meta['device']} (sm_{meta['sm']}), torch {meta['torch']}, CUDA {meta['cuda']}; "
@@ -393,23 +413,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
                        f"{r['speedup_gemm']:.2f} | {r['resq_linear_ms']:.4f} | {r['speedup_linear']:.2f} | "
                        f"{100 * r['quant_overhead']:+.0f} % | {r['fp16_weight_gbps']:.0f} / {r['resq_weight_gbps']:.0f} "
                        f"| {' / '.join(r['timing'])} |")
-    attention = [r for r in rows if r["kind"] == "decode_attention"]
-    if attention:
-        out += ["", "| decode attention, batch | context | FP16 SDPA ms | resq 4+8-bit ms (fp16 q) | x "
-                "| K/V GB/s FP16 / resq | resq ms (fp32 q) | append ms | timing |",
-                "|---|---|---|---|---|---|---|---|---|"]
-    for r in attention:
-        out.append(f"| {r['batch']} | {r['context']} | {r['fp16_sdpa_ms']:.4f} | {r['resq_ms']:.4f} | "
-                   f"{r['speedup']:.2f} | {r['fp16_gbps']:.0f} / {r['resq_gbps']:.0f} | {r['resq_f32q_ms']:.4f} | "
-                   f"{r['resq_append_ms']:.4f} | {' / '.join(r['timing'])} |")
-    prefill = [r for r in rows if r["kind"] == "prefill_attention"]
-    if prefill:
-        out += ["", "| prefill attention, batch | S | FP16 flash ms | resq 4+8-bit ms (fp16 q) | resq / FP16 "
-                "| resq ms (fp32 q) | append ms | baseline | timing |",
-                "|---|---|---|---|---|---|---|---|---|"]
-    for r in prefill:
-        out.append(f"| {r['batch']} | {r['seq']} | {r['fp16_flash_ms']:.4f} | {r['resq_ms']:.4f} | {r['ratio']:.2f} | "
-                   f"{r['resq_f32q_ms']:.4f} | {r['resq_append_ms']:.4f} | {r['baseline']} | {' / '.join(r['timing'])} |")
+    out += _table(rows, "decode_attention", "| decode attention, batch | context | FP16 SDPA ms | resq 4+8-bit ms "
+                  "(fp16 q) | x | K/V GB/s FP16 / resq | resq ms (fp32 q) | append ms | timing |", _decode_line)
+    out += _table(rows, "prefill_attention", "| prefill attention, batch | S | FP16 flash ms | resq 4+8-bit ms "
+                  "(fp16 q) | resq / FP16 | resq ms (fp32 q) | append ms | baseline | timing |", _prefill_line)
     return "\n".join(out) + "\n"
 
 

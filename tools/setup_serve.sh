@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The serving environment .venv-serve (docs/serving.md): Triton Inference Server and its Python backend,
 # both bundled by NVIDIA's PyTriton wheel, with what the backend's stub imports to run our generation
-# (ONNX Runtime, transformers and tokenizers, torch CPU, which the ONNX Runtime path imports today).
+# (ONNX Runtime, transformers and tokenizers). No torch: the ONNX Runtime path does not import it
+# (tests/runtime/test_torch_free.py); the final check below imports that path without it.
 # A venv of its own: the wheel pins numpy < 2, the project's .venv has numpy 2. resq_export itself is
 # this checkout, put on the venv's path by a .pth file (no install: the checkout is what is served).
 # Rerunning it is harmless (pip skips what is there).
@@ -10,7 +11,6 @@ cd "$(dirname "$0")/.."
 VENV=.venv-serve
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"  # the wheel has a backend stub for Python 3.8 to 3.13
 "$VENV/bin/pip" install --quiet --upgrade pip
-"$VENV/bin/pip" install --quiet torch==2.13.0
 "$VENV/bin/pip" install --quiet "nvidia-pytriton==0.7.0" "numpy<2" "onnx>=1.17,<1.24" "onnxruntime>=1.20" \
     "transformers>=5.0,<6" "safetensors>=0.4" "gguf>=0.10" "click>=8.1" "tqdm>=4.66"
 site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")

@@ -89,8 +89,8 @@ class PluginBase : public nvinfer1::IPluginV3,
   const nvinfer1::PluginFieldCollection* getFieldsToSerialize() noexcept override { return attrs_.fields(); }
 
  protected:
-  // configurePlugin and enqueue of an op of the TensorRT-free layer (triton_op.h): the tensors'
-  // descriptions handed over, its message reported to TensorRT's logger
+  // configurePlugin, getWorkspaceSize and enqueue of an op of the TensorRT-free layer (triton_op.h): the
+  // tensors' descriptions handed over, its message reported to TensorRT's logger
   template <class Op>
   int32_t configure_op(const Op& op, const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
                        const nvinfer1::DynamicPluginTensorDesc* out, int32_t nb_out) noexcept {
@@ -104,6 +104,17 @@ class PluginBase : public nvinfer1::IPluginV3,
       report(name_, e.what());
     }
     return -1;
+  }
+  // getWorkspaceSize at the profile's largest shapes: what the op needs there bounds every smaller call
+  template <class Op>
+  size_t workspace_op(const Op& op, const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in) const noexcept {
+    try {
+      const std::vector<ops::TensorDesc> ins = descs_of(in, nb_in, /*max=*/true);
+      return op.workspace(ins.data(), nb_in);
+    } catch (const std::exception& e) {
+      report(name_, e.what());
+      return 0;
+    }
   }
   template <class Op>
   int32_t enqueue_op(const Op& op, const nvinfer1::PluginTensorDesc* in_desc, const void* const* inputs,

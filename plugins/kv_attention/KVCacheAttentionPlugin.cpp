@@ -45,16 +45,9 @@ int32_t KVCacheAttentionPlugin::configurePlugin(const nvinfer1::DynamicPluginTen
   return configure_op(op_, in, nb_in, out, nb_out);
 }
 
-// the bound of the largest batch and seq holds for every smaller call
 size_t KVCacheAttentionPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
                                                 const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept {
-  try {
-    const std::vector<ops::TensorDesc> ins = descs_of(in, nb_in, /*max=*/true);
-    return op_.workspace(ins.data(), nb_in);
-  } catch (const std::exception& e) {
-    report(name_, e.what());
-    return 0;
-  }
+  return workspace_op(op_, in, nb_in);
 }
 
 // enqueue is not told how many inputs there are, and the count alone says whether key_rotation (U_C)

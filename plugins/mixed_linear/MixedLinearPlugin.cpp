@@ -1,7 +1,6 @@
 #include "MixedLinearPlugin.h"
 
 #include <stdexcept>
-#include <vector>
 
 namespace resq {
 namespace trt {
@@ -55,13 +54,7 @@ int32_t MixedLinearPlugin::getOutputShapes(const DimsExprs* in, int32_t nb_in, c
 
 size_t MixedLinearPlugin::getWorkspaceSize(const nvinfer1::DynamicPluginTensorDesc* in, int32_t nb_in,
                                            const nvinfer1::DynamicPluginTensorDesc*, int32_t) const noexcept {
-  try {
-    const std::vector<ops::TensorDesc> ins = descs_of(in, nb_in, /*max=*/true);
-    return op_.workspace(ins.data(), nb_in);
-  } catch (const std::exception& e) {
-    report(name_, e.what());
-    return 0;
-  }
+  return workspace_op(op_, in, nb_in);
 }
 
 int32_t MixedLinearPlugin::enqueue(const nvinfer1::PluginTensorDesc* in_desc, const nvinfer1::PluginTensorDesc*,

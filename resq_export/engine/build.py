@@ -22,7 +22,7 @@ import onnx
 
 from ..errors import ResQError
 from ..export.spec import DOMAIN, PREPARED_LINEAR, node_attributes, op_spec, prepared_inputs
-from ..export.writer import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
+from ..export.folder import TRT_FILE, check_onnx_folder, check_tensorrt_flavour
 from ..manifests import PLAN_MANIFEST, check_schema
 from ..fileio import atomic_path, atomic_write_text, sha256_file
 from .profiles import EngineLimits, profile_shapes

@@ -25,6 +25,7 @@ from ..tensorfile import SafetensorsFile
 from .arch import arch_of_hf_config, get_arch
 from .checks import cache_location, check_cache_writable, check_gguf_header
 from .config import ModelConfig
+from .context import context_length
 from .gguf_config import config_fixes, read_gguf_meta
 
 log = logging.getLogger(__name__)
@@ -279,16 +280,6 @@ def _build_layer(c: ModelConfig, need: Callable[[str, tuple[int, ...]], torch.Te
         q_norm=need(n["attn_q_norm"] + ".weight", (hd,)) if spec.qk_norm else None,
         k_norm=need(n["attn_k_norm"] + ".weight", (hd,)) if spec.qk_norm else None,
     )
-
-
-# Tokenizers without a known context report this sentinel (transformers' VERY_LARGE_INTEGER).
-_UNKNOWN_CONTEXT = 10**12
-
-
-def context_length(tokenizer) -> int | None:
-    """The model context a tokenizer records, or None where it records none."""
-    n = getattr(tokenizer, "model_max_length", None)
-    return int(n) if isinstance(n, int) and 0 < n < _UNKNOWN_CONTEXT else None
 
 
 def _record_context(tokenizer, hf_config: dict) -> None:

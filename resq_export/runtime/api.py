@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ArtifactError, ConfigError
-from ..export.writer import check_onnx_folder
+from ..export.folder import check_onnx_folder
 from .loop import Generator
 from .ort_backend import OrtBackend
 from .plan import check_plugins, read_plan

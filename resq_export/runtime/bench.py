@@ -19,7 +19,7 @@ import numpy as np
 
 from ..calib.data import default_eval_path
 from ..errors import ConfigError
-from ..models.loader import context_length
+from ..models.context import context_length
 from .loop import Generator
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from ..errors import ConfigError
-from ..models.loader import context_length
+from ..models.context import context_length
 from .backend import Backend
 from .sampling import check_sampling, next_token
 from .text import prompt_ids, stop_tokens

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ArtifactError, ConfigError
+from ..export.folder import check_onnx_folder
 from ..fileio import atomic_directory
-from ..manifests import PLAN_MANIFEST, check_schema
 from ..outputs import SERVE_MARKER, TOOL, claim_output
+from ..runtime.plan import check_plugins, read_plan
 from .protocol import INPUTS, OUTPUT
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a folder name and a URL path segment alike
@@ -64,36 +65,16 @@ def config_pbtxt(name: str, model_path: Path, kind: str, instances: int, plugin_
 
 
 def _check_onnx(onnx_dir: Path) -> None:
-    from ..export.writer import check_onnx_folder
-
     check_onnx_folder(onnx_dir, "quick")
     if not (onnx_dir / "tokenizer" / "tokenizer_config.json").is_file():
         raise ArtifactError(f"{onnx_dir / 'tokenizer'} is missing or incomplete: re-export the ONNX folder")
 
 
 def _check_plan(plan: Path, plugin_library: Path | None) -> Path:
-    """The plugin library the plan needs: --plugins, else the one its manifest recorded."""
-    if not plan.is_file():
-        raise ConfigError(f"--engine {plan} is not a file")
-    manifest_path = Path(str(plan) + ".json")
-    try:
-        manifest = check_schema(json.loads(manifest_path.read_text()), PLAN_MANIFEST, manifest_path,
-                                "rebuild the plan with resq-export engine")
-    except (OSError, ValueError):
-        raise ConfigError(f"--engine {plan}: its manifest {manifest_path.name} is missing or unreadable; serve-repo "
-                          "serves plans resq-export built (resq-export engine writes both)") from None
-    if manifest["tool"] != TOOL:
-        raise ConfigError(f"--engine {plan}: {manifest_path.name} is not resq-export's")
-    if plugin_library is None:
-        recorded = (manifest.get("plugin_library") or {}).get("path")
-        if not recorded:
-            raise ConfigError(f"--engine {plan}: its manifest names no plugin library; pass --plugins")
-        plugin_library = Path(recorded)
-    plugin_library = plugin_library.expanduser().resolve()
-    if not plugin_library.is_file():
-        raise ConfigError(f"the plugin library {plugin_library} is missing: pass --plugins PATH to "
-                          "libresq_plugins.so (built with -DRESQ_TENSORRT_ROOT, README)")
-    return plugin_library
+    """The plugin library the plan needs (--plugins, else the one its manifest recorded), checked as
+    `resq-export generate` and the served model check it (runtime/plan.py: the manifest, the library's
+    and the kernels' sha256), so a repository is not written for a plan its server would refuse."""
+    return check_plugins(read_plan(plan), plugin_library)
 
 
 def write_repo(out: Path, *, onnx_dir: Path | None = None, plan: Path | None = None, instances: int = 1,
@@ -113,7 +94,7 @@ def write_repo(out: Path, *, onnx_dir: Path | None = None, plan: Path | None = N
         _check_onnx(model)
     else:
         model, kind = Path(plan).expanduser().resolve(), "plan"
-        plugin_library = _check_plan(model, None if plugin_library is None else Path(plugin_library))
+        plugin_library = _check_plan(model, None if plugin_library is None else Path(plugin_library).expanduser())
     files = {"config": f"{name}/config.pbtxt", "model": f"{name}/1/model.py", "marker": SERVE_MARKER}
     with claim_output(out, "serve", [model], overwrite) as out, atomic_directory(out) as tmp:
         (tmp / name / "1").mkdir(parents=True)

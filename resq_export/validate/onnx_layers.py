@@ -17,7 +17,7 @@ import torch
 from onnx import helper
 
 from ..errors import ArtifactError
-from ..export.writer import ORT_FILE, check_onnx_folder
+from ..export.folder import ORT_FILE, check_onnx_folder
 from ..export.spec import PAST_LENGTH
 from .ort_runner import empty_cache, return_freed_memory, session_options
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ArtifactError, ConfigError
 from ..export.spec import CACHE_DIM, PAST_LENGTH
-from ..export.writer import ORT_FILE, check_onnx_folder
+from ..export.folder import ORT_FILE, check_onnx_folder
 
 
 def empty_cache(inputs: dict[str, tuple[list, bool]], batch: int, capacity: int) -> dict[str, np.ndarray]:

@@ -48,11 +48,11 @@ def test_64_damaged_bytes_are_refused(exported, tmp_path, command):
 
 def test_full_check_hashes_every_file(exported, monkeypatch):
     """The quick check hashes files up to 512 MiB; --full-check hashes all (shown with the limit lowered)."""
-    from resq_export.export import writer
+    from resq_export.export import folder
 
     _, out = exported
     _damage(out / (ORT_FILE + ".data"))
-    monkeypatch.setattr(writer, "_QUICK_WHOLE", 1)  # every file "large": only sizes and edges checked quickly
+    monkeypatch.setattr(folder, "_QUICK_WHOLE", 1)  # every file "large": only sizes and edges checked quickly
     quick = run_cli("generate", "--onnx", out, "--prompt", "hello", "--max-new-tokens", "1")
     assert quick.exit_code == 0, quick.output
     full = run_cli("generate", "--onnx", out, "--prompt", "hello", "--max-new-tokens", "1", "--full-check")

@@ -126,3 +126,29 @@ def test_prefill_limits_are_the_ones_docs_give(bench, capsys):
     doc = (ROOT / "docs" / "benchmarks-gpu.md").read_text()
     for table in printed.strip().split("\n\n"):
         assert table in doc, table.splitlines()[0]
+
+
+def test_every_table_row_has_its_headers_columns(bench):
+    """A record of all three kinds: each table (GEMM, decode, prefill) is a header, a separator and
+    rows with the header's number of cells, one blank line apart (a table whose lines disagree does
+    not render)."""
+    meta = {"device": "NVIDIA H100 80GB HBM3", "sm": "90", "date": "2026-12-05 15:00 UTC", "torch": "2.11",
+            "cuda": "13.0", "library": "libresq_triton.so", "versions": "triton 3.9.0",
+            "command": "python tools/bench_kernels.py", "copy_gbps": 2900.0, "reps": 100}
+    name, n, parts = bench.GEMMS[0]
+    rows = [bench.gemm_row(name, 16, parts.k, n, parts, fp16_ms=2.0, gemm_ms=0.5, linear_ms=0.55, sets=[3, 22],
+                           timing=["graph", "graph"]),
+            {"kind": "decode_attention", "batch": 1, "context": 4096, "fp16_sdpa_ms": 0.04, "resq_ms": 0.01,
+             "resq_f32q_ms": 0.0125, "resq_append_ms": 0.003, "speedup": 4.0, "fp16_gbps": 3000.0,
+             "resq_gbps": 2500.0, "sets": [2, 3], "timing": ["graph", "graph"]},
+            {"kind": "prefill_attention", "batch": 1, "seq": 2048, "fp16_flash_ms": 0.05, "resq_ms": 0.075,
+             "resq_f32q_ms": 0.08, "resq_append_ms": 0.01, "ratio": 1.5, "baseline": "flash", "sets": [2, 3],
+             "timing": ["graph", "eager"]}]
+    tables = [block.splitlines() for block in bench.markdown(rows, meta).split("\n\n") if block.startswith("| ")]
+    assert [t[0].split("|")[1].strip() for t in tables] == [
+        "GEMM K x N", "decode attention, batch", "prefill attention, batch"]
+    for table in tables:
+        header, separator, *body = table
+        cells = header.count("|")
+        assert separator == "|" + "---|" * (cells - 1), table
+        assert len(body) == 1 and body[0].count("|") == cells, table

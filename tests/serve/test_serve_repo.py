@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from resq_export.cli import main
 from resq_export.errors import ArtifactError, ConfigError
+from resq_export.fileio import sha256_file
 from resq_export.runtime import load
 from resq_export.serve.protocol import request_settings
 from server_process import SERVE_PYTHON
@@ -67,13 +68,26 @@ def test_config_follows_tritons_schema(onnx_dir, tmp_path):
     assert config["parameters"]["model_path"]["stringValue"] == str(weird.resolve())
 
 
-def test_repository_for_a_plan(tmp_path):
-    """A stand-in plan (bytes and the manifest `resq-export engine` writes beside it): no TensorRT
-    here, and serve-repo reads only the manifest."""
-    plan, library = tmp_path / "out.plan", tmp_path / "libresq_plugins.so"
-    plan.write_bytes(b"plan")
+def _stand_in_plan(folder, name, onnx_dir, library, **edit):
+    """A plan as `resq-export engine` leaves it: its bytes (never read here: no TensorRT) and the
+    manifest beside it, recording `library` by path and sha256 (`edit` replaces fields)."""
+    manifest = {"tool": "resq-export", "onnx": str(onnx_dir), "runtime": {"name": "tensorrt-rtx", "version": "1.7.1.116"},
+                "target_sm": 89, "plugin_library": {"path": str(library), "sha256": sha256_file(library)},
+                "limits": {"max_batch": 1, "max_sequence": 64, "max_context": 128}, "triton_kernels": None}
+    (folder / f"{name}.plan").write_bytes(b"plan")
+    (folder / f"{name}.plan.json").write_text(json.dumps({**manifest, **edit}))
+    return folder / f"{name}.plan"
+
+
+def test_repository_for_a_plan(onnx_dir, tmp_path):
+    """serve-repo checks a plan as the served model will (runtime/plan.py): its manifest, and the
+    plugin and kernel libraries by sha256."""
+    library = tmp_path / "libresq_plugins.so"
     library.write_bytes(b"lib")
-    (tmp_path / "out.plan.json").write_text(json.dumps({"tool": "resq-export", "plugin_library": {"path": str(library)}}))
+    kernels = tmp_path / "libresq_triton.so"
+    kernels.write_bytes(b"kernels")
+    plan = _stand_in_plan(tmp_path, "out", onnx_dir, library,
+                          triton_kernels={"library": {"path": str(kernels), "sha256": sha256_file(kernels)}})
     result = _cli("serve-repo", "--engine", plan, "--out", tmp_path / "repo")
     assert result.exit_code == 0, result.output
     text = (tmp_path / "repo" / "resq" / "config.pbtxt").read_text()
@@ -85,9 +99,21 @@ def places(onnx_dir, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     (tmp_path / "lonely.plan").write_bytes(b"plan")
-    (tmp_path / "nolib.plan").write_bytes(b"plan")
-    (tmp_path / "nolib.plan.json").write_text(json.dumps({"tool": "resq-export",
-                                                          "plugin_library": {"path": str(tmp_path / "gone.so")}}))
+    library, other = tmp_path / "lib" / "libresq_plugins.so", tmp_path / "other" / "libresq_plugins.so"
+    for path, text in [(library, b"the library the plans were built with"), (other, b"another build of it")]:
+        path.parent.mkdir()
+        path.write_bytes(text)
+    _stand_in_plan(tmp_path, "ok", onnx_dir, library)
+    _stand_in_plan(tmp_path, "nolib", onnx_dir, library, plugin_library={"path": str(tmp_path / "gone.so"),
+                                                                         "sha256": "0" * 64})
+    _stand_in_plan(tmp_path, "other_build", onnx_dir, library,
+                   plugin_library={"path": str(other), "sha256": sha256_file(library)})
+    # the manifest of a plan whose kernel library changed since (rebuilt libresq_triton.so)
+    (library.parent / "libresq_triton.so").write_bytes(b"kernels, rebuilt")
+    _stand_in_plan(tmp_path, "old_kernels", onnx_dir, library, triton_kernels={"library": {"sha256": "0" * 64}})
+    (tmp_path / "old_shape.plan").write_bytes(b"plan")
+    (tmp_path / "old_shape.plan.json").write_text(json.dumps({"tool": "resq-export",
+                                                              "plugin_library": {"path": str(library)}}))
     return {"onnx": onnx_dir, "art": onnx_dir.parent / "artifact", "tmp": tmp_path}
 
 
@@ -101,8 +127,14 @@ CASES = [
     ("--onnx {onnx} --out {onnx}/repo", 1, "lies inside the input"),
     ("--onnx {tmp}/nothing --out {tmp}/r", 1, "is not a resq-export ONNX folder"),
     ("--engine {tmp}/missing.plan --out {tmp}/r", 1, "is not a file"),
-    ("--engine {tmp}/lonely.plan --out {tmp}/r", 1, "its manifest lonely.plan.json is missing"),
-    ("--engine {tmp}/nolib.plan --out {tmp}/r", 1, "gone.so is missing: pass --plugins"),
+    ("--engine {tmp}/lonely.plan --out {tmp}/r", 1, "lonely.plan.json is missing: a plan runs with the manifest"),
+    ("--engine {tmp}/old_shape.plan --out {tmp}/r", 1, "old_shape.plan.json: the field 'onnx'"),
+    ("--engine {tmp}/nolib.plan --out {tmp}/r", 2, "the plugin library {tmp}/gone.so is missing"),
+    ("--engine {tmp}/other_build.plan --out {tmp}/r", 1, "{tmp}/other/libresq_plugins.so is not the plugin library "
+     "other_build.plan was built with (sha256 differs"),
+    ("--engine {tmp}/ok.plan --plugins {tmp}/other/libresq_plugins.so --out {tmp}/r", 1, "is not the plugin library"),
+    ("--engine {tmp}/old_kernels.plan --out {tmp}/r", 1, "libresq_triton.so is not the kernel library old_kernels.plan "
+     "was built with"),
     ("--onnx {onnx} --out {tmp}/r --plugins {tmp}/nolib.plan", 1, "--plugins goes with --engine"),
 ]
 
