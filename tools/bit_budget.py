@@ -39,6 +39,17 @@ def _model_config(source: str) -> ModelConfig:
     return open_model(source).config
 
 
+def _runs(sizes: tuple[int, ...]) -> str:
+    """(72, 72, 72, 8, 8) -> '3x72 + 2x8'."""
+    runs: list[list[int]] = []
+    for size in sizes:
+        if runs and runs[-1][1] == size:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, size])
+    return " + ".join(f"{n}x{size}" for n, size in runs)
+
+
 def _line(name: str, d: dict | None, unit: str) -> str:
     if d is None:
         return f"{name}: float (not quantised)"
@@ -75,7 +86,15 @@ def main(artifact, model_source, as_json, calib_data, quiet, **settings) -> None
     group and token, weighted by each linear's input width) and per cached K/V value (codes, float32
     scale, uint8 zero point per group), overall and per role; plus the same as the GPU kernels hold
     them (groups padded to 64 channels, int32 per-group sums and zero points). Biases, embedding and
-    head are not counted."""
+    head are not counted.
+
+    \b
+    python tools/bit_budget.py --artifact ART [--json]
+    python tools/bit_budget.py --model smollm2-135m --high-fraction 0.25 [--json]
+
+    With --model the quantize options lay the model out as `resq-export quantize` would (nothing is
+    quantised); those that do not change the layout (--calib-data, --nsamples, --rotation, ...) change
+    nothing here."""
     try:
         if (artifact is None) == (model_source is None):
             raise ConfigError("give either --artifact ART or --model M (with quantize options)")
@@ -100,9 +119,9 @@ def main(artifact, model_source, as_json, calib_data, quiet, **settings) -> None
         else:
             click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
+    groups = _runs(layouts["attn_qkv"].group_sizes) if layouts else "-"
     setting = (f"{quant.method} W{quant.w_bits}A{quant.a_bits}KV{quant.kv_bits}, high fraction "
-               f"{quant.high_fraction:g}, group size {layouts['attn_qkv'].group_sizes[0] if layouts else '-'}, "
-               f"LQER rank {quant.lqer_rank}")
+               f"{quant.high_fraction:g}, attn_qkv's input groups {groups}, LQER rank {quant.lqer_rank}")
     result = {"source": source, "setting": setting, "quant": quant.to_dict(), **bit_budget(model, quant, layouts)}
     click.echo(json.dumps(result, indent=1) if as_json else _text(result))
 
