@@ -5,7 +5,7 @@ flows freely across group and precision boundaries (4-bit columns feed their err
 ones, as ResQ does).
 
 Act-order (`order`): the columns are rounded in descending diag(H) instead of left to right, so the
-columns that matter most are rounded while the most error feedback can still reach them. Since the
+columns whose error costs most are rounded first, while many columns remain to absorb it. Since the
 scales are fixed beforehand (AutoGPTQ's "static groups"), the order changes where the error flows,
 never the layout. "act-in-parts" sorts within each precision part and keeps the 4-bit part first: a
 global order would round the high-variance 8-bit columns (the largest diag(H)) first and leave them
