@@ -13,7 +13,7 @@ from . import __version__
 from .cli_run import _FULL_CHECK, _JSON, bench, generate  # the options they share with the other commands
 from .cli_support import (FiniteFloat, GroupSize, ResQGroup, check_artifact_dir, check_onnx_dir, check_ranges,
                           fail, nonempty)
-from .config import AUTO_GROUP_SIZE, METHODS, ROTATIONS, QuantConfig
+from .config import AUTO_GROUP_SIZE, GPTQ_ORDERS, METHODS, ROTATIONS, QuantConfig
 from .serve.command import serve_repo
 
 
@@ -54,6 +54,10 @@ _QUANT_OPTIONS = [
                  help="Bases: pca (ResQ: PCA, random rotations inside each precision subspace), learned (those "
                       "rotations fitted to the calibration activations' quantisation error), random (QuaRot), "
                       "none [pca for resq; random for quarot; else none]."),
+    click.option("--gptq-order", type=click.Choice(GPTQ_ORDERS), default=None,
+                 help="Order GPTQ rounds the input channels in (the scales and layout stay the same): natural, "
+                      "act (descending input energy, diag(H)), act-in-parts (the same within each precision "
+                      "part, the 4-bit part first) [natural]."),
     click.option("--lqer-rank", type=int, default=None, help="Rank of the LQER correction; 0: none [0; 32 for lqer]."),
     click.option("--calib-data", multiple=True, type=click.Path(), help="Plain text or .jsonl files (repeatable)."),
     click.option("--nsamples", type=int, default=None, help="Calibration windows [64]."),
@@ -70,10 +74,11 @@ def quant_options(f):
 
 
 def _quant_config(method, weight_algo, w_bits, a_bits, kv_bits, high_bits, high_fraction, group_size,
-                  down_group_size, rotation, lqer_rank, nsamples, seqlen, seed) -> QuantConfig:
+                  down_group_size, rotation, gptq_order, lqer_rank, nsamples, seqlen, seed) -> QuantConfig:
     return QuantConfig.for_method(
         method, weight_algo=weight_algo, w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits, high_bits=high_bits,
         high_fraction=high_fraction, group_size=group_size, down_group_size=down_group_size, rotation=rotation,
+        gptq_order=gptq_order,
         lqer_rank=lqer_rank,
         nsamples=nsamples, seqlen=seqlen, seed=seed,
     )

@@ -10,6 +10,7 @@ from .errors import ConfigError
 SCHEMA_VERSION = 1
 METHODS = ("resq", "quarot", "rtn", "lqer", "fp")
 WEIGHT_ALGOS = ("gptq", "rtn")
+GPTQ_ORDERS = ("natural", "act", "act-in-parts")  # the order GPTQ rounds input columns in (algo/gptq.py)
 ROTATIONS = ("pca", "learned", "random", "none")
 AUTO_GROUP_SIZE = -1  # --group-size auto: a width per model that divides its parts (layout.auto_group_size)
 
@@ -34,6 +35,8 @@ class QuantConfig:
     clip_search: bool = True
     gptq_damp: float = 0.01
     gptq_block: int = 128
+    gptq_order: str = "natural"  # natural, act (descending diag(H)) or act-in-parts (the same within each
+    # precision part, 4-bit part first); static groups, so the layout is the same (issue 32)
     nsamples: int = 64
     seqlen: int = 512
     seed: int = 0
@@ -91,6 +94,11 @@ class QuantConfig:
             raise ConfigError(f"unknown rotation {self.rotation!r}; choose one of {', '.join(ROTATIONS)}")
         if self.weight_algo not in WEIGHT_ALGOS:
             raise ConfigError(f"unknown weight algorithm {self.weight_algo!r}; choose gptq or rtn")
+        if self.gptq_order not in GPTQ_ORDERS:
+            raise ConfigError(f"unknown GPTQ order {self.gptq_order!r}; choose one of {', '.join(GPTQ_ORDERS)}")
+        if self.gptq_order != "natural" and (self.weight_algo != "gptq" or not self.quantizes_weights):
+            raise ConfigError(f"--gptq-order {self.gptq_order} orders GPTQ's rounding: it needs --weight-algo gptq "
+                              "and quantised weights")
         if self.lqer_rank < 0 or self.lqer_bits != 8:
             raise ConfigError("--lqer-rank must be >= 0 and the LQER factors are 8-bit")
         if self.group_size != AUTO_GROUP_SIZE and (self.group_size < 0 or self.group_size % 2):

@@ -64,7 +64,8 @@ def quantize_linear(
     wscale = torch.cat([mse_weight_scale(w[:, a:b], nbits) if quant.clip_search else weight_scale(w[:, a:b], nbits)
                         for (a, b), nbits in zip(bounds, bits)], 1)
     if quant.weight_algo == "gptq":
-        codes = gptq_quantize(w, hessian, wscale, layout.group_sizes, bits, quant.gptq_damp, quant.gptq_block)
+        codes = gptq_quantize(w, hessian, wscale, layout.group_sizes, bits, quant.gptq_damp, quant.gptq_block,
+                              quant.gptq_order)
     else:
         codes = torch.cat([quantize_sym(w[:, a:b], wscale[:, g:g + 1], nbits).to(torch.int8)
                            for g, ((a, b), nbits) in enumerate(zip(bounds, bits))], 1)
