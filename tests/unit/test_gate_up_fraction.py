@@ -10,7 +10,7 @@ import torch
 from tiny_models import SMALL, run_cli
 from tolerances import FLOAT64_EXACT, TRANSFORMS_ATOL_REL, TRANSFORMS_RTOL
 
-from resq_export.algo.rotation import pca_basis, subspace_rotations
+from resq_export.algo.rotation import haar_orthogonal, pca_basis
 from resq_export.artifact import load_artifact, read_manifest
 from resq_export.config import QuantConfig
 from resq_export.errors import ConfigError
@@ -18,7 +18,6 @@ from resq_export.layout import role_layouts
 from resq_export.models.config import ModelConfig
 from resq_export.models.loader import load_model
 from resq_export.quantize import pipeline, quantize
-from resq_export.tensorfile import SafetensorsFile
 
 SMOLLM2 = ModelConfig("llama", 49152, 576, 30, 9, 3, 64, 1536, 1e-5, 100000.0)  # SmolLM2-135M's shape
 TINY = ModelConfig("llama", 400, 64, 2, 4, 2, 16, 96, 1e-6, 10000.0)  # tiny_models' shape
@@ -125,11 +124,17 @@ def test_u_a_has_three_blocks_and_stays_exact(tiny_dirs, calib_file, tmp_path, b
 
 def test_default_u_a_is_todays(tiny_dirs, calib_file, tmp_path, bases_spy):
     """Without the option U_A is exactly PCA x diag(R_low, R_high) drawn as before the option existed
-    (the same Haar draws from the seed), and the report has no gate_up entries."""
+    (the same Haar draws from the seed, and the same generator state after them: R2 of U_B / U_C),
+    and the report has no gate_up entries."""
     _transforms_only(tiny_dirs, calib_file, tmp_path / "default")
     stats, bases = bases_spy[-1]
-    want = _pca_of(stats) @ subspace_rotations(64, 8, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)  # the construction before the option, written out
+    low = haar_orthogonal(56, gen)
+    want = _pca_of(stats) @ torch.block_diag(low, haar_orthogonal(8, gen))
     assert torch.equal(bases.u_a, want)
+    low = haar_orthogonal(14, gen)  # then R2 (head_dim 16, 2 high channels), from the same generator
+    r2 = torch.block_diag(low, haar_orthogonal(2, gen))
+    assert torch.equal(bases.u_c[1], pca_basis(stats.keys_[1].finalize())[1] @ r2)
     assert "U_A_gate_up" not in bases.report["variance_in_high_subspace"]
     assert "U_A_gate_up" not in bases.spectra["high_channels"]
 
@@ -189,15 +194,3 @@ def test_build_with_the_option_is_bit_exact_in_onnx_runtime(tiny_dirs, calib_fil
         assert shapes[f"model.layers.{i}.mlp.gate_up_proj.qweight_low"] == [192, 24]
         assert shapes[f"model.layers.{i}.attn.qkv_proj.qweight_high"] == [128, 8]
 
-
-def test_default_artifact_equals_an_explicit_equal_fraction(tiny_dirs, calib_file, tmp_path):
-    """--gate-up-high-fraction equal to --high-fraction is the default: the same tensors, byte for byte."""
-    def tensors(name, *extra):
-        result = run_cli("quantize", "--model", tiny_dirs["llama"], "--out", tmp_path / name, "--calib-data",
-                         calib_file, *SMALL, *extra)
-        assert result.exit_code == 0, result.output
-        f = SafetensorsFile(tmp_path / name / "model.safetensors")
-        return {n: f.get(n) for n in f.names()}
-
-    a, b = tensors("default"), tensors("explicit", "--gate-up-high-fraction", "0.125")
-    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
