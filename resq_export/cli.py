@@ -43,6 +43,9 @@ _QUANT_OPTIONS = [
     click.option("--high-bits", type=int, default=None, help="Bits of the high-variance subspace [8]."),
     click.option("--high-fraction", type=FiniteFloat(0.0, 1.0, high_open=True), default=None,
                  help="Share of channels at --high-bits, in [0, 1) [0.125 for resq]."),
+    click.option("--gate-up-high-fraction", type=FiniteFloat(0.0, 1.0, high_open=True), default=None,
+                 help="Share of mlp_gate_up's input channels at --high-bits alone, in [--high-fraction, 1): the "
+                      "next principal components of U_A after attn_qkv's 8-bit ones [--high-fraction]."),
     click.option("--group-size", type=GroupSize(AUTO_GROUP_SIZE), default=None,
                  help="Input channels per scale group; 0: one per precision part; auto: per model, the widest "
                       "width up to 128 that divides both parts (72 for SmolLM2, 128 for Llama-3-8B) [auto for "
@@ -74,12 +77,14 @@ def quant_options(f):
 
 
 def _quant_config(method, weight_algo, w_bits, a_bits, kv_bits, high_bits, high_fraction, group_size,
-                  down_group_size, rotation, gptq_order, lqer_rank, nsamples, seqlen, seed) -> QuantConfig:
+                  down_group_size, rotation, gptq_order, lqer_rank, nsamples, seqlen, seed,
+                  gate_up_high_fraction=None) -> QuantConfig:
     return QuantConfig.for_method(
         method, weight_algo=weight_algo, w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits, high_bits=high_bits,
         high_fraction=high_fraction, group_size=group_size, down_group_size=down_group_size, rotation=rotation,
         gptq_order=gptq_order,
         lqer_rank=lqer_rank,
+        gate_up_high_fraction=gate_up_high_fraction,
         nsamples=nsamples, seqlen=seqlen, seed=seed,
     )
 

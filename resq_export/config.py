@@ -23,6 +23,9 @@ class QuantConfig:
     kv_bits: int = 4  # 16: float KV cache
     high_bits: int = 8  # bits of the high-variance subspace (weights, activations, KV)
     high_fraction: float = 0.125  # share of channels kept at high_bits (0: uniform)
+    # mlp_gate_up's input alone keeps this larger share at high_bits (issue 32): the next most
+    # variance after attn_qkv's high part. None: high_fraction (for_method records the number).
+    gate_up_high_fraction: float | None = None
     rotation: str = "pca"  # pca (ResQ), learned (ResQ with learned subspace rotations, issue 32), random (QuaRot), none
     online_hadamard: bool = True  # U_D on the down_proj input
     weight_algo: str = "gptq"
@@ -58,6 +61,8 @@ class QuantConfig:
         }
         values = {"method": method, **presets[method]}
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("gate_up_high_fraction") is None:  # config.json records the fraction used
+            values["gate_up_high_fraction"] = values.get("high_fraction", cls.high_fraction)
         cfg = cls(**values)
         cfg.validate()
         return cfg
@@ -67,11 +72,17 @@ class QuantConfig:
         return self.w_bits != 16
 
     @property
+    def gate_up_fraction(self) -> float:
+        """The share of mlp_gate_up's input at high_bits (high_fraction unless set larger)."""
+        return self.high_fraction if self.gate_up_high_fraction is None else self.gate_up_high_fraction
+
+    @property
     def transforms(self) -> bool:
         """Rotations or the online Hadamard (also with float weights: then exact)."""
         return self.rotation != "none" or self.online_hadamard
 
     def validate(self) -> None:
+        self._validate_gate_up_fraction()
         if self.method == "fp":
             if (self.w_bits, self.a_bits, self.kv_bits) != (16, 16, 16) or self.lqer_rank:
                 raise ConfigError("--method fp quantises nothing: leave the bit widths and --lqer-rank unset")
@@ -107,6 +118,19 @@ class QuantConfig:
             raise ConfigError(f"--down-group-size must be 0 or a positive even number, got {self.down_group_size}")
         if self.nsamples < 1 or self.seqlen < 2:
             raise ConfigError("--nsamples must be >= 1 and --seqlen >= 2")
+
+    def _validate_gate_up_fraction(self) -> None:
+        f = self.gate_up_fraction
+        if f == self.high_fraction:
+            return
+        if not self.high_fraction <= f < 1.0:
+            raise ConfigError(f"--gate-up-high-fraction {f:g} must be in [--high-fraction, 1) = "
+                              f"[{self.high_fraction:g}, 1): mlp_gate_up's input keeps at least attn_qkv's 8-bit "
+                              "channels")
+        # the extra 8-bit channels are the next principal components of ResQ's U_A: no PCA, no meaning
+        if self.rotation not in ("pca", "learned"):
+            raise ConfigError(f"--gate-up-high-fraction {f:g} needs ResQ's PCA bases (--method resq with --rotation "
+                              f"pca or learned), not --rotation {self.rotation}; leave it unset")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

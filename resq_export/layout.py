@@ -92,6 +92,18 @@ def high_channels(dim: int, cfg: QuantConfig) -> int:
     return int(dim * cfg.high_fraction)
 
 
+def gate_up_high_channels(dim: int, cfg: QuantConfig) -> int:
+    """mlp_gate_up's 8-bit input channels (the last ones): at least attn_qkv's (`--gate-up-high-fraction`)."""
+    return max(int(dim * cfg.gate_up_fraction), high_channels(dim, cfg))
+
+
+def residual_blocks(dim: int, cfg: QuantConfig) -> tuple[int, int, int]:
+    """U_A's rotation blocks (low, mid, high): channels 4-bit in both residual-stream linears, then
+    those 8-bit in mlp_gate_up's input alone, then those 8-bit in both. mid is 0 by default."""
+    r, r_gate = high_channels(dim, cfg), gate_up_high_channels(dim, cfg)
+    return dim - r_gate, r_gate - r, r
+
+
 def _split(size: int, group_size: int, what: str = "", flag: str = "--group-size") -> list[int]:
     """`size` channels in groups of `group_size` (a part narrower than a group is one group). what:
     the input, for the message (e.g. "mlp_down's input in every layer")."""
@@ -150,10 +162,19 @@ def role_layouts(model: ModelConfig, cfg: QuantConfig, warn: bool = True) -> dic
         layouts = _role_layouts(model, cfg, warn)
         kv_quantizer(model, cfg)
     except ConfigError as e:
-        if cfg.high_fraction and _fits(model, replace(cfg, high_fraction=0.0)):
+        same = replace(cfg, gate_up_high_fraction=cfg.high_fraction)
+        if cfg.gate_up_fraction != cfg.high_fraction and _fits(model, same):
+            raise ConfigError(_gate_up_fraction_message(model, cfg, e)) from None
+        if cfg.high_fraction and _fits(model, _with_high_fraction(cfg, 0.0)):
             raise ConfigError(_high_fraction_message(model, cfg, e)) from None
         raise
     return layouts
+
+
+def _with_high_fraction(cfg: QuantConfig, fraction: float) -> QuantConfig:
+    """cfg at another --high-fraction; mlp_gate_up's share follows it where it was the same."""
+    gate_up = fraction if cfg.gate_up_fraction == cfg.high_fraction else cfg.gate_up_high_fraction
+    return replace(cfg, high_fraction=fraction, gate_up_high_fraction=gate_up)
 
 
 def _fits(model: ModelConfig, cfg: QuantConfig) -> bool:
@@ -167,10 +188,20 @@ def _fits(model: ModelConfig, cfg: QuantConfig) -> bool:
 
 def _high_fraction_message(model: ModelConfig, cfg: QuantConfig, cause: ConfigError) -> str:
     """--high-fraction is what breaks the layout: say so, with values that fit this model."""
-    fit = [f"{k / 16:g}" for k in range(16) if _fits(model, replace(cfg, high_fraction=k / 16))]
+    top = 1.0 if cfg.gate_up_fraction == cfg.high_fraction else cfg.gate_up_fraction
+    fit = [f"{k / 16:g}" for k in range(16) if k / 16 <= top and _fits(model, _with_high_fraction(cfg, k / 16))]
     return (f"--high-fraction {cfg.high_fraction:g} does not fit this model (hidden size {model.hidden_size}, "
             f"head size {model.head_dim}): {cause}; it must leave an even number of 4-bit channels in both. "
-            f"Values in [0, 1) that fit: {', '.join(fit) if fit else 'none but 0'}")
+            f"Values in [0, {top:g}{')' if top == 1.0 else ']'} that fit: {', '.join(fit) if fit else 'none but 0'}")
+
+
+def _gate_up_fraction_message(model: ModelConfig, cfg: QuantConfig, cause: ConfigError) -> str:
+    """--gate-up-high-fraction is what breaks the layout: say so, with values that fit."""
+    fit = [f"{k / 16:g}" for k in range(16)
+           if k / 16 >= cfg.high_fraction and _fits(model, replace(cfg, gate_up_high_fraction=k / 16))]
+    return (f"--gate-up-high-fraction {cfg.gate_up_fraction:g} does not fit this model (hidden size "
+            f"{model.hidden_size}) with these settings: {cause}. Values in [{cfg.high_fraction:g}, 1) that fit: "
+            f"{', '.join(fit) if fit else 'none'}")
 
 
 def _check_group_sizes(model: ModelConfig, cfg: QuantConfig) -> None:
@@ -189,19 +220,34 @@ def _check_group_sizes(model: ModelConfig, cfg: QuantConfig) -> None:
 
 def _role_layouts(model: ModelConfig, cfg: QuantConfig, warn: bool) -> dict[str, LinearLayout]:
     hid, hd, nh = model.hidden_size, model.head_dim, model.num_heads
-    r_res, r_head = high_channels(hid, cfg), high_channels(hd, cfg)
-    g = _group_size((hid - r_res, r_res), cfg)
-    what = "the residual stream's input to attn_qkv and mlp_gate_up in every layer"
-    residual = _part_layout([(_split(hid - r_res, g, f"{what} (4-bit part)"), False),
-                             (_split(r_res, g, f"{what} (8-bit part)"), True)], cfg)
+    r_res, r_gate, r_head = high_channels(hid, cfg), gate_up_high_channels(hid, cfg), high_channels(hd, cfg)
+    # one group width for both residual-stream linears (auto: one that divides all their parts), so
+    # that U_A's blocks are whole groups in both
+    g = _group_size((hid - r_res, r_res, hid - r_gate, r_gate), cfg)
+    if cfg.group_size == AUTO_GROUP_SIZE and g != (g_qkv := auto_group_size((hid - r_res, r_res))):
+        # the option must not change attn_qkv's layout behind the user's back (nor its bit cost)
+        raise ConfigError(f"--group-size auto groups attn_qkv's input ({hid - r_res} + {r_res} channels) by "
+                          f"{g_qkv or 'one group per part'}, which does not also split mlp_gate_up's "
+                          f"({hid - r_gate} + {r_gate}; a width for both: {g or 'none, one group per part'}); give "
+                          "--group-size explicitly to accept that")
+
+    def residual(r: int, what: str) -> LinearLayout:
+        return _part_layout([(_split(hid - r, g, f"{what} (4-bit part)"), False),
+                             (_split(r, g, f"{what} (8-bit part)"), True)], cfg)
+
+    if r_gate == r_res:
+        qkv = gate_up = residual(r_res, "the residual stream's input to attn_qkv and mlp_gate_up in every layer")
+    else:
+        qkv = residual(r_res, "attn_qkv's input (the residual stream) in every layer")
+        gate_up = residual(r_gate, "mlp_gate_up's input (the residual stream) in every layer")
     # o_proj input, permuted: the low part of every head, then the high part of every head; one
     # activation group per head part (per token per head quantisation).
     o_parts = [([hd - r_head], False)] * nh + ([([r_head], True)] * nh if r_head else [])
     down = _down_group_size(model, cfg, warn)
     return {
-        "attn_qkv": residual,
+        "attn_qkv": qkv,
         "attn_o": _part_layout(o_parts, cfg),
-        "mlp_gate_up": residual,
+        "mlp_gate_up": gate_up,
         "mlp_down": _part_layout([(_split(model.intermediate_size, down, "mlp_down's input (the intermediate size) "
                                           "in every layer", "--down-group-size" if down == cfg.down_group_size
                                           else "--group-size"), False)], cfg),

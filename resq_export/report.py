@@ -71,6 +71,10 @@ def spectra_figures(spectra: dict) -> list[tuple[str, str]]:
         r = high.get(name, 0)
         if r:
             ax.axvline(r / dim, color="C3", ls="--", lw=1, label=f"8-bit subspace ({r} of {dim})")
+        r_gate = high.get("U_A_gate_up", 0) if name == "U_A" else 0  # --gate-up-high-fraction
+        if r_gate:
+            ax.axvline(r_gate / dim, color="C1", ls=":", lw=1, label=f"mlp_gate_up's 8-bit subspace ({r_gate} of {dim})")
+        if r or r_gate:
             ax.legend(loc="lower right", fontsize=8)
         ax.set_title(f"{name}: cumulative variance" + ("" if name == "U_A" else " (per layer/head, colour = depth)"),
                      fontsize=9)

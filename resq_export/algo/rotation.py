@@ -21,12 +21,15 @@ def pca_basis(sigma: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, to
     return torch.linalg.eigh(sigma)
 
 
-def block_diag_rotation(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    return torch.block_diag(low, high) if high.numel() else low
-
-
 def subspace_rotations(dim: int, n_high: int, generator: torch.Generator) -> torch.Tensor:
     """diag(R_low, R_high): independent Haar rotations of the low (dim - n_high) and high subspaces."""
-    return block_diag_rotation(
-        haar_orthogonal(dim - n_high, generator), haar_orthogonal(n_high, generator)
-    )
+    return block_rotations((dim - n_high, n_high), generator)
+
+
+def block_rotations(sizes: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """diag(R_1, R_2, ...): an independent Haar rotation per block, drawn in order. An empty block
+    draws nothing, so (a, 0, b) gives exactly what (a, b) gives (the same generator state too)."""
+    blocks = [haar_orthogonal(n, generator) for n in sizes if n]
+    if not blocks:
+        return torch.zeros(0, 0, dtype=torch.float64)
+    return torch.block_diag(*blocks) if len(blocks) > 1 else blocks[0]

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..algo.hadamard import hadamard_left_factor, sylvester
-from ..algo.rotation import haar_orthogonal, pca_basis, subspace_rotations
+from ..algo.rotation import block_rotations, haar_orthogonal, pca_basis, subspace_rotations
 from .learned import PCA_ROTATIONS, learn_subspace_rotations
 from ..calib.stats import BasisStatistics
 from ..config import QuantConfig
 from ..decoder import Decoder, KVCache, Layer
-from ..layout import high_channels
+from ..layout import high_channels, residual_blocks
 from ..models.config import ModelConfig
 from ..transforms import rotate
 
@@ -57,7 +57,10 @@ def compute_bases(cfg: ModelConfig, quant: QuantConfig, stats: BasisStatistics |
     r_res, r_head = high_channels(cfg.hidden_size, quant), high_channels(cfg.head_dim, quant)
     if quant.rotation in PCA_ROTATIONS:
         eig_a, u_a = pca_basis(stats.residual.finalize())
-        bases.u_a = u_a @ subspace_rotations(cfg.hidden_size, r_res, gen)
+        # PCA (ascending) x diag(R_low, R_mid, R_high): attn_qkv's 8-bit part is the high block,
+        # mlp_gate_up's the mid and high blocks (R_mid empty unless --gate-up-high-fraction is larger)
+        blocks = residual_blocks(cfg.hidden_size, quant)
+        bases.u_a = u_a @ block_rotations(blocks, gen)
         r2 = subspace_rotations(cfg.head_dim, r_head, gen)  # one R2 for V and K of every layer
         u_b, u_c, share_b, share_c, eig_b, eig_c = [], [], [], [], [], []
         for i in range(cfg.num_layers):
@@ -83,6 +86,10 @@ def compute_bases(cfg: ModelConfig, quant: QuantConfig, stats: BasisStatistics |
         }
         bases.spectra = {"U_A": eig_a.tolist(), "U_B": eig_b, "U_C": eig_c,
                          "high_channels": {"U_A": r_res, "U_B": r_head, "U_C": r_head}}
+        if blocks[1]:  # mlp_gate_up's own 8-bit share (the default's report stays as it was)
+            r_gate = blocks[1] + blocks[2]
+            bases.report["variance_in_high_subspace"]["U_A_gate_up"] = _variance_share(eig_a, r_gate)
+            bases.spectra["high_channels"]["U_A_gate_up"] = r_gate
         if quant.rotation == "learned":
             bases.report["learned_rotation"] = learn_subspace_rotations(cfg, quant, bases, stats)
     elif quant.rotation == "random":

@@ -4,7 +4,8 @@ instead of left random (issue 32).
 Every rotation starts from the random one `--rotation pca` draws (same seed, same draws), and is
 refined on pass 1's sample rows against the quantisation error of the groups the layout gives
 that subspace (algo/learned_rotation.py): U_A's 4-bit and 8-bit parts on the residual stream's
-inputs to attn_qkv and mlp_gate_up (one U_A for the model, as ResQ shares it); U_B per layer and
+inputs to attn_qkv and mlp_gate_up (one U_A for the model, as ResQ shares it; with
+--gate-up-high-fraction a third, middle block at attn_qkv's 4 bits); U_B per layer and
 KV head on the values (their cache rows and the o_proj input's head parts are quantised in those
 parts); U_C per layer on the keys after RoPE. ResQ reuses one R2 for every U_B and U_C; here each
 gets its own, which the artifact already stores (u_b [layers, kv heads, hd, hd], u_c [layers, hd,
@@ -18,9 +19,8 @@ from dataclasses import replace
 import torch
 
 from ..algo.learned_rotation import LearnSettings, learn_rotations
-from ..algo.rotation import block_diag_rotation
 from ..config import QuantConfig
-from ..layout import high_channels, role_layouts
+from ..layout import high_channels, residual_blocks, role_layouts
 from ..models.config import ModelConfig
 from .rotation_samples import RotationSamples
 
@@ -52,21 +52,37 @@ def _learn_parts(y: torch.Tensor, parts: list[tuple[list[int], int]], seed: int,
         blocks.append(rot)
         out.extend(reports)
         at += width
-    return torch.stack([block_diag_rotation(*(b[p] for b in blocks)) if len(blocks) == 2 else blocks[0][p]
+    return torch.stack([torch.block_diag(*(b[p] for b in blocks)) if len(blocks) > 1 else blocks[0][p]
                         for p in range(y.shape[0])])
 
 
-def _residual_parts(cfg: ModelConfig, quant: QuantConfig) -> list[tuple[list[int], int]]:
-    """U_A's subspaces as the residual-stream linears quantise them: (group widths, bits) of the
-    low part (hidden - r channels), then of the high part (the last r), from the layout."""
-    low_width = cfg.hidden_size - high_channels(cfg.hidden_size, quant)
-    groups = role_layouts(cfg, quant, warn=False)["attn_qkv"].group_sizes
-    low, high, at = [], [], 0
+def _groups_within(groups: tuple[int, ...], a: int, b: int) -> list[int]:
+    """The widths of the groups (consecutive, from channel 0) cut to channels [a, b)."""
+    out, at = [], 0
     for g in groups:
-        (low if at < low_width else high).append(g)
+        lo, hi = max(at, a), min(at + g, b)
+        if hi > lo:
+            out.append(hi - lo)
         at += g
-    parts = [(low, _quantised_bits(quant.a_bits))]
-    return parts + ([(high, quant.high_bits)] if high else [])
+    return out
+
+
+def _residual_parts(cfg: ModelConfig, quant: QuantConfig) -> list[tuple[list[int], int]]:
+    """U_A's subspaces (layout.residual_blocks: low, then mlp_gate_up's extra 8-bit block where
+    --gate-up-high-fraction makes one, then high), each with the group widths and bits of the
+    stricter of the two residual-stream linears: attn_qkv, which holds the low and mid blocks at
+    4 bits and the high one at 8. The blocks are whole groups of attn_qkv's layout wherever
+    --group-size splits them (auto always); a group spanning two blocks (--group-size 0) is fitted
+    as its part in each."""
+    groups = role_layouts(cfg, quant, warn=False)["attn_qkv"].group_sizes
+    low, mid, high = residual_blocks(cfg.hidden_size, quant)
+    low_bits = _quantised_bits(quant.a_bits)
+    parts, at = [], 0
+    for width, bits in ((low, low_bits), (mid, low_bits), (high, quant.high_bits)):
+        if width:
+            parts.append((_groups_within(groups, at, at + width), bits))
+        at += width
+    return parts
 
 
 def _summary(reports: list[dict]) -> dict:

@@ -67,6 +67,7 @@ def test_launch_policy_picks_split_at_decode():
 # heads of 112 + 16 channels; down_proj: 224 groups of 64 (28 runs).
 MODEL_SHAPES = [
     ("smollm2_qkv", layout([(7, 72, 4, 4), (1, 72, 8, 8)]), 96),
+    ("smollm2_gate_up_f25", layout([(6, 72, 4, 4), (2, 72, 8, 8)]), 96),  # --gate-up-high-fraction 0.25
     ("smollm2_o", layout([(9, 56, 4, 4), (9, 8, 8, 8)]), 70),
     ("smollm2_down", layout([(24, 64, 4, 4)]), 65),
     ("llama3_qkv", layout([(28, 128, 4, 4), (4, 128, 8, 8)]), 80),

@@ -30,6 +30,7 @@ LAYOUTS = [
     ("groups64", layout([(3, 64, 4, 4)]), 24),
     ("a8", layout([(2, 96, 4, 8), (1, 32, 8, 8)]), 16),
     ("smollm2_qkv", layout([(1, 504, 4, 4), (1, 72, 8, 8)]), 32),
+    ("smollm2_gate_up_f25", layout([(6, 72, 4, 4), (2, 72, 8, 8)]), 32),  # --gate-up-high-fraction 0.25, auto groups
 ]
 
 

@@ -29,6 +29,7 @@ PART_FIELDS = ("k_low", "low_groups", "high_groups", "a_bits_low", "a_bits_high"
 RANDOM_LINEARS = [  # (label, layout, N, LQER rank)
     ("random_g72_bias_lqer", layout([(7, 72, 4, 4), (1, 72, 8, 8)]), 64, 4),  # SmolLM2's qkv groups
     ("random_g64_3runs", layout([(19, 64, 4, 4)]), 40, 0),  # 19 groups: 3 runs of 8
+    ("random_g72_gate_up_f25", layout([(6, 72, 4, 4), (2, 72, 8, 8)]), 48, 0),  # --gate-up-high-fraction 0.25
 ]
 RANDOM_HADAMARD = (1536, 2)  # (K, rows): 12 blocks of 128 channels
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from plugin_enqueue_cases import TINY, TOKENS, random_cases, tiny_model_cases, write_cases
+from plugin_enqueue_cases import RANDOM_LINEARS, TINY, TOKENS, random_cases, tiny_model_cases, write_cases
 
 from resq_export.native import loader
 
@@ -87,7 +87,7 @@ def _assert_exact_and_as_launch_py(report: dict) -> None:
                                        "mlp/down_proj"},
                          "lqer": {"attn/qkv_proj", "attn/o_proj", "mlp/gate_up_proj", "mlp/down_proj"},
                          "w8a8": {"attn/qkv_proj", "attn/o_proj", "mlp/gate_up_proj", "mlp/down_proj"}}
-    assert len(cases) == 13 * len(TOKENS) + 2 * len(TOKENS) + 1
+    assert len(cases) == 13 * len(TOKENS) + len(RANDOM_LINEARS) * len(TOKENS) + 1
     launched = {name for c in cases for name in c["launches"]}
     # quantiser (4/8-bit, 8/8-bit), LQER projection and its quantiser, the three GEMM tiles, the split-K
     # reduction, the butterflies and the left factor

@@ -158,6 +158,19 @@ CASES = [
      "this model (hidden size 64, head size 16)"),
     ("quantize --model {model} --out {root}/o13 --high-fraction 0.9 --quiet", 1, "Values in [0, 1) that fit: 0, 0.125, "
      "0.25, 0.375, 0.5, 0.625, 0.75, 0.875"),
+    # issue 32: --gate-up-high-fraction (hidden 64: attn_qkv keeps 8 channels in 8 bits)
+    ("quantize --model {model} --out {root}/o20 --gate-up-high-fraction 0.1 --quiet", 1, "error: "
+     "--gate-up-high-fraction 0.1 must be in [--high-fraction, 1) = [0.125, 1)"),
+    ("quantize --model {model} --out {root}/o20 --gate-up-high-fraction 0.3 --quiet", 1, "error: "
+     "--gate-up-high-fraction 0.3 does not fit this model (hidden size 64) with these settings: 45 4-bit input "
+     "channels cannot be packed two per byte. Values in [0.125, 1) that fit: 0.125, 0.1875, 0.25"),
+    ("quantize --model {model} --out {root}/o20 --group-size 8 --gate-up-high-fraction 0.1875 --quiet", 1,
+     "--gate-up-high-fraction 0.1875 does not fit this model (hidden size 64) with these settings: mlp_gate_up's "
+     "input (the residual stream) in every layer (4-bit part): 52 channels do not split into groups of 8"),
+    ("quantize --model {model} --out {root}/o20 --method quarot --gate-up-high-fraction 0.25 --quiet", 1,
+     "--gate-up-high-fraction 0.25 needs ResQ's PCA bases (--method resq with --rotation pca or learned), not "
+     "--rotation random"),
+    ("quantize --model {model} --out {root}/o20 --gate-up-high-fraction 1 --quiet", 2, "1 is not in [0, 1)"),
     ("quantize --model {model} --out {root}/o14 --method lqer --quiet", 1, "mlp_down's input (the intermediate size) in "
      "every layer: 96 channels do not split into groups of 64: choose another --group-size (16, 24, 32, 48 divide it"),
     ("validate --onnx {onnx} --artifact {model} --quiet", 1, "is a model folder, not an artifact (no manifest.json): "
