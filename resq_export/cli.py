@@ -13,7 +13,7 @@ from . import __version__
 from .cli_run import _FULL_CHECK, _JSON, bench, generate  # the options they share with the other commands
 from .cli_support import (FiniteFloat, GroupSize, ResQGroup, check_artifact_dir, check_onnx_dir, check_ranges,
                           fail, nonempty)
-from .config import AUTO_GROUP_SIZE, GPTQ_ORDERS, METHODS, ROTATIONS, QuantConfig
+from .config import AUTO_GROUP_SIZE, GPTQ_ORDERS, LQER_SCALES, METHODS, ROTATIONS, QuantConfig
 from .serve.command import serve_repo
 
 
@@ -62,6 +62,10 @@ _QUANT_OPTIONS = [
                       "act (descending input energy, diag(H)), act-in-parts (the same within each precision "
                       "part, the 4-bit part first) [natural]."),
     click.option("--lqer-rank", type=int, default=None, help="Rank of the LQER correction; 0: none [0; 32 for lqer]."),
+    click.option("--lqer-scale", type=click.Choice(LQER_SCALES), default=None,
+                 help="How LQER weighs the weight error before its SVD: absmean (L²QER: each input channel by its "
+                      "mean |x|), hessian (whitened by the calibration inputs' x^T x: the least output error) "
+                      "[absmean]."),
     click.option("--calib-data", multiple=True, type=click.Path(), help="Plain text or .jsonl files (repeatable)."),
     click.option("--nsamples", type=int, default=None, help="Calibration windows [64]."),
     click.option("--seqlen", type=int, default=None, help="Tokens per calibration window [512]."),
@@ -78,12 +82,12 @@ def quant_options(f):
 
 def _quant_config(method, weight_algo, w_bits, a_bits, kv_bits, high_bits, high_fraction, group_size,
                   down_group_size, rotation, gptq_order, lqer_rank, nsamples, seqlen, seed,
-                  gate_up_high_fraction=None) -> QuantConfig:
+                  gate_up_high_fraction=None, lqer_scale=None) -> QuantConfig:
     return QuantConfig.for_method(
         method, weight_algo=weight_algo, w_bits=w_bits, a_bits=a_bits, kv_bits=kv_bits, high_bits=high_bits,
         high_fraction=high_fraction, group_size=group_size, down_group_size=down_group_size, rotation=rotation,
         gptq_order=gptq_order,
-        lqer_rank=lqer_rank,
+        lqer_rank=lqer_rank, lqer_scale=lqer_scale,
         gate_up_high_fraction=gate_up_high_fraction,
         nsamples=nsamples, seqlen=seqlen, seed=seed,
     )

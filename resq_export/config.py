@@ -12,6 +12,7 @@ METHODS = ("resq", "quarot", "rtn", "lqer", "fp")
 WEIGHT_ALGOS = ("gptq", "rtn")
 GPTQ_ORDERS = ("natural", "act", "act-in-parts")  # the order GPTQ rounds input columns in (algo/gptq.py)
 ROTATIONS = ("pca", "learned", "random", "none")
+LQER_SCALES = ("absmean", "hessian")  # how LQER weighs the weight error's input channels (algo/lqer.py)
 AUTO_GROUP_SIZE = -1  # --group-size auto: a width per model that divides its parts (layout.auto_group_size)
 
 
@@ -35,6 +36,7 @@ class QuantConfig:
     # Where it does not divide the intermediate size, group_size applies (a warning says so).
     lqer_rank: int = 0
     lqer_bits: int = 8
+    lqer_scale: str = "absmean"  # absmean: L²QER's per-channel mean |x|; hessian: whitened by the inputs' x^T x
     clip_search: bool = True
     gptq_damp: float = 0.01
     gptq_block: int = 128
@@ -112,6 +114,8 @@ class QuantConfig:
                               "and quantised weights")
         if self.lqer_rank < 0 or self.lqer_bits != 8:
             raise ConfigError("--lqer-rank must be >= 0 and the LQER factors are 8-bit")
+        if self.lqer_scale not in LQER_SCALES:
+            raise ConfigError(f"unknown LQER scale {self.lqer_scale!r}; choose one of {', '.join(LQER_SCALES)}")
         if self.group_size != AUTO_GROUP_SIZE and (self.group_size < 0 or self.group_size % 2):
             raise ConfigError(f"--group-size must be auto, 0 or a positive even number, got {self.group_size}")
         if self.down_group_size < 0 or self.down_group_size % 2:

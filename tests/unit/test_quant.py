@@ -312,3 +312,50 @@ def test_auto_group_size_divides_both_parts_and_prefers_the_kernel_tile():
     assert role_layouts(smollm2, QuantConfig.for_method("resq", group_size=0))["attn_qkv"].group_sizes == (504, 72)
     assert role_layouts(smollm2, QuantConfig.for_method("resq", group_size=36))["attn_qkv"].group_sizes == (36,) * 16
     assert role_layouts(smollm2, QuantConfig.for_method("quarot"))["attn_qkv"].group_sizes == (576,)
+
+
+def test_lqer_whitened_by_the_second_moment_reaches_the_least_output_error():
+    # sum ||x (E^T - A B)||^2 over the calibration rows is smallest, among all rank-k corrections, at the
+    # SVD of the whitened error: its trailing singular values of X E^T (Eckart-Young on X E^T's column space)
+    x = (_correlated_inputs() * torch.linspace(0.1, 5, 64)).double()
+    w = torch.randn(48, 64, generator=G)
+    scale = weight_scale(w, 4)
+    w_q = quantize_sym(w, scale, 4) * scale
+    err_t = (w.double() - w_q.double()).T
+
+    def err(a, b):
+        return float(((x @ (err_t - a @ b)) ** 2).sum())
+
+    h = x.T @ x
+    k = 8
+    whitened = err(*lqer_factors(w, w_q, k, second_moment=h, damp=0.0))
+    optimum = float((torch.linalg.svdvals(x @ err_t)[k:] ** 2).sum())
+    assert abs(whitened - optimum) <= 1e-9 * optimum
+    assert whitened < 0.9 * err(*lqer_factors(w, w_q, k, act_scale=x.abs().mean(0)))  # L²QER's diagonal
+    a, b = lqer_factors(w, w_q, 64, second_moment=h, damp=0.0)  # full rank: the whole error back
+    torch.testing.assert_close(a @ b, err_t, atol=1e-9, rtol=0)
+    with pytest.raises(ValueError, match="positive definite"):
+        lqer_factors(w, w_q, k, second_moment=-h)
+    with pytest.raises(ValueError, match="not both"):
+        lqer_factors(w, w_q, k, act_scale=x.abs().mean(0), second_moment=h)
+
+
+def test_quantize_linear_whitens_lqer_by_the_hessian_it_is_handed():
+    # the wiring of --lqer-scale: the 8-bit factors built from the Hessian (handed in a list, as pass 2
+    # does, which GPTQ consumes) correct the output error on the calibration rows better than L²QER's
+    from resq_export.config import QuantConfig
+    from resq_export.decoder import FloatLinear
+    from resq_export.quantize.linears import _effective_float, quantize_linear
+
+    x = (_correlated_inputs() * torch.linspace(0.1, 5, 64)).float()
+    lin = FloatLinear(torch.randn(48, 64, generator=G))
+    layout = LinearLayout((32, 32), (4, 4), (8, 8))
+
+    def output_err(scale, algo):
+        quant = QuantConfig.for_method("lqer", lqer_rank=8, lqer_scale=scale, weight_algo=algo)
+        h = (x.double().T @ x.double())
+        q = quantize_linear(lin, layout, quant, [h], x.abs().mean(0))
+        return float(((x.double() @ (_effective_float(q).weight - lin.weight).double().T) ** 2).sum())
+
+    for algo in ("rtn", "gptq"):
+        assert output_err("hessian", algo) < 0.9 * output_err("absmean", algo)
