@@ -35,20 +35,21 @@ def top_singular(e: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, t
 
 def lqer_factors(
     weight: torch.Tensor, weight_q: torch.Tensor, rank: int, act_scale: torch.Tensor | None = None,
-    second_moment: torch.Tensor | None = None, damp: float = 0.01,
+    whitener: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-rank singular components of the (activation-scaled) error E^T = (W - Q(W))^T. With
     act_scale (L²QER) the rows of E^T (input channels) are weighted by s before the decomposition
-    and un-weighted in A afterwards. With second_moment H = sum x^T x of the calibration inputs
-    instead, E^T is whitened by H's Cholesky factor (H + damp * mean(diag H) * I = L L^T): the SVD of
-    L^T E^T gives the rank-k correction with the least output error sum ||x (E^T - A B)||^2 on those
-    inputs (the same objective as GPTQ's; L²QER's diagonal s is its uncorrelated special case)."""
-    if act_scale is not None and second_moment is not None:
-        raise ValueError("lqer_factors takes act_scale or second_moment, not both")
+    and un-weighted in A afterwards. With whitener L (whitening_factor: L L^T = the calibration inputs'
+    damped second moment H) instead, the SVD of L^T E^T gives the rank-k correction with the least output
+    error sum ||x (E^T - A B)||^2 on those inputs (the same objective as GPTQ's; L²QER's diagonal s is
+    its uncorrelated special case): A = L^-T U_k, B = S_k V_k^T."""
+    if act_scale is not None and whitener is not None:
+        raise ValueError("lqer_factors takes act_scale or whitener, not both")
     # In place on one float64 copy: at the 8B down_proj shape each [out, in] float64 temporary is 470 MB.
     err_t = weight.to(torch.float64, copy=True).sub_(weight_q).T  # [in, out]
-    if second_moment is not None:
-        return _whitened_factors(err_t, rank, second_moment, damp)
+    if whitener is not None:
+        u, sv, vh = top_singular(whitener.T @ err_t, rank)
+        return torch.linalg.solve_triangular(whitener.T, u, upper=True), sv[:, None] * vh
     if act_scale is None:
         s = torch.ones(err_t.shape[0], dtype=torch.float64)
     else:
@@ -60,16 +61,13 @@ def lqer_factors(
     return u / s[:, None], sv[:, None] * vh
 
 
-def _whitened_factors(
-    err_t: torch.Tensor, rank: int, second_moment: torch.Tensor, damp: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A = L^-T U_k, B = S_k V_k^T from the SVD of L^T E^T (lqer_factors)."""
+def whitening_factor(second_moment: torch.Tensor, damp: float) -> torch.Tensor:
+    """Lower-triangular L with L L^T = H + damp * mean(diag H) * I (float64; H, the sum of x^T x over the
+    calibration inputs, is left as it is: GPTQ still needs it)."""
     h = second_moment.to(torch.float64, copy=True)
     torch.diagonal(h).add_(damp * torch.diagonal(h).mean())
-    chol, info = torch.linalg.cholesky_ex(h)  # lower: h = L L^T
+    chol, info = torch.linalg.cholesky_ex(h)
     del h
     if int(info) != 0 or not torch.isfinite(chol).all():
         raise ValueError(f"the inputs' second moment is not positive definite after damping {damp}")
-    u, sv, vh = top_singular(chol.T @ err_t, rank)
-    a = torch.linalg.solve_triangular(chol.T, u, upper=True)
-    return a, sv[:, None] * vh
+    return chol

@@ -10,7 +10,7 @@ import time
 import torch
 
 from ..algo.gptq import HessianError, gptq_quantize
-from ..algo.lqer import lqer_factors
+from ..algo.lqer import lqer_factors, whitening_factor
 from ..algo.quant import (
     dequantize_groups,
     dequantize_weight,
@@ -60,10 +60,13 @@ def quantize_linear(
     hessian: torch.Tensor | list[torch.Tensor] | None, act_absmean: torch.Tensor | None,
 ) -> QuantLinear:
     w = lin.weight.to(torch.float32)
-    # LQER's whitening needs the Hessian GPTQ is handed (and damps in place): a copy first
-    lqer_h = None
+    # LQER's whitening is factorised from the Hessian before GPTQ consumes (and damps) it
+    whitener = None
     if quant.lqer_rank and quant.lqer_scale == "hessian":
-        lqer_h = (hessian[0] if isinstance(hessian, list) else hessian).clone()
+        try:
+            whitener = whitening_factor(hessian[0] if isinstance(hessian, list) else hessian, quant.gptq_damp)
+        except ValueError as e:
+            raise HessianError(str(e)) from None
     bounds, bits = group_bounds(layout.group_sizes), layout.w_bits
     wscale = torch.cat([mse_weight_scale(w[:, a:b], nbits) if quant.clip_search else weight_scale(w[:, a:b], nbits)
                         for (a, b), nbits in zip(bounds, bits)], 1)
@@ -76,14 +79,8 @@ def quantize_linear(
     lqer = None
     if quant.lqer_rank:
         w_q = dequantize_weight(codes, wscale, layout.group_sizes, torch.float64)  # exact products
-        if lqer_h is not None:
-            try:
-                a, b = lqer_factors(w, w_q, quant.lqer_rank, second_moment=lqer_h, damp=quant.gptq_damp)
-            except ValueError as e:
-                raise HessianError(str(e)) from None
-        else:
-            a, b = lqer_factors(w, w_q, quant.lqer_rank, act_absmean)
-        del w_q, lqer_h
+        a, b = lqer_factors(w, w_q, quant.lqer_rank, act_absmean if whitener is None else None, whitener)
+        del w_q, whitener
         lqer = LqerBranch(*_quantize_rows(a.T, quant.lqer_bits), *_quantize_rows(b.T, quant.lqer_bits))
     # stored packed, as written; the GEMM copies of a QuantLinear are only made if it is ever run
     return QuantLinear.from_codes(layout, codes, wscale.to(torch.float32), lin.bias, lqer)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from resq_export.algo.gptq import gptq_quantize
-from resq_export.algo.lqer import lqer_factors, top_singular
+from resq_export.algo.lqer import lqer_factors, top_singular, whitening_factor
 from resq_export.algo.quant import (
     dequantize_groups, expand_groups, int_matmul, mse_weight_scale, pack_int4, quantize_groups,
     quantize_sym, unpack_int4, weight_scale,
@@ -328,16 +328,17 @@ def test_lqer_whitened_by_the_second_moment_reaches_the_least_output_error():
 
     h = x.T @ x
     k = 8
-    whitened = err(*lqer_factors(w, w_q, k, second_moment=h, damp=0.0))
+    whitened = err(*lqer_factors(w, w_q, k, whitener=whitening_factor(h, 0.0)))
     optimum = float((torch.linalg.svdvals(x @ err_t)[k:] ** 2).sum())
     assert abs(whitened - optimum) <= 1e-9 * optimum
     assert whitened < 0.9 * err(*lqer_factors(w, w_q, k, act_scale=x.abs().mean(0)))  # L²QER's diagonal
-    a, b = lqer_factors(w, w_q, 64, second_moment=h, damp=0.0)  # full rank: the whole error back
+    a, b = lqer_factors(w, w_q, 64, whitener=whitening_factor(h, 0.0))  # full rank: the whole error back
     torch.testing.assert_close(a @ b, err_t, atol=1e-9, rtol=0)
     with pytest.raises(ValueError, match="positive definite"):
-        lqer_factors(w, w_q, k, second_moment=-h)
+        whitening_factor(-h, 0.01)
+    assert torch.equal(h, x.T @ x)  # left for GPTQ as it was
     with pytest.raises(ValueError, match="not both"):
-        lqer_factors(w, w_q, k, act_scale=x.abs().mean(0), second_moment=h)
+        lqer_factors(w, w_q, k, act_scale=x.abs().mean(0), whitener=whitening_factor(h, 0.0))
 
 
 def test_quantize_linear_whitens_lqer_by_the_hessian_it_is_handed():
